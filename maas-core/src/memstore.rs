@@ -1,0 +1,583 @@
+//! The in-memory reference [`Store`] (and [`Inventory`]): the executable definition of the
+//! contract, used by tests, the simulator and examples. One mutex around plain maps; it is
+//! never held across an `.await`, so every method is atomic.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::host::{Host, HostState};
+use crate::id::{BatchId, HostRunId, JobId};
+use crate::machine::{self, Effects, JobContext, Rules, TransitionError};
+use crate::model::*;
+use crate::names::{Hostname, Pool, Site};
+use crate::overlap::Conflict;
+use crate::plan::StepKind;
+use crate::ports::inventory::{HostFilter, Inventory};
+use crate::ports::store::*;
+use crate::time::Timestamp;
+
+#[derive(Default)]
+struct State {
+    hosts: BTreeMap<Hostname, Host>,
+    batches: BTreeMap<BatchId, BatchRecord>,
+    idempotency: HashMap<(String, String), BatchId>,
+    host_runs: HashMap<HostRunId, HostRunRecord>,
+    runs_by_batch: HashMap<BatchId, Vec<HostRunId>>,
+    jobs: HashMap<JobId, JobRecord>,
+    jobs_by_run: HashMap<HostRunId, Vec<JobId>>,
+    /// The claim index: available jobs only, by (site, kind, key, id).
+    available: BTreeSet<(Site, StepKind, i64, JobId)>,
+    leased: BTreeSet<(Timestamp, JobId)>,
+    waiting: BTreeSet<(Timestamp, JobId)>,
+    tokens: HashMap<String, JobId>,
+    claims: HashMap<Hostname, Claim>,
+    events: Vec<Event>,
+    cursors: HashMap<String, u64>,
+    audit: Vec<AuditRecord>,
+    leaders: HashMap<String, (String, Timestamp)>,
+    pool_kinds: HashMap<Pool, Vec<StepKind>>,
+    workers: BTreeMap<String, WorkerRecord>,
+}
+
+impl State {
+    fn unindex(&mut self, job: &JobRecord) {
+        match job.state {
+            JobState::Available => {
+                self.available.remove(&(job.site.clone(), job.kind, job.key, job.id));
+            }
+            JobState::Running => {
+                if let Some(t) = job.lease_expires_at {
+                    self.leased.remove(&(t, job.id));
+                }
+            }
+            JobState::Waiting => {
+                if let Some(t) = job.wait_deadline {
+                    self.waiting.remove(&(t, job.id));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes a job row and keeps the indexes in step with its state.
+    fn put_job(&mut self, job: JobRecord) {
+        if let Some(old) = self.jobs.get(&job.id).cloned() {
+            self.unindex(&old);
+        }
+        match job.state {
+            JobState::Available => {
+                self.available.insert((job.site.clone(), job.kind, job.key, job.id));
+            }
+            JobState::Running => {
+                if let Some(t) = job.lease_expires_at {
+                    self.leased.insert((t, job.id));
+                }
+            }
+            JobState::Waiting => {
+                if let Some(t) = job.wait_deadline {
+                    self.waiting.insert((t, job.id));
+                }
+            }
+            _ => {}
+        }
+        if job.state.is_terminal() {
+            if let Some(t) = &job.wait_token {
+                self.tokens.remove(t);
+            }
+        }
+        self.jobs.insert(job.id, job);
+    }
+
+    fn job_context(&self, job_id: JobId) -> Result<JobContext, StoreError> {
+        let job = self.jobs.get(&job_id).cloned().ok_or_else(|| not_found("job", job_id))?;
+        let host_run = self.host_runs.get(&job.host_run_id).cloned().ok_or_else(|| not_found("host run", job.host_run_id))?;
+        let batch = self.batches.get(&job.batch_id).cloned().ok_or_else(|| not_found("batch", job.batch_id))?;
+        let next = self
+            .jobs_by_run
+            .get(&job.host_run_id)
+            .and_then(|ids| ids.get(job.position as usize + 1))
+            .and_then(|id| self.jobs.get(id))
+            .cloned();
+        Ok(JobContext { batch, host_run, job, next })
+    }
+
+    /// Applies a decision's effects, then starts queued host runs as the decision allows.
+    fn apply(&mut self, mut fx: Effects, now: Timestamp, rules: &Rules) -> Result<(), TransitionError> {
+        loop {
+            for job in fx.jobs.drain(..) {
+                self.put_job(job);
+            }
+            for run in fx.host_runs.drain(..) {
+                self.host_runs.insert(run.id, run);
+            }
+            for run_id in fx.cancel_jobs_of.drain(..) {
+                let ids = self.jobs_by_run.get(&run_id).cloned().unwrap_or_default();
+                for id in ids {
+                    if let Some(mut job) = self.jobs.get(&id).cloned() {
+                        if matches!(job.state, JobState::Blocked | JobState::Available | JobState::Waiting) {
+                            job.state = JobState::Cancelled;
+                            job.finished_at = Some(now);
+                            self.put_job(job);
+                        }
+                    }
+                }
+            }
+            for host in fx.released_claims.drain(..) {
+                self.claims.remove(&host);
+            }
+            for e in fx.events.drain(..) {
+                let seq = self.events.len() as u64 + 1;
+                self.events.push(Event { seq, batch_id: e.batch_id, at: e.at, kind: e.kind });
+            }
+            let Some(batch) = fx.batch.take() else { return Ok(()) };
+            let batch_id = batch.id;
+            self.batches.insert(batch_id, batch.clone());
+            if fx.start_queued == 0 {
+                return Ok(());
+            }
+            let queued: Vec<(HostRunRecord, JobRecord)> = self
+                .runs_by_batch
+                .get(&batch_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.host_runs.get(id))
+                .filter(|r| r.state == HostRunState::Queued)
+                .take(fx.start_queued as usize)
+                .filter_map(|r| {
+                    let head = self.jobs_by_run.get(&r.id)?.first()?;
+                    Some((r.clone(), self.jobs.get(head)?.clone()))
+                })
+                .collect();
+            fx = machine::start_queued_runs(batch, queued, now, rules)?;
+        }
+    }
+}
+
+fn not_found(what: &'static str, id: impl ToString) -> StoreError {
+    StoreError::NotFound { what, id: id.to_string() }
+}
+
+/// The in-memory reference store.
+pub struct MemStore {
+    state: Mutex<State>,
+    rules: Rules,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        MemStore::new(Rules::default())
+    }
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemStore").finish_non_exhaustive()
+    }
+}
+
+impl MemStore {
+    /// An empty store following `rules`.
+    pub fn new(rules: Rules) -> Self {
+        MemStore { state: Mutex::new(State::default()), rules }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot of every job (for invariant checkers and tests).
+    pub fn jobs_snapshot(&self) -> Vec<JobRecord> {
+        self.lock().jobs.values().cloned().collect()
+    }
+
+    /// A snapshot of every claim (for invariant checkers and tests).
+    pub fn claims_snapshot(&self) -> Vec<Claim> {
+        self.lock().claims.values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let st = self.lock();
+        Ok(st.audit.iter().rev().take(if limit == 0 { usize::MAX } else { limit }).cloned().collect())
+    }
+
+    async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
+        let mut st = self.lock();
+        let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| not_found("batch", p.batch_id))?;
+        let runs: Vec<(HostRunRecord, Option<JobRecord>)> = st
+            .runs_by_batch
+            .get(&p.batch_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| st.host_runs.get(id))
+            .filter(|r| !r.state.is_terminal())
+            .map(|r| {
+                let current = st.jobs_by_run.get(&r.id).and_then(|j| j.get(r.step as usize)).and_then(|id| st.jobs.get(id)).cloned();
+                (r.clone(), current)
+            })
+            .collect();
+        let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now)?;
+        st.apply(fx, p.now, &self.rules)?;
+        Ok(st.batches[&p.batch_id].clone())
+    }
+
+    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
+        Ok(self.lock().batches.get(&id).cloned())
+    }
+
+    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError> {
+        let st = self.lock();
+        let limit = if p.limit == 0 { 100 } else { p.limit };
+        Ok(st
+            .batches
+            .values()
+            .rev()
+            .filter(|b| p.before.is_none_or(|before| b.id < before))
+            .filter(|b| p.submitter.as_ref().is_none_or(|s| &b.submitter == s))
+            .filter(|b| p.states.is_empty() || p.states.contains(&b.state))
+            .filter(|b| p.action.is_none_or(|a| b.action() == a))
+            .filter(|b| p.created_from.is_none_or(|t| b.created_at >= t))
+            .filter(|b| p.created_until.is_none_or(|t| b.created_at < t))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError> {
+        let mut st = self.lock();
+        let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| not_found("batch", p.batch_id))?;
+        let fx = if p.paused {
+            machine::decide_pause(batch, &p.principal, &p.reason, p.now)?
+        } else {
+            machine::decide_resume(batch, &p.principal, p.now)?
+        };
+        st.apply(fx, p.now, &self.rules)?;
+        Ok(st.batches[&p.batch_id].clone())
+    }
+
+    async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError> {
+        let nb = p.new_batch;
+        let mut st = self.lock();
+        if let Some(key) = &nb.batch.spec.idempotency_key {
+            if let Some(existing) = st.idempotency.get(&(nb.batch.submitter.clone(), key.clone())) {
+                let existing = st.batches[existing].clone();
+                if machine::idempotent_match(&existing, &nb.batch.spec) {
+                    return Ok(BatchSubmitted { batch: existing, created: false });
+                }
+                return Err(StoreError::IdempotencyKeyReused { key: key.clone(), batch: existing.id });
+            }
+        }
+        let conflicts: Vec<Conflict> = nb
+            .claims
+            .iter()
+            .filter_map(|c| st.claims.get(&c.hostname).map(|held| Conflict { host: c.hostname.clone(), held_by: held.batch_id }))
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(StoreError::Overlap { conflicts });
+        }
+        let batch = nb.batch.clone();
+        if let Some(key) = &batch.spec.idempotency_key {
+            st.idempotency.insert((batch.submitter.clone(), key.clone()), batch.id);
+        }
+        st.runs_by_batch.insert(batch.id, nb.host_runs.iter().map(|r| r.id).collect());
+        for run in nb.host_runs {
+            st.host_runs.insert(run.id, run);
+        }
+        for job in nb.jobs {
+            st.jobs_by_run.entry(job.host_run_id).or_default().push(job.id);
+            if let Some(t) = &job.wait_token {
+                st.tokens.insert(t.clone(), job.id);
+            }
+            st.put_job(job);
+        }
+        for c in nb.claims {
+            st.claims.insert(c.hostname.clone(), c);
+        }
+        for e in nb.events {
+            let seq = st.events.len() as u64 + 1;
+            st.events.push(Event { seq, batch_id: e.batch_id, at: e.at, kind: e.kind });
+        }
+        st.audit.push(nb.audit);
+        st.batches.insert(batch.id, batch.clone());
+        Ok(BatchSubmitted { batch, created: true })
+    }
+
+    async fn claim_get_many(&self, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError> {
+        let st = self.lock();
+        Ok(hosts.iter().filter_map(|h| st.claims.get(h).cloned()).collect())
+    }
+
+    async fn event_cursor_get(&self, consumer: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().cursors.get(consumer).copied().unwrap_or(0))
+    }
+
+    async fn event_cursor_set(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        let c = st.cursors.entry(consumer.to_string()).or_insert(0);
+        *c = (*c).max(seq);
+        Ok(())
+    }
+
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>, StoreError> {
+        let st = self.lock();
+        let limit = if p.limit == 0 { 1000 } else { p.limit };
+        let start = (p.after as usize).min(st.events.len());
+        Ok(st.events[start..]
+            .iter()
+            .filter(|e| p.batch_id.is_none_or(|b| e.batch_id == b))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError> {
+        let st = self.lock();
+        let batch_ids: Vec<BatchId> = match p.batch_id {
+            Some(b) => vec![b],
+            None => st.batches.keys().copied().collect(),
+        };
+        Ok(batch_ids
+            .iter()
+            .flat_map(|b| st.runs_by_batch.get(b).into_iter().flatten())
+            .filter_map(|id| st.host_runs.get(id))
+            .filter(|r| p.hostnames.is_empty() || p.hostnames.contains(&r.hostname))
+            .filter(|r| p.states.is_empty() || p.states.contains(&r.state))
+            .cloned()
+            .collect())
+    }
+
+    async fn job_claim(&self, p: JobClaimParams) -> Result<Vec<JobRecord>, StoreError> {
+        let mut st = self.lock();
+        let mut candidates: Vec<(i64, JobId)> = Vec::new();
+        for kind in &p.kinds {
+            let lo = (p.site.clone(), *kind, i64::MIN, JobId(uuid::Uuid::nil()));
+            let hi = (p.site.clone(), *kind, i64::MAX, JobId(uuid::Uuid::max()));
+            candidates.extend(
+                st.available
+                    .range(lo..=hi)
+                    .filter(|(_, _, _, id)| st.jobs.get(id).is_some_and(|j| j.run_at <= p.now))
+                    .take(p.limit)
+                    .map(|(_, _, key, id)| (*key, *id)),
+            );
+        }
+        candidates.sort_unstable();
+        candidates.truncate(p.limit);
+        let mut out = Vec::with_capacity(candidates.len());
+        for (_, id) in candidates {
+            let mut job = st.jobs[&id].clone();
+            machine::lease_job(&mut job, &p.owner, p.now, p.lease)?;
+            st.put_job(job.clone());
+            out.push(job);
+        }
+        Ok(out)
+    }
+
+    async fn job_complete_many(&self, p: JobCompleteManyParams) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
+        let mut st = self.lock();
+        let mut results = Vec::with_capacity(p.completions.len());
+        for c in p.completions {
+            let ctx = st.job_context(c.job_id)?;
+            let decided = machine::check_fence(&ctx.job, c.attempt)
+                .and_then(|()| machine::decide_job_outcome(ctx, c.outcome, p.now, &self.rules));
+            results.push(match decided {
+                Ok(fx) => st.apply(fx, p.now, &self.rules),
+                Err(e) => Err(e),
+            });
+        }
+        Ok(results)
+    }
+
+    async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError> {
+        let mut st = self.lock();
+        let mut held = Vec::new();
+        for id in p.job_ids {
+            if let Some(mut job) = st.jobs.get(&id).cloned().filter(|j| machine::lease_is_held(j, &p.owner)) {
+                job.lease_expires_at = Some(p.now.plus(p.lease));
+                st.put_job(job);
+                held.push(id);
+            }
+        }
+        Ok(held)
+    }
+
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
+        let st = self.lock();
+        let runs: Vec<HostRunId> = match (p.host_run_id, p.batch_id) {
+            (Some(r), _) => vec![r],
+            (None, Some(b)) => st.runs_by_batch.get(&b).cloned().unwrap_or_default(),
+            (None, None) => {
+                let mut all: Vec<&HostRunRecord> = st.host_runs.values().collect();
+                all.sort_by_key(|r| (r.batch_id, r.ordinal));
+                all.iter().map(|r| r.id).collect()
+            }
+        };
+        Ok(runs
+            .iter()
+            .flat_map(|r| st.jobs_by_run.get(r).into_iter().flatten())
+            .filter_map(|id| st.jobs.get(id))
+            .filter(|j| p.states.is_empty() || p.states.contains(&j.state))
+            .cloned()
+            .collect())
+    }
+
+    async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError> {
+        let mut st = self.lock();
+        let mut report = RescueReport::default();
+        let limit = if p.limit == 0 { usize::MAX } else { p.limit };
+        let expired: Vec<JobId> = st.leased.iter().take_while(|(t, _)| *t <= p.now).take(limit).map(|(_, id)| *id).collect();
+        for id in expired {
+            let ctx = st.job_context(id)?;
+            let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
+            st.apply(fx, p.now, &self.rules)?;
+            if st.jobs[&id].state == JobState::Failed {
+                report.failed.push(id);
+            } else {
+                report.retried.push(id);
+            }
+        }
+        let room = limit.saturating_sub(report.retried.len() + report.failed.len());
+        let waits: Vec<JobId> = st.waiting.iter().take_while(|(t, _)| *t <= p.now).take(room).map(|(_, id)| *id).collect();
+        for id in waits {
+            let ctx = st.job_context(id)?;
+            let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
+            st.apply(fx, p.now, &self.rules)?;
+            report.wait_expired.push(id);
+        }
+        Ok(report)
+    }
+
+    async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError> {
+        let mut st = self.lock();
+        let id = *st.tokens.get(&p.token).ok_or(TransitionError::WrongToken)?;
+        let ctx = st.job_context(id)?;
+        let fx = machine::decide_wait_result(ctx, &p.token, p.outcome, p.now, &self.rules)?;
+        st.apply(fx, p.now, &self.rules)?;
+        Ok(st.jobs[&id].clone())
+    }
+
+    async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError> {
+        let mut st = self.lock();
+        let expires = p.now.plus(p.ttl);
+        match st.leaders.get(&p.name) {
+            Some((owner, until)) if owner != &p.owner && *until > p.now => Ok(false),
+            _ => {
+                st.leaders.insert(p.name, (p.owner, expires));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn leader_resign(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        if st.leaders.get(name).is_some_and(|(o, _)| o == owner) {
+            st.leaders.remove(name);
+        }
+        Ok(())
+    }
+
+    async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError> {
+        Ok(self.lock().pool_kinds.get(pool).cloned())
+    }
+
+    async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError> {
+        self.lock().pool_kinds.insert(pool.clone(), kinds.to_vec());
+        Ok(())
+    }
+
+    async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError> {
+        let st = self.lock();
+        let mut out: Vec<HostRunSample> = st
+            .host_runs
+            .values()
+            .filter_map(|r| {
+                let (started_at, finished_at) = (r.started_at?, r.finished_at?);
+                let inside = p.finished_from.is_none_or(|t| finished_at >= t) && p.finished_until.is_none_or(|t| finished_at < t);
+                let action = st.batches.get(&r.batch_id)?.action();
+                inside.then(|| HostRunSample {
+                    batch_id: r.batch_id,
+                    action,
+                    site: r.site.clone(),
+                    sku: r.sku.clone(),
+                    state: r.state,
+                    started_at,
+                    finished_at,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.finished_at, s.batch_id));
+        Ok(out)
+    }
+
+    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        let w = st.workers.entry(p.id.clone()).or_insert_with(|| WorkerRecord {
+            id: p.id.clone(),
+            site: p.site.clone(),
+            pool: p.pool.clone(),
+            started_at: p.now,
+            last_heartbeat: p.now,
+        });
+        w.site = p.site;
+        w.pool = p.pool;
+        w.last_heartbeat = w.last_heartbeat.max(p.now);
+        Ok(())
+    }
+
+    async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<WorkerRecord>, StoreError> {
+        let st = self.lock();
+        Ok(st
+            .workers
+            .values()
+            .filter(|w| p.site.as_ref().is_none_or(|s| &w.site == s))
+            .filter(|w| p.fresh_since.is_none_or(|t| w.last_heartbeat >= t))
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Inventory for MemStore {
+    async fn host_get_many(&self, names: &[Hostname]) -> Result<Vec<Host>, StoreError> {
+        let st = self.lock();
+        Ok(names.iter().filter_map(|n| st.hosts.get(n).cloned()).collect())
+    }
+
+    async fn host_list(&self, f: HostFilter) -> Result<Vec<Host>, StoreError> {
+        let st = self.lock();
+        let limit = if f.limit == 0 { usize::MAX } else { f.limit };
+        let start = match &f.after {
+            Some(a) => std::ops::Bound::Excluded(a.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(st
+            .hosts
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, h)| h)
+            .filter(|h| f.site.as_ref().is_none_or(|s| &h.site == s))
+            .filter(|h| f.pool.as_ref().is_none_or(|p| &h.pool == p))
+            .filter(|h| f.state.is_none_or(|s| h.state == s))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError> {
+        let mut st = self.lock();
+        let n = hosts.len();
+        for h in hosts {
+            st.hosts.insert(h.hostname.clone(), h);
+        }
+        Ok(n)
+    }
+
+    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        let h = st.hosts.get_mut(name).ok_or_else(|| not_found("host", name))?;
+        h.state = state;
+        Ok(())
+    }
+}

@@ -1,0 +1,44 @@
+//! The `Inventory` seam: hosts, their sites, pools and allocation state.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Host, HostState};
+use crate::names::{Hostname, Pool, Site};
+use crate::ports::store::StoreError;
+
+/// Which hosts to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFilter {
+    /// Only this site.
+    pub site: Option<Site>,
+    /// Only this pool.
+    pub pool: Option<Pool>,
+    /// Only this state.
+    pub state: Option<HostState>,
+    /// Only names after this one (paging).
+    pub after: Option<Hostname>,
+    /// At most this many (0: no limit).
+    pub limit: usize,
+}
+
+/// The inventory of hosts.
+///
+/// # Contract
+/// - `host_get_many` returns the hosts that exist among `names`, in any order; unknown
+///   names are simply absent (validation reports them).
+/// - `host_upsert_many` is idempotent: inserting the same host twice leaves one row equal
+///   to the last write; all or nothing.
+/// - `host_set_state` fails with `StoreError::NotFound` for an unknown host.
+/// - `host_list` returns hosts ordered by name, filtered, at most `limit`.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// The existing hosts among `names`.
+    async fn host_get_many(&self, names: &[Hostname]) -> Result<Vec<Host>, StoreError>;
+    /// Hosts matching `filter`, by name.
+    async fn host_list(&self, filter: HostFilter) -> Result<Vec<Host>, StoreError>;
+    /// Inserts or replaces hosts; returns how many were written.
+    async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError>;
+    /// Sets one host's lifecycle state.
+    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError>;
+}

@@ -1,0 +1,169 @@
+//! The `PowerDriver` seam: talking to BMCs.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::host::BmcEndpoint;
+
+/// Chassis power state as the BMC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    /// Powered on.
+    On,
+    /// Powered off.
+    Off,
+}
+
+/// A power request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerOp {
+    /// Power up.
+    On,
+    /// Hard power down.
+    Off,
+    /// Off then on (a host that is off is just powered on).
+    Cycle,
+    /// Hard reset (warm).
+    Reset,
+    /// ACPI soft off: ask the OS to shut down.
+    SoftOff,
+}
+
+impl PowerOp {
+    /// The state the host must reach for the request to count as done.
+    pub fn target(self) -> PowerState {
+        match self {
+            PowerOp::On | PowerOp::Cycle | PowerOp::Reset => PowerState::On,
+            PowerOp::Off | PowerOp::SoftOff => PowerState::Off,
+        }
+    }
+}
+
+impl fmt::Display for PowerOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerOp::On => "on",
+            PowerOp::Off => "off",
+            PowerOp::Cycle => "cycle",
+            PowerOp::Reset => "reset",
+            PowerOp::SoftOff => "soft off",
+        })
+    }
+}
+
+/// What a power request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerReport {
+    /// The state before the request.
+    pub before: PowerState,
+    /// The command actually sent (`None`: nothing needed, e.g. `On` when already on;
+    /// `Some(On)` for a `Cycle` of a host that was off).
+    pub sent: Option<PowerOp>,
+}
+
+/// The next boot device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootDevice {
+    /// Network boot.
+    Pxe,
+    /// Local disk.
+    Disk,
+    /// No override (BIOS order).
+    Default,
+}
+
+/// What a probe (console check) found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The power state.
+    pub power: PowerState,
+    /// A description of the BMC (vendor, firmware), if it gives one.
+    pub firmware: Option<String>,
+}
+
+/// Why a BMC call failed, classified for the retry policy. Never carries credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PowerError {
+    /// No answer from the BMC (network, wrong address, BMC down).
+    #[error("BMC {bmc} unreachable: {detail}")]
+    Unreachable {
+        /// `address:port`.
+        bmc: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The BMC refused the credentials.
+    #[error("BMC {bmc} refused the credentials")]
+    Authentication {
+        /// `address:port`.
+        bmc: String,
+    },
+    /// The BMC is busy (node busy, session limit); try later.
+    #[error("BMC {bmc} busy: {detail}")]
+    Busy {
+        /// `address:port`.
+        bmc: String,
+        /// What it said.
+        detail: String,
+    },
+    /// The BMC rejected the command.
+    #[error("BMC {bmc} rejected the command (completion code {code:#04x}): {detail}")]
+    Rejected {
+        /// `address:port`.
+        bmc: String,
+        /// IPMI completion code.
+        code: u8,
+        /// What it means.
+        detail: String,
+    },
+    /// No answer in time.
+    #[error("BMC {bmc} timed out after {millis} ms")]
+    Timeout {
+        /// `address:port`.
+        bmc: String,
+        /// The deadline.
+        millis: u64,
+    },
+    /// The driver cannot do this (e.g. an unsupported cipher suite).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl PowerError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PowerError::Unreachable { .. } | PowerError::Busy { .. } | PowerError::Timeout { .. })
+    }
+}
+
+/// Controls hosts' power and boot through their BMCs.
+///
+/// # Contract
+/// - `power_status` reads the current state without changing anything.
+/// - `power` is idempotent where the physics allow: `On` of a host that is on and `Off` of
+///   a host that is off send nothing (`sent: None`); `Cycle` of a host that is off powers
+///   it on (`sent: Some(On)`). It returns once the BMC accepted the command; the caller
+///   verifies the outcome by polling `power_status` (BMCs report late).
+/// - `set_boot_device` applies to the next boot only unless `persistent`.
+/// - Every call finishes within the driver's own deadline, and errors are classified
+///   ([`PowerError::is_retryable`]); no credential appears in an error or a log.
+/// - Safe to call concurrently for different BMCs; calls to one BMC may be serialized.
+#[async_trait]
+pub trait PowerDriver: Send + Sync {
+    /// The chassis power state.
+    async fn power_status(&self, bmc: &BmcEndpoint) -> Result<PowerState, PowerError>;
+    /// Sends a power request (see the contract for idempotence).
+    async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError>;
+    /// Sets the next boot device.
+    async fn set_boot_device(&self, bmc: &BmcEndpoint, device: BootDevice, persistent: bool) -> Result<(), PowerError>;
+    /// The boot device override in effect.
+    async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError>;
+    /// Opens a session and reads identity and power: the console pre-check.
+    async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError>;
+}

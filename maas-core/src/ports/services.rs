@@ -1,0 +1,175 @@
+//! The smaller seams: `Provisioner`, `Notifier`, `Ticketing`, `Secrets`.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::host::Host;
+use crate::id::BatchId;
+use crate::model::Event;
+use crate::names::Hostname;
+use crate::plan::{BootImage, StepKind};
+use crate::time::Timestamp;
+
+/// A provisioning failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provisioner: {message}")]
+pub struct ProvisionError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether another attempt may help.
+    pub retryable: bool,
+}
+
+/// What a PXE-booting host is served, and where its "finished" callback goes.
+///
+/// # Contract
+/// - `prepare` makes the next network boot of `host` serve `image`, and arranges that the
+///   image reports its result with `token` (through the API's install-result callback).
+///   Calling it again for the same host replaces the previous preparation.
+/// - `clear` undoes `prepare` (after success, failure or cancel); clearing an unprepared
+///   host is not an error.
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    /// Serve `image` to `host` on its next network boot; report with `token`.
+    async fn prepare(&self, host: &Host, image: &BootImage, token: &str) -> Result<(), ProvisionError>;
+    /// Stop serving anything special to `host`.
+    async fn clear(&self, host: &Hostname) -> Result<(), ProvisionError>;
+}
+
+/// A notification delivery failure (the outbox retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("notifier: {0}")]
+pub struct NotifyError(pub String);
+
+/// Delivers outbox events to people and systems (webhooks, streams, chat).
+///
+/// # Contract
+/// - Delivery is at least once: an event may arrive twice (after a crash between delivery
+///   and acknowledgement); receivers deduplicate by `seq`.
+/// - Events arrive in `seq` order, so in order per batch.
+/// - An `Err` means none of `events` counts as delivered; the whole slice is retried.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Delivers `events` (ascending `seq`).
+    async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError>;
+}
+
+/// Why a ticket is raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketKind {
+    /// A batch exceeded its failure budget and paused.
+    FailureBudget,
+    /// A host exhausted its retries.
+    WedgedHost,
+    /// A host is slow against its batch peers.
+    Straggler,
+}
+
+/// A ticket for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// Why.
+    pub kind: TicketKind,
+    /// The batch.
+    pub batch_id: BatchId,
+    /// The host, if about one host.
+    pub host: Option<Hostname>,
+    /// The step, if about one step.
+    pub step: Option<StepKind>,
+    /// One line for humans.
+    pub summary: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A ticketing failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ticketing: {0}")]
+pub struct TicketingError(pub String);
+
+/// Raises tickets for humans.
+///
+/// # Contract
+/// - `open` is idempotent per (kind, batch, host): raising the same ticket twice (at-least-
+///   once delivery) leaves one ticket and returns its id.
+/// - `list` returns tickets newest first.
+#[async_trait]
+pub trait Ticketing: Send + Sync {
+    /// Opens (or finds) a ticket; returns its id.
+    async fn open(&self, ticket: Ticket) -> Result<String, TicketingError>;
+    /// Recent tickets.
+    async fn list(&self, limit: usize) -> Result<Vec<(String, Ticket)>, TicketingError>;
+}
+
+/// BMC credentials. The password is redacted from `Debug` and zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    password: Vec<u8>,
+}
+
+impl Credentials {
+    /// New credentials.
+    pub fn new(username: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
+        Credentials { username: username.into(), password: password.into() }
+    }
+
+    /// The password bytes (keep the borrow short).
+    pub fn password(&self) -> &[u8] {
+        &self.password
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        // Best effort without unsafe code: overwrite before the allocation is freed.
+        for b in self.password.iter_mut() {
+            *b = 0;
+        }
+        std::hint::black_box(&self.password);
+    }
+}
+
+/// A secrets lookup failure. Names the reference, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no credentials for reference {reference:?}: {detail}")]
+pub struct SecretsError {
+    /// The reference asked for.
+    pub reference: String,
+    /// Why.
+    pub detail: String,
+}
+
+/// Resolves credential references (from `BmcEndpoint::credentials_ref`) to credentials.
+///
+/// # Contract
+/// - Never logs or returns a secret inside an error.
+/// - Callers drop credentials right after use.
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// The credentials behind `reference`.
+    async fn credentials(&self, reference: &str) -> Result<Credentials, SecretsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = Credentials::new("admin", "hunter2");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(c.password(), b"hunter2");
+    }
+}

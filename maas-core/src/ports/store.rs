@@ -1,0 +1,398 @@
+//! The `Store` seam: durable state, applied atomically. Methods are named noun-first
+//! (`batch_submit`, `job_claim`) and take params structs, so they group by table and can
+//! grow parameters without breaking callers.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::action::ActionKind;
+use crate::authz::Principal;
+use crate::id::{BatchId, HostRunId, JobId};
+use crate::machine::{JobOutcome, NewBatch, TransitionError};
+use crate::model::*;
+use crate::names::{Hostname, Pool, Site, Sku};
+use crate::overlap::Conflict;
+use crate::plan::StepKind;
+use crate::time::Timestamp;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The submission overlaps active batches; nothing was written.
+    #[error("{} host(s) already held by active batches: {}", conflicts.len(), describe_conflicts(conflicts))]
+    Overlap {
+        /// Every conflicting host with the batch holding it.
+        conflicts: Vec<Conflict>,
+    },
+    /// The idempotency key already names a batch with a different spec.
+    #[error("idempotency key {key:?} already used by batch {batch} with a different spec")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+        /// The batch holding it.
+        batch: BatchId,
+    },
+    /// No such row.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// What kind of row.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The state machines refused the change; nothing was written.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// The database failed.
+    #[error("store backend: {message}")]
+    Backend {
+        /// What failed.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+fn describe_conflicts(conflicts: &[Conflict]) -> String {
+    const SHOWN: usize = 20;
+    let mut s: Vec<String> = conflicts.iter().take(SHOWN).map(|c| format!("{} (batch {})", c.host, c.held_by)).collect();
+    if conflicts.len() > SHOWN {
+        s.push(format!("and {} more", conflicts.len() - SHOWN));
+    }
+    s.join(", ")
+}
+
+/// Parameters of [`Store::batch_submit`].
+#[derive(Debug, Clone)]
+pub struct BatchSubmitParams {
+    /// Every row of the batch, from [`crate::machine::plan_submission`].
+    pub new_batch: NewBatch,
+}
+
+/// Result of [`Store::batch_submit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSubmitted {
+    /// The batch (the existing one on an idempotent resubmission).
+    pub batch: BatchRecord,
+    /// `false` when an earlier submission with the same key and spec was returned.
+    pub created: bool,
+}
+
+/// Parameters of [`Store::batch_list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchListParams {
+    /// Only this submitter's.
+    pub submitter: Option<String>,
+    /// Only these states (empty: all).
+    pub states: Vec<BatchState>,
+    /// Only this action.
+    pub action: Option<ActionKind>,
+    /// Created at or after.
+    pub created_from: Option<Timestamp>,
+    /// Created before.
+    pub created_until: Option<Timestamp>,
+    /// Paging: only batches with an id below this (newest first).
+    pub before: Option<BatchId>,
+    /// At most this many (0 means 100).
+    pub limit: usize,
+}
+
+/// Parameters of [`Store::batch_cancel`].
+#[derive(Debug, Clone)]
+pub struct BatchCancelParams {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// Who cancels.
+    pub principal: Principal,
+    /// Why.
+    pub reason: String,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Parameters of [`Store::batch_set_paused`].
+#[derive(Debug, Clone)]
+pub struct BatchSetPausedParams {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// Who.
+    pub principal: Principal,
+    /// `true` pauses, `false` resumes.
+    pub paused: bool,
+    /// Why (pause).
+    pub reason: String,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Parameters of [`Store::host_run_list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostRunListParams {
+    /// The batch.
+    pub batch_id: Option<BatchId>,
+    /// Only these hosts (empty: all).
+    pub hostnames: Vec<Hostname>,
+    /// Only these states (empty: all).
+    pub states: Vec<HostRunState>,
+}
+
+/// Parameters of [`Store::job_list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobListParams {
+    /// Only this batch's.
+    pub batch_id: Option<BatchId>,
+    /// Only this host run's.
+    pub host_run_id: Option<HostRunId>,
+    /// Only these states (empty: all).
+    pub states: Vec<JobState>,
+}
+
+/// Parameters of [`Store::job_claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobClaimParams {
+    /// The worker's site.
+    pub site: Site,
+    /// The step kinds its pool takes.
+    pub kinds: Vec<StepKind>,
+    /// At most this many.
+    pub limit: usize,
+    /// The worker's id.
+    pub owner: String,
+    /// Now.
+    pub now: Timestamp,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+/// One completion in [`Store::job_complete_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCompletion {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt that ran it (fencing token).
+    pub attempt: u32,
+    /// What happened.
+    pub outcome: JobOutcome,
+}
+
+/// Parameters of [`Store::job_complete_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCompleteManyParams {
+    /// The completions.
+    pub completions: Vec<JobCompletion>,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Parameters of [`Store::job_heartbeat_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobHeartbeatManyParams {
+    /// The worker.
+    pub owner: String,
+    /// Its jobs.
+    pub job_ids: Vec<JobId>,
+    /// Now.
+    pub now: Timestamp,
+    /// New lease length from now.
+    pub lease: Duration,
+}
+
+/// Parameters of [`Store::job_rescue_expired`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRescueParams {
+    /// Now.
+    pub now: Timestamp,
+    /// At most this many jobs per call.
+    pub limit: usize,
+}
+
+/// What [`Store::job_rescue_expired`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescueReport {
+    /// Expired leases put back for a retry.
+    pub retried: Vec<JobId>,
+    /// Expired leases with no attempts left: failed.
+    pub failed: Vec<JobId>,
+    /// Waiting jobs past their deadline: failed.
+    pub wait_expired: Vec<JobId>,
+}
+
+/// Parameters of [`Store::job_resolve_wait`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResolveWaitParams {
+    /// The per-job callback token.
+    pub token: String,
+    /// What the installer reported.
+    pub outcome: JobOutcome,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Parameters of [`Store::event_list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventListParams {
+    /// Only events with `seq` above this.
+    pub after: u64,
+    /// Only this batch's.
+    pub batch_id: Option<BatchId>,
+    /// At most this many (0 means 1000).
+    pub limit: usize,
+}
+
+/// Parameters of [`Store::leader_attempt_elect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElectParams {
+    /// The singleton's name (`rescuer`, `outbox`, ...).
+    pub name: String,
+    /// The candidate.
+    pub owner: String,
+    /// Now.
+    pub now: Timestamp,
+    /// Lease length.
+    pub ttl: Duration,
+}
+
+/// Parameters of [`Store::worker_heartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHeartbeatParams {
+    /// Worker id.
+    pub id: String,
+    /// Its site.
+    pub site: Site,
+    /// Its pool.
+    pub pool: Pool,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Parameters of [`Store::worker_list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerListParams {
+    /// Only this site.
+    pub site: Option<Site>,
+    /// Only workers whose last heartbeat is at or after this.
+    pub fresh_since: Option<Timestamp>,
+}
+
+/// A finished host run, for statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRunSample {
+    /// Its batch.
+    pub batch_id: BatchId,
+    /// The action.
+    pub action: ActionKind,
+    /// The host's site.
+    pub site: Site,
+    /// The host's SKU.
+    pub sku: Sku,
+    /// How it ended.
+    pub state: HostRunState,
+    /// Started.
+    pub started_at: Timestamp,
+    /// Finished.
+    pub finished_at: Timestamp,
+}
+
+/// Parameters of [`Store::stats_host_runs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsParams {
+    /// Finished at or after.
+    pub finished_from: Option<Timestamp>,
+    /// Finished before.
+    pub finished_until: Option<Timestamp>,
+}
+
+/// Durable state of batches, chains, claims, leases and the outbox.
+///
+/// # Contract
+/// - **Atomic.** Every method applies all of its writes or none. Writes that a decision
+///   implies (chain advance, claim release, batch counters, outbox events) commit in the
+///   same transaction as the change that implies them.
+/// - **Decisions come from maas-core.** A store loads the rows a change touches, calls the
+///   matching function of [`crate::machine`], and writes the returned effects; it decides
+///   nothing itself (except the ordering rule of `job_claim`, which is the queue key).
+/// - **Overlap.** `batch_submit` inserts one claim per host under a unique key on hostname;
+///   if any host is claimed it writes nothing and fails with [`StoreError::Overlap`] naming
+///   every conflicting host and its holder. With an idempotency key already used by the
+///   same submitter, it returns that batch (`created: false`) when the spec fingerprint
+///   matches and fails with [`StoreError::IdempotencyKeyReused`] otherwise.
+/// - **Claims.** `job_claim` leases up to `limit` available jobs of `site` whose kind is
+///   in `kinds` and whose `run_at` has passed, smallest `(key, id)` first, incrementing
+///   their attempt; no job is ever handed to two claimers while its lease is valid, even
+///   to concurrent callers on other connections or processes.
+/// - **Fencing.** `job_complete_many` applies a completion only if the job is still running
+///   the reported attempt; otherwise that completion fails with
+///   [`TransitionError::StaleAttempt`] and the others still apply.
+/// - **Leases.** `job_heartbeat_many` extends only leases held by `owner` and returns the
+///   ids it extended. `job_rescue_expired` treats expired leases as failed retryable
+///   attempts and expired waits as failures.
+/// - **Leader.** `leader_attempt_elect` returns `true` iff after the call `owner` holds the
+///   named lease: it takes a free or expired lease, extends its own, and never takes an
+///   unexpired lease of another owner.
+/// - **Outbox.** Events get strictly increasing `seq` in commit order; `event_list` returns
+///   them ascending. Consumer cursors only move forward.
+/// - **Time.** A store never reads a clock: `now` comes in the params.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The audit trail, newest first.
+    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Cancels a batch (see [`crate::machine::decide_cancel`]).
+    async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError>;
+    /// One batch.
+    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError>;
+    /// Batches, newest first.
+    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError>;
+    /// Pauses or resumes a batch.
+    async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError>;
+    /// Creates a batch with its claims and chains, atomically.
+    async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError>;
+
+    /// Active claims on any of `hosts`.
+    async fn claim_get_many(&self, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError>;
+
+    /// Consumer `consumer`'s cursor (0 if new).
+    async fn event_cursor_get(&self, consumer: &str) -> Result<u64, StoreError>;
+    /// Moves `consumer`'s cursor forward to `seq` (never back).
+    async fn event_cursor_set(&self, consumer: &str, seq: u64) -> Result<(), StoreError>;
+    /// Outbox events after a position, ascending.
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>, StoreError>;
+
+    /// Host runs, by batch and ordinal.
+    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError>;
+
+    /// Leases runnable jobs to a worker.
+    async fn job_claim(&self, p: JobClaimParams) -> Result<Vec<JobRecord>, StoreError>;
+    /// Records outcomes, each fenced by its attempt; one result per completion, in order.
+    async fn job_complete_many(&self, p: JobCompleteManyParams) -> Result<Vec<Result<(), TransitionError>>, StoreError>;
+    /// Extends leases; returns the ids still held by `owner`.
+    async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError>;
+    /// Jobs, by host run and position.
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError>;
+    /// Rescues expired leases and waits.
+    async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError>;
+    /// Completes a waiting job from its callback token.
+    async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError>;
+
+    /// Tries to take or keep a leader lease.
+    async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError>;
+    /// Gives a leader lease up if `owner` holds it.
+    async fn leader_resign(&self, name: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// The step kinds a pool's workers take (`None`: no mapping stored).
+    async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError>;
+    /// Replaces a pool's step kinds.
+    async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError>;
+
+    /// Finished host runs in a time window.
+    async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError>;
+
+    /// Records a worker heartbeat (registers it on first call).
+    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError>;
+    /// Registered workers.
+    async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<WorkerRecord>, StoreError>;
+}

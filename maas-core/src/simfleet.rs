@@ -1,0 +1,217 @@
+//! A simulated fleet: a [`PowerDriver`] over simulated BMCs with seeded faults (timeouts,
+//! busy BMCs, commands accepted but not applied), plus seeded install outcomes. It holds
+//! the same driver suite as real IPMI, so the simulator is held to the real thing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::host::BmcEndpoint;
+use crate::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
+use crate::rng::SimRng;
+
+/// Fault probabilities (0..=1) per BMC command, and install behaviour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultPlan {
+    /// A command times out (nothing happens).
+    pub timeout: f64,
+    /// The BMC answers "busy" (nothing happens).
+    pub busy: f64,
+    /// A power command is accepted but the state does not change (verification catches it).
+    pub wrong_state: f64,
+    /// An install or wipe fails.
+    pub install_failure: f64,
+    /// Shortest install.
+    pub install_min: Duration,
+    /// Longest install.
+    pub install_max: Duration,
+}
+
+impl FaultPlan {
+    /// No faults; installs take 10 to 20 minutes.
+    pub fn none() -> Self {
+        FaultPlan {
+            timeout: 0.0,
+            busy: 0.0,
+            wrong_state: 0.0,
+            install_failure: 0.0,
+            install_min: Duration::from_secs(600),
+            install_max: Duration::from_secs(1200),
+        }
+    }
+}
+
+/// One simulated BMC's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimBmc {
+    /// Chassis power.
+    pub power: PowerState,
+    /// Next boot device.
+    pub boot: BootDevice,
+    /// Whether the boot override persists.
+    pub boot_persistent: bool,
+    /// The credentials reference it accepts.
+    pub credentials_ref: String,
+    /// Whether it answers at all.
+    pub reachable: bool,
+    /// Commands that changed something.
+    pub commands: u64,
+}
+
+/// How a simulated install goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstallPlan {
+    /// How long it takes.
+    pub takes: Duration,
+    /// Whether it succeeds.
+    pub succeeds: bool,
+}
+
+/// A fleet of simulated BMCs, keyed by `address:port`.
+#[derive(Debug)]
+pub struct SimFleet {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    bmcs: HashMap<String, SimBmc>,
+    rng: SimRng,
+    faults: FaultPlan,
+}
+
+fn key(bmc: &BmcEndpoint) -> String {
+    format!("{}:{}", bmc.address, bmc.port)
+}
+
+impl SimFleet {
+    /// An empty fleet whose faults are drawn from `seed`.
+    pub fn new(seed: u64, faults: FaultPlan) -> Self {
+        SimFleet { inner: Mutex::new(Inner { bmcs: HashMap::new(), rng: SimRng::seed_from_u64(seed), faults }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds (or resets) a BMC, powered `power`, accepting `bmc.credentials_ref`.
+    pub fn add_bmc(&self, bmc: &BmcEndpoint, power: PowerState) {
+        self.lock().bmcs.insert(
+            key(bmc),
+            SimBmc {
+                power,
+                boot: BootDevice::Default,
+                boot_persistent: false,
+                credentials_ref: bmc.credentials_ref.clone(),
+                reachable: true,
+                commands: 0,
+            },
+        );
+    }
+
+    /// Makes a BMC answer or go silent.
+    pub fn set_reachable(&self, bmc: &BmcEndpoint, reachable: bool) {
+        if let Some(b) = self.lock().bmcs.get_mut(&key(bmc)) {
+            b.reachable = reachable;
+        }
+    }
+
+    /// Replaces the fault plan (e.g. "faults stop" in a simulation).
+    pub fn set_faults(&self, faults: FaultPlan) {
+        self.lock().faults = faults;
+    }
+
+    /// A BMC's state.
+    pub fn bmc(&self, bmc: &BmcEndpoint) -> Option<SimBmc> {
+        self.lock().bmcs.get(&key(bmc)).cloned()
+    }
+
+    /// Draws how an install on a host goes.
+    pub fn plan_install(&self) -> InstallPlan {
+        let mut g = self.lock();
+        let f = g.faults;
+        let span = f.install_max.saturating_sub(f.install_min).as_millis() as u64;
+        let takes = f.install_min + Duration::from_millis(g.rng.below(span + 1));
+        let succeeds = !g.rng.chance(f.install_failure);
+        InstallPlan { takes, succeeds }
+    }
+
+    /// Runs one command against a BMC: checks reachability, credentials and faults, then
+    /// applies `f` (unless a fault swallows it).
+    fn command<T>(
+        &self,
+        bmc: &BmcEndpoint,
+        changes_power: bool,
+        f: impl FnOnce(&mut SimBmc) -> T,
+    ) -> Result<T, PowerError> {
+        let mut g = self.lock();
+        let Inner { bmcs, rng, faults } = &mut *g;
+        let name = key(bmc);
+        let Some(b) = bmcs.get_mut(&name) else {
+            return Err(PowerError::Unreachable { bmc: name, detail: "no BMC at this address".into() });
+        };
+        if !b.reachable {
+            return Err(PowerError::Unreachable { bmc: name, detail: "no answer".into() });
+        }
+        if b.credentials_ref != bmc.credentials_ref {
+            return Err(PowerError::Authentication { bmc: name });
+        }
+        if rng.chance(faults.timeout) {
+            return Err(PowerError::Timeout { bmc: name, millis: 5_000 });
+        }
+        if rng.chance(faults.busy) {
+            return Err(PowerError::Busy { bmc: name, detail: "node busy (0xc0)".into() });
+        }
+        if changes_power && rng.chance(faults.wrong_state) {
+            // Accepted, then nothing happens: a real failure mode of tired BMCs.
+            let mut scratch = b.clone();
+            return Ok(f(&mut scratch));
+        }
+        Ok(f(b))
+    }
+}
+
+#[async_trait]
+impl PowerDriver for SimFleet {
+    async fn power_status(&self, bmc: &BmcEndpoint) -> Result<PowerState, PowerError> {
+        self.command(bmc, false, |b| b.power)
+    }
+
+    async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError> {
+        self.command(bmc, true, |b| {
+            let before = b.power;
+            let sent = match (op, before) {
+                (PowerOp::On, PowerState::On) | (PowerOp::Off | PowerOp::SoftOff, PowerState::Off) => None,
+                (PowerOp::Cycle | PowerOp::Reset, PowerState::Off) => Some(PowerOp::On),
+                (op, _) => Some(op),
+            };
+            if sent.is_some() {
+                b.power = op.target();
+                b.commands += 1;
+                if !b.boot_persistent && matches!(op, PowerOp::Cycle | PowerOp::Reset | PowerOp::On) {
+                    // The override is consumed by the boot it caused... after being read by
+                    // the firmware; keep it visible for verification until the next set.
+                }
+            }
+            PowerReport { before, sent }
+        })
+    }
+
+    async fn set_boot_device(&self, bmc: &BmcEndpoint, device: BootDevice, persistent: bool) -> Result<(), PowerError> {
+        self.command(bmc, false, |b| {
+            b.boot = device;
+            b.boot_persistent = persistent;
+            b.commands += 1;
+        })
+    }
+
+    async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError> {
+        self.command(bmc, false, |b| b.boot)
+    }
+
+    async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
+        self.command(bmc, false, |b| ProbeReport { power: b.power, firmware: Some("maas-sim 1.0".into()) })
+    }
+}

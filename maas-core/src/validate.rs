@@ -1,0 +1,466 @@
+//! Validation of a batch request: one pure function that returns the whole report —
+//! every bad expression, bad name, duplicate, unknown, decommissioned, out-of-site, in-use,
+//! conflicting and unauthorized host, and every bad option — not only the first problem.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::authz::{Authorizer, Denied, Permission, Principal};
+use crate::batch::{BatchRequest, BatchSpec, Limits};
+use crate::host::{Host, HostState};
+use crate::hostlist::{self, HostlistError};
+use crate::id::BatchId;
+use crate::names::{Hostname, Site};
+use crate::overlap::ClaimLookup;
+use crate::time::Timestamp;
+
+/// One thing wrong with a batch request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Problem {
+    /// A hostlist expression that does not parse.
+    #[error("{message}")]
+    BadHostlist {
+        /// Index of the expression in the request's `hosts`.
+        index: usize,
+        /// Character position in that expression.
+        position: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// An expanded name that is not a valid hostname.
+    #[error("{message}")]
+    BadHostname {
+        /// The name as written.
+        input: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A host listed more than once.
+    #[error("{host} is listed {count} times")]
+    Duplicate {
+        /// The host.
+        host: Hostname,
+        /// How often.
+        count: usize,
+    },
+    /// No host was given.
+    #[error("the batch names no hosts")]
+    NoHosts,
+    /// More hosts than the limit.
+    #[error("the batch has {count} hosts; the limit is {max}")]
+    TooManyHosts {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not in the inventory.
+    #[error("{host} is not in the inventory")]
+    UnknownHost {
+        /// The host.
+        host: Hostname,
+    },
+    /// Decommissioned: nothing may be submitted on it.
+    #[error("{host} is decommissioned")]
+    Decommissioned {
+        /// The host.
+        host: Hostname,
+    },
+    /// In a site the request does not allow.
+    #[error("{host} is in site {site}, not in {}", join_sites(allowed))]
+    SiteNotAllowed {
+        /// The host.
+        host: Hostname,
+        /// Its site.
+        site: Site,
+        /// The sites the request allows.
+        allowed: Vec<Site>,
+    },
+    /// Allocated / in use, and the request is not forced.
+    #[error("{host} is in use ({state}); resubmit with force and a reason to act on it anyway")]
+    InUse {
+        /// The host.
+        host: Hostname,
+        /// Its inventory state.
+        state: HostState,
+    },
+    /// Held by another active batch.
+    #[error("{host} is held by active batch {held_by}")]
+    Conflict {
+        /// The host.
+        host: Hostname,
+        /// The batch holding it.
+        held_by: BatchId,
+    },
+    /// The principal may not act on this host.
+    #[error("{host}: {denied}")]
+    Unauthorized {
+        /// The host.
+        host: Hostname,
+        /// The missing permission.
+        denied: Denied,
+    },
+    /// An option or action parameter is out of range.
+    #[error("{field}: {message}")]
+    BadParameter {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn join_sites(sites: &[Site]) -> String {
+    sites.iter().map(Site::as_str).collect::<Vec<_>>().join(", ")
+}
+
+impl Problem {
+    /// The host this problem is about, if it is about one host.
+    pub fn host(&self) -> Option<&Hostname> {
+        match self {
+            Problem::Duplicate { host, .. }
+            | Problem::UnknownHost { host }
+            | Problem::Decommissioned { host }
+            | Problem::SiteNotAllowed { host, .. }
+            | Problem::InUse { host, .. }
+            | Problem::Conflict { host, .. }
+            | Problem::Unauthorized { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+}
+
+/// Everything wrong with a request. Empty means valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ValidationReport {
+    /// The problems, grouped by host in submission order, then options.
+    pub problems: Vec<Problem>,
+}
+
+impl ValidationReport {
+    /// Whether there is nothing wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Only the conflicts (for callers that retry after the holders finish).
+    pub fn conflicts(&self) -> impl Iterator<Item = (&Hostname, BatchId)> {
+        self.problems.iter().filter_map(|p| match p {
+            Problem::Conflict { host, held_by } => Some((host, *held_by)),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for ValidationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 50;
+        write!(f, "batch rejected: {} problem(s)", self.problems.len())?;
+        for p in self.problems.iter().take(SHOWN) {
+            write!(f, "\n  - {p}")?;
+        }
+        if self.problems.len() > SHOWN {
+            write!(f, "\n  ... and {} more", self.problems.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// Looks hosts up in the inventory (a snapshot taken by the caller).
+pub trait HostLookup {
+    /// The inventory record of `host`, if it exists.
+    fn host(&self, host: &Hostname) -> Option<&Host>;
+}
+
+impl HostLookup for HashMap<Hostname, Host> {
+    fn host(&self, host: &Hostname) -> Option<&Host> {
+        self.get(host)
+    }
+}
+
+/// What validation looks at besides the request.
+pub struct ValidationContext<'a> {
+    /// Size and sanity limits.
+    pub limits: &'a Limits,
+    /// Who submits.
+    pub principal: &'a Principal,
+    /// Their permissions.
+    pub authorizer: &'a dyn Authorizer,
+    /// The inventory snapshot of the requested hosts.
+    pub hosts: &'a dyn HostLookup,
+    /// Active claims (a snapshot: the store enforces the rule atomically regardless).
+    pub claims: &'a dyn ClaimLookup,
+    /// The current time (for `not_before`).
+    pub now: Timestamp,
+}
+
+/// Expands the request's hostlists and validates names, duplicates and size: the part of
+/// validation that needs no inventory. Returns the distinct hosts in order and problems.
+pub fn expand_hosts(req: &BatchRequest, limits: &Limits) -> (Vec<Hostname>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut names = Vec::new();
+    let mut budget = limits.expansion_cap;
+    for (index, expr) in req.hosts.iter().enumerate() {
+        match hostlist::expand(expr, budget) {
+            Ok(expanded) => {
+                budget = budget.saturating_sub(expanded.len());
+                names.extend(expanded);
+            }
+            Err(HostlistError { position, kind, input }) => {
+                let message = HostlistError { input, position, kind }.to_string();
+                problems.push(Problem::BadHostlist { index, position, message });
+            }
+        }
+    }
+    let mut counts: HashMap<Hostname, usize> = HashMap::new();
+    let mut hosts = Vec::with_capacity(names.len());
+    for name in names {
+        match Hostname::new(&name) {
+            Ok(h) => {
+                let c = counts.entry(h.clone()).or_insert(0);
+                *c += 1;
+                if *c == 1 {
+                    hosts.push(h);
+                }
+            }
+            Err(e) => problems.push(Problem::BadHostname { input: name, message: e.to_string() }),
+        }
+    }
+    for h in &hosts {
+        if let Some(&count) = counts.get(h).filter(|c| **c > 1) {
+            problems.push(Problem::Duplicate { host: h.clone(), count });
+        }
+    }
+    if hosts.is_empty() && problems.is_empty() {
+        problems.push(Problem::NoHosts);
+    }
+    if hosts.len() > limits.max_batch_hosts {
+        problems.push(Problem::TooManyHosts { count: hosts.len(), max: limits.max_batch_hosts });
+    }
+    (hosts, problems)
+}
+
+fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, message: String| out.push(Problem::BadParameter { field: field.into(), message });
+    for m in req.action.parameter_problems() {
+        bad("action", m);
+    }
+    if req.rollout.max_in_flight == 0 {
+        bad("rollout.max_in_flight", "must be at least 1".into());
+    }
+    if let Some(key) = &req.idempotency_key {
+        if key.trim().is_empty() || key.len() > ctx.limits.max_key_len {
+            bad("idempotency_key", format!("must be 1 to {} characters and not blank", ctx.limits.max_key_len));
+        }
+    }
+    if let Some(t) = req.not_before {
+        let horizon = ctx.now.plus(ctx.limits.max_schedule_ahead);
+        if t > horizon {
+            bad("not_before", format!("{t} is more than {} days ahead", ctx.limits.max_schedule_ahead.as_secs() / 86_400));
+        }
+    }
+    if let Some(force) = &req.force {
+        if force.reason.trim().is_empty() {
+            bad("force.reason", "a reason is required to act on in-use hosts".into());
+        } else if force.reason.len() > ctx.limits.max_text_len {
+            bad("force.reason", format!("longer than {} bytes", ctx.limits.max_text_len));
+        }
+    }
+    if req.comment.as_ref().is_some_and(|c| c.len() > ctx.limits.max_text_len) {
+        bad("comment", format!("longer than {} bytes", ctx.limits.max_text_len));
+    }
+    out
+}
+
+/// Validates `req` completely. On success, the spec to submit; otherwise every problem.
+pub fn validate_batch(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Result<BatchSpec, ValidationReport> {
+    let (hosts, mut problems) = expand_hosts(req, ctx.limits);
+    let allowed_sites: HashSet<&Site> = req.sites.iter().collect();
+    let action = req.action.kind();
+    // Authorization is asked once per (pool, site), not per host.
+    let mut decisions: HashMap<(String, String, bool), Result<(), Denied>> = HashMap::new();
+    for host in &hosts {
+        let Some(rec) = ctx.hosts.host(host) else {
+            problems.push(Problem::UnknownHost { host: host.clone() });
+            continue;
+        };
+        if rec.state == HostState::Decommissioned {
+            problems.push(Problem::Decommissioned { host: host.clone() });
+        }
+        if !allowed_sites.is_empty() && !allowed_sites.contains(&rec.site) {
+            problems.push(Problem::SiteNotAllowed { host: host.clone(), site: rec.site.clone(), allowed: req.sites.clone() });
+        }
+        let in_use = rec.state == HostState::Allocated;
+        if in_use && req.force.is_none() {
+            problems.push(Problem::InUse { host: host.clone(), state: rec.state });
+        }
+        if let Some(held_by) = ctx.claims.holder(host) {
+            problems.push(Problem::Conflict { host: host.clone(), held_by });
+        }
+        let mut ask = |permission: Permission, forced: bool| {
+            decisions
+                .entry((rec.pool.to_string(), rec.site.to_string(), forced))
+                .or_insert_with(|| ctx.authorizer.check(ctx.principal, &permission))
+                .clone()
+        };
+        let act = Permission::Act { action, pool: rec.pool.clone(), site: rec.site.clone() };
+        if let Err(denied) = ask(act, false) {
+            problems.push(Problem::Unauthorized { host: host.clone(), denied });
+        } else if in_use && req.force.is_some() {
+            let force = Permission::ForceInUse { pool: rec.pool.clone(), site: rec.site.clone() };
+            if let Err(denied) = ask(force, true) {
+                problems.push(Problem::Unauthorized { host: host.clone(), denied });
+            }
+        }
+    }
+    problems.extend(option_problems(req, ctx));
+    if !problems.is_empty() {
+        return Err(ValidationReport { problems });
+    }
+    Ok(BatchSpec {
+        action: req.action.clone(),
+        hosts,
+        priority: req.priority,
+        rollout: req.rollout,
+        idempotency_key: req.idempotency_key.clone(),
+        not_before: req.not_before,
+        force: req.force.clone(),
+        comment: req.comment.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::{Action, ActionKind};
+    use crate::authz::{GroupPolicy, Grant};
+    use crate::batch::ForceInUse;
+    use crate::host::BmcEndpoint;
+    use crate::names::{Group, Pool, Sku};
+    use uuid::Uuid;
+
+    fn host(name: &str, site: &str, pool: &str, state: HostState) -> Host {
+        Host {
+            hostname: Hostname::new(name).unwrap(),
+            site: Site::new(site).unwrap(),
+            rack: None,
+            pool: Pool::new(pool).unwrap(),
+            owner_group: None,
+            sku: Sku::new("gen9").unwrap(),
+            bmc: BmcEndpoint { address: "127.0.0.1".into(), port: 623, credentials_ref: "default".into() },
+            state,
+        }
+    }
+
+    struct Fixture {
+        inventory: HashMap<Hostname, Host>,
+        claims: HashMap<Hostname, BatchId>,
+        policy: GroupPolicy,
+        limits: Limits,
+    }
+
+    fn fixture() -> Fixture {
+        let mut inventory = HashMap::new();
+        for i in 1..=5 {
+            let h = host(&format!("web{i}.dc1"), "dc1", "web", HostState::Ready);
+            inventory.insert(h.hostname.clone(), h);
+        }
+        for h in [
+            host("db1.dc2", "dc2", "db", HostState::Ready),
+            host("web6.dc1", "dc1", "web", HostState::Allocated),
+            host("old1.dc1", "dc1", "web", HostState::Decommissioned),
+        ] {
+            inventory.insert(h.hostname.clone(), h);
+        }
+        let claims = [(Hostname::new("web5.dc1").unwrap(), BatchId(Uuid::from_u128(7)))].into_iter().collect();
+        let policy = GroupPolicy {
+            grants: vec![Grant {
+                group: Group::new("sre").unwrap(),
+                actions: Some(vec![ActionKind::Reboot]),
+                pools: Some(vec![Pool::new("web").unwrap()]),
+                sites: None,
+                force: false,
+                admin: false,
+            }],
+        };
+        Fixture { inventory, claims, policy, limits: Limits { max_batch_hosts: 20, ..Limits::default() } }
+    }
+
+    fn run(f: &Fixture, req: &BatchRequest) -> Result<BatchSpec, Vec<String>> {
+        let principal = Principal::new("alice", [Group::new("sre").unwrap()]);
+        let ctx = ValidationContext {
+            limits: &f.limits,
+            principal: &principal,
+            authorizer: &f.policy,
+            hosts: &f.inventory,
+            claims: &f.claims,
+            now: Timestamp::from_millis(0),
+        };
+        validate_batch(req, &ctx).map_err(|r| r.problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn a_good_request_becomes_a_spec_in_order() {
+        let f = fixture();
+        let spec = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, ["web[3,1-2].dc1"])).unwrap();
+        let names: Vec<&str> = spec.hosts.iter().map(|h| h.as_str()).collect();
+        assert_eq!(names, ["web3.dc1", "web1.dc1", "web2.dc1"]);
+    }
+
+    #[test]
+    fn the_report_lists_every_problem_at_once() {
+        let f = fixture();
+        let mut req = BatchRequest::new(
+            Action::Reboot { soft: false },
+            ["web[1-1,1].dc1", "web5.dc1,web6.dc1,db1.dc2,old1.dc1,ghost.dc1,bad_name", "x[1-"],
+        );
+        req.sites = vec![Site::new("dc1").unwrap()];
+        req.rollout.max_in_flight = 0;
+        let got = run(&f, &req).unwrap_err();
+        assert_eq!(
+            got,
+            vec![
+                "hostlist \"x[1-\", position 1: '[' is never closed",
+                "hostname \"bad_name\" has '_' at position 3; allowed are ASCII letters, digits, '-' and '.'",
+                "web1.dc1 is listed 2 times",
+                "web5.dc1 is held by active batch 00000000-0000-0000-0000-000000000007",
+                "web6.dc1 is in use (allocated); resubmit with force and a reason to act on it anyway",
+                "db1.dc2 is in site dc2, not in dc1",
+                "db1.dc2: alice lacks permission: reboot on pool db in site dc2",
+                "old1.dc1 is decommissioned",
+                "ghost.dc1 is not in the inventory",
+                "rollout.max_in_flight: must be at least 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn force_needs_a_reason_and_the_permission() {
+        let f = fixture();
+        let mut req = BatchRequest::new(Action::Reboot { soft: false }, ["web6.dc1"]);
+        req.force = Some(ForceInUse { reason: "  ".into() });
+        assert_eq!(
+            run(&f, &req).unwrap_err(),
+            vec![
+                "web6.dc1: alice lacks permission: force-in-use on pool web in site dc1",
+                "force.reason: a reason is required to act on in-use hosts"
+            ]
+        );
+    }
+
+    #[test]
+    fn size_limits_and_empty_batches_are_reported() {
+        let f = fixture();
+        let got = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, ["n[1-21]"])).unwrap_err();
+        assert!(got.contains(&"the batch has 21 hosts; the limit is 20".to_string()), "{got:?}");
+        let got = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, Vec::<String>::new())).unwrap_err();
+        assert_eq!(got, vec!["the batch names no hosts"]);
+        let got = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, ["n[1-100001]"])).unwrap_err();
+        assert_eq!(got, vec!["hostlist \"n[1-100001]\", position 0: expands to 100001 names; the limit is 100000"]);
+    }
+}

@@ -1,0 +1,722 @@
+//! The Store (and Inventory) conformance suite.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::action::Action;
+use crate::authz::Principal;
+use crate::batch::{BatchRequest, BatchSpec, RolloutPolicy};
+use crate::host::{BmcEndpoint, Host, HostState};
+use crate::id::IdGenerator;
+use crate::machine::{self, HostTarget, JobOutcome, Rules, TransitionError};
+use crate::model::*;
+use crate::names::{Hostname, OsRelease, Pool, Site, Sku};
+use crate::plan::StepKind;
+use crate::ports::inventory::{HostFilter, Inventory};
+use crate::ports::store::*;
+use crate::priority::PriorityClass;
+use crate::time::{Clock, ManualClock, Timestamp};
+
+/// A backend under test: a [`Store`] that is also the [`Inventory`].
+pub trait Backend: Store + Inventory {}
+impl<T: Store + Inventory> Backend for T {}
+
+/// What each behaviour gets: a fresh, empty backend, a manual clock and an id source.
+pub struct Harness {
+    /// The backend.
+    pub store: Arc<dyn Backend>,
+    /// The clock the harness passes as `now`.
+    pub clock: ManualClock,
+    /// Ids for new rows.
+    pub ids: IdGenerator,
+    /// Rules (must equal the backend's).
+    pub rules: Rules,
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn h(s: &str) -> Hostname {
+    Hostname::new(s).unwrap()
+}
+
+fn site(s: &str) -> Site {
+    Site::new(s).unwrap()
+}
+
+impl Harness {
+    /// Wraps a fresh backend.
+    pub fn new(store: Arc<dyn Backend>) -> Self {
+        let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+        let ids = IdGenerator::new(Arc::new(clock.clone()), 0x5eed);
+        Harness { store, clock, ids, rules: Rules::default() }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Adds hosts `n{0..count}.{site}` in `site`.
+    pub async fn add_hosts(&self, site_name: &str, count: usize) -> Vec<Hostname> {
+        let hosts: Vec<Host> = (0..count)
+            .map(|i| Host {
+                hostname: h(&format!("n{i}.{site_name}")),
+                site: site(site_name),
+                rack: None,
+                pool: Pool::new("web").unwrap(),
+                owner_group: None,
+                sku: Sku::new("gen9").unwrap(),
+                bmc: BmcEndpoint { address: format!("10.0.0.{i}"), port: 623, credentials_ref: "default".into() },
+                state: HostState::Ready,
+            })
+            .collect();
+        let names = hosts.iter().map(|h| h.hostname.clone()).collect();
+        self.store.host_upsert_many(hosts).await.unwrap();
+        names
+    }
+
+    /// Builds the rows of a batch on `hosts` (already in the inventory) the way the engine does.
+    pub async fn new_batch(&self, hosts: &[Hostname], action: Action, tweak: impl FnOnce(&mut BatchSpec)) -> machine::NewBatch {
+        let inv = self.store.host_get_many(hosts).await.unwrap();
+        let targets: Vec<HostTarget> = hosts
+            .iter()
+            .map(|n| {
+                let x = inv.iter().find(|i| &i.hostname == n).expect("host in inventory");
+                HostTarget { hostname: x.hostname.clone(), site: x.site.clone(), pool: x.pool.clone(), sku: x.sku.clone() }
+            })
+            .collect();
+        let req = BatchRequest::new(action.clone(), Vec::<String>::new());
+        let mut spec = BatchSpec {
+            action,
+            hosts: hosts.to_vec(),
+            priority: req.priority,
+            rollout: req.rollout,
+            idempotency_key: None,
+            not_before: None,
+            force: None,
+            comment: None,
+        };
+        tweak(&mut spec);
+        machine::plan_submission(spec, &Principal::new("alice", []), &targets, self.now(), &self.ids, &self.rules)
+    }
+
+    /// Submits a batch.
+    pub async fn submit(&self, hosts: &[Hostname], action: Action, tweak: impl FnOnce(&mut BatchSpec)) -> Result<BatchSubmitted, StoreError> {
+        let new_batch = self.new_batch(hosts, action, tweak).await;
+        self.store.batch_submit(BatchSubmitParams { new_batch }).await
+    }
+
+    /// Claims jobs of every kind in `site`.
+    pub async fn claim(&self, site_name: &str, limit: usize, owner: &str) -> Vec<JobRecord> {
+        self.store
+            .job_claim(JobClaimParams {
+                site: site(site_name),
+                kinds: StepKind::ALL.to_vec(),
+                limit,
+                owner: owner.into(),
+                now: self.now(),
+                lease: LEASE,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Completes one job.
+    pub async fn complete(&self, job: &JobRecord, outcome: JobOutcome) -> Result<(), TransitionError> {
+        let mut r = self
+            .store
+            .job_complete_many(JobCompleteManyParams {
+                completions: vec![JobCompletion { job_id: job.id, attempt: job.attempt, outcome }],
+                now: self.now(),
+            })
+            .await
+            .unwrap();
+        r.pop().unwrap()
+    }
+
+    /// Claims and succeeds jobs (resolving waits by token) until nothing is left to do in
+    /// `site`, at most `rounds` rounds.
+    pub async fn drain(&self, site_name: &str, rounds: usize) {
+        for _ in 0..rounds {
+            let jobs = self.claim(site_name, 1000, "drainer").await;
+            let waiting = self.store.job_list(JobListParams { states: vec![JobState::Waiting], ..Default::default() }).await.unwrap();
+            if jobs.is_empty() && waiting.is_empty() {
+                return;
+            }
+            for j in &jobs {
+                self.complete(j, JobOutcome::Succeeded).await.unwrap();
+            }
+            for w in waiting {
+                let token = w.wait_token.clone().unwrap();
+                self.store.job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: self.now() }).await.unwrap();
+            }
+        }
+    }
+
+    async fn batch(&self, b: &BatchRecord) -> BatchRecord {
+        self.store.batch_get(b.id).await.unwrap().unwrap()
+    }
+
+    async fn jobs_of(&self, b: &BatchRecord) -> Vec<JobRecord> {
+        self.store.job_list(JobListParams { batch_id: Some(b.id), ..Default::default() }).await.unwrap()
+    }
+}
+
+fn reboot() -> Action {
+    Action::Reboot { soft: false }
+}
+
+/// Submitting writes the batch, one queued-or-running host run per host, every job of
+/// every chain (head available, rest blocked), one claim per host and an accepted event.
+pub async fn submit_creates_batch_runs_chains_claims_and_event(t: Harness) {
+    let hosts = t.add_hosts("dc1", 3).await;
+    let b = t.submit(&hosts, reboot(), |s| s.rollout.max_in_flight = 2).await.unwrap();
+    assert!(b.created);
+    let batch = t.batch(&b.batch).await;
+    assert_eq!(batch.state, BatchState::Running);
+    assert_eq!((batch.counts.running, batch.counts.queued), (2, 1));
+    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.hostname.clone()).collect::<Vec<_>>(), hosts);
+    let jobs = t.jobs_of(&batch).await;
+    assert_eq!(jobs.len(), 9, "3 hosts x [preflight, power_cycle, verify]");
+    assert_eq!(jobs.iter().filter(|j| j.state == JobState::Available).count(), 2);
+    assert_eq!(jobs.iter().filter(|j| j.state == JobState::Blocked).count(), 7);
+    assert_eq!(t.store.claim_get_many(&hosts).await.unwrap().len(), 3);
+    let events = t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    assert_eq!(events[0].kind.name(), "batch_accepted");
+    assert_eq!(events.iter().filter(|e| e.kind.name() == "host_started").count(), 2);
+    let audit = t.store.audit_list(10).await.unwrap();
+    assert_eq!(audit[0].batch_id, batch.id);
+    assert_eq!(audit[0].hosts, "n[0-2].dc1");
+}
+
+/// Many submitters racing for shared hosts: each host ends up claimed by exactly one
+/// batch, and every losing submission left nothing behind (no batch, jobs, claims, events).
+pub async fn concurrent_submit_with_shared_host_has_one_winner(t: Harness) {
+    let hosts = t.add_hosts("dc1", 12).await;
+    let t = Arc::new(t);
+    let mut tasks = Vec::new();
+    for i in 0..8usize {
+        // Overlapping windows: batch i takes hosts i..i+5.
+        let mine: Vec<Hostname> = hosts[i..(i + 5).min(hosts.len())].to_vec();
+        let nb = t.new_batch(&mine, reboot(), |_| {}).await;
+        let store = t.store.clone();
+        tasks.push(tokio::spawn(async move { store.batch_submit(BatchSubmitParams { new_batch: nb }).await }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(b) => winners.push(b.batch),
+            Err(StoreError::Overlap { conflicts }) => assert!(!conflicts.is_empty()),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(!winners.is_empty());
+    let listed = t.store.batch_list(BatchListParams::default()).await.unwrap();
+    assert_eq!(listed.len(), winners.len(), "losers must leave no batch");
+    let claims = t.store.claim_get_many(&hosts).await.unwrap();
+    let claimed: HashSet<&Hostname> = claims.iter().map(|c| &c.hostname).collect();
+    assert_eq!(claimed.len(), claims.len(), "a host claimed twice");
+    let expected: usize = winners.iter().map(|b| b.spec.hosts.len()).sum();
+    assert_eq!(claims.len(), expected, "claims must belong to winners only");
+    let jobs = t.store.job_list(JobListParams::default()).await.unwrap();
+    assert!(jobs.iter().all(|j| winners.iter().any(|w| w.id == j.batch_id)), "a loser left jobs");
+    let events = t.store.event_list(EventListParams::default()).await.unwrap();
+    assert!(events.iter().all(|e| winners.iter().any(|w| w.id == e.batch_id)), "a loser left events");
+}
+
+/// The overlap error names every conflicting host and the batch holding it.
+pub async fn overlap_error_names_every_conflicting_host_and_holder(t: Harness) {
+    let hosts = t.add_hosts("dc1", 4).await;
+    let first = t.submit(&hosts[..2], reboot(), |_| {}).await.unwrap().batch;
+    let err = t.submit(&hosts[..3], reboot(), |_| {}).await.unwrap_err();
+    let StoreError::Overlap { conflicts } = err else { panic!("expected overlap, got {err}") };
+    let mut got: Vec<(String, crate::id::BatchId)> = conflicts.iter().map(|c| (c.host.to_string(), c.held_by)).collect();
+    got.sort();
+    assert_eq!(got, vec![(hosts[0].to_string(), first.id), (hosts[1].to_string(), first.id)]);
+    assert!(t.store.claim_get_many(&hosts[2..3]).await.unwrap().is_empty(), "the free host must stay unclaimed");
+}
+
+/// Resubmitting with the same idempotency key and spec returns the same batch; the same key
+/// with another spec is refused.
+pub async fn idempotent_resubmit_returns_the_same_batch(t: Harness) {
+    let hosts = t.add_hosts("dc1", 3).await;
+    let key = |s: &mut BatchSpec| s.idempotency_key = Some("change-42".into());
+    let a = t.submit(&hosts[..2], reboot(), key).await.unwrap();
+    let b = t.submit(&hosts[..2], reboot(), key).await.unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.batch.id, b.batch.id);
+    let err = t.submit(&hosts[..2], Action::PowerCycle, key).await.unwrap_err();
+    assert!(matches!(err, StoreError::IdempotencyKeyReused { batch, .. } if batch == a.batch.id), "{err}");
+    assert_eq!(t.store.batch_list(BatchListParams::default()).await.unwrap().len(), 1);
+}
+
+/// Claims take only the worker's site and kinds, smallest queue key first, at most `limit`.
+pub async fn claims_respect_site_kinds_key_order_and_limit(t: Harness) {
+    let dc1 = t.add_hosts("dc1", 4).await;
+    let dc2 = t.add_hosts("dc2", 2).await;
+    let low = t.submit(&dc1[..2], reboot(), |s| s.priority = PriorityClass::Low).await.unwrap().batch;
+    t.clock.advance(Duration::from_secs(1));
+    let urgent = t.submit(&dc1[2..], reboot(), |s| s.priority = PriorityClass::Urgent).await.unwrap().batch;
+    t.submit(&dc2, reboot(), |_| {}).await.unwrap();
+    // Wrong kind: nothing.
+    let none = t
+        .store
+        .job_claim(JobClaimParams { site: site("dc1"), kinds: vec![StepKind::Verify], limit: 10, owner: "w".into(), now: t.now(), lease: LEASE })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let got = t.claim("dc1", 3, "w1").await;
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|j| j.site == site("dc1") && j.state == JobState::Running && j.attempt == 1));
+    assert!(got.windows(2).all(|w| (w[0].key, w[0].id) <= (w[1].key, w[1].id)), "not in key order");
+    assert_eq!(got[0].batch_id, urgent.id);
+    assert_eq!(got[1].batch_id, urgent.id);
+    assert_eq!(got[2].batch_id, low.id);
+    assert_eq!(t.claim("dc1", 10, "w2").await.len(), 1);
+    assert_eq!(t.claim("dc2", 10, "w3").await.len(), 2);
+}
+
+/// Jobs scheduled for later (`not_before`) are not claimable before their time.
+pub async fn scheduled_jobs_wait_for_their_time(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    let later = t.now().plus(Duration::from_secs(600));
+    t.submit(&hosts, reboot(), |s| s.not_before = Some(later)).await.unwrap();
+    assert!(t.claim("dc1", 10, "w").await.is_empty());
+    t.clock.advance(Duration::from_secs(600));
+    assert_eq!(t.claim("dc1", 10, "w").await.len(), 1);
+}
+
+/// Concurrent claimers never receive the same job.
+pub async fn concurrent_claimers_never_share_a_job(t: Harness) {
+    let hosts = t.add_hosts("dc1", 40).await;
+    t.submit(&hosts, reboot(), |s| s.rollout.max_in_flight = 40).await.unwrap();
+    let t = Arc::new(t);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move { t.claim("dc1", 7, &format!("w{w}")).await }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for task in tasks {
+        for j in task.await.unwrap() {
+            assert!(seen.insert(j.id), "job {} handed out twice", j.id);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 40);
+}
+
+/// A completion from an attempt that no longer holds the job is refused and changes nothing.
+pub async fn completion_with_stale_attempt_is_refused(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    t.submit(&hosts, reboot(), |_| {}).await.unwrap();
+    let job = t.claim("dc1", 1, "w1").await.remove(0);
+    t.clock.advance(LEASE + Duration::from_secs(1));
+    let report = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 100 }).await.unwrap();
+    assert_eq!(report.retried, vec![job.id]);
+    t.clock.advance(Duration::from_secs(600));
+    let again = t.claim("dc1", 1, "w2").await.remove(0);
+    assert_eq!((again.id, again.attempt), (job.id, 2));
+    let err = t.complete(&job, JobOutcome::Succeeded).await.unwrap_err();
+    assert!(matches!(err, TransitionError::StaleAttempt { attempt: 1, current: 2, .. }), "{err}");
+    let now = t.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await.unwrap();
+    assert_eq!(now[0].state, JobState::Running);
+    assert_eq!(now[1].state, JobState::Blocked, "a stale completion must not advance the chain");
+    t.complete(&again, JobOutcome::Succeeded).await.unwrap();
+}
+
+/// A chain advances one step at a time, only after the previous step succeeds; the last
+/// step ends the host run, releases the claim and completes the batch.
+pub async fn chains_advance_only_after_the_previous_step_succeeds(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    let batch = t.submit(&hosts, reboot(), |_| {}).await.unwrap().batch;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let jobs = t.claim("dc1", 10, "w").await;
+        assert_eq!(jobs.len(), 1, "only the chain head is runnable");
+        order.push(jobs[0].kind);
+        assert!(t.claim("dc1", 10, "w").await.is_empty(), "next step must wait for this one");
+        t.complete(&jobs[0], JobOutcome::Succeeded).await.unwrap();
+    }
+    assert_eq!(order, vec![StepKind::Preflight, StepKind::PowerCycle, StepKind::Verify]);
+    let b = t.batch(&batch).await;
+    assert_eq!(b.state, BatchState::Completed);
+    assert_eq!(b.counts.succeeded, 1);
+    assert!(b.finished_at.is_some());
+    assert!(t.store.claim_get_many(&hosts).await.unwrap().is_empty());
+    let names: Vec<&str> = t
+        .store
+        .event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(names, ["batch_accepted", "host_started", "host_succeeded", "batch_completed"]);
+    // The host is free again.
+    t.submit(&hosts, reboot(), |_| {}).await.unwrap();
+}
+
+/// A retryable failure re-queues the step after a backoff; exhausting attempts fails the
+/// host run, cancels the rest of its chain and marks it wedged.
+pub async fn failed_steps_retry_with_backoff_then_fail_the_host_run(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    let batch = t.submit(&hosts, Action::PowerCycle, |_| {}).await.unwrap().batch;
+    let first = t.claim("dc1", 1, "w").await.remove(0);
+    t.complete(&first, JobOutcome::Succeeded).await.unwrap();
+    let fail = JobOutcome::Failed { error: "BMC busy".into(), retryable: true };
+    for attempt in 1..=5u32 {
+        let job = t.claim("dc1", 1, "w").await;
+        assert_eq!(job.len(), 1, "attempt {attempt} must be claimable after its backoff");
+        assert_eq!(job[0].attempt, attempt);
+        t.complete(&job[0], fail.clone()).await.unwrap();
+        if attempt < 5 {
+            assert!(t.claim("dc1", 1, "w").await.is_empty(), "retry must wait for its backoff");
+            t.clock.advance(t.rules.retry.backoff(attempt));
+        }
+    }
+    let b = t.batch(&batch).await;
+    assert_eq!((b.counts.failed, b.state), (1, BatchState::Completed));
+    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    assert_eq!(runs[0].state, HostRunState::Failed);
+    assert_eq!(runs[0].last_error.as_deref(), Some("BMC busy"));
+    let events = t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::HostFailed { wedged: true, step: StepKind::PowerCycle, .. })));
+    assert!(t.store.claim_get_many(&hosts).await.unwrap().is_empty());
+}
+
+/// Expired leases are rescued: retried while attempts remain, failed after.
+pub async fn expired_leases_are_rescued_and_retried_or_failed(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    let batch = t.submit(&hosts, reboot(), |_| {}).await.unwrap().batch;
+    for attempt in 1..=3u32 {
+        let job = t.claim("dc1", 1, "w").await;
+        assert_eq!(job.len(), 1, "attempt {attempt}");
+        assert!(t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap().retried.is_empty(), "a live lease must not be rescued");
+        t.clock.advance(LEASE + Duration::from_millis(1));
+        let r = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap();
+        if attempt < 3 {
+            assert_eq!(r.retried, vec![job[0].id]);
+            t.clock.advance(Duration::from_secs(600));
+        } else {
+            assert_eq!(r.failed, vec![job[0].id], "preflight has 3 attempts");
+        }
+    }
+    assert_eq!(t.batch(&batch).await.counts.failed, 1);
+}
+
+/// Heartbeats extend only leases the caller holds.
+pub async fn heartbeats_extend_only_own_leases(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    t.submit(&hosts, reboot(), |_| {}).await.unwrap();
+    let a = t.claim("dc1", 1, "wa").await.remove(0);
+    let b = t.claim("dc1", 1, "wb").await.remove(0);
+    t.clock.advance(Duration::from_secs(50));
+    let held = t
+        .store
+        .job_heartbeat_many(JobHeartbeatManyParams { owner: "wa".into(), job_ids: vec![a.id, b.id], now: t.now(), lease: LEASE })
+        .await
+        .unwrap();
+    assert_eq!(held, vec![a.id]);
+    t.clock.advance(Duration::from_secs(20));
+    let r = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap();
+    assert_eq!(r.retried, vec![b.id], "only the lease without a heartbeat expires");
+}
+
+/// A waiting step parks without a worker; its callback token completes it; a wrong token is
+/// refused; a missed deadline fails the host run.
+pub async fn waiting_steps_park_and_complete_by_callback_or_deadline(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    let os = OsRelease::new("ubuntu-24.04").unwrap();
+    let batch = t.submit(&hosts, Action::Reimage { os, install_timeout_secs: Some(3600) }, |_| {}).await.unwrap().batch;
+    for _ in 0..3 {
+        for j in t.claim("dc1", 10, "w").await {
+            t.complete(&j, JobOutcome::Succeeded).await.unwrap();
+        }
+    }
+    let waiting = t.store.job_list(JobListParams { batch_id: Some(batch.id), states: vec![JobState::Waiting], ..Default::default() }).await.unwrap();
+    assert_eq!(waiting.len(), 2);
+    assert!(waiting.iter().all(|w| w.kind == StepKind::AwaitInstall && w.lease_owner.is_none()));
+    assert!(t.claim("dc1", 10, "w").await.is_empty(), "a waiting job is not claimable");
+    let bad = t.store.job_resolve_wait(JobResolveWaitParams { token: "guess".into(), outcome: JobOutcome::Succeeded, now: t.now() }).await;
+    assert!(matches!(bad, Err(StoreError::Transition(TransitionError::WrongToken))));
+    let token = waiting[0].wait_token.clone().unwrap();
+    let done = t.store.job_resolve_wait(JobResolveWaitParams { token: token.clone(), outcome: JobOutcome::Succeeded, now: t.now() }).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    let replay = t.store.job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: t.now() }).await;
+    assert!(replay.is_err(), "a token completes its job once");
+    let next = t.claim("dc1", 10, "w").await;
+    assert_eq!(next.iter().map(|j| j.kind).collect::<Vec<_>>(), vec![StepKind::Verify]);
+    t.clock.advance(Duration::from_secs(3601));
+    let r = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap();
+    assert_eq!(r.wait_expired, vec![waiting[1].id]);
+    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), hostnames: vec![waiting[1].hostname.clone()], ..Default::default() }).await.unwrap();
+    assert_eq!(runs[0].state, HostRunState::Failed);
+    assert!(runs[0].last_error.as_deref().unwrap().contains("no await_install report"), "{:?}", runs[0].last_error);
+}
+
+/// Cancel stops everything not running and releases those claims at once; a host mid-step
+/// finishes that step, then is cancelled and released; the batch ends cancelled.
+pub async fn cancel_releases_claims_and_stops_pending_jobs(t: Harness) {
+    let hosts = t.add_hosts("dc1", 4).await;
+    let batch = t.submit(&hosts, reboot(), |s| s.rollout.max_in_flight = 2).await.unwrap().batch;
+    let running = t.claim("dc1", 1, "w").await.remove(0);
+    let b = t
+        .store
+        .batch_cancel(BatchCancelParams { batch_id: batch.id, principal: Principal::new("bob", []), reason: "wrong hosts".into(), now: t.now() })
+        .await
+        .unwrap();
+    assert_eq!(b.state, BatchState::Cancelling);
+    assert_eq!((b.counts.cancelled, b.counts.running), (3, 1));
+    let claims = t.store.claim_get_many(&hosts).await.unwrap();
+    assert_eq!(claims.iter().map(|c| c.hostname.clone()).collect::<Vec<_>>(), vec![running.hostname.clone()]);
+    assert!(t.claim("dc1", 10, "w").await.is_empty(), "no pending job may start after cancel");
+    t.complete(&running, JobOutcome::Succeeded).await.unwrap();
+    let b = t.batch(&batch).await;
+    assert_eq!(b.state, BatchState::Cancelled);
+    assert_eq!(b.counts.cancelled, 4);
+    assert!(t.store.claim_get_many(&hosts).await.unwrap().is_empty());
+    let jobs = t.jobs_of(&batch).await;
+    assert!(jobs.iter().all(|j| j.state.is_terminal()), "every job must end");
+    let again = t
+        .store
+        .batch_cancel(BatchCancelParams { batch_id: batch.id, principal: Principal::new("bob", []), reason: "again".into(), now: t.now() })
+        .await;
+    assert!(matches!(again, Err(StoreError::Transition(TransitionError::BatchFinished { .. }))));
+}
+
+/// More failures than the budget pause the batch: no new hosts start; resume continues.
+pub async fn failure_budget_pauses_the_batch(t: Harness) {
+    let hosts = t.add_hosts("dc1", 6).await;
+    let batch = t
+        .submit(&hosts, reboot(), |s| s.rollout = RolloutPolicy { max_in_flight: 2, failure_budget: 1 })
+        .await
+        .unwrap()
+        .batch;
+    let fatal = JobOutcome::Failed { error: "preflight: in use".into(), retryable: false };
+    for j in t.claim("dc1", 10, "w").await {
+        t.complete(&j, fatal.clone()).await.unwrap();
+    }
+    // Two failed; the first freed a slot (a third host started), the second broke the budget.
+    let b = t.batch(&batch).await;
+    assert_eq!(b.state, BatchState::Paused);
+    assert!(matches!(b.pause_reason, Some(PauseReason::FailureBudget { failed: 2, budget: 1 })));
+    let before = b.counts;
+    assert!(before.queued >= 3);
+    for j in t.claim("dc1", 10, "w").await {
+        t.complete(&j, JobOutcome::Succeeded).await.unwrap();
+    }
+    t.drain("dc1", 10).await;
+    let b = t.batch(&batch).await;
+    assert_eq!(b.state, BatchState::Paused);
+    assert_eq!(b.counts.queued, before.queued, "no new host may start while paused");
+    let r = t
+        .store
+        .batch_set_paused(BatchSetPausedParams { batch_id: batch.id, principal: Principal::new("bob", []), paused: false, reason: String::new(), now: t.now() })
+        .await
+        .unwrap();
+    assert_eq!(r.state, BatchState::Running);
+    t.drain("dc1", 20).await;
+    let b = t.batch(&batch).await;
+    assert_eq!(b.state, BatchState::Completed);
+    assert_eq!((b.counts.failed, b.counts.succeeded), (2, 4));
+}
+
+/// At most `max_in_flight` host runs of a batch run at once; finishing one starts the next.
+pub async fn max_in_flight_limits_running_hosts(t: Harness) {
+    let hosts = t.add_hosts("dc1", 5).await;
+    let batch = t.submit(&hosts, Action::PowerOn, |s| s.rollout.max_in_flight = 2).await.unwrap().batch;
+    let mut peak = 0;
+    for _ in 0..20 {
+        let b = t.batch(&batch).await;
+        peak = peak.max(b.counts.running);
+        assert!(b.counts.running <= 2);
+        let jobs = t.claim("dc1", 10, "w").await;
+        if jobs.is_empty() {
+            break;
+        }
+        for j in jobs {
+            t.complete(&j, JobOutcome::Succeeded).await.unwrap();
+        }
+    }
+    assert_eq!(peak, 2);
+    assert_eq!(t.batch(&batch).await.state, BatchState::Completed);
+}
+
+/// A user pause stops new hosts from starting; a paused batch cannot be paused again.
+pub async fn pause_and_resume_by_a_user(t: Harness) {
+    let hosts = t.add_hosts("dc1", 3).await;
+    let batch = t.submit(&hosts, Action::PowerOn, |s| s.rollout.max_in_flight = 1).await.unwrap().batch;
+    let p = |paused| BatchSetPausedParams { batch_id: batch.id, principal: Principal::new("bob", []), paused, reason: "look first".into(), now: t.now() };
+    assert_eq!(t.store.batch_set_paused(p(true)).await.unwrap().state, BatchState::Paused);
+    assert!(matches!(t.store.batch_set_paused(p(true)).await, Err(StoreError::Transition(_))));
+    t.drain("dc1", 10).await;
+    let b = t.batch(&batch).await;
+    assert_eq!((b.counts.succeeded, b.counts.queued), (1, 2), "the running host finishes; no new one starts");
+    t.store.batch_set_paused(p(false)).await.unwrap();
+    t.drain("dc1", 10).await;
+    assert_eq!(t.batch(&batch).await.state, BatchState::Completed);
+}
+
+/// The leader lease is exclusive while valid, renewable by its holder, and taken over after
+/// it expires or is resigned.
+pub async fn leader_lease_is_exclusive_and_expires(t: Harness) {
+    let p = |owner: &str, now| LeaderElectParams { name: "rescuer".into(), owner: owner.into(), now, ttl: Duration::from_secs(30) };
+    assert!(t.store.leader_attempt_elect(p("a", t.now())).await.unwrap());
+    assert!(!t.store.leader_attempt_elect(p("b", t.now())).await.unwrap());
+    t.clock.advance(Duration::from_secs(20));
+    assert!(t.store.leader_attempt_elect(p("a", t.now())).await.unwrap(), "holder renews");
+    t.clock.advance(Duration::from_secs(20));
+    assert!(!t.store.leader_attempt_elect(p("b", t.now())).await.unwrap(), "renewal moved the expiry");
+    t.clock.advance(Duration::from_secs(11));
+    assert!(t.store.leader_attempt_elect(p("b", t.now())).await.unwrap(), "expired lease is taken over");
+    t.store.leader_resign("rescuer", "a").await.unwrap();
+    assert!(!t.store.leader_attempt_elect(p("a", t.now())).await.unwrap(), "resign by a non-holder does nothing");
+    t.store.leader_resign("rescuer", "b").await.unwrap();
+    assert!(t.store.leader_attempt_elect(p("a", t.now())).await.unwrap());
+    let other = LeaderElectParams { name: "outbox".into(), owner: "b".into(), now: t.now(), ttl: Duration::from_secs(30) };
+    assert!(t.store.leader_attempt_elect(other).await.unwrap(), "leases are per name");
+}
+
+/// Outbox events are numbered in commit order, readable from any position and per batch;
+/// cursors only move forward.
+pub async fn outbox_is_ordered_and_cursors_only_move_forward(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    let a = t.submit(&hosts[..1], Action::PowerOn, |_| {}).await.unwrap().batch;
+    let b = t.submit(&hosts[1..], Action::PowerOn, |_| {}).await.unwrap().batch;
+    t.drain("dc1", 5).await;
+    let all = t.store.event_list(EventListParams::default()).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all.len(), 8, "2 x (accepted, started, succeeded, completed)");
+    let tail = t.store.event_list(EventListParams { after: all[3].seq, limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![all[4].seq, all[5].seq]);
+    for batch in [&a, &b] {
+        let mine = t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+        assert_eq!(mine.first().unwrap().kind.name(), "batch_accepted");
+        assert_eq!(mine.last().unwrap().kind.name(), "batch_completed");
+    }
+    assert_eq!(t.store.event_cursor_get("webhook").await.unwrap(), 0);
+    t.store.event_cursor_set("webhook", 5).await.unwrap();
+    t.store.event_cursor_set("webhook", 3).await.unwrap();
+    assert_eq!(t.store.event_cursor_get("webhook").await.unwrap(), 5);
+}
+
+/// Batches list newest first, filtered by submitter, state and action, and page by id.
+pub async fn batch_list_filters_and_pages(t: Harness) {
+    let hosts = t.add_hosts("dc1", 5).await;
+    let mut ids = Vec::new();
+    for (i, host) in hosts.iter().enumerate() {
+        let action = if i % 2 == 0 { reboot() } else { Action::PowerOn };
+        ids.push(t.submit(std::slice::from_ref(host), action, |_| {}).await.unwrap().batch.id);
+        t.clock.advance(Duration::from_secs(1));
+    }
+    let page1 = t.store.batch_list(BatchListParams { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page1.iter().map(|b| b.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+    let page2 = t.store.batch_list(BatchListParams { limit: 2, before: Some(ids[3]), ..Default::default() }).await.unwrap();
+    assert_eq!(page2.iter().map(|b| b.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    let reboots = t.store.batch_list(BatchListParams { action: Some(crate::action::ActionKind::Reboot), ..Default::default() }).await.unwrap();
+    assert_eq!(reboots.len(), 3);
+    let theirs = t.store.batch_list(BatchListParams { submitter: Some("carol".into()), ..Default::default() }).await.unwrap();
+    assert!(theirs.is_empty());
+    let done = t.store.batch_list(BatchListParams { states: vec![BatchState::Completed], ..Default::default() }).await.unwrap();
+    assert!(done.is_empty());
+}
+
+/// The pool -> kinds mapping and the worker registry round-trip; liveness by freshness.
+pub async fn pool_kinds_and_worker_registry_round_trip(t: Harness) {
+    let pool = Pool::new("build").unwrap();
+    assert_eq!(t.store.pool_kinds_get(&pool).await.unwrap(), None);
+    t.store.pool_kinds_set(&pool, &[StepKind::SetBootPxe, StepKind::AwaitInstall]).await.unwrap();
+    t.store.pool_kinds_set(&pool, &[StepKind::SetBootPxe]).await.unwrap();
+    assert_eq!(t.store.pool_kinds_get(&pool).await.unwrap(), Some(vec![StepKind::SetBootPxe]));
+    let hb = |id: &str, s: &str, now| WorkerHeartbeatParams { id: id.into(), site: site(s), pool: pool.clone(), now };
+    t.store.worker_heartbeat(hb("w1", "dc1", t.now())).await.unwrap();
+    t.store.worker_heartbeat(hb("w2", "dc2", t.now())).await.unwrap();
+    t.clock.advance(Duration::from_secs(200));
+    t.store.worker_heartbeat(hb("w1", "dc1", t.now())).await.unwrap();
+    let fresh = t.store.worker_list(WorkerListParams { site: None, fresh_since: Some(t.now().minus(Duration::from_secs(180))) }).await.unwrap();
+    assert_eq!(fresh.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), vec!["w1"]);
+    let dc2 = t.store.worker_list(WorkerListParams { site: Some(site("dc2")), fresh_since: None }).await.unwrap();
+    assert_eq!(dc2.len(), 1);
+    assert!(fresh[0].started_at < fresh[0].last_heartbeat);
+}
+
+/// Finished host runs are reported for statistics within a time window.
+pub async fn finished_host_runs_are_sampled_for_stats(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    let start = t.now();
+    t.submit(&hosts, Action::PowerOn, |_| {}).await.unwrap();
+    t.clock.advance(Duration::from_secs(5));
+    t.drain("dc1", 5).await;
+    let s = t.store.stats_host_runs(StatsParams { finished_from: Some(start), finished_until: None }).await.unwrap();
+    assert_eq!(s.len(), 2);
+    assert!(s.iter().all(|x| x.state == HostRunState::Succeeded && x.finished_at.since(x.started_at) == Duration::from_secs(5)));
+    let none = t.store.stats_host_runs(StatsParams { finished_from: Some(t.now().plus(Duration::from_secs(1))), finished_until: None }).await.unwrap();
+    assert!(none.is_empty());
+}
+
+/// The inventory upserts idempotently, filters, pages and sets states.
+pub async fn inventory_upserts_lists_and_sets_state(t: Harness) {
+    let dc1 = t.add_hosts("dc1", 3).await;
+    t.add_hosts("dc1", 3).await; // idempotent
+    t.add_hosts("dc2", 2).await;
+    let all = t.store.host_list(HostFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].hostname < w[1].hostname));
+    let page = t.store.host_list(HostFilter { after: Some(all[1].hostname.clone()), limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page, all[2..4].to_vec());
+    t.store.host_set_state(&dc1[0], HostState::Allocated).await.unwrap();
+    let allocated = t.store.host_list(HostFilter { state: Some(HostState::Allocated), ..Default::default() }).await.unwrap();
+    assert_eq!(allocated.len(), 1);
+    assert!(matches!(t.store.host_set_state(&h("ghost"), HostState::Ready).await, Err(StoreError::NotFound { .. })));
+    let got = t.store.host_get_many(&[dc1[1].clone(), h("ghost")]).await.unwrap();
+    assert_eq!(got.len(), 1);
+}
+
+macro_rules! run_all {
+    ($factory:ident, $report:ident, $($name:ident),* $(,)?) => {
+        $(
+            $name(Harness::new($factory().await)).await;
+            $report(stringify!($name));
+        )*
+    };
+}
+
+/// Runs every Store behaviour, each on a fresh backend from `factory`; calls `report` with
+/// each behaviour's name as it passes (a failure panics with the behaviour's assertion).
+pub async fn exercise<F, Fut>(factory: F, report: impl Fn(&str))
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Backend>>,
+{
+    run_all!(
+        factory,
+        report,
+        submit_creates_batch_runs_chains_claims_and_event,
+        concurrent_submit_with_shared_host_has_one_winner,
+        overlap_error_names_every_conflicting_host_and_holder,
+        idempotent_resubmit_returns_the_same_batch,
+        claims_respect_site_kinds_key_order_and_limit,
+        scheduled_jobs_wait_for_their_time,
+        concurrent_claimers_never_share_a_job,
+        completion_with_stale_attempt_is_refused,
+        chains_advance_only_after_the_previous_step_succeeds,
+        failed_steps_retry_with_backoff_then_fail_the_host_run,
+        expired_leases_are_rescued_and_retried_or_failed,
+        heartbeats_extend_only_own_leases,
+        waiting_steps_park_and_complete_by_callback_or_deadline,
+        cancel_releases_claims_and_stops_pending_jobs,
+        failure_budget_pauses_the_batch,
+        max_in_flight_limits_running_hosts,
+        pause_and_resume_by_a_user,
+        leader_lease_is_exclusive_and_expires,
+        outbox_is_ordered_and_cursors_only_move_forward,
+        batch_list_filters_and_pages,
+        pool_kinds_and_worker_registry_round_trip,
+        finished_host_runs_are_sampled_for_stats,
+        inventory_upserts_lists_and_sets_state,
+    );
+}

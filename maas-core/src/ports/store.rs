@@ -58,12 +58,16 @@ pub enum StoreError {
 }
 
 fn describe_conflicts(conflicts: &[Conflict]) -> String {
-    const SHOWN: usize = 20;
-    let mut s: Vec<String> = conflicts.iter().take(SHOWN).map(|c| format!("{} (batch {})", c.host, c.held_by)).collect();
-    if conflicts.len() > SHOWN {
-        s.push(format!("and {} more", conflicts.len() - SHOWN));
+    // Group by holder and collapse the names: "web[0790-0800].dc1 (batch X)".
+    let mut by_holder: std::collections::BTreeMap<BatchId, Vec<&str>> = std::collections::BTreeMap::new();
+    for c in conflicts {
+        by_holder.entry(c.held_by).or_default().push(c.host.as_str());
     }
-    s.join(", ")
+    by_holder
+        .iter()
+        .map(|(batch, hosts)| format!("{} (batch {batch})", crate::hostlist::collapse(hosts)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Parameters of [`Store::batch_submit`].

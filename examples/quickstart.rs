@@ -33,12 +33,17 @@ struct Demo {
 impl Demo {
     fn new() -> Self {
         let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-11-21T09:00:00Z").unwrap());
-        let faults = FaultPlan { busy: 0.02, timeout: 0.01, wrong_state: 0.01, install_failure: 0.01, ..FaultPlan::none() };
+        let faults =
+            FaultPlan { busy: 0.02, timeout: 0.01, wrong_state: 0.01, install_failure: 0.01, ..FaultPlan::none() };
         let mut inventory = HashMap::new();
         let fleet = SimFleet::new(42, faults);
         for (s, site) in SITES.iter().enumerate() {
             for i in 1..=PER_SITE {
-                let bmc = BmcEndpoint { address: format!("10.{s}.{}.{}", i / 250, i % 250), port: 623, credentials_ref: "default".into() };
+                let bmc = BmcEndpoint {
+                    address: format!("10.{s}.{}.{}", i / 250, i % 250),
+                    port: 623,
+                    credentials_ref: "default".into(),
+                };
                 fleet.add_bmc(&bmc, PowerState::On);
                 let host = Host {
                     hostname: Hostname::new(&format!("web{i:04}.{site}")).unwrap(),
@@ -61,7 +66,14 @@ impl Demo {
         let claims: HashMap<Hostname, BatchId> = HashMap::new();
         let limits = Limits::default();
         let principal = Principal::new(who, []);
-        let ctx = ValidationContext { limits: &limits, principal: &principal, authorizer: &AllowAll, hosts: &self.inventory, claims: &claims, now: self.clock.now() };
+        let ctx = ValidationContext {
+            limits: &limits,
+            principal: &principal,
+            authorizer: &AllowAll,
+            hosts: &self.inventory,
+            claims: &claims,
+            now: self.clock.now(),
+        };
         let spec = validate_batch(&req, &ctx).map_err(|r| r.to_string())?;
         let targets: Vec<HostTarget> = spec
             .hosts
@@ -71,7 +83,8 @@ impl Demo {
                 HostTarget { hostname: h.clone(), site: x.site.clone(), pool: x.pool.clone(), sku: x.sku.clone() }
             })
             .collect();
-        let new_batch = machine::plan_submission(spec, &principal, &targets, self.clock.now(), &self.ids, &Rules::default());
+        let new_batch =
+            machine::plan_submission(spec, &principal, &targets, self.clock.now(), &self.ids, &Rules::default());
         self.store.batch_submit(BatchSubmitParams { new_batch }).await.map(|b| b.batch).map_err(|e| e.to_string())
     }
 
@@ -83,7 +96,14 @@ impl Demo {
         for site in SITES {
             let jobs = self
                 .store
-                .job_claim(JobClaimParams { site: Site::new(site).unwrap(), kinds: StepKind::ALL.to_vec(), limit: 200, owner: format!("worker-{site}"), now, lease: Duration::from_secs(300) })
+                .job_claim(JobClaimParams {
+                    site: Site::new(site).unwrap(),
+                    kinds: StepKind::ALL.to_vec(),
+                    limit: 200,
+                    owner: format!("worker-{site}"),
+                    now,
+                    lease: Duration::from_secs(300),
+                })
                 .await
                 .unwrap();
             let mut completions = Vec::with_capacity(jobs.len());
@@ -97,7 +117,11 @@ impl Demo {
         let (ready, later): (Vec<_>, Vec<_>) = self.pending_installs.drain(..).partition(|(at, _, _)| *at <= now);
         self.pending_installs = later;
         for (_, token, ok) in ready {
-            let outcome = if ok { JobOutcome::Succeeded } else { JobOutcome::Failed { error: "installer: disk not found".into(), retryable: false } };
+            let outcome = if ok {
+                JobOutcome::Succeeded
+            } else {
+                JobOutcome::Failed { error: "installer: disk not found".into(), retryable: false }
+            };
             let _ = self.store.job_resolve_wait(JobResolveWaitParams { token, outcome, now }).await;
         }
         self.store.job_rescue_expired(JobRescueParams { now, limit: 0 }).await.unwrap();
@@ -112,12 +136,16 @@ impl Demo {
             StepKind::Preflight => self.fleet.probe(bmc).await.map(|_| ()),
             StepKind::SetBootPxe => {
                 // The installer reports with the next waiting step's token when it finishes.
-                let jobs = self.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await.unwrap();
+                let jobs = self
+                    .store
+                    .job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() })
+                    .await
+                    .unwrap();
                 if let Some(token) = jobs.iter().find_map(|j| j.wait_token.clone()) {
                     let plan = self.fleet.plan_install();
                     // A beta image that half the hardware cannot boot: the budget will trip.
                     let beta = format!("{:?}", job.params.boot).contains("beta");
-                    let ok = plan.succeeds && !(beta && job.hostname.as_str().as_bytes()[6] % 2 == 0);
+                    let ok = plan.succeeds && !(beta && job.hostname.as_str().as_bytes()[6].is_multiple_of(2));
                     self.pending_installs.push((self.clock.now().plus(plan.takes), token, ok));
                 }
                 self.fleet.set_boot_device(bmc, BootDevice::Pxe, false).await
@@ -129,7 +157,9 @@ impl Demo {
             StepKind::SoftReset => self.fleet.power(bmc, PowerOp::Reset).await.map(|_| ()),
             StepKind::Verify => match self.fleet.power_status(bmc).await {
                 Ok(PowerState::On) => Ok(()),
-                Ok(PowerState::Off) => Err(maas::ports::PowerError::Busy { bmc: bmc.address.clone(), detail: "still off".into() }),
+                Ok(PowerState::Off) => {
+                    Err(maas::ports::PowerError::Busy { bmc: bmc.address.clone(), detail: "still off".into() })
+                }
                 Err(e) => Err(e),
             },
             StepKind::Release | StepKind::MarkDecommissioned | StepKind::AwaitInstall | StepKind::AwaitWipe => Ok(()),
@@ -152,10 +182,17 @@ async fn main() {
     let mut demo = Demo::new();
     println!("maas quickstart: {} simulated hosts in {} sites (in-memory store)\n", demo.inventory.len(), SITES.len());
 
-    let bad = BatchRequest::new(Action::Reboot { soft: false }, ["web[0096-0098].dc1", "ghost1.dc9", "bad_name", "web[5-"]);
-    println!("1. a request with problems gets the whole report at once:\n{}\n", demo.submit("alice", bad).await.unwrap_err());
+    let bad =
+        BatchRequest::new(Action::Reboot { soft: false }, ["web[0096-0098].dc1", "ghost1.dc9", "bad_name", "web[5-"]);
+    println!(
+        "1. a request with problems gets the whole report at once:\n{}\n",
+        demo.submit("alice", bad).await.unwrap_err()
+    );
 
-    let mut wave = BatchRequest::new(Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None }, ["web[0001-0800].dc1", "web[0001-0400].dc2"]);
+    let mut wave = BatchRequest::new(
+        Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None },
+        ["web[0001-0800].dc1", "web[0001-0400].dc2"],
+    );
     wave.priority = PriorityClass::Low;
     wave.rollout = RolloutPolicy { max_in_flight: 300, failure_budget: 50 };
     wave.force = Some(ForceInUse { reason: "fleet-wide OS upgrade CHG-1001".into() });
@@ -171,16 +208,32 @@ async fn main() {
     for _ in 0..10 {
         demo.tick().await;
     }
-    let mut urgent = BatchRequest::new(Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None }, ["web[0801-0850].dc1"]);
+    let mut urgent = BatchRequest::new(
+        Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None },
+        ["web[0801-0850].dc1"],
+    );
     urgent.priority = PriorityClass::Urgent;
     let urgent = demo.submit("carol", urgent).await.unwrap();
     println!("4. urgent reimage of 50 hosts submitted while the wave runs: {}", urgent.id);
 
-    let reboot = demo.submit("dave", BatchRequest::new(Action::Reboot { soft: false }, ["web[0001-0090].dc3"])).await.unwrap();
-    let cancelled = demo.store.batch_cancel(BatchCancelParams { batch_id: reboot.id, principal: Principal::new("dave", []), reason: "wrong rack".into(), now: demo.clock.now() }).await.unwrap();
+    let reboot =
+        demo.submit("dave", BatchRequest::new(Action::Reboot { soft: false }, ["web[0001-0090].dc3"])).await.unwrap();
+    let cancelled = demo
+        .store
+        .batch_cancel(BatchCancelParams {
+            batch_id: reboot.id,
+            principal: Principal::new("dave", []),
+            reason: "wrong rack".into(),
+            now: demo.clock.now(),
+        })
+        .await
+        .unwrap();
     println!("5. reboot batch cancelled at once: {} -> {}", reboot.id, cancelled.state);
 
-    let mut risky = BatchRequest::new(Action::Reimage { os: OsRelease::new("ubuntu-26.04-beta").unwrap(), install_timeout_secs: None }, ["web[0401-0409].dc2", "web[0410-0460].dc2"]);
+    let mut risky = BatchRequest::new(
+        Action::Reimage { os: OsRelease::new("ubuntu-26.04-beta").unwrap(), install_timeout_secs: None },
+        ["web[0401-0409].dc2", "web[0410-0460].dc2"],
+    );
     risky.rollout = RolloutPolicy { max_in_flight: 10, failure_budget: 3 };
     let risky = demo.submit("erin", risky).await.unwrap();
     println!("6. risky beta reimage with a failure budget of 3: {}\n", risky.id);
@@ -199,7 +252,12 @@ async fn main() {
             all_settled &= !matches!(b.state, BatchState::Running);
             if name == "urgent" && b.state == BatchState::Completed && urgent_done_at.is_none() {
                 let w = demo.store.batch_get(wave_id).await.unwrap().unwrap().counts;
-                urgent_done_at = Some(format!("t+{}s, when the low-priority wave was at {}/{}", (tick + 11) * 30, w.succeeded + w.failed, w.total()));
+                urgent_done_at = Some(format!(
+                    "t+{}s, when the low-priority wave was at {}/{}",
+                    (tick + 11) * 30,
+                    w.succeeded + w.failed,
+                    w.total()
+                ));
             }
         }
         if tick % 20 == 0 || all_settled {

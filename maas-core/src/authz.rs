@@ -144,18 +144,14 @@ impl Authorizer for GroupPolicy {
             || match permission {
                 Permission::Read => true,
                 Permission::Admin => false,
-                Permission::Act { action, pool, site } => mine
-                    .clone()
-                    .any(|g| allows(&g.actions, action) && allows(&g.pools, pool) && allows(&g.sites, site)),
+                Permission::Act { action, pool, site } => {
+                    mine.clone().any(|g| allows(&g.actions, action) && allows(&g.pools, pool) && allows(&g.sites, site))
+                }
                 Permission::ForceInUse { pool, site } => {
                     mine.clone().any(|g| g.force && allows(&g.pools, pool) && allows(&g.sites, site))
                 }
             };
-        if ok {
-            Ok(())
-        } else {
-            Err(Denied { principal: principal.name.clone(), permission: permission.clone() })
-        }
+        if ok { Ok(()) } else { Err(Denied { principal: principal.name.clone(), permission: permission.clone() }) }
     }
 }
 
@@ -168,18 +164,43 @@ mod tests {
         let g = |s: &str| Group::new(s).unwrap();
         let policy = GroupPolicy {
             grants: vec![
-                Grant { group: g("web-sre"), actions: Some(vec![ActionKind::Reboot]), pools: Some(vec![Pool::new("web").unwrap()]), sites: None, force: false, admin: false },
-                Grant { group: g("ops"), actions: None, pools: None, sites: Some(vec![Site::new("dc1").unwrap()]), force: true, admin: false },
+                Grant {
+                    group: g("web-sre"),
+                    actions: Some(vec![ActionKind::Reboot]),
+                    pools: Some(vec![Pool::new("web").unwrap()]),
+                    sites: None,
+                    force: false,
+                    admin: false,
+                },
+                Grant {
+                    group: g("ops"),
+                    actions: None,
+                    pools: None,
+                    sites: Some(vec![Site::new("dc1").unwrap()]),
+                    force: true,
+                    admin: false,
+                },
                 Grant { group: g("root"), actions: None, pools: None, sites: None, force: false, admin: true },
             ],
         };
-        let act = |a, p: &str, s: &str| Permission::Act { action: a, pool: Pool::new(p).unwrap(), site: Site::new(s).unwrap() };
+        let act = |a, p: &str, s: &str| Permission::Act {
+            action: a,
+            pool: Pool::new(p).unwrap(),
+            site: Site::new(s).unwrap(),
+        };
         let alice = Principal::new("alice", [g("web-sre")]);
         assert!(policy.check(&alice, &act(ActionKind::Reboot, "web", "dc9")).is_ok());
         let denied = policy.check(&alice, &act(ActionKind::Reimage, "web", "dc1")).unwrap_err();
         assert_eq!(denied.to_string(), "alice lacks permission: reimage on pool web in site dc1");
         let ops = Principal::new("bob", [g("ops")]);
-        assert!(policy.check(&ops, &Permission::ForceInUse { pool: Pool::new("db").unwrap(), site: Site::new("dc1").unwrap() }).is_ok());
+        assert!(
+            policy
+                .check(
+                    &ops,
+                    &Permission::ForceInUse { pool: Pool::new("db").unwrap(), site: Site::new("dc1").unwrap() }
+                )
+                .is_ok()
+        );
         assert!(policy.check(&ops, &act(ActionKind::Reimage, "db", "dc2")).is_err());
         assert!(policy.check(&ops, &Permission::Admin).is_err());
         assert!(policy.check(&Principal::new("root", [g("root")]), &Permission::Admin).is_ok());

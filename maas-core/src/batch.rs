@@ -193,10 +193,8 @@ mod tests {
 
     #[test]
     fn json_documents_parse_with_defaults_and_name_bad_fields() {
-        let r = BatchRequest::from_json(
-            r#"{"action":{"kind":"reboot"},"hosts":["web[1-3].dc1"],"priority":"high"}"#,
-        )
-        .unwrap();
+        let r = BatchRequest::from_json(r#"{"action":{"kind":"reboot"},"hosts":["web[1-3].dc1"],"priority":"high"}"#)
+            .unwrap();
         assert_eq!(r.rollout, RolloutPolicy::default());
         assert_eq!(r.priority, PriorityClass::High);
         let e = BatchRequest::from_json("{\"action\":{\"kind\":\"reboot\"},\n\"hostz\":[]}").unwrap_err();
@@ -204,7 +202,8 @@ mod tests {
         assert!(e.message.contains("unknown field `hostz`"), "{e}");
         let e = BatchRequest::from_json(r#"{"action":{"kind":"reboot"},"hosts":[],"not_before":"soon"}"#).unwrap_err();
         assert!(e.message.contains("invalid RFC 3339 timestamp \"soon\""), "{e}");
-        let e = BatchRequest::from_json(r#"{"action":{"kind":"reboot"},"hosts":[],"rollout":{"max_in_flight":-1}}"#).unwrap_err();
+        let e = BatchRequest::from_json(r#"{"action":{"kind":"reboot"},"hosts":[],"rollout":{"max_in_flight":-1}}"#)
+            .unwrap_err();
         assert!(e.message.contains("max_in_flight") || e.message.contains("invalid value"), "{e}");
     }
 

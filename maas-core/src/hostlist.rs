@@ -253,10 +253,7 @@ impl<'a> Parser<'a> {
     }
 
     fn peek(&self, open: usize) -> Result<char, HostlistError> {
-        self.chars
-            .get(self.pos)
-            .copied()
-            .ok_or_else(|| self.err(open, HostlistErrorKind::UnclosedBracket))
+        self.chars.get(self.pos).copied().ok_or_else(|| self.err(open, HostlistErrorKind::UnclosedBracket))
     }
 
     fn number(&mut self, open: usize) -> Result<(u64, String), HostlistError> {
@@ -337,8 +334,7 @@ fn pad_of(s: &str) -> usize {
 
 /// Renders sorted, distinct numeric strings as bracket ranges: `1-3,7,09-11`.
 fn render_ranges(nums: &[String]) -> String {
-    let mut sorted: Vec<(u64, &String)> =
-        nums.iter().map(|s| (s.parse::<u64>().unwrap_or(u64::MAX), s)).collect();
+    let mut sorted: Vec<(u64, &String)> = nums.iter().map(|s| (s.parse::<u64>().unwrap_or(u64::MAX), s)).collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.len().cmp(&b.1.len())).then(a.1.cmp(b.1)));
     let mut out = Vec::new();
     let mut i = 0;
@@ -490,7 +486,10 @@ mod tests {
         check_err("a,,b", "hostlist \"a,,b\", position 2: empty item");
         check_err("a,", "hostlist \"a,\", position 1: empty item");
         check_err(",a", "hostlist \",a\", position 0: empty item");
-        check_err("n[1234567890123456789]", "hostlist \"n[1234567890123456789]\", position 2: number longer than 18 digits");
+        check_err(
+            "n[1234567890123456789]",
+            "hostlist \"n[1234567890123456789]\", position 2: number longer than 18 digits",
+        );
         let e = expand("web[1-3", 10).unwrap_err();
         assert_eq!(e.caret(), "web[1-3\n   ^");
     }
@@ -498,10 +497,7 @@ mod tests {
     #[test]
     fn cap_is_checked_before_materializing() {
         let e = expand("n[1-1000000000][1-1000000000]", 100_000).unwrap_err();
-        assert_eq!(
-            e.kind,
-            HostlistErrorKind::TooManyHosts { count: 1_000_000_000_000_000_000, cap: 100_000 }
-        );
+        assert_eq!(e.kind, HostlistErrorKind::TooManyHosts { count: 1_000_000_000_000_000_000, cap: 100_000 });
         assert_eq!(expand("n[1-100]", 100).unwrap().len(), 100);
         assert!(expand("n[1-101]", 100).is_err());
         assert!(expand("n[1-50],m[1-51]", 100).is_err());

@@ -89,11 +89,7 @@ impl IdGenerator {
     pub fn new(clock: Arc<dyn Clock>, seed: u64) -> Self {
         IdGenerator {
             clock,
-            state: Arc::new(Mutex::new(IdState {
-                rng: SimRng::seed_from_u64(seed),
-                last_ms: 0,
-                counter: 0,
-            })),
+            state: Arc::new(Mutex::new(IdState { rng: SimRng::seed_from_u64(seed), last_ms: 0, counter: 0 })),
         }
     }
 

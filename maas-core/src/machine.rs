@@ -193,7 +193,12 @@ pub fn releasable(batch: &BatchRecord) -> u32 {
 
 /// Makes a blocked job runnable: `available` with its queue key, or `waiting` with its
 /// deadline for a callback step.
-fn activate(job: &mut JobRecord, not_before: Option<Timestamp>, now: Timestamp, rules: &Rules) -> Result<(), TransitionError> {
+fn activate(
+    job: &mut JobRecord,
+    not_before: Option<Timestamp>,
+    now: Timestamp,
+    rules: &Rules,
+) -> Result<(), TransitionError> {
     if job.kind.is_wait() {
         job.state.check(JobState::Waiting)?;
         job.state = JobState::Waiting;
@@ -298,7 +303,11 @@ pub fn plan_submission(
     let mut events = vec![NewEvent {
         batch_id,
         at: now,
-        kind: EventKind::BatchAccepted { action: batch.spec.action.clone(), hosts: n, submitter: submitter.name.clone() },
+        kind: EventKind::BatchAccepted {
+            action: batch.spec.action.clone(),
+            hosts: n,
+            submitter: submitter.name.clone(),
+        },
     }];
     let start = releasable(&batch) as usize;
     let steps = plan.len();
@@ -381,7 +390,12 @@ fn clear_lease(job: &mut JobRecord) {
 
 /// Decides what an outcome of a running or waiting job implies for its chain, host run and
 /// batch.
-pub fn decide_job_outcome(ctx: JobContext, outcome: JobOutcome, now: Timestamp, rules: &Rules) -> Result<Effects, TransitionError> {
+pub fn decide_job_outcome(
+    ctx: JobContext,
+    outcome: JobOutcome,
+    now: Timestamp,
+    rules: &Rules,
+) -> Result<Effects, TransitionError> {
     let JobContext { mut batch, mut host_run, mut job, next } = ctx;
     if !matches!(job.state, JobState::Running | JobState::Waiting) {
         return Err(TransitionError::NotInProgress { job: job.id, state: job.state });
@@ -442,11 +456,7 @@ pub fn decide_lease_expired(ctx: JobContext, now: Timestamp, rules: &Rules) -> R
 
 /// A waiting job's deadline passed without a callback.
 pub fn decide_wait_expired(ctx: JobContext, now: Timestamp, rules: &Rules) -> Result<Effects, TransitionError> {
-    let error = format!(
-        "no {} report before the deadline {}",
-        ctx.job.kind,
-        ctx.job.wait_deadline.unwrap_or(now)
-    );
+    let error = format!("no {} report before the deadline {}", ctx.job.kind, ctx.job.wait_deadline.unwrap_or(now));
     decide_job_outcome(ctx, JobOutcome::Failed { error, retryable: false }, now, rules)
 }
 
@@ -558,7 +568,8 @@ pub fn decide_cancel(
         if run.state.is_terminal() {
             continue;
         }
-        let mid_step = current.as_ref().is_some_and(|j| j.state == JobState::Running) && run.state == HostRunState::Running;
+        let mid_step =
+            current.as_ref().is_some_and(|j| j.state == JobState::Running) && run.state == HostRunState::Running;
         if mid_step {
             run.cancel_requested = true;
             fx.host_runs.push(run);
@@ -580,7 +591,12 @@ pub fn decide_cancel(
 }
 
 /// Pauses a running batch at a user's request: no new host runs start.
-pub fn decide_pause(mut batch: BatchRecord, principal: &Principal, reason: &str, now: Timestamp) -> Result<Effects, TransitionError> {
+pub fn decide_pause(
+    mut batch: BatchRecord,
+    principal: &Principal,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Effects, TransitionError> {
     if batch.state.is_terminal() {
         return Err(TransitionError::BatchFinished { state: batch.state });
     }
@@ -596,7 +612,11 @@ pub fn decide_pause(mut batch: BatchRecord, principal: &Principal, reason: &str,
 }
 
 /// Resumes a paused batch; queued host runs start up to `max_in_flight`.
-pub fn decide_resume(mut batch: BatchRecord, principal: &Principal, now: Timestamp) -> Result<Effects, TransitionError> {
+pub fn decide_resume(
+    mut batch: BatchRecord,
+    principal: &Principal,
+    now: Timestamp,
+) -> Result<Effects, TransitionError> {
     if batch.state.is_terminal() {
         return Err(TransitionError::BatchFinished { state: batch.state });
     }
@@ -605,7 +625,11 @@ pub fn decide_resume(mut batch: BatchRecord, principal: &Principal, now: Timesta
     batch.pause_reason = None;
     batch.updated_at = now;
     let mut fx = Effects::default();
-    fx.events.push(NewEvent { batch_id: batch.id, at: now, kind: EventKind::BatchResumed { principal: principal.name.clone() } });
+    fx.events.push(NewEvent {
+        batch_id: batch.id,
+        at: now,
+        kind: EventKind::BatchResumed { principal: principal.name.clone() },
+    });
     fx.start_queued = releasable(&batch);
     fx.batch = Some(batch);
     Ok(fx)

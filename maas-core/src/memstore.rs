@@ -82,17 +82,18 @@ impl State {
             }
             _ => {}
         }
-        if job.state.is_terminal() {
-            if let Some(t) = &job.wait_token {
-                self.tokens.remove(t);
-            }
+        if job.state.is_terminal()
+            && let Some(t) = &job.wait_token
+        {
+            self.tokens.remove(t);
         }
         self.jobs.insert(job.id, job);
     }
 
     fn job_context(&self, job_id: JobId) -> Result<JobContext, StoreError> {
         let job = self.jobs.get(&job_id).cloned().ok_or_else(|| not_found("job", job_id))?;
-        let host_run = self.host_runs.get(&job.host_run_id).cloned().ok_or_else(|| not_found("host run", job.host_run_id))?;
+        let host_run =
+            self.host_runs.get(&job.host_run_id).cloned().ok_or_else(|| not_found("host run", job.host_run_id))?;
         let batch = self.batches.get(&job.batch_id).cloned().ok_or_else(|| not_found("batch", job.batch_id))?;
         let next = self
             .jobs_by_run
@@ -115,12 +116,12 @@ impl State {
             for run_id in fx.cancel_jobs_of.drain(..) {
                 let ids = self.jobs_by_run.get(&run_id).cloned().unwrap_or_default();
                 for id in ids {
-                    if let Some(mut job) = self.jobs.get(&id).cloned() {
-                        if matches!(job.state, JobState::Blocked | JobState::Available | JobState::Waiting) {
-                            job.state = JobState::Cancelled;
-                            job.finished_at = Some(now);
-                            self.put_job(job);
-                        }
+                    if let Some(mut job) = self.jobs.get(&id).cloned()
+                        && matches!(job.state, JobState::Blocked | JobState::Available | JobState::Waiting)
+                    {
+                        job.state = JobState::Cancelled;
+                        job.finished_at = Some(now);
+                        self.put_job(job);
                     }
                 }
             }
@@ -216,7 +217,12 @@ impl Store for MemStore {
             .filter_map(|id| st.host_runs.get(id))
             .filter(|r| !r.state.is_terminal())
             .map(|r| {
-                let current = st.jobs_by_run.get(&r.id).and_then(|j| j.get(r.step as usize)).and_then(|id| st.jobs.get(id)).cloned();
+                let current = st
+                    .jobs_by_run
+                    .get(&r.id)
+                    .and_then(|j| j.get(r.step as usize))
+                    .and_then(|id| st.jobs.get(id))
+                    .cloned();
                 (r.clone(), current)
             })
             .collect();
@@ -262,19 +268,21 @@ impl Store for MemStore {
     async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError> {
         let nb = p.new_batch;
         let mut st = self.lock();
-        if let Some(key) = &nb.batch.spec.idempotency_key {
-            if let Some(existing) = st.idempotency.get(&(nb.batch.submitter.clone(), key.clone())) {
-                let existing = st.batches[existing].clone();
-                if machine::idempotent_match(&existing, &nb.batch.spec) {
-                    return Ok(BatchSubmitted { batch: existing, created: false });
-                }
-                return Err(StoreError::IdempotencyKeyReused { key: key.clone(), batch: existing.id });
+        if let Some(key) = &nb.batch.spec.idempotency_key
+            && let Some(existing) = st.idempotency.get(&(nb.batch.submitter.clone(), key.clone()))
+        {
+            let existing = st.batches[existing].clone();
+            if machine::idempotent_match(&existing, &nb.batch.spec) {
+                return Ok(BatchSubmitted { batch: existing, created: false });
             }
+            return Err(StoreError::IdempotencyKeyReused { key: key.clone(), batch: existing.id });
         }
         let conflicts: Vec<Conflict> = nb
             .claims
             .iter()
-            .filter_map(|c| st.claims.get(&c.hostname).map(|held| Conflict { host: c.hostname.clone(), held_by: held.batch_id }))
+            .filter_map(|c| {
+                st.claims.get(&c.hostname).map(|held| Conflict { host: c.hostname.clone(), held_by: held.batch_id })
+            })
             .collect();
         if !conflicts.is_empty() {
             return Err(StoreError::Overlap { conflicts });
@@ -376,7 +384,10 @@ impl Store for MemStore {
         Ok(out)
     }
 
-    async fn job_complete_many(&self, p: JobCompleteManyParams) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
+    async fn job_complete_many(
+        &self,
+        p: JobCompleteManyParams,
+    ) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
         let mut st = self.lock();
         let mut results = Vec::with_capacity(p.completions.len());
         for c in p.completions {
@@ -428,7 +439,8 @@ impl Store for MemStore {
         let mut st = self.lock();
         let mut report = RescueReport::default();
         let limit = if p.limit == 0 { usize::MAX } else { p.limit };
-        let expired: Vec<JobId> = st.leased.iter().take_while(|(t, _)| *t <= p.now).take(limit).map(|(_, id)| *id).collect();
+        let expired: Vec<JobId> =
+            st.leased.iter().take_while(|(t, _)| *t <= p.now).take(limit).map(|(_, id)| *id).collect();
         for id in expired {
             let ctx = st.job_context(id)?;
             let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
@@ -440,7 +452,8 @@ impl Store for MemStore {
             }
         }
         let room = limit.saturating_sub(report.retried.len() + report.failed.len());
-        let waits: Vec<JobId> = st.waiting.iter().take_while(|(t, _)| *t <= p.now).take(room).map(|(_, id)| *id).collect();
+        let waits: Vec<JobId> =
+            st.waiting.iter().take_while(|(t, _)| *t <= p.now).take(room).map(|(_, id)| *id).collect();
         for id in waits {
             let ctx = st.job_context(id)?;
             let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
@@ -495,7 +508,8 @@ impl Store for MemStore {
             .values()
             .filter_map(|r| {
                 let (started_at, finished_at) = (r.started_at?, r.finished_at?);
-                let inside = p.finished_from.is_none_or(|t| finished_at >= t) && p.finished_until.is_none_or(|t| finished_at < t);
+                let inside = p.finished_from.is_none_or(|t| finished_at >= t)
+                    && p.finished_until.is_none_or(|t| finished_at < t);
                 let action = st.batches.get(&r.batch_id)?.action();
                 inside.then(|| HostRunSample {
                     batch_id: r.batch_id,

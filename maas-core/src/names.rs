@@ -252,9 +252,19 @@ mod tests {
         check("1a", Ok("1a"));
         check("", Err("hostname is empty"));
         check("web_1", Err("hostname \"web_1\" has '_' at position 3; allowed are ASCII letters, digits, '-' and '.'"));
-        check("web..dc1", Err("hostname \"web..dc1\" has an invalid label \"\": labels must not be empty (no leading, trailing or double dots)"));
+        check(
+            "web..dc1",
+            Err(
+                "hostname \"web..dc1\" has an invalid label \"\": labels must not be empty (no leading, trailing or double dots)",
+            ),
+        );
         check("-web", Err("hostname \"-web\" has an invalid label \"-web\": labels must not start or end with '-'"));
-        check("web.", Err("hostname \"web.\" has an invalid label \"\": labels must not be empty (no leading, trailing or double dots)"));
+        check(
+            "web.",
+            Err(
+                "hostname \"web.\" has an invalid label \"\": labels must not be empty (no leading, trailing or double dots)",
+            ),
+        );
         check("héllo", Err("hostname \"héllo\" has 'é' at position 1; allowed are ASCII letters, digits, '-' and '.'"));
         let label64 = "a".repeat(64);
         assert!(Hostname::new(&label64).unwrap_err().to_string().contains("at most 63"));

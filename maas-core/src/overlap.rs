@@ -49,14 +49,8 @@ impl ClaimLookup for NoClaims {
 }
 
 /// Every host of `hosts` that is claimed, with its holder, in the order given.
-pub fn find_conflicts<'a>(
-    hosts: impl IntoIterator<Item = &'a Hostname>,
-    claims: &dyn ClaimLookup,
-) -> Vec<Conflict> {
-    hosts
-        .into_iter()
-        .filter_map(|h| claims.holder(h).map(|held_by| Conflict { host: h.clone(), held_by }))
-        .collect()
+pub fn find_conflicts<'a>(hosts: impl IntoIterator<Item = &'a Hostname>, claims: &dyn ClaimLookup) -> Vec<Conflict> {
+    hosts.into_iter().filter_map(|h| claims.holder(h).map(|held_by| Conflict { host: h.clone(), held_by })).collect()
 }
 
 #[cfg(test)]

@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(kinds(&reimage), ["preflight", "set_boot_pxe", "power_cycle", "await_install", "verify", "release"]);
         assert_eq!(kinds(&Action::Reboot { soft: false }), ["preflight", "power_cycle", "verify"]);
         assert_eq!(kinds(&Action::Reboot { soft: true }), ["preflight", "soft_reset", "verify"]);
-        assert_eq!(kinds(&Action::WipeDisks { method: WipeMethod::Quick }), ["preflight", "set_boot_pxe", "power_cycle", "await_wipe", "power_off"]);
+        assert_eq!(
+            kinds(&Action::WipeDisks { method: WipeMethod::Quick }),
+            ["preflight", "set_boot_pxe", "power_cycle", "await_wipe", "power_off"]
+        );
         assert_eq!(
             kinds(&Action::Decommission { method: WipeMethod::Secure }),
             ["preflight", "set_boot_pxe", "power_cycle", "await_wipe", "power_off", "mark_decommissioned"]

@@ -51,11 +51,7 @@ impl SimRng {
 
     /// A uniformly chosen element of `items`, if any.
     pub fn choose<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() {
-            None
-        } else {
-            items.get(self.below(items.len() as u64) as usize)
-        }
+        if items.is_empty() { None } else { items.get(self.below(items.len() as u64) as usize) }
     }
 
     /// Shuffles `items` in place (Fisher-Yates).

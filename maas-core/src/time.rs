@@ -83,9 +83,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s).map_err(|e| {
-            serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}"))
-        })
+        Timestamp::parse_rfc3339(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp {s:?}: {e}")))
     }
 }
 
@@ -116,10 +115,7 @@ impl SystemClock {
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // The one sanctioned read of the system clock.
     fn now(&self) -> Timestamp {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(duration_millis)
-            .unwrap_or(0);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(duration_millis).unwrap_or(0);
         let prev = self.last.fetch_max(wall, Ordering::Relaxed);
         Timestamp(prev.max(wall))
     }

@@ -253,15 +253,18 @@ fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Probl
     if req.rollout.max_in_flight == 0 {
         bad("rollout.max_in_flight", "must be at least 1".into());
     }
-    if let Some(key) = &req.idempotency_key {
-        if key.trim().is_empty() || key.len() > ctx.limits.max_key_len {
-            bad("idempotency_key", format!("must be 1 to {} characters and not blank", ctx.limits.max_key_len));
-        }
+    if let Some(key) = &req.idempotency_key
+        && (key.trim().is_empty() || key.len() > ctx.limits.max_key_len)
+    {
+        bad("idempotency_key", format!("must be 1 to {} characters and not blank", ctx.limits.max_key_len));
     }
     if let Some(t) = req.not_before {
         let horizon = ctx.now.plus(ctx.limits.max_schedule_ahead);
         if t > horizon {
-            bad("not_before", format!("{t} is more than {} days ahead", ctx.limits.max_schedule_ahead.as_secs() / 86_400));
+            bad(
+                "not_before",
+                format!("{t} is more than {} days ahead", ctx.limits.max_schedule_ahead.as_secs() / 86_400),
+            );
         }
     }
     if let Some(force) = &req.force {
@@ -293,7 +296,11 @@ pub fn validate_batch(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Result
             problems.push(Problem::Decommissioned { host: host.clone() });
         }
         if !allowed_sites.is_empty() && !allowed_sites.contains(&rec.site) {
-            problems.push(Problem::SiteNotAllowed { host: host.clone(), site: rec.site.clone(), allowed: req.sites.clone() });
+            problems.push(Problem::SiteNotAllowed {
+                host: host.clone(),
+                site: rec.site.clone(),
+                allowed: req.sites.clone(),
+            });
         }
         let in_use = rec.state == HostState::Allocated;
         if in_use && req.force.is_none() {
@@ -338,7 +345,7 @@ pub fn validate_batch(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Result
 mod tests {
     use super::*;
     use crate::action::{Action, ActionKind};
-    use crate::authz::{GroupPolicy, Grant};
+    use crate::authz::{Grant, GroupPolicy};
     use crate::batch::ForceInUse;
     use crate::host::BmcEndpoint;
     use crate::names::{Group, Pool, Sku};

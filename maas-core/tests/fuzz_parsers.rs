@@ -16,7 +16,8 @@ use maas_core::rng::SimRng;
 use maas_core::validate::{ValidationContext, validate_batch};
 use maas_core::{Host, Hostname, Principal, Timestamp};
 
-const HOSTLIST_SEEDS: &[&str] = &["web[001-100,105].dc1", "r[1-2]n[1-3]", "a,b c", "n[8-10]", "x[0-0]", "[1-2]", "h-[09-11].y"];
+const HOSTLIST_SEEDS: &[&str] =
+    &["web[001-100,105].dc1", "r[1-2]n[1-3]", "a,b c", "n[8-10]", "x[0-0]", "[1-2]", "h-[09-11].y"];
 const ALPHABET: &[u8] = b"[]-,. 0123456789abcxyz\t\xc3\xa9_";
 
 fn mutate(rng: &mut SimRng, seed: &[u8]) -> Vec<u8> {
@@ -54,7 +55,8 @@ fn hostlist_parser_never_panics_and_round_trips() {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if let Ok(names) = expand(&input, 10_000) {
                 let collapsed = collapse(&names);
-                let back: BTreeSet<String> = expand(&collapsed, 10_000).expect("collapse output parses").into_iter().collect();
+                let back: BTreeSet<String> =
+                    expand(&collapsed, 10_000).expect("collapse output parses").into_iter().collect();
                 assert_eq!(back, names.iter().cloned().collect::<BTreeSet<_>>(), "round trip of {collapsed:?}");
                 true
             } else {

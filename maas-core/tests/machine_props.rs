@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use maas_core::host::BmcEndpoint;
 use maas_core::machine::{self, HostTarget, Rules};
 use maas_core::ports::store::*;
 use maas_core::*;
@@ -127,7 +126,8 @@ impl World {
                     return;
                 }
                 let job = self.held.remove(pick % self.held.len());
-                let outcome = if ok { JobOutcome::Succeeded } else { JobOutcome::Failed { error: "boom".into(), retryable } };
+                let outcome =
+                    if ok { JobOutcome::Succeeded } else { JobOutcome::Failed { error: "boom".into(), retryable } };
                 let r = self
                     .store
                     .job_complete_many(JobCompleteManyParams {
@@ -142,12 +142,20 @@ impl World {
                 }
             }
             Op::Callback { pick, ok } => {
-                let waiting = self.store.job_list(JobListParams { states: vec![JobState::Waiting], ..Default::default() }).await.unwrap();
+                let waiting = self
+                    .store
+                    .job_list(JobListParams { states: vec![JobState::Waiting], ..Default::default() })
+                    .await
+                    .unwrap();
                 if waiting.is_empty() {
                     return;
                 }
                 let w = &waiting[pick % waiting.len()];
-                let outcome = if ok { JobOutcome::Succeeded } else { JobOutcome::Failed { error: "install failed".into(), retryable: false } };
+                let outcome = if ok {
+                    JobOutcome::Succeeded
+                } else {
+                    JobOutcome::Failed { error: "install failed".into(), retryable: false }
+                };
                 self.store
                     .job_resolve_wait(JobResolveWaitParams { token: w.wait_token.clone().unwrap(), outcome, now })
                     .await
@@ -162,7 +170,10 @@ impl World {
             }
             Op::Cancel { pick } => {
                 let id = self.batches[pick % self.batches.len()];
-                let r = self.store.batch_cancel(BatchCancelParams { batch_id: id, principal: bob, reason: "r".into(), now }).await;
+                let r = self
+                    .store
+                    .batch_cancel(BatchCancelParams { batch_id: id, principal: bob, reason: "r".into(), now })
+                    .await;
                 if let Err(e) = r {
                     assert!(matches!(e, StoreError::Transition(_)), "{e}");
                 }
@@ -172,7 +183,13 @@ impl World {
                 let id = self.batches[pick % self.batches.len()];
                 let r = self
                     .store
-                    .batch_set_paused(BatchSetPausedParams { batch_id: id, principal: bob, paused, reason: "r".into(), now })
+                    .batch_set_paused(BatchSetPausedParams {
+                        batch_id: id,
+                        principal: bob,
+                        paused,
+                        reason: "r".into(),
+                        now,
+                    })
                     .await;
                 if let Err(e) = r {
                     assert!(matches!(e, StoreError::Transition(_)), "{e}");
@@ -189,7 +206,14 @@ impl World {
         // Every transition since the last check is legal (or no change).
         for j in &jobs {
             if let Some(prev) = self.last_job_state.insert(j.id, j.state) {
-                assert!(prev == j.state || prev.can_become(j.state) || (prev == JobState::Running && j.state == JobState::Running) || reachable_in_steps(prev, j.state), "job {prev} -> {}", j.state);
+                assert!(
+                    prev == j.state
+                        || prev.can_become(j.state)
+                        || (prev == JobState::Running && j.state == JobState::Running)
+                        || reachable_in_steps(prev, j.state),
+                    "job {prev} -> {}",
+                    j.state
+                );
             }
         }
         for r in &runs {
@@ -199,7 +223,13 @@ impl World {
         }
         for b in &batches {
             if let Some(prev) = self.last_batch_state.insert(b.id, b.state) {
-                assert!(prev == b.state || prev.can_become(b.state) || (prev == BatchState::Running && b.state == BatchState::Cancelled), "batch {prev} -> {}", b.state);
+                assert!(
+                    prev == b.state
+                        || prev.can_become(b.state)
+                        || (prev == BatchState::Running && b.state == BatchState::Cancelled),
+                    "batch {prev} -> {}",
+                    b.state
+                );
             }
         }
         // Claims: exactly the unfinished host runs, at most one per host.
@@ -215,9 +245,17 @@ impl World {
             let mine: Vec<&HostRunRecord> = runs.iter().filter(|r| r.batch_id == b.id).collect();
             let count = |s: HostRunState| mine.iter().filter(|r| r.state == s).count() as u32;
             let c = b.counts;
-            assert_eq!((c.queued, c.running, c.succeeded, c.failed, c.cancelled),
-                (count(HostRunState::Queued), count(HostRunState::Running), count(HostRunState::Succeeded), count(HostRunState::Failed), count(HostRunState::Cancelled)),
-                "batch counters drifted");
+            assert_eq!(
+                (c.queued, c.running, c.succeeded, c.failed, c.cancelled),
+                (
+                    count(HostRunState::Queued),
+                    count(HostRunState::Running),
+                    count(HostRunState::Succeeded),
+                    count(HostRunState::Failed),
+                    count(HostRunState::Cancelled)
+                ),
+                "batch counters drifted"
+            );
             assert!(c.running <= b.spec.rollout.max_in_flight, "max_in_flight exceeded");
             if b.state.is_terminal() {
                 assert_eq!(c.unfinished(), 0, "terminal batch with unfinished hosts");

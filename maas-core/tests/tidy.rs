@@ -7,8 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FORBIDDEN: &[&str] = &[
-    "sea-orm", "sea-query", "sqlx", "rusqlite", "postgres", "tokio-postgres", "mysql", "mysql_async",
-    "tonic", "prost", "pyo3", "ipmi-rs", "hyper", "reqwest", "axum", "h2", "http", "ureq", "rand",
+    "sea-orm",
+    "sea-query",
+    "sqlx",
+    "rusqlite",
+    "postgres",
+    "tokio-postgres",
+    "mysql",
+    "mysql_async",
+    "tonic",
+    "prost",
+    "pyo3",
+    "ipmi-rs",
+    "hyper",
+    "reqwest",
+    "axum",
+    "h2",
+    "http",
+    "ureq",
+    "rand",
 ];
 
 /// Every crate maas-core pulls in for normal builds (not dev, not build), transitively.
@@ -66,7 +83,17 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 fn only_system_clock_reads_the_clock_and_nothing_draws_os_entropy() {
     let mut files = Vec::new();
     sources(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
-    let banned = ["SystemTime::now", "Instant::now", "Utc::now", "Local::now", "thread_rng", "OsRng", "getrandom", "Uuid::new_v4", "Uuid::now_v7"];
+    let banned = [
+        "SystemTime::now",
+        "Instant::now",
+        "Utc::now",
+        "Local::now",
+        "thread_rng",
+        "OsRng",
+        "getrandom",
+        "Uuid::new_v4",
+        "Uuid::now_v7",
+    ];
     let mut offenders = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
@@ -88,7 +115,17 @@ fn only_system_clock_reads_the_clock_and_nothing_draws_os_entropy() {
 fn every_source_file_starts_with_a_module_doc() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
-    for dir in ["maas-core/src", "maas-core/tests", "maas-store/src", "maas-ipmi/src", "maas-grpc/src", "maas-py/src", "src", "examples", "benches"] {
+    for dir in [
+        "maas-core/src",
+        "maas-core/tests",
+        "maas-store/src",
+        "maas-ipmi/src",
+        "maas-grpc/src",
+        "maas-py/src",
+        "src",
+        "examples",
+        "benches",
+    ] {
         let d = root.join(dir);
         if d.exists() {
             sources(&d, &mut files);

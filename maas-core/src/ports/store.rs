@@ -372,7 +372,8 @@ pub trait Store: Send + Sync {
     /// Leases runnable jobs to a worker.
     async fn job_claim(&self, p: JobClaimParams) -> Result<Vec<JobRecord>, StoreError>;
     /// Records outcomes, each fenced by its attempt; one result per completion, in order.
-    async fn job_complete_many(&self, p: JobCompleteManyParams) -> Result<Vec<Result<(), TransitionError>>, StoreError>;
+    async fn job_complete_many(&self, p: JobCompleteManyParams)
+    -> Result<Vec<Result<(), TransitionError>>, StoreError>;
     /// Extends leases; returns the ids still held by `owner`.
     async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError>;
     /// Jobs, by host run and position.

@@ -77,13 +77,23 @@ impl Harness {
     }
 
     /// Builds the rows of a batch on `hosts` (already in the inventory) the way the engine does.
-    pub async fn new_batch(&self, hosts: &[Hostname], action: Action, tweak: impl FnOnce(&mut BatchSpec)) -> machine::NewBatch {
+    pub async fn new_batch(
+        &self,
+        hosts: &[Hostname],
+        action: Action,
+        tweak: impl FnOnce(&mut BatchSpec),
+    ) -> machine::NewBatch {
         let inv = self.store.host_get_many(hosts).await.unwrap();
         let targets: Vec<HostTarget> = hosts
             .iter()
             .map(|n| {
                 let x = inv.iter().find(|i| &i.hostname == n).expect("host in inventory");
-                HostTarget { hostname: x.hostname.clone(), site: x.site.clone(), pool: x.pool.clone(), sku: x.sku.clone() }
+                HostTarget {
+                    hostname: x.hostname.clone(),
+                    site: x.site.clone(),
+                    pool: x.pool.clone(),
+                    sku: x.sku.clone(),
+                }
             })
             .collect();
         let req = BatchRequest::new(action.clone(), Vec::<String>::new());
@@ -102,7 +112,12 @@ impl Harness {
     }
 
     /// Submits a batch.
-    pub async fn submit(&self, hosts: &[Hostname], action: Action, tweak: impl FnOnce(&mut BatchSpec)) -> Result<BatchSubmitted, StoreError> {
+    pub async fn submit(
+        &self,
+        hosts: &[Hostname],
+        action: Action,
+        tweak: impl FnOnce(&mut BatchSpec),
+    ) -> Result<BatchSubmitted, StoreError> {
         let new_batch = self.new_batch(hosts, action, tweak).await;
         self.store.batch_submit(BatchSubmitParams { new_batch }).await
     }
@@ -140,7 +155,11 @@ impl Harness {
     pub async fn drain(&self, site_name: &str, rounds: usize) {
         for _ in 0..rounds {
             let jobs = self.claim(site_name, 1000, "drainer").await;
-            let waiting = self.store.job_list(JobListParams { states: vec![JobState::Waiting], ..Default::default() }).await.unwrap();
+            let waiting = self
+                .store
+                .job_list(JobListParams { states: vec![JobState::Waiting], ..Default::default() })
+                .await
+                .unwrap();
             if jobs.is_empty() && waiting.is_empty() {
                 return;
             }
@@ -149,7 +168,10 @@ impl Harness {
             }
             for w in waiting {
                 let token = w.wait_token.clone().unwrap();
-                self.store.job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: self.now() }).await.unwrap();
+                self.store
+                    .job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: self.now() })
+                    .await
+                    .unwrap();
             }
         }
     }
@@ -176,7 +198,8 @@ pub async fn submit_creates_batch_runs_chains_claims_and_event(t: Harness) {
     let batch = t.batch(&b.batch).await;
     assert_eq!(batch.state, BatchState::Running);
     assert_eq!((batch.counts.running, batch.counts.queued), (2, 1));
-    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    let runs =
+        t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
     assert_eq!(runs.iter().map(|r| r.hostname.clone()).collect::<Vec<_>>(), hosts);
     let jobs = t.jobs_of(&batch).await;
     assert_eq!(jobs.len(), 9, "3 hosts x [preflight, power_cycle, verify]");
@@ -232,7 +255,8 @@ pub async fn overlap_error_names_every_conflicting_host_and_holder(t: Harness) {
     let first = t.submit(&hosts[..2], reboot(), |_| {}).await.unwrap().batch;
     let err = t.submit(&hosts[..3], reboot(), |_| {}).await.unwrap_err();
     let StoreError::Overlap { conflicts } = err else { panic!("expected overlap, got {err}") };
-    let mut got: Vec<(String, crate::id::BatchId)> = conflicts.iter().map(|c| (c.host.to_string(), c.held_by)).collect();
+    let mut got: Vec<(String, crate::id::BatchId)> =
+        conflicts.iter().map(|c| (c.host.to_string(), c.held_by)).collect();
     got.sort();
     assert_eq!(got, vec![(hosts[0].to_string(), first.id), (hosts[1].to_string(), first.id)]);
     assert!(t.store.claim_get_many(&hosts[2..3]).await.unwrap().is_empty(), "the free host must stay unclaimed");
@@ -263,7 +287,14 @@ pub async fn claims_respect_site_kinds_key_order_and_limit(t: Harness) {
     // Wrong kind: nothing.
     let none = t
         .store
-        .job_claim(JobClaimParams { site: site("dc1"), kinds: vec![StepKind::Verify], limit: 10, owner: "w".into(), now: t.now(), lease: LEASE })
+        .job_claim(JobClaimParams {
+            site: site("dc1"),
+            kinds: vec![StepKind::Verify],
+            limit: 10,
+            owner: "w".into(),
+            now: t.now(),
+            lease: LEASE,
+        })
         .await
         .unwrap();
     assert!(none.is_empty());
@@ -322,7 +353,8 @@ pub async fn completion_with_stale_attempt_is_refused(t: Harness) {
     assert_eq!((again.id, again.attempt), (job.id, 2));
     let err = t.complete(&job, JobOutcome::Succeeded).await.unwrap_err();
     assert!(matches!(err, TransitionError::StaleAttempt { attempt: 1, current: 2, .. }), "{err}");
-    let now = t.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await.unwrap();
+    let now =
+        t.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await.unwrap();
     assert_eq!(now[0].state, JobState::Running);
     assert_eq!(now[1].state, JobState::Blocked, "a stale completion must not advance the chain");
     t.complete(&again, JobOutcome::Succeeded).await.unwrap();
@@ -380,11 +412,16 @@ pub async fn failed_steps_retry_with_backoff_then_fail_the_host_run(t: Harness) 
     }
     let b = t.batch(&batch).await;
     assert_eq!((b.counts.failed, b.state), (1, BatchState::Completed));
-    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    let runs =
+        t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
     assert_eq!(runs[0].state, HostRunState::Failed);
     assert_eq!(runs[0].last_error.as_deref(), Some("BMC busy"));
     let events = t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::HostFailed { wedged: true, step: StepKind::PowerCycle, .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::HostFailed { wedged: true, step: StepKind::PowerCycle, .. }))
+    );
     assert!(t.store.claim_get_many(&hosts).await.unwrap().is_empty());
 }
 
@@ -395,7 +432,10 @@ pub async fn expired_leases_are_rescued_and_retried_or_failed(t: Harness) {
     for attempt in 1..=3u32 {
         let job = t.claim("dc1", 1, "w").await;
         assert_eq!(job.len(), 1, "attempt {attempt}");
-        assert!(t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap().retried.is_empty(), "a live lease must not be rescued");
+        assert!(
+            t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap().retried.is_empty(),
+            "a live lease must not be rescued"
+        );
         t.clock.advance(LEASE + Duration::from_millis(1));
         let r = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap();
         if attempt < 3 {
@@ -417,7 +457,12 @@ pub async fn heartbeats_extend_only_own_leases(t: Harness) {
     t.clock.advance(Duration::from_secs(50));
     let held = t
         .store
-        .job_heartbeat_many(JobHeartbeatManyParams { owner: "wa".into(), job_ids: vec![a.id, b.id], now: t.now(), lease: LEASE })
+        .job_heartbeat_many(JobHeartbeatManyParams {
+            owner: "wa".into(),
+            job_ids: vec![a.id, b.id],
+            now: t.now(),
+            lease: LEASE,
+        })
         .await
         .unwrap();
     assert_eq!(held, vec![a.id]);
@@ -437,23 +482,43 @@ pub async fn waiting_steps_park_and_complete_by_callback_or_deadline(t: Harness)
             t.complete(&j, JobOutcome::Succeeded).await.unwrap();
         }
     }
-    let waiting = t.store.job_list(JobListParams { batch_id: Some(batch.id), states: vec![JobState::Waiting], ..Default::default() }).await.unwrap();
+    let waiting = t
+        .store
+        .job_list(JobListParams { batch_id: Some(batch.id), states: vec![JobState::Waiting], ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(waiting.len(), 2);
     assert!(waiting.iter().all(|w| w.kind == StepKind::AwaitInstall && w.lease_owner.is_none()));
     assert!(t.claim("dc1", 10, "w").await.is_empty(), "a waiting job is not claimable");
-    let bad = t.store.job_resolve_wait(JobResolveWaitParams { token: "guess".into(), outcome: JobOutcome::Succeeded, now: t.now() }).await;
+    let bad = t
+        .store
+        .job_resolve_wait(JobResolveWaitParams { token: "guess".into(), outcome: JobOutcome::Succeeded, now: t.now() })
+        .await;
     assert!(matches!(bad, Err(StoreError::Transition(TransitionError::WrongToken))));
     let token = waiting[0].wait_token.clone().unwrap();
-    let done = t.store.job_resolve_wait(JobResolveWaitParams { token: token.clone(), outcome: JobOutcome::Succeeded, now: t.now() }).await.unwrap();
+    let done = t
+        .store
+        .job_resolve_wait(JobResolveWaitParams { token: token.clone(), outcome: JobOutcome::Succeeded, now: t.now() })
+        .await
+        .unwrap();
     assert_eq!(done.state, JobState::Succeeded);
-    let replay = t.store.job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: t.now() }).await;
+    let replay =
+        t.store.job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: t.now() }).await;
     assert!(replay.is_err(), "a token completes its job once");
     let next = t.claim("dc1", 10, "w").await;
     assert_eq!(next.iter().map(|j| j.kind).collect::<Vec<_>>(), vec![StepKind::Verify]);
     t.clock.advance(Duration::from_secs(3601));
     let r = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap();
     assert_eq!(r.wait_expired, vec![waiting[1].id]);
-    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), hostnames: vec![waiting[1].hostname.clone()], ..Default::default() }).await.unwrap();
+    let runs = t
+        .store
+        .host_run_list(HostRunListParams {
+            batch_id: Some(batch.id),
+            hostnames: vec![waiting[1].hostname.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(runs[0].state, HostRunState::Failed);
     assert!(runs[0].last_error.as_deref().unwrap().contains("no await_install report"), "{:?}", runs[0].last_error);
 }
@@ -466,7 +531,12 @@ pub async fn cancel_releases_claims_and_stops_pending_jobs(t: Harness) {
     let running = t.claim("dc1", 1, "w").await.remove(0);
     let b = t
         .store
-        .batch_cancel(BatchCancelParams { batch_id: batch.id, principal: Principal::new("bob", []), reason: "wrong hosts".into(), now: t.now() })
+        .batch_cancel(BatchCancelParams {
+            batch_id: batch.id,
+            principal: Principal::new("bob", []),
+            reason: "wrong hosts".into(),
+            now: t.now(),
+        })
         .await
         .unwrap();
     assert_eq!(b.state, BatchState::Cancelling);
@@ -483,7 +553,12 @@ pub async fn cancel_releases_claims_and_stops_pending_jobs(t: Harness) {
     assert!(jobs.iter().all(|j| j.state.is_terminal()), "every job must end");
     let again = t
         .store
-        .batch_cancel(BatchCancelParams { batch_id: batch.id, principal: Principal::new("bob", []), reason: "again".into(), now: t.now() })
+        .batch_cancel(BatchCancelParams {
+            batch_id: batch.id,
+            principal: Principal::new("bob", []),
+            reason: "again".into(),
+            now: t.now(),
+        })
         .await;
     assert!(matches!(again, Err(StoreError::Transition(TransitionError::BatchFinished { .. }))));
 }
@@ -515,7 +590,13 @@ pub async fn failure_budget_pauses_the_batch(t: Harness) {
     assert_eq!(b.counts.queued, before.queued, "no new host may start while paused");
     let r = t
         .store
-        .batch_set_paused(BatchSetPausedParams { batch_id: batch.id, principal: Principal::new("bob", []), paused: false, reason: String::new(), now: t.now() })
+        .batch_set_paused(BatchSetPausedParams {
+            batch_id: batch.id,
+            principal: Principal::new("bob", []),
+            paused: false,
+            reason: String::new(),
+            now: t.now(),
+        })
         .await
         .unwrap();
     assert_eq!(r.state, BatchState::Running);
@@ -550,7 +631,13 @@ pub async fn max_in_flight_limits_running_hosts(t: Harness) {
 pub async fn pause_and_resume_by_a_user(t: Harness) {
     let hosts = t.add_hosts("dc1", 3).await;
     let batch = t.submit(&hosts, Action::PowerOn, |s| s.rollout.max_in_flight = 1).await.unwrap().batch;
-    let p = |paused| BatchSetPausedParams { batch_id: batch.id, principal: Principal::new("bob", []), paused, reason: "look first".into(), now: t.now() };
+    let p = |paused| BatchSetPausedParams {
+        batch_id: batch.id,
+        principal: Principal::new("bob", []),
+        paused,
+        reason: "look first".into(),
+        now: t.now(),
+    };
     assert_eq!(t.store.batch_set_paused(p(true)).await.unwrap().state, BatchState::Paused);
     assert!(matches!(t.store.batch_set_paused(p(true)).await, Err(StoreError::Transition(_))));
     t.drain("dc1", 10).await;
@@ -564,7 +651,12 @@ pub async fn pause_and_resume_by_a_user(t: Harness) {
 /// The leader lease is exclusive while valid, renewable by its holder, and taken over after
 /// it expires or is resigned.
 pub async fn leader_lease_is_exclusive_and_expires(t: Harness) {
-    let p = |owner: &str, now| LeaderElectParams { name: "rescuer".into(), owner: owner.into(), now, ttl: Duration::from_secs(30) };
+    let p = |owner: &str, now| LeaderElectParams {
+        name: "rescuer".into(),
+        owner: owner.into(),
+        now,
+        ttl: Duration::from_secs(30),
+    };
     assert!(t.store.leader_attempt_elect(p("a", t.now())).await.unwrap());
     assert!(!t.store.leader_attempt_elect(p("b", t.now())).await.unwrap());
     t.clock.advance(Duration::from_secs(20));
@@ -577,7 +669,8 @@ pub async fn leader_lease_is_exclusive_and_expires(t: Harness) {
     assert!(!t.store.leader_attempt_elect(p("a", t.now())).await.unwrap(), "resign by a non-holder does nothing");
     t.store.leader_resign("rescuer", "b").await.unwrap();
     assert!(t.store.leader_attempt_elect(p("a", t.now())).await.unwrap());
-    let other = LeaderElectParams { name: "outbox".into(), owner: "b".into(), now: t.now(), ttl: Duration::from_secs(30) };
+    let other =
+        LeaderElectParams { name: "outbox".into(), owner: "b".into(), now: t.now(), ttl: Duration::from_secs(30) };
     assert!(t.store.leader_attempt_elect(other).await.unwrap(), "leases are per name");
 }
 
@@ -594,7 +687,8 @@ pub async fn outbox_is_ordered_and_cursors_only_move_forward(t: Harness) {
     let tail = t.store.event_list(EventListParams { after: all[3].seq, limit: 2, ..Default::default() }).await.unwrap();
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![all[4].seq, all[5].seq]);
     for batch in [&a, &b] {
-        let mine = t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+        let mine =
+            t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
         assert_eq!(mine.first().unwrap().kind.name(), "batch_accepted");
         assert_eq!(mine.last().unwrap().kind.name(), "batch_completed");
     }
@@ -615,13 +709,23 @@ pub async fn batch_list_filters_and_pages(t: Harness) {
     }
     let page1 = t.store.batch_list(BatchListParams { limit: 2, ..Default::default() }).await.unwrap();
     assert_eq!(page1.iter().map(|b| b.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
-    let page2 = t.store.batch_list(BatchListParams { limit: 2, before: Some(ids[3]), ..Default::default() }).await.unwrap();
+    let page2 =
+        t.store.batch_list(BatchListParams { limit: 2, before: Some(ids[3]), ..Default::default() }).await.unwrap();
     assert_eq!(page2.iter().map(|b| b.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
-    let reboots = t.store.batch_list(BatchListParams { action: Some(crate::action::ActionKind::Reboot), ..Default::default() }).await.unwrap();
+    let reboots = t
+        .store
+        .batch_list(BatchListParams { action: Some(crate::action::ActionKind::Reboot), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(reboots.len(), 3);
-    let theirs = t.store.batch_list(BatchListParams { submitter: Some("carol".into()), ..Default::default() }).await.unwrap();
+    let theirs =
+        t.store.batch_list(BatchListParams { submitter: Some("carol".into()), ..Default::default() }).await.unwrap();
     assert!(theirs.is_empty());
-    let done = t.store.batch_list(BatchListParams { states: vec![BatchState::Completed], ..Default::default() }).await.unwrap();
+    let done = t
+        .store
+        .batch_list(BatchListParams { states: vec![BatchState::Completed], ..Default::default() })
+        .await
+        .unwrap();
     assert!(done.is_empty());
 }
 
@@ -637,7 +741,11 @@ pub async fn pool_kinds_and_worker_registry_round_trip(t: Harness) {
     t.store.worker_heartbeat(hb("w2", "dc2", t.now())).await.unwrap();
     t.clock.advance(Duration::from_secs(200));
     t.store.worker_heartbeat(hb("w1", "dc1", t.now())).await.unwrap();
-    let fresh = t.store.worker_list(WorkerListParams { site: None, fresh_since: Some(t.now().minus(Duration::from_secs(180))) }).await.unwrap();
+    let fresh = t
+        .store
+        .worker_list(WorkerListParams { site: None, fresh_since: Some(t.now().minus(Duration::from_secs(180))) })
+        .await
+        .unwrap();
     assert_eq!(fresh.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), vec!["w1"]);
     let dc2 = t.store.worker_list(WorkerListParams { site: Some(site("dc2")), fresh_since: None }).await.unwrap();
     assert_eq!(dc2.len(), 1);
@@ -653,8 +761,18 @@ pub async fn finished_host_runs_are_sampled_for_stats(t: Harness) {
     t.drain("dc1", 5).await;
     let s = t.store.stats_host_runs(StatsParams { finished_from: Some(start), finished_until: None }).await.unwrap();
     assert_eq!(s.len(), 2);
-    assert!(s.iter().all(|x| x.state == HostRunState::Succeeded && x.finished_at.since(x.started_at) == Duration::from_secs(5)));
-    let none = t.store.stats_host_runs(StatsParams { finished_from: Some(t.now().plus(Duration::from_secs(1))), finished_until: None }).await.unwrap();
+    assert!(
+        s.iter()
+            .all(|x| x.state == HostRunState::Succeeded && x.finished_at.since(x.started_at) == Duration::from_secs(5))
+    );
+    let none = t
+        .store
+        .stats_host_runs(StatsParams {
+            finished_from: Some(t.now().plus(Duration::from_secs(1))),
+            finished_until: None,
+        })
+        .await
+        .unwrap();
     assert!(none.is_empty());
 }
 
@@ -666,10 +784,15 @@ pub async fn inventory_upserts_lists_and_sets_state(t: Harness) {
     let all = t.store.host_list(HostFilter::default()).await.unwrap();
     assert_eq!(all.len(), 5);
     assert!(all.windows(2).all(|w| w[0].hostname < w[1].hostname));
-    let page = t.store.host_list(HostFilter { after: Some(all[1].hostname.clone()), limit: 2, ..Default::default() }).await.unwrap();
+    let page = t
+        .store
+        .host_list(HostFilter { after: Some(all[1].hostname.clone()), limit: 2, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(page, all[2..4].to_vec());
     t.store.host_set_state(&dc1[0], HostState::Allocated).await.unwrap();
-    let allocated = t.store.host_list(HostFilter { state: Some(HostState::Allocated), ..Default::default() }).await.unwrap();
+    let allocated =
+        t.store.host_list(HostFilter { state: Some(HostState::Allocated), ..Default::default() }).await.unwrap();
     assert_eq!(allocated.len(), 1);
     assert!(matches!(t.store.host_set_state(&h("ghost"), HostState::Ready).await, Err(StoreError::NotFound { .. })));
     let got = t.store.host_get_many(&[dc1[1].clone(), h("ghost")]).await.unwrap();

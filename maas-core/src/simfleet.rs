@@ -190,10 +190,6 @@ impl PowerDriver for SimFleet {
             if sent.is_some() {
                 b.power = op.target();
                 b.commands += 1;
-                if !b.boot_persistent && matches!(op, PowerOp::Cycle | PowerOp::Reset | PowerOp::On) {
-                    // The override is consumed by the boot it caused... after being read by
-                    // the firmware; keep it visible for verification until the next set.
-                }
             }
             PowerReport { before, sent }
         })

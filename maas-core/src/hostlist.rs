@@ -339,7 +339,7 @@ fn render_ranges(nums: &[String]) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < sorted.len() {
-        let (start, start_txt) = sorted[i];
+        let start_txt = sorted[i].1;
         let pad = pad_of(start_txt);
         let mut j = i;
         while j + 1 < sorted.len() {
@@ -355,7 +355,6 @@ fn render_ranges(nums: &[String]) -> String {
         } else {
             out.push(format!("{start_txt}-{}", sorted[j].1));
         }
-        let _ = start;
         i = j + 1;
     }
     out.join(",")

@@ -85,7 +85,8 @@ struct IdState {
 }
 
 impl IdGenerator {
-    /// A generator reading `clock`, with random bits from `seed`.
+    /// A generator reading `clock`, with random bits from `seed` (from OS entropy in
+    /// production: callback tokens derive from it; see [`IdGenerator::token`]).
     pub fn new(clock: Arc<dyn Clock>, seed: u64) -> Self {
         IdGenerator {
             clock,
@@ -127,8 +128,10 @@ impl IdGenerator {
         JobId(self.next_uuid())
     }
 
-    /// 128 random bits as hex, for per-job callback tokens (checked against the store,
-    /// which also requires the job to be parked: a guessed token alone completes nothing).
+    /// 128 bits as hex, for per-job callback tokens. The token alone completes a waiting
+    /// job, and its bits come from this generator's seeded RNG: in production the seed must
+    /// come from the operating system's entropy (the shell's job; maas-core draws none),
+    /// otherwise tokens are predictable. Simulations pass a fixed seed for replayability.
     pub fn token(&self) -> String {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         format!("{:016x}{:016x}", st.rng.next_u64(), st.rng.next_u64())

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::authz::{Authorizer, Denied, Permission, Principal};
 use crate::batch::{BatchRequest, BatchSpec, Limits};
 use crate::host::{Host, HostState};
-use crate::hostlist::{self, HostlistError};
+use crate::hostlist;
 use crate::id::BatchId;
 use crate::names::{Hostname, Site};
 use crate::overlap::ClaimLookup;
@@ -210,10 +210,7 @@ pub fn expand_hosts(req: &BatchRequest, limits: &Limits) -> (Vec<Hostname>, Vec<
                 budget = budget.saturating_sub(expanded.len());
                 names.extend(expanded);
             }
-            Err(HostlistError { position, kind, input }) => {
-                let message = HostlistError { input, position, kind }.to_string();
-                problems.push(Problem::BadHostlist { index, position, message });
-            }
+            Err(e) => problems.push(Problem::BadHostlist { index, position: e.position, message: e.to_string() }),
         }
     }
     let mut counts: HashMap<Hostname, usize> = HashMap::new();

@@ -44,31 +44,35 @@ fn iterations(default: u64) -> u64 {
     std::env::var("MAAS_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-#[test]
-fn hostlist_parser_never_panics_and_round_trips() {
-    let seed = 0xF022;
+/// Runs `check` on `iters` inputs from `generate`, failing with the input and the seed that
+/// reproduces it if any check panics; returns how many inputs `check` reported as parsed.
+fn fuzz(seed: u64, iters: u64, mut generate: impl FnMut(&mut SimRng) -> String, check: impl Fn(&str) -> bool) -> usize {
     let mut rng = SimRng::seed_from_u64(seed);
     let mut parsed = 0;
-    for i in 0..iterations(100_000) {
-        let base = rng.choose(HOSTLIST_SEEDS).unwrap().as_bytes();
-        let input = String::from_utf8_lossy(&mutate(&mut rng, base)).into_owned();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if let Ok(names) = expand(&input, 10_000) {
-                let collapsed = collapse(&names);
-                let back: BTreeSet<String> =
-                    expand(&collapsed, 10_000).expect("collapse output parses").into_iter().collect();
-                assert_eq!(back, names.iter().cloned().collect::<BTreeSet<_>>(), "round trip of {collapsed:?}");
-                true
-            } else {
-                false
-            }
-        }));
-        match outcome {
+    for i in 0..iters {
+        let input = generate(&mut rng);
+        match catch_unwind(AssertUnwindSafe(|| check(&input))) {
             Ok(true) => parsed += 1,
             Ok(false) => {}
             Err(_) => panic!("input #{i} {input:?} (seed {seed:#x}) panicked"),
         }
     }
+    parsed
+}
+
+#[test]
+fn hostlist_parser_never_panics_and_round_trips() {
+    let generate = |rng: &mut SimRng| {
+        let base = rng.choose(HOSTLIST_SEEDS).unwrap().as_bytes();
+        String::from_utf8_lossy(&mutate(rng, base)).into_owned()
+    };
+    let parsed = fuzz(0xF022, iterations(100_000), generate, |input| {
+        let Ok(names) = expand(input, 10_000) else { return false };
+        let collapsed = collapse(&names);
+        let back: BTreeSet<String> = expand(&collapsed, 10_000).expect("collapse output parses").into_iter().collect();
+        assert_eq!(back, names.iter().cloned().collect::<BTreeSet<_>>(), "round trip of {collapsed:?}");
+        true
+    });
     assert!(parsed > 1000, "the fuzzer should reach valid inputs too (got {parsed})");
 }
 
@@ -81,15 +85,11 @@ const JSON_ALPHABET: &[u8] = b"{}[]\":,0123456789-truefalsnl abc_.\\";
 
 #[test]
 fn batch_spec_parser_and_validation_never_panic() {
-    let seed = 0x5bec;
-    let mut rng = SimRng::seed_from_u64(seed);
     let inventory: HashMap<Hostname, Host> = HashMap::new();
     let limits = Limits { expansion_cap: 5_000, ..Limits::default() };
     let principal = Principal::new("fuzz", []);
-    let mut parsed = 0;
-    for i in 0..iterations(30_000) {
-        let base = rng.choose(SPEC_SEEDS).unwrap().as_bytes().to_vec();
-        let mut doc = base;
+    let generate = |rng: &mut SimRng| {
+        let mut doc = rng.choose(SPEC_SEEDS).unwrap().as_bytes().to_vec();
         for _ in 0..=rng.below(3) {
             let pos = rng.below(doc.len() as u64) as usize;
             match rng.below(3) {
@@ -100,33 +100,28 @@ fn batch_spec_parser_and_validation_never_panic() {
                 _ => doc[pos] = *rng.choose(JSON_ALPHABET).unwrap(),
             }
         }
-        let input = String::from_utf8_lossy(&doc).into_owned();
-        let outcome = catch_unwind(AssertUnwindSafe(|| match BatchRequest::from_json(&input) {
-            Ok(req) => {
-                let ctx = ValidationContext {
-                    limits: &limits,
-                    principal: &principal,
-                    authorizer: &AllowAll,
-                    hosts: &inventory,
-                    claims: &NoClaims,
-                    now: Timestamp::from_millis(0),
-                };
-                // Nothing is in the inventory, so every parsed request must be rejected with
-                // a non-empty report, never accepted and never a panic.
-                let report = validate_batch(&req, &ctx).expect_err("empty inventory accepts nothing");
-                assert!(!report.problems.is_empty());
-                true
-            }
-            Err(e) => {
-                assert!(e.line >= 1 || e.message.contains("EOF"), "{e}");
-                false
-            }
-        }));
-        match outcome {
-            Ok(true) => parsed += 1,
-            Ok(false) => {}
-            Err(_) => panic!("input #{i} {input:?} (seed {seed:#x}) panicked"),
+        String::from_utf8_lossy(&doc).into_owned()
+    };
+    let parsed = fuzz(0x5bec, iterations(30_000), generate, |input| match BatchRequest::from_json(input) {
+        Ok(req) => {
+            let ctx = ValidationContext {
+                limits: &limits,
+                principal: &principal,
+                authorizer: &AllowAll,
+                hosts: &inventory,
+                claims: &NoClaims,
+                now: Timestamp::from_millis(0),
+            };
+            // Nothing is in the inventory, so every parsed request must be rejected with a
+            // non-empty report, never accepted and never a panic.
+            let report = validate_batch(&req, &ctx).expect_err("empty inventory accepts nothing");
+            assert!(!report.problems.is_empty());
+            true
         }
-    }
+        Err(e) => {
+            assert!(e.line >= 1 || e.message.contains("EOF"), "{e}");
+            false
+        }
+    });
     assert!(parsed > 100, "the fuzzer should reach valid documents too (got {parsed})");
 }

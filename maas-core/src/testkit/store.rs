@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::action::Action;
 use crate::authz::Principal;
-use crate::batch::{BatchRequest, BatchSpec, RolloutPolicy};
+use crate::batch::{BatchSpec, RolloutPolicy};
 use crate::host::{BmcEndpoint, Host, HostState};
 use crate::id::IdGenerator;
 use crate::machine::{self, HostTarget, JobOutcome, Rules, TransitionError};
@@ -96,12 +96,11 @@ impl Harness {
                 }
             })
             .collect();
-        let req = BatchRequest::new(action.clone(), Vec::<String>::new());
         let mut spec = BatchSpec {
             action,
             hosts: hosts.to_vec(),
-            priority: req.priority,
-            rollout: req.rollout,
+            priority: PriorityClass::default(),
+            rollout: RolloutPolicy::default(),
             idempotency_key: None,
             not_before: None,
             force: None,

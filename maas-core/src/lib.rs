@@ -18,6 +18,7 @@
 pub mod action;
 pub mod authz;
 pub mod batch;
+pub mod engine;
 pub mod host;
 pub mod hostlist;
 pub mod id;
@@ -40,6 +41,7 @@ pub mod testkit;
 pub use action::{Action, ActionKind, WipeMethod};
 pub use authz::{AllowAll, Authorizer, Denied, GroupPolicy, Permission, Principal};
 pub use batch::{BatchRequest, BatchSpec, ForceInUse, Limits, RolloutPolicy};
+pub use engine::{Engine, EngineConfig, EngineError};
 pub use host::{BmcEndpoint, Host, HostState};
 pub use id::{BatchId, HostRunId, IdGenerator, JobId};
 pub use machine::{JobOutcome, Rules};

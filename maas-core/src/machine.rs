@@ -247,6 +247,7 @@ pub fn plan_submission(
             started_at: None,
             finished_at: None,
             last_error: None,
+            straggler_step: None,
         });
         for (position, step) in plan.iter().enumerate() {
             jobs.push(JobRecord {
@@ -633,6 +634,43 @@ pub fn decide_resume(
     fx.start_queued = releasable(&batch);
     fx.batch = Some(batch);
     Ok(fx)
+}
+
+/// A worker hands a running job back unfinished (graceful shutdown): it becomes available
+/// again at once, keeps its queue key, and the attempt it used is given back
+/// (`max_attempts` grows by one; `attempt` stays, so it still fences the old holder).
+pub fn hand_back(mut job: JobRecord, owner: &str, attempt: u32, now: Timestamp) -> Result<JobRecord, TransitionError> {
+    check_fence(&job, attempt)?;
+    if !lease_is_held(&job, owner) {
+        return Err(TransitionError::StaleAttempt { job: job.id, attempt, state: job.state, current: job.attempt });
+    }
+    job.state.check(JobState::Available)?;
+    job.state = JobState::Available;
+    job.run_at = now;
+    job.max_attempts += 1;
+    clear_lease(&mut job);
+    Ok(job)
+}
+
+/// The straggler scan found `run`'s current step (at chain position `position`, of kind
+/// `step`) slow against its batch peers: flag it once per step and tell people.
+/// `None` when it is no longer on that step or was already flagged for it.
+pub fn decide_straggler(
+    mut run: HostRunRecord,
+    position: u32,
+    step: crate::plan::StepKind,
+    now: Timestamp,
+) -> Option<Effects> {
+    if run.state != HostRunState::Running || run.step != position || run.straggler_step == Some(position) {
+        return None;
+    }
+    run.straggler_step = Some(position);
+    let event = NewEvent {
+        batch_id: run.batch_id,
+        at: now,
+        kind: EventKind::StragglerFlagged { host: run.hostname.clone(), step },
+    };
+    Some(Effects { host_runs: vec![run], events: vec![event], ..Default::default() })
 }
 
 /// Whether a resubmission with an idempotency key matches the batch already holding it.

@@ -15,6 +15,7 @@ use crate::names::{Hostname, Pool, Site};
 use crate::overlap::Conflict;
 use crate::plan::StepKind;
 use crate::ports::inventory::{HostFilter, Inventory};
+use crate::ports::services::{Ticket, TicketKind};
 use crate::ports::store::*;
 use crate::time::Timestamp;
 
@@ -39,6 +40,9 @@ struct State {
     leaders: HashMap<String, (String, Timestamp)>,
     pool_kinds: HashMap<Pool, Vec<StepKind>>,
     workers: BTreeMap<String, WorkerRecord>,
+    last_seq: u64,
+    tickets: Vec<TicketRecord>,
+    ticket_keys: HashMap<(TicketKind, BatchId, Option<Hostname>), String>,
 }
 
 impl State {
@@ -59,6 +63,11 @@ impl State {
             }
             _ => {}
         }
+    }
+
+    fn append_event(&mut self, e: NewEvent) {
+        self.last_seq += 1;
+        self.events.push(Event { seq: self.last_seq, batch_id: e.batch_id, at: e.at, kind: e.kind });
     }
 
     /// Writes a job row and keeps the indexes in step with its state.
@@ -129,8 +138,7 @@ impl State {
                 self.claims.remove(&host);
             }
             for e in fx.events.drain(..) {
-                let seq = self.events.len() as u64 + 1;
-                self.events.push(Event { seq, batch_id: e.batch_id, at: e.at, kind: e.kind });
+                self.append_event(e);
             }
             let Some(batch) = fx.batch.take() else { return Ok(()) };
             let batch_id = batch.id;
@@ -154,6 +162,16 @@ impl State {
             fx = machine::start_queued_runs(batch, queued, now, rules)?;
         }
     }
+}
+
+fn site_entry<'a>(m: &'a mut BTreeMap<Site, SiteActivity>, site: &Site) -> &'a mut SiteActivity {
+    m.entry(site.clone()).or_insert_with(|| SiteActivity {
+        site: site.clone(),
+        hosts_in_flight: 0,
+        jobs_queued: 0,
+        jobs_running: 0,
+        jobs_waiting: 0,
+    })
 }
 
 fn not_found(what: &'static str, id: impl ToString) -> StoreError {
@@ -265,6 +283,39 @@ impl Store for MemStore {
         Ok(st.batches[&p.batch_id].clone())
     }
 
+    async fn batch_purge_finished(&self, p: PurgeParams) -> Result<PurgeReport, StoreError> {
+        let mut st = self.lock();
+        let limit = if p.limit == 0 { 100 } else { p.limit };
+        let old: Vec<BatchId> = st
+            .batches
+            .values()
+            .filter(|b| b.state.is_terminal() && b.finished_at.is_some_and(|t| t < p.finished_before))
+            .take(limit)
+            .map(|b| b.id)
+            .collect();
+        let mut report = PurgeReport::default();
+        for id in &old {
+            st.batches.remove(id);
+            st.idempotency.retain(|_, b| b != id);
+            for run in st.runs_by_batch.remove(id).unwrap_or_default() {
+                st.host_runs.remove(&run);
+                report.host_runs += 1;
+                for job in st.jobs_by_run.remove(&run).unwrap_or_default() {
+                    if let Some(j) = st.jobs.remove(&job) {
+                        st.unindex(&j);
+                        report.jobs += 1;
+                    }
+                }
+            }
+        }
+        report.batches = old.len();
+        let gone: BTreeSet<BatchId> = old.into_iter().collect();
+        let before = st.events.len();
+        st.events.retain(|e| !(e.seq <= p.events_through && gone.contains(&e.batch_id)));
+        report.events = before - st.events.len();
+        Ok(report)
+    }
+
     async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError> {
         let nb = p.new_batch;
         let mut st = self.lock();
@@ -306,8 +357,7 @@ impl Store for MemStore {
             st.claims.insert(c.hostname.clone(), c);
         }
         for e in nb.events {
-            let seq = st.events.len() as u64 + 1;
-            st.events.push(Event { seq, batch_id: e.batch_id, at: e.at, kind: e.kind });
+            st.append_event(e);
         }
         st.audit.push(nb.audit);
         st.batches.insert(batch.id, batch.clone());
@@ -333,13 +383,34 @@ impl Store for MemStore {
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>, StoreError> {
         let st = self.lock();
         let limit = if p.limit == 0 { 1000 } else { p.limit };
-        let start = (p.after as usize).min(st.events.len());
+        let start = st.events.partition_point(|e| e.seq <= p.after);
         Ok(st.events[start..]
             .iter()
             .filter(|e| p.batch_id.is_none_or(|b| e.batch_id == b))
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn host_run_flag_straggler(&self, p: StragglerFlagParams) -> Result<bool, StoreError> {
+        let mut st = self.lock();
+        let run = st.host_runs.get(&p.host_run_id).cloned().ok_or_else(|| not_found("host run", p.host_run_id))?;
+        let Some(kind) = st
+            .jobs_by_run
+            .get(&run.id)
+            .and_then(|ids| ids.get(p.position as usize))
+            .and_then(|id| st.jobs.get(id))
+            .map(|j| j.kind)
+        else {
+            return Ok(false);
+        };
+        match machine::decide_straggler(run, p.position, kind, p.now) {
+            Some(fx) => {
+                st.apply(fx, p.now, &self.rules)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError> {
@@ -435,6 +506,19 @@ impl Store for MemStore {
             .collect())
     }
 
+    async fn job_release_many(&self, p: JobReleaseParams) -> Result<Vec<JobId>, StoreError> {
+        let mut st = self.lock();
+        let mut released = Vec::new();
+        for (id, attempt) in p.jobs {
+            let Some(job) = st.jobs.get(&id).cloned() else { continue };
+            if let Ok(job) = machine::hand_back(job, &p.owner, attempt, p.now) {
+                st.put_job(job);
+                released.push(id);
+            }
+        }
+        Ok(released)
+    }
+
     async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError> {
         let mut st = self.lock();
         let mut report = RescueReport::default();
@@ -524,6 +608,75 @@ impl Store for MemStore {
             .collect();
         out.sort_by_key(|s| (s.finished_at, s.batch_id));
         Ok(out)
+    }
+
+    async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError> {
+        let st = self.lock();
+        let mut by_site: BTreeMap<Site, SiteActivity> = BTreeMap::new();
+        for r in st.host_runs.values().filter(|r| r.state == HostRunState::Running) {
+            site_entry(&mut by_site, &r.site).hosts_in_flight += 1;
+        }
+        for (site, _, _, _) in &st.available {
+            site_entry(&mut by_site, site).jobs_queued += 1;
+        }
+        for (_, id) in &st.leased {
+            if let Some(j) = st.jobs.get(id) {
+                site_entry(&mut by_site, &j.site).jobs_running += 1;
+            }
+        }
+        for (_, id) in &st.waiting {
+            if let Some(j) = st.jobs.get(id) {
+                site_entry(&mut by_site, &j.site).jobs_waiting += 1;
+            }
+        }
+        Ok(by_site.into_values().collect())
+    }
+
+    async fn stats_steps(&self, p: StatsParams) -> Result<Vec<StepSample>, StoreError> {
+        let st = self.lock();
+        let mut out: Vec<StepSample> = st
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Succeeded)
+            .filter_map(|j| {
+                let finished_at = j.finished_at?;
+                let inside = p.finished_from.is_none_or(|t| finished_at >= t)
+                    && p.finished_until.is_none_or(|t| finished_at < t);
+                if !inside {
+                    return None;
+                }
+                let started_at = if j.kind.is_wait() { j.enqueued_at? } else { j.started_at? };
+                let run = st.host_runs.get(&j.host_run_id)?;
+                Some(StepSample {
+                    batch_id: j.batch_id,
+                    action: st.batches.get(&j.batch_id)?.action(),
+                    kind: j.kind,
+                    site: j.site.clone(),
+                    sku: run.sku.clone(),
+                    started_at,
+                    finished_at,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.finished_at, s.batch_id, s.kind));
+        Ok(out)
+    }
+
+    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError> {
+        let mut st = self.lock();
+        let key = (ticket.kind, ticket.batch_id, ticket.host.clone());
+        if let Some(id) = st.ticket_keys.get(&key) {
+            return Ok((id.clone(), false));
+        }
+        let id = format!("T-{:06}", st.tickets.len() + 1);
+        st.ticket_keys.insert(key, id.clone());
+        st.tickets.push(TicketRecord { id: id.clone(), ticket });
+        Ok((id, true))
+    }
+
+    async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError> {
+        let st = self.lock();
+        Ok(st.tickets.iter().rev().take(if limit == 0 { usize::MAX } else { limit }).cloned().collect())
     }
 
     async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {

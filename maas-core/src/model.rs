@@ -174,6 +174,17 @@ pub enum PauseReason {
     },
 }
 
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PauseReason::FailureBudget { failed, budget } => {
+                write!(f, "{failed} host(s) failed, over the failure budget of {budget}")
+            }
+            PauseReason::User { principal, reason } => write!(f, "paused by {principal}: {reason}"),
+        }
+    }
+}
+
 /// Host runs of a batch by state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HostRunCounts {
@@ -282,6 +293,9 @@ pub struct HostRunRecord {
     pub finished_at: Option<Timestamp>,
     /// The error that failed it.
     pub last_error: Option<String>,
+    /// The chain position at which the straggler scan flagged it (once per step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub straggler_step: Option<u32>,
 }
 
 /// One step of a host run.

@@ -8,8 +8,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -94,9 +97,14 @@ impl<'de> Deserialize<'de> for Timestamp {
 /// - `now` is cheap, never blocks and never fails.
 /// - Successive calls on one clock never go backwards.
 /// - Nothing in maas-core obtains the time any other way.
+/// - `sleep(d)` resolves once `now()` has moved on by at least `d` — or at once on a
+///   simulation clock, where time moves only between steps. Callers therefore bound their
+///   waiting loops by a count as well as by time.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> Timestamp;
+    /// Waits for `d` of this clock's time.
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
 }
 
 /// The operating system's wall clock, made monotonic (a step backwards reads as no change).
@@ -119,35 +127,74 @@ impl Clock for SystemClock {
         let prev = self.last.fetch_max(wall, Ordering::Relaxed);
         Timestamp(prev.max(wall))
     }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        // tokio's timer reads the monotonic clock itself; that read only ever delays.
+        Box::pin(tokio::time::sleep(d))
+    }
 }
 
 /// A clock that moves only when told to: for tests and the deterministic simulator.
 /// Clones share the same time.
+///
+/// `sleep` waits until the clock has been advanced far enough; a clock made with
+/// [`ManualClock::simulated`] returns from `sleep` at once instead (the simulator moves
+/// time between steps, never inside one).
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
     now: Arc<AtomicI64>,
+    moved: Arc<Notify>,
+    instant_sleep: Arc<AtomicBool>,
 }
 
 impl ManualClock {
     /// A manual clock reading `start`.
     pub fn new(start: Timestamp) -> Self {
-        ManualClock { now: Arc::new(AtomicI64::new(start.0)) }
+        ManualClock { now: Arc::new(AtomicI64::new(start.0)), ..Default::default() }
+    }
+
+    /// A manual clock reading `start` whose `sleep` returns at once.
+    pub fn simulated(start: Timestamp) -> Self {
+        let c = ManualClock::new(start);
+        c.instant_sleep.store(true, Ordering::SeqCst);
+        c
     }
 
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
         self.now.fetch_add(duration_millis(d), Ordering::SeqCst);
+        self.moved.notify_waiters();
     }
 
     /// Sets the clock to `t` if `t` is later than the current reading.
     pub fn advance_to(&self, t: Timestamp) {
         self.now.fetch_max(t.0, Ordering::SeqCst);
+        self.moved.notify_waiters();
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.now.load(Ordering::SeqCst))
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        let clock = self.clone();
+        let until = self.now().plus(d);
+        Box::pin(async move {
+            if clock.instant_sleep.load(Ordering::SeqCst) {
+                return;
+            }
+            loop {
+                let moved = clock.moved.notified();
+                tokio::pin!(moved);
+                moved.as_mut().enable();
+                if clock.now() >= until {
+                    return;
+                }
+                moved.await;
+            }
+        })
     }
 }
 
@@ -176,6 +223,19 @@ mod tests {
         let shared = c.clone();
         shared.advance(Duration::from_millis(1));
         assert_eq!(c.now().as_millis(), 3_001);
+    }
+
+    #[tokio::test]
+    async fn manual_sleep_waits_for_the_clock_and_simulated_sleep_does_not() {
+        let c = ManualClock::new(Timestamp::from_millis(0));
+        let sleeper = tokio::spawn(c.sleep(Duration::from_secs(10)));
+        tokio::task::yield_now().await;
+        c.advance(Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        c.advance(Duration::from_secs(5));
+        sleeper.await.unwrap();
+        ManualClock::simulated(Timestamp::EPOCH).sleep(Duration::from_secs(3600)).await;
     }
 
     #[test]

@@ -104,6 +104,14 @@ pub enum Problem {
         /// The missing permission.
         denied: Denied,
     },
+    /// The pre-acceptance console check could not reach or log in to the host's BMC.
+    #[error("{host}: BMC console check failed: {error}")]
+    ConsoleCheck {
+        /// The host.
+        host: Hostname,
+        /// What the BMC said (never a credential).
+        error: String,
+    },
     /// An option or action parameter is out of range.
     #[error("{field}: {message}")]
     BadParameter {
@@ -128,7 +136,8 @@ impl Problem {
             | Problem::SiteNotAllowed { host, .. }
             | Problem::InUse { host, .. }
             | Problem::Conflict { host, .. }
-            | Problem::Unauthorized { host, .. } => Some(host),
+            | Problem::Unauthorized { host, .. }
+            | Problem::ConsoleCheck { host, .. } => Some(host),
             _ => None,
         }
     }

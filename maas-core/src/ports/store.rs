@@ -15,6 +15,7 @@ use crate::model::*;
 use crate::names::{Hostname, Pool, Site, Sku};
 use crate::overlap::Conflict;
 use crate::plan::StepKind;
+use crate::ports::services::Ticket;
 use crate::time::Timestamp;
 
 /// A store failure.
@@ -310,6 +311,95 @@ pub struct StatsParams {
     pub finished_until: Option<Timestamp>,
 }
 
+/// Parameters of [`Store::job_release_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobReleaseParams {
+    /// The worker handing jobs back.
+    pub owner: String,
+    /// Each job with the attempt it holds.
+    pub jobs: Vec<(JobId, u32)>,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Parameters of [`Store::host_run_flag_straggler`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StragglerFlagParams {
+    /// The slow host run.
+    pub host_run_id: HostRunId,
+    /// The chain position it is slow at.
+    pub position: u32,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// A finished step, for step-duration statistics and ETAs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSample {
+    /// Its batch.
+    pub batch_id: BatchId,
+    /// The batch's action.
+    pub action: ActionKind,
+    /// The step.
+    pub kind: StepKind,
+    /// The host's site.
+    pub site: Site,
+    /// The host's SKU.
+    pub sku: Sku,
+    /// When the step began: its successful attempt's start, or the start of the wait.
+    pub started_at: Timestamp,
+    /// When it succeeded.
+    pub finished_at: Timestamp,
+}
+
+/// What is in flight in one site right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteActivity {
+    /// The site.
+    pub site: Site,
+    /// Host runs running.
+    pub hosts_in_flight: u32,
+    /// Jobs available to claim (including ones backing off).
+    pub jobs_queued: u32,
+    /// Jobs leased to workers.
+    pub jobs_running: u32,
+    /// Jobs parked for a callback.
+    pub jobs_waiting: u32,
+}
+
+/// A stored ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRecord {
+    /// Its id.
+    pub id: String,
+    /// The ticket.
+    pub ticket: Ticket,
+}
+
+/// Parameters of [`Store::batch_purge_finished`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeParams {
+    /// Only batches that finished before this.
+    pub finished_before: Timestamp,
+    /// Outbox events are removed only up to this `seq` (what every consumer has seen).
+    pub events_through: u64,
+    /// At most this many batches per call (0 means 100).
+    pub limit: usize,
+}
+
+/// What [`Store::batch_purge_finished`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    /// Batches.
+    pub batches: usize,
+    /// Their host runs.
+    pub host_runs: usize,
+    /// Their jobs.
+    pub jobs: usize,
+    /// Their outbox events.
+    pub events: usize,
+}
+
 /// Durable state of batches, chains, claims, leases and the outbox.
 ///
 /// # Contract
@@ -337,8 +427,18 @@ pub struct StatsParams {
 /// - **Leader.** `leader_attempt_elect` returns `true` iff after the call `owner` holds the
 ///   named lease: it takes a free or expired lease, extends its own, and never takes an
 ///   unexpired lease of another owner.
+/// - **Hand-back.** `job_release_many` returns held running jobs to `available` (see
+///   [`crate::machine::hand_back`]) and returns the ids it released; others are skipped.
 /// - **Outbox.** Events get strictly increasing `seq` in commit order; `event_list` returns
 ///   them ascending. Consumer cursors only move forward.
+/// - **Stragglers.** `host_run_flag_straggler` flags a host run at most once per chain
+///   position ([`crate::machine::decide_straggler`]) and appends the event in the same
+///   transaction; it returns whether it flagged.
+/// - **Tickets.** `ticket_open` is idempotent per (kind, batch, host): it returns the
+///   existing ticket's id and `false` for a repeat.
+/// - **Retention.** `batch_purge_finished` removes terminal batches finished before the
+///   cut-off with their host runs and jobs, and their events up to `events_through`; the
+///   audit trail and tickets are kept.
 /// - **Time.** A store never reads a clock: `now` comes in the params.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -353,6 +453,8 @@ pub trait Store: Send + Sync {
     async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError>;
     /// Pauses or resumes a batch.
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError>;
+    /// Removes old finished batches (retention).
+    async fn batch_purge_finished(&self, p: PurgeParams) -> Result<PurgeReport, StoreError>;
     /// Creates a batch with its claims and chains, atomically.
     async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError>;
 
@@ -366,6 +468,8 @@ pub trait Store: Send + Sync {
     /// Outbox events after a position, ascending.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>, StoreError>;
 
+    /// Flags a slow host run once per step; `true` if it was flagged now.
+    async fn host_run_flag_straggler(&self, p: StragglerFlagParams) -> Result<bool, StoreError>;
     /// Host runs, by batch and ordinal.
     async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError>;
 
@@ -378,6 +482,8 @@ pub trait Store: Send + Sync {
     async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError>;
     /// Jobs, by host run and position.
     async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError>;
+    /// Hands running jobs back unfinished; returns the ids released.
+    async fn job_release_many(&self, p: JobReleaseParams) -> Result<Vec<JobId>, StoreError>;
     /// Rescues expired leases and waits.
     async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError>;
     /// Completes a waiting job from its callback token.
@@ -393,8 +499,17 @@ pub trait Store: Send + Sync {
     /// Replaces a pool's step kinds.
     async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError>;
 
+    /// Work in flight, per site (sites with nothing in flight may be absent).
+    async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError>;
     /// Finished host runs in a time window.
     async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError>;
+    /// Succeeded steps finished in a time window.
+    async fn stats_steps(&self, p: StatsParams) -> Result<Vec<StepSample>, StoreError>;
+
+    /// Opens a ticket, or finds the same one; returns its id and whether it is new.
+    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError>;
+    /// Tickets, newest first.
+    async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError>;
 
     /// Records a worker heartbeat (registers it on first call).
     async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError>;

@@ -1,0 +1,661 @@
+//! The facade methods of [`Engine`]: what users and shells call.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::stream::{self, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::estimate::{self, Percentiles};
+use super::{Engine, EngineError};
+use crate::action::ActionKind;
+use crate::authz::{AllowAll, Authorizer, Permission, Principal};
+use crate::batch::{BatchRequest, BatchSpec};
+use crate::host::{Host, HostState};
+use crate::id::BatchId;
+use crate::machine::{self, HostTarget, JobOutcome};
+use crate::model::*;
+use crate::names::{Hostname, Pool, Site, Sku};
+use crate::overlap::Conflict;
+use crate::plan::{PlannedStep, StepKind, plan_for};
+use crate::ports::services::Ticket;
+use crate::ports::store::*;
+use crate::time::Timestamp;
+use crate::validate::{Problem, ValidationContext, ValidationReport, expand_hosts, validate_batch};
+
+/// An accepted submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The batch (the earlier one, for an idempotent resubmission).
+    pub batch: BatchRecord,
+    /// `false` when the idempotency key returned an earlier batch.
+    pub created: bool,
+    /// Things the submitter should know that do not block acceptance.
+    pub warnings: Vec<String>,
+}
+
+/// One host of a dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunHost {
+    /// The host.
+    pub hostname: Hostname,
+    /// Its inventory record (`None`: unknown).
+    pub host: Option<Host>,
+    /// The active batch holding it, if any.
+    pub held_by: Option<BatchId>,
+    /// The steps it would run.
+    pub plan: Vec<StepKind>,
+}
+
+/// What a submission would do, written nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunReport {
+    /// Whether `submit` would accept it now.
+    pub acceptable: bool,
+    /// Every expanded host, in order.
+    pub hosts: Vec<DryRunHost>,
+    /// Every problem (conflicts name the batch holding the host).
+    pub report: ValidationReport,
+    /// The planned steps with their parameters (the same for every host).
+    pub plan: Vec<PlannedStep>,
+    /// Non-blocking warnings.
+    pub warnings: Vec<String>,
+}
+
+/// One host of a batch, as users see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRunView {
+    /// The host.
+    pub hostname: Hostname,
+    /// Its site.
+    pub site: Site,
+    /// Its SKU.
+    pub sku: Sku,
+    /// Its state.
+    pub state: HostRunState,
+    /// The current (or last) step.
+    pub step: Option<StepKind>,
+    /// That step's state.
+    pub step_state: Option<JobState>,
+    /// Attempts made at that step.
+    pub attempts: u32,
+    /// When that step's current attempt (or wait) began.
+    pub step_since: Option<Timestamp>,
+    /// The last error seen on any step.
+    pub last_error: Option<String>,
+    /// Started.
+    pub started_at: Option<Timestamp>,
+    /// Finished.
+    pub finished_at: Option<Timestamp>,
+    /// Flagged as slow against its peers.
+    pub straggler: bool,
+}
+
+/// A batch with every host's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchView {
+    /// The batch.
+    pub batch: BatchRecord,
+    /// Its hosts, in submission order.
+    pub hosts: Vec<HostRunView>,
+}
+
+/// Duration percentiles of one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurationStats {
+    /// The action.
+    pub action: ActionKind,
+    /// The step (`None`: whole host runs).
+    pub step: Option<StepKind>,
+    /// The SKU.
+    pub sku: Sku,
+    /// The site.
+    pub site: Site,
+    /// Percentiles.
+    pub durations: Percentiles,
+}
+
+/// Statistics over a time window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchStats {
+    /// Batches created in the window, by state.
+    pub batches_by_state: BTreeMap<BatchState, u32>,
+    /// Host runs that finished in the window: succeeded.
+    pub succeeded: u32,
+    /// ... failed.
+    pub failed: u32,
+    /// ... cancelled.
+    pub cancelled: u32,
+    /// succeeded / (succeeded + failed); `None` with nothing finished.
+    pub success_rate: Option<f64>,
+    /// Host-run durations by action, SKU and site (succeeded and failed runs).
+    pub host_runs: Vec<DurationStats>,
+    /// Step durations by action, step, SKU and site (succeeded steps).
+    pub steps: Vec<DurationStats>,
+}
+
+/// What is in flight in one site, and whether anyone is there to run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveSite {
+    /// Counts from the store.
+    pub activity: SiteActivity,
+    /// Workers with a fresh heartbeat.
+    pub live_workers: u32,
+}
+
+/// When a running batch should finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eta {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// Expected finish.
+    pub finish_at: Timestamp,
+    /// From now.
+    pub remaining: Duration,
+    /// Historical step samples behind the estimate (0: built-in defaults only).
+    pub samples: usize,
+}
+
+impl Engine {
+    /// Validates, authorizes and checks `req` against the inventory and active claims, then
+    /// creates the batch, its claims and chains in one atomic store call.
+    pub async fn submit(&self, principal: &Principal, req: &BatchRequest) -> Result<Submitted, EngineError> {
+        self.submit_with(principal, req, self.inner.authorizer.as_ref()).await
+    }
+
+    /// What `submit` would do, without writing anything.
+    pub async fn dry_run(&self, principal: &Principal, req: &BatchRequest) -> Result<DryRunReport, EngineError> {
+        let now = self.inner.clock.now();
+        let (names, _) = expand_hosts(req, &self.inner.config.limits);
+        let snapshot = self.snapshot(&names).await?;
+        let report = match self.validate(principal, req, &snapshot, self.inner.authorizer.as_ref(), now).await {
+            Ok(_) => ValidationReport::default(),
+            Err(report) => report,
+        };
+        let plan = plan_for(&req.action);
+        let kinds: Vec<StepKind> = plan.iter().map(|s| s.kind).collect();
+        let hosts = names
+            .iter()
+            .map(|h| DryRunHost {
+                hostname: h.clone(),
+                host: snapshot.hosts.get(h).cloned(),
+                held_by: snapshot.claims.get(h).copied(),
+                plan: kinds.clone(),
+            })
+            .collect();
+        let sites: BTreeSet<Site> = snapshot.hosts.values().map(|h| h.site.clone()).collect();
+        let warnings = self.site_warnings(&sites, now).await?;
+        Ok(DryRunReport { acceptable: report.is_ok(), hosts, report, plan, warnings })
+    }
+
+    pub(crate) async fn submit_with(
+        &self,
+        principal: &Principal,
+        req: &BatchRequest,
+        authorizer: &dyn Authorizer,
+    ) -> Result<Submitted, EngineError> {
+        let now = self.inner.clock.now();
+        let (names, _) = expand_hosts(req, &self.inner.config.limits);
+        let mut snapshot = self.snapshot(&names).await?;
+        let spec = match self.validate(principal, req, &snapshot, authorizer, now).await {
+            Ok(spec) => spec,
+            Err(report) => match self.idempotent_holder(principal, req, &report).await? {
+                // The only "conflicts" are with the batch this idempotency key already made.
+                Some(holder) => {
+                    snapshot.claims.retain(|_, b| *b != holder);
+                    self.validate(principal, req, &snapshot, authorizer, now).await.map_err(EngineError::Rejected)?
+                }
+                None => return Err(EngineError::Rejected(report)),
+            },
+        };
+        let targets: Vec<HostTarget> = spec
+            .hosts
+            .iter()
+            .filter_map(|h| snapshot.hosts.get(h))
+            .map(|h| HostTarget {
+                hostname: h.hostname.clone(),
+                site: h.site.clone(),
+                pool: h.pool.clone(),
+                sku: h.sku.clone(),
+            })
+            .collect();
+        let sites: BTreeSet<Site> = targets.iter().map(|t| t.site.clone()).collect();
+        let new_batch = machine::plan_submission(spec, principal, &targets, now, &self.inner.ids, &self.inner.rules);
+        let submitted = match self.inner.store.batch_submit(BatchSubmitParams { new_batch }).await {
+            Ok(s) => s,
+            Err(StoreError::Overlap { conflicts }) => return Err(EngineError::Rejected(conflict_report(conflicts))),
+            Err(e) => return Err(e.into()),
+        };
+        self.changed();
+        let mut warnings = self.site_warnings(&sites, now).await?;
+        if !submitted.created {
+            warnings.push(format!(
+                "idempotency key {:?} already names batch {}; returning it",
+                req.idempotency_key.as_deref().unwrap_or_default(),
+                submitted.batch.id
+            ));
+        }
+        if let Some(t) = submitted.batch.spec.not_before.filter(|t| *t > now) {
+            warnings.push(format!("held until {t} (not_before)"));
+        }
+        Ok(Submitted { batch: submitted.batch, created: submitted.created, warnings })
+    }
+
+    /// The batch an idempotent resubmission refers to, when the report's only problems are
+    /// conflicts with one batch of the same submitter carrying the same key.
+    async fn idempotent_holder(
+        &self,
+        principal: &Principal,
+        req: &BatchRequest,
+        report: &ValidationReport,
+    ) -> Result<Option<BatchId>, EngineError> {
+        let Some(key) = &req.idempotency_key else { return Ok(None) };
+        let holders: BTreeSet<BatchId> = report
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::Conflict { held_by, .. } => Some(*held_by),
+                _ => None,
+            })
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        let [holder] = holders.into_iter().collect::<Vec<_>>()[..] else { return Ok(None) };
+        let batch = self.inner.store.batch_get(holder).await?;
+        Ok(batch
+            .filter(|b| b.submitter == principal.name && b.spec.idempotency_key.as_ref() == Some(key))
+            .map(|b| b.id))
+    }
+
+    async fn snapshot(&self, names: &[Hostname]) -> Result<Snapshot, EngineError> {
+        let hosts = self.inner.inventory.host_get_many(names).await?;
+        let claims = self.inner.store.claim_get_many(names).await?;
+        Ok(Snapshot {
+            hosts: hosts.into_iter().map(|h| (h.hostname.clone(), h)).collect(),
+            claims: claims.into_iter().map(|c| (c.hostname, c.batch_id)).collect(),
+        })
+    }
+
+    async fn validate(
+        &self,
+        principal: &Principal,
+        req: &BatchRequest,
+        snapshot: &Snapshot,
+        authorizer: &dyn Authorizer,
+        now: Timestamp,
+    ) -> Result<BatchSpec, ValidationReport> {
+        let spec = validate_batch(
+            req,
+            &ValidationContext {
+                limits: &self.inner.config.limits,
+                principal,
+                authorizer,
+                hosts: &snapshot.hosts,
+                claims: &snapshot.claims,
+                now,
+            },
+        )?;
+        if !self.inner.config.console_check {
+            return Ok(spec);
+        }
+        let hosts = spec.hosts.iter().filter_map(|h| snapshot.hosts.get(h)).cloned().collect();
+        let problems = self.console_check(hosts).await;
+        if problems.is_empty() { Ok(spec) } else { Err(ValidationReport { problems }) }
+    }
+
+    async fn console_check(&self, hosts: Vec<Host>) -> Vec<Problem> {
+        let power = self.inner.power.clone();
+        let probes = stream::iter(hosts).map(move |h| {
+            let power = power.clone();
+            async move {
+                let error = power.probe(&h.bmc).await.err()?;
+                Some(Problem::ConsoleCheck { host: h.hostname, error: error.to_string() })
+            }
+        });
+        let found: Vec<Option<Problem>> =
+            probes.buffered(self.inner.config.console_check_concurrency.max(1)).collect().await;
+        found.into_iter().flatten().collect()
+    }
+
+    async fn site_warnings(&self, sites: &BTreeSet<Site>, now: Timestamp) -> Result<Vec<String>, EngineError> {
+        let live = self.live_sites(now).await?;
+        Ok(sites
+            .iter()
+            .filter(|s| !live.contains(*s))
+            .map(|s| {
+                format!(
+                    "no live workers in site {s} (no heartbeat in the last {} s): its hosts wait until one starts",
+                    self.inner.config.worker_freshness.as_secs()
+                )
+            })
+            .collect())
+    }
+
+    /// Sites with a worker whose heartbeat is fresher than `worker_freshness`.
+    pub async fn live_sites(&self, now: Timestamp) -> Result<BTreeSet<Site>, EngineError> {
+        let fresh_since = now.minus(self.inner.config.worker_freshness);
+        let workers =
+            self.inner.store.worker_list(WorkerListParams { site: None, fresh_since: Some(fresh_since) }).await?;
+        Ok(workers.into_iter().map(|w| w.site).collect())
+    }
+
+    /// A batch with each host's state, current step, attempts, last error and timings.
+    pub async fn get_batch(&self, id: BatchId) -> Result<BatchView, EngineError> {
+        let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
+        let runs =
+            self.inner.store.host_run_list(HostRunListParams { batch_id: Some(id), ..Default::default() }).await?;
+        let jobs = self.inner.store.job_list(JobListParams { batch_id: Some(id), ..Default::default() }).await?;
+        let current: HashMap<(crate::id::HostRunId, u32), &JobRecord> =
+            jobs.iter().map(|j| ((j.host_run_id, j.position), j)).collect();
+        let hosts = runs
+            .into_iter()
+            .map(|r| {
+                let job = current.get(&(r.id, r.step));
+                HostRunView {
+                    step: job.map(|j| j.kind),
+                    step_state: job.map(|j| j.state),
+                    attempts: job.map_or(0, |j| j.attempt),
+                    step_since: job.and_then(|j| j.started_at.or(j.enqueued_at)),
+                    last_error: r.last_error.clone().or_else(|| job.and_then(|j| j.last_error.clone())),
+                    straggler: r.straggler_step.is_some(),
+                    hostname: r.hostname,
+                    site: r.site,
+                    sku: r.sku,
+                    state: r.state,
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                }
+            })
+            .collect();
+        Ok(BatchView { batch, hosts })
+    }
+
+    /// Batches, newest first, filtered and paged.
+    pub async fn list_batches(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, EngineError> {
+        Ok(self.inner.store.batch_list(p).await?)
+    }
+
+    async fn owned_batch(&self, principal: &Principal, id: BatchId) -> Result<BatchRecord, EngineError> {
+        let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
+        if batch.submitter != principal.name {
+            self.inner.authorizer.check(principal, &Permission::Admin)?;
+        }
+        Ok(batch)
+    }
+
+    /// Cancels a batch: nothing new starts, queued hosts end at once, hosts mid-step finish
+    /// that step and then end. The submitter or an admin may cancel.
+    pub async fn cancel_batch(
+        &self,
+        principal: &Principal,
+        id: BatchId,
+        reason: &str,
+    ) -> Result<BatchRecord, EngineError> {
+        self.owned_batch(principal, id).await?;
+        let now = self.inner.clock.now();
+        let p = BatchCancelParams { batch_id: id, principal: principal.clone(), reason: reason.to_string(), now };
+        let b = self.inner.store.batch_cancel(p).await?;
+        self.changed();
+        Ok(b)
+    }
+
+    /// Pauses a running batch (no new hosts start; running ones finish their chains).
+    pub async fn pause_batch(
+        &self,
+        principal: &Principal,
+        id: BatchId,
+        reason: &str,
+    ) -> Result<BatchRecord, EngineError> {
+        self.set_paused(principal, id, true, reason).await
+    }
+
+    /// Resumes a paused batch (including one paused by its failure budget).
+    pub async fn resume_batch(&self, principal: &Principal, id: BatchId) -> Result<BatchRecord, EngineError> {
+        self.set_paused(principal, id, false, "").await
+    }
+
+    async fn set_paused(
+        &self,
+        principal: &Principal,
+        id: BatchId,
+        paused: bool,
+        reason: &str,
+    ) -> Result<BatchRecord, EngineError> {
+        self.owned_batch(principal, id).await?;
+        let now = self.inner.clock.now();
+        let p = BatchSetPausedParams { batch_id: id, principal: principal.clone(), paused, reason: reason.into(), now };
+        let b = self.inner.store.batch_set_paused(p).await?;
+        self.changed();
+        Ok(b)
+    }
+
+    /// Reports the result of a waiting step (installer or wipe image), authenticated by the
+    /// job's callback token.
+    pub async fn report_wait_result(&self, token: &str, outcome: JobOutcome) -> Result<JobRecord, EngineError> {
+        let now = self.inner.clock.now();
+        let job = self.inner.store.job_resolve_wait(JobResolveWaitParams { token: token.into(), outcome, now }).await?;
+        self.changed();
+        Ok(job)
+    }
+
+    /// Counts by state, success rate and duration percentiles over a window.
+    pub async fn batch_stats(&self, window: StatsParams) -> Result<BatchStats, EngineError> {
+        let mut batches_by_state = BTreeMap::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .batch_list(BatchListParams {
+                    created_from: window.finished_from,
+                    created_until: window.finished_until,
+                    before,
+                    limit: 500,
+                    ..Default::default()
+                })
+                .await?;
+            for b in &page {
+                *batches_by_state.entry(b.state).or_insert(0) += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => before = Some(last.id),
+                _ => break,
+            }
+        }
+        let runs = self.inner.store.stats_host_runs(window.clone()).await?;
+        let count = |s: HostRunState| runs.iter().filter(|r| r.state == s).count() as u32;
+        let (succeeded, failed, cancelled) =
+            (count(HostRunState::Succeeded), count(HostRunState::Failed), count(HostRunState::Cancelled));
+        let success_rate = (succeeded + failed > 0).then(|| f64::from(succeeded) / f64::from(succeeded + failed));
+        let mut run_groups: BTreeMap<(ActionKind, Sku, Site), Vec<Duration>> = BTreeMap::new();
+        for r in runs.iter().filter(|r| r.state != HostRunState::Cancelled) {
+            run_groups
+                .entry((r.action, r.sku.clone(), r.site.clone()))
+                .or_default()
+                .push(r.finished_at.since(r.started_at));
+        }
+        let mut step_groups: BTreeMap<(ActionKind, StepKind, Sku, Site), Vec<Duration>> = BTreeMap::new();
+        for s in self.inner.store.stats_steps(window).await? {
+            step_groups.entry((s.action, s.kind, s.sku, s.site)).or_default().push(s.finished_at.since(s.started_at));
+        }
+        let host_runs = run_groups
+            .into_iter()
+            .filter_map(|((action, sku, site), d)| {
+                Some(DurationStats { action, step: None, sku, site, durations: estimate::percentiles(d)? })
+            })
+            .collect();
+        let steps = step_groups
+            .into_iter()
+            .filter_map(|((action, step, sku, site), d)| {
+                Some(DurationStats { action, step: Some(step), sku, site, durations: estimate::percentiles(d)? })
+            })
+            .collect();
+        Ok(BatchStats { batches_by_state, succeeded, failed, cancelled, success_rate, host_runs, steps })
+    }
+
+    /// Per site: hosts in flight, jobs queued / running / waiting, live workers.
+    pub async fn active_counts(&self) -> Result<Vec<ActiveSite>, EngineError> {
+        let now = self.inner.clock.now();
+        let fresh_since = now.minus(self.inner.config.worker_freshness);
+        let workers =
+            self.inner.store.worker_list(WorkerListParams { site: None, fresh_since: Some(fresh_since) }).await?;
+        let mut live: BTreeMap<Site, u32> = BTreeMap::new();
+        for w in workers {
+            *live.entry(w.site).or_insert(0) += 1;
+        }
+        let mut out: BTreeMap<Site, ActiveSite> = BTreeMap::new();
+        for a in self.inner.store.stats_active().await? {
+            out.insert(a.site.clone(), ActiveSite { activity: a, live_workers: 0 });
+        }
+        for (site, n) in live {
+            out.entry(site.clone())
+                .or_insert_with(|| ActiveSite {
+                    activity: SiteActivity {
+                        site,
+                        hosts_in_flight: 0,
+                        jobs_queued: 0,
+                        jobs_running: 0,
+                        jobs_waiting: 0,
+                    },
+                    live_workers: 0,
+                })
+                .live_workers = n;
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// When an unfinished batch should finish, from historical step durations for its
+    /// action and each host's SKU (falling back to the action alone, then to built-in
+    /// defaults), its hosts' progress and its `max_in_flight`.
+    pub async fn eta(&self, id: BatchId) -> Result<Option<Eta>, EngineError> {
+        let now = self.inner.clock.now();
+        let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
+        if batch.state.is_terminal() {
+            return Ok(None);
+        }
+        let history = self
+            .inner
+            .store
+            .stats_steps(StatsParams {
+                finished_from: Some(now.minus(self.inner.config.eta_history)),
+                finished_until: None,
+            })
+            .await?;
+        let action = batch.action();
+        let model = estimate::StepModel::from_samples(history.iter().filter(|s| s.action == action));
+        let view = self.get_batch(id).await?;
+        let plan: Vec<PlannedStep> = plan_for(&batch.spec.action);
+        let mut running = Vec::new();
+        let mut queued = Vec::new();
+        for h in &view.hosts {
+            match h.state {
+                HostRunState::Running => {
+                    let position = view_position(&plan, h);
+                    let in_step = h.step_since.map_or(Duration::ZERO, |t| now.since(t));
+                    running.push(model.remaining(&plan, &h.sku, position, in_step));
+                }
+                HostRunState::Queued => queued.push(model.remaining(&plan, &h.sku, 0, Duration::ZERO)),
+                _ => {}
+            }
+        }
+        let remaining = estimate::makespan(&running, &queued, batch.spec.rollout.max_in_flight as usize);
+        Ok(Some(Eta { batch_id: id, finish_at: now.plus(remaining), remaining, samples: model.samples() }))
+    }
+
+    /// Watches the outbox live: events after `after` (of one batch, or all), in order, as
+    /// they commit. A batch's stream ends after its final event. Polls the store (so it sees
+    /// every instance's writes) and wakes early on this instance's own writes.
+    pub fn watch(
+        &self,
+        batch: Option<BatchId>,
+        after: u64,
+        poll: Duration,
+    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+        let engine = self.clone();
+        stream::unfold(
+            (engine, after, false, Vec::<Event>::new().into_iter()),
+            move |(engine, mut after, done, mut buf)| async move {
+                loop {
+                    if let Some(e) = buf.next() {
+                        after = e.seq;
+                        let last = batch.is_some()
+                            && matches!(e.kind, EventKind::BatchCompleted { .. } | EventKind::BatchCancelled { .. });
+                        return Some((Ok(e), (engine, after, last, buf)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    let inner = engine.inner.clone();
+                    let woke = inner.changed.notified();
+                    let page =
+                        engine.inner.store.event_list(EventListParams { after, batch_id: batch, limit: 500 }).await;
+                    match page {
+                        Err(e) => return Some((Err(e), (engine, after, true, Vec::new().into_iter()))),
+                        Ok(events) if !events.is_empty() => buf = events.into_iter(),
+                        Ok(_) => {
+                            let sleep = engine.inner.clock.sleep(poll);
+                            tokio::select! {
+                                _ = woke => {}
+                                _ = sleep => {}
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+
+    /// The audit trail of accepted destructive actions, newest first.
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, EngineError> {
+        Ok(self.inner.store.audit_list(limit).await?)
+    }
+
+    /// Tickets raised (failure budgets, wedged hosts, stragglers), newest first.
+    pub async fn tickets(&self, limit: usize) -> Result<Vec<(String, Ticket)>, EngineError> {
+        self.inner
+            .ticketing
+            .list(limit)
+            .await
+            .map_err(|e| EngineError::Store(StoreError::Backend { message: e.to_string(), source: None }))
+    }
+
+    /// Replaces the step kinds a pool's workers take (admins only). Running workers pick the
+    /// change up on their next refresh, without a restart.
+    pub async fn set_pool_kinds(
+        &self,
+        principal: &Principal,
+        pool: &Pool,
+        kinds: &[StepKind],
+    ) -> Result<(), EngineError> {
+        self.inner.authorizer.check(principal, &Permission::Admin)?;
+        Ok(self.inner.store.pool_kinds_set(pool, kinds).await?)
+    }
+
+    /// Submits a reimage of `hosts` as the system (the reclaim workflow).
+    pub(crate) async fn submit_as_system(&self, task: &str, req: &BatchRequest) -> Result<Submitted, EngineError> {
+        self.submit_with(&Principal::system(task), req, &AllowAll).await
+    }
+
+    /// Marks hosts defunct (they will be reclaimed when unallocated).
+    pub async fn mark_defunct(&self, principal: &Principal, host: &Hostname) -> Result<(), EngineError> {
+        self.inner.authorizer.check(principal, &Permission::Admin)?;
+        Ok(self.inner.inventory.host_set_state(host, HostState::Defunct).await?)
+    }
+}
+
+/// The chain position a host view is at (its current step's index in the plan).
+fn view_position(plan: &[PlannedStep], h: &HostRunView) -> usize {
+    let Some(step) = h.step else { return 0 };
+    let pos = plan.iter().position(|s| s.kind == step).unwrap_or(0);
+    if h.step_state == Some(JobState::Succeeded) { pos + 1 } else { pos }
+}
+
+struct Snapshot {
+    hosts: HashMap<Hostname, Host>,
+    claims: HashMap<Hostname, BatchId>,
+}
+
+fn conflict_report(conflicts: Vec<Conflict>) -> ValidationReport {
+    ValidationReport {
+        problems: conflicts.into_iter().map(|c| Problem::Conflict { host: c.host, held_by: c.held_by }).collect(),
+    }
+}

@@ -1,0 +1,302 @@
+//! Singleton periodic tasks. Each runs only on the instance holding its TTL'd leader row,
+//! so any number of instances may run [`Singletons`]:
+//!
+//! - `rescuer`: expired leases become retries with backoff (or failures), expired waits
+//!   fail.
+//! - `stragglers`: a host slower at its current step than `factor` x the p95 of its batch
+//!   peers' durations for that step is flagged (once per step) and, by policy, ticketed.
+//! - `outbox`: events go to every notifier (at least once, in order, each notifier with its
+//!   own cursor), and failure-budget pauses, wedged hosts and stragglers raise tickets.
+//! - `retention`: finished batches older than the retention are purged.
+//! - `reclaim`: defunct, unallocated hosts are reimaged by `system:reclaim` and return to
+//!   their pool when the reimage succeeds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::estimate;
+use super::{Engine, EngineError};
+use crate::action::Action;
+use crate::batch::BatchRequest;
+use crate::host::HostState;
+use crate::id::BatchId;
+use crate::model::*;
+use crate::ports::inventory::HostFilter;
+use crate::ports::services::{Ticket, TicketKind};
+use crate::ports::store::*;
+use crate::time::Timestamp;
+
+const TICKETS_CONSUMER: &str = "tickets";
+const PAGE: usize = 500;
+
+/// What one [`Singletons::tick`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// The tasks this instance ran (it led them).
+    pub ran: Vec<&'static str>,
+    /// The rescuer's work.
+    pub rescued: RescueReport,
+    /// Host runs flagged as stragglers.
+    pub stragglers: usize,
+    /// Events delivered to notifiers (counted per notifier).
+    pub delivered: usize,
+    /// Tickets opened or found.
+    pub tickets: usize,
+    /// Retention's work.
+    pub purged: PurgeReport,
+    /// The reclaim batch submitted, if any.
+    pub reclaimed: Option<BatchId>,
+    /// Failures (the task is retried on its next period).
+    pub errors: Vec<String>,
+}
+
+/// The singleton tasks of one instance.
+pub struct Singletons {
+    engine: Engine,
+    owner: String,
+    last: HashMap<&'static str, Timestamp>,
+}
+
+/// A running singleton loop.
+#[derive(Debug)]
+pub struct SingletonsHandle {
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SingletonsHandle {
+    /// Stops the loop and gives up its leader rows.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+impl Singletons {
+    /// The singletons of the instance `owner` (unique per instance).
+    pub fn new(engine: Engine, owner: impl Into<String>) -> Self {
+        Singletons { engine, owner: owner.into(), last: HashMap::new() }
+    }
+
+    /// Runs every task that is due and led by this instance.
+    pub async fn tick(&mut self, now: Timestamp) -> TickReport {
+        let iv = self.engine.inner.config.intervals;
+        let mut report = TickReport::default();
+        let tasks: [(&'static str, Duration); 5] = [
+            ("rescuer", iv.rescue),
+            ("stragglers", iv.stragglers),
+            ("outbox", iv.outbox),
+            ("retention", iv.retention),
+            ("reclaim", iv.reclaim),
+        ];
+        for (name, every) in tasks {
+            if self.last.get(name).is_some_and(|t| now.since(*t) < every) {
+                continue;
+            }
+            match self.lead(name, now).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    report.errors.push(format!("{name}: leader election: {e}"));
+                    continue;
+                }
+            }
+            self.last.insert(name, now);
+            report.ran.push(name);
+            let result = match name {
+                "rescuer" => self.rescue(now).await.map(|r| report.rescued = r),
+                "stragglers" => self.scan_stragglers(now).await.map(|n| report.stragglers = n),
+                "outbox" => self.deliver_outbox().await.map(|(d, t)| {
+                    report.delivered = d;
+                    report.tickets = t;
+                }),
+                "retention" => self.retain(now).await.map(|p| report.purged = p),
+                _ => self.reclaim().await.map(|b| report.reclaimed = b),
+            };
+            if let Err(e) = result {
+                report.errors.push(format!("{name}: {e}"));
+            }
+        }
+        report
+    }
+
+    async fn lead(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let ttl = self.engine.inner.config.leader_ttl;
+        let p = LeaderElectParams { name: name.into(), owner: self.owner.clone(), now, ttl };
+        self.engine.inner.store.leader_attempt_elect(p).await
+    }
+
+    /// Runs the loop on the current tokio runtime, ticking every `poll`.
+    pub fn start(mut self, poll: Duration) -> SingletonsHandle {
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let clock = self.engine.inner.clock.clone();
+            while !*rx.borrow() {
+                self.tick(clock.now()).await;
+                tokio::select! {
+                    _ = clock.sleep(poll) => {}
+                    r = rx.changed() => if r.is_err() { break },
+                }
+            }
+            for name in ["rescuer", "stragglers", "outbox", "retention", "reclaim"] {
+                let _ = self.engine.inner.store.leader_resign(name, &self.owner).await;
+            }
+        });
+        SingletonsHandle { shutdown: tx, task }
+    }
+
+    /// Rescues expired leases and waits.
+    pub async fn rescue(&self, now: Timestamp) -> Result<RescueReport, EngineError> {
+        let r = self.engine.inner.store.job_rescue_expired(JobRescueParams { now, limit: 10_000 }).await?;
+        if r != RescueReport::default() {
+            self.engine.changed();
+        }
+        Ok(r)
+    }
+
+    /// Flags host runs slow against their batch peers; returns how many were flagged.
+    pub async fn scan_stragglers(&self, now: Timestamp) -> Result<usize, EngineError> {
+        let inner = &self.engine.inner;
+        let policy = inner.config.stragglers;
+        let mut flagged = 0;
+        let mut before = None;
+        loop {
+            let states = vec![BatchState::Running, BatchState::Paused, BatchState::Cancelling];
+            let page =
+                inner.store.batch_list(BatchListParams { states, before, limit: PAGE, ..Default::default() }).await?;
+            for batch in &page {
+                let jobs =
+                    inner.store.job_list(JobListParams { batch_id: Some(batch.id), ..Default::default() }).await?;
+                let mut peers: BTreeMap<u32, Vec<Duration>> = BTreeMap::new();
+                for j in jobs.iter().filter(|j| j.state == JobState::Succeeded) {
+                    if let (Some(from), Some(to)) = (step_began(j), j.finished_at) {
+                        peers.entry(j.position).or_default().push(to.since(from));
+                    }
+                }
+                for j in jobs.iter().filter(|j| matches!(j.state, JobState::Running | JobState::Waiting)) {
+                    let Some(began) = step_began(j) else { continue };
+                    let Some(durations) = peers.get_mut(&j.position) else { continue };
+                    if estimate::is_straggler(now.since(began), durations, policy.factor, policy.min_peers) {
+                        let p = StragglerFlagParams { host_run_id: j.host_run_id, position: j.position, now };
+                        if inner.store.host_run_flag_straggler(p).await? {
+                            flagged += 1;
+                        }
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => before = Some(last.id),
+                _ => break,
+            }
+        }
+        if flagged > 0 {
+            self.engine.changed();
+        }
+        Ok(flagged)
+    }
+
+    /// Delivers new outbox events to each notifier and raises tickets; returns (events
+    /// delivered, tickets raised).
+    pub async fn deliver_outbox(&self) -> Result<(usize, usize), EngineError> {
+        let inner = &self.engine.inner;
+        let mut delivered = 0;
+        for (name, notifier) in &inner.notifiers {
+            let consumer = format!("notify:{name}");
+            loop {
+                let after = inner.store.event_cursor_get(&consumer).await?;
+                let events = inner.store.event_list(EventListParams { after, batch_id: None, limit: PAGE }).await?;
+                let Some(last) = events.last().map(|e| e.seq) else { break };
+                if let Err(e) = notifier.deliver(&events).await {
+                    // Not delivered: the same events are retried on the next period.
+                    return Err(EngineError::Store(StoreError::Backend { message: e.to_string(), source: None }));
+                }
+                inner.store.event_cursor_set(&consumer, last).await?;
+                delivered += events.len();
+            }
+        }
+        let mut tickets = 0;
+        loop {
+            let after = inner.store.event_cursor_get(TICKETS_CONSUMER).await?;
+            let events = inner.store.event_list(EventListParams { after, batch_id: None, limit: PAGE }).await?;
+            let Some(last) = events.last().map(|e| e.seq) else { break };
+            for e in &events {
+                if let Some(t) = ticket_for(e, inner.config.stragglers.ticket) {
+                    inner
+                        .ticketing
+                        .open(t)
+                        .await
+                        .map_err(|e| StoreError::Backend { message: e.to_string(), source: None })?;
+                    tickets += 1;
+                }
+            }
+            inner.store.event_cursor_set(TICKETS_CONSUMER, last).await?;
+        }
+        Ok((delivered, tickets))
+    }
+
+    /// Purges batches finished longer than the retention ago; keeps events not yet seen by
+    /// every consumer.
+    pub async fn retain(&self, now: Timestamp) -> Result<PurgeReport, EngineError> {
+        let inner = &self.engine.inner;
+        let mut through = inner.store.event_cursor_get(TICKETS_CONSUMER).await?;
+        for (name, _) in &inner.notifiers {
+            through = through.min(inner.store.event_cursor_get(&format!("notify:{name}")).await?);
+        }
+        let p =
+            PurgeParams { finished_before: now.minus(inner.config.retention), events_through: through, limit: 1000 };
+        Ok(inner.store.batch_purge_finished(p).await?)
+    }
+
+    /// Submits defunct, unclaimed hosts for reimage as `system:reclaim`.
+    pub async fn reclaim(&self) -> Result<Option<BatchId>, EngineError> {
+        let inner = &self.engine.inner;
+        let Some(policy) = &inner.config.reclaim else { return Ok(None) };
+        let filter = HostFilter { state: Some(HostState::Defunct), ..Default::default() };
+        let defunct = inner.inventory.host_list(filter).await?;
+        let names: Vec<_> = defunct.iter().map(|h| h.hostname.clone()).collect();
+        let claimed: std::collections::HashSet<_> =
+            inner.store.claim_get_many(&names).await?.into_iter().map(|c| c.hostname).collect();
+        let free: Vec<String> = names
+            .into_iter()
+            .filter(|h| !claimed.contains(h))
+            .take(policy.max_hosts_per_batch.max(1))
+            .map(|h| h.to_string())
+            .collect();
+        if free.is_empty() {
+            return Ok(None);
+        }
+        let mut req = BatchRequest::new(Action::Reimage { os: policy.os.clone(), install_timeout_secs: None }, free);
+        req.priority = policy.priority;
+        req.comment = Some("reclaim: defunct hosts are reimaged and returned to their pool".into());
+        let submitted = self.engine.submit_as_system("reclaim", &req).await?;
+        Ok(Some(submitted.batch.id))
+    }
+}
+
+/// When a job's current step began: its attempt's start, or the start of its wait.
+fn step_began(j: &JobRecord) -> Option<Timestamp> {
+    if j.kind.is_wait() { j.enqueued_at } else { j.started_at }
+}
+
+/// The ticket an event raises, if any.
+pub fn ticket_for(e: &Event, stragglers: bool) -> Option<Ticket> {
+    let (kind, host, step, summary) = match &e.kind {
+        EventKind::HostFailed { host, step, error, wedged: true } => {
+            (TicketKind::WedgedHost, Some(host.clone()), Some(*step), format!("{host} wedged at {step}: {error}"))
+        }
+        EventKind::BatchPaused { reason: reason @ PauseReason::FailureBudget { .. } } => {
+            (TicketKind::FailureBudget, None, None, format!("batch {} paused: {reason}", e.batch_id))
+        }
+        EventKind::StragglerFlagged { host, step } if stragglers => (
+            TicketKind::Straggler,
+            Some(host.clone()),
+            Some(*step),
+            format!("{host} is slow at {step} against its batch peers (batch {})", e.batch_id),
+        ),
+        _ => return None,
+    };
+    Some(Ticket { kind, batch_id: e.batch_id, host, step, summary, at: e.at })
+}

@@ -1,0 +1,169 @@
+//! What each step does on a host, through the drivers. One function per step kind; power
+//! steps succeed only once the BMC reports the target state (polled, with a deadline).
+
+use std::time::Duration;
+
+use super::Engine;
+use crate::host::{Host, HostState};
+use crate::machine::JobOutcome;
+use crate::model::JobRecord;
+use crate::plan::StepKind;
+use crate::ports::power::{BootDevice, PowerError, PowerOp, PowerState};
+use crate::ports::services::ProvisionError;
+use crate::ports::store::JobListParams;
+
+/// Why a step failed, and whether another attempt may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    /// For people.
+    pub error: String,
+    /// Whether to retry.
+    pub retryable: bool,
+}
+
+impl StepFailure {
+    fn permanent(error: impl Into<String>) -> Self {
+        StepFailure { error: error.into(), retryable: false }
+    }
+}
+
+impl From<PowerError> for StepFailure {
+    fn from(e: PowerError) -> Self {
+        StepFailure { retryable: e.is_retryable(), error: e.to_string() }
+    }
+}
+
+impl From<ProvisionError> for StepFailure {
+    fn from(e: ProvisionError) -> Self {
+        StepFailure { retryable: e.retryable, error: e.to_string() }
+    }
+}
+
+impl From<crate::ports::store::StoreError> for StepFailure {
+    fn from(e: crate::ports::store::StoreError) -> Self {
+        StepFailure { error: e.to_string(), retryable: true }
+    }
+}
+
+impl Engine {
+    /// Runs one leased job's step and reports the outcome. Never panics on driver errors;
+    /// classifies them for the retry policy.
+    pub async fn run_step(&self, job: &JobRecord) -> JobOutcome {
+        match self.step(job).await {
+            Ok(()) => JobOutcome::Succeeded,
+            Err(StepFailure { error, retryable }) => JobOutcome::Failed { error, retryable },
+        }
+    }
+
+    async fn step(&self, job: &JobRecord) -> Result<(), StepFailure> {
+        let inner = &self.inner;
+        let host = inner
+            .inventory
+            .host_get_many(std::slice::from_ref(&job.hostname))
+            .await?
+            .pop()
+            .ok_or_else(|| StepFailure::permanent(format!("{} is no longer in the inventory", job.hostname)))?;
+        let bmc = &host.bmc;
+        let verify = inner.config.verify;
+        match job.kind {
+            StepKind::Preflight => {
+                if host.state == HostState::Decommissioned {
+                    return Err(StepFailure::permanent(format!(
+                        "{} was decommissioned after submission",
+                        host.hostname
+                    )));
+                }
+                inner.power.probe(bmc).await?;
+                Ok(())
+            }
+            StepKind::SetBootPxe => self.set_boot_pxe(job, &host).await,
+            StepKind::PowerOn => self.power_and_verify(&host, PowerOp::On, verify.deadline).await,
+            StepKind::PowerOff => self.power_and_verify(&host, PowerOp::Off, verify.deadline).await,
+            StepKind::SoftOff => self.power_and_verify(&host, PowerOp::SoftOff, verify.soft_deadline).await,
+            StepKind::PowerCycle => self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await,
+            StepKind::SoftReset => self.power_and_verify(&host, PowerOp::Reset, verify.deadline).await,
+            StepKind::Verify => self.await_power(&host, PowerState::On, verify.deadline).await,
+            StepKind::Release => {
+                if let Some(p) = &inner.provisioner {
+                    p.clear(&host.hostname).await?;
+                }
+                inner.power.set_boot_device(bmc, BootDevice::Disk, false).await?;
+                if host.state == HostState::Defunct {
+                    // The reclaim workflow: a repaired host goes back to its pool.
+                    inner.inventory.host_set_state(&host.hostname, HostState::Ready).await?;
+                }
+                Ok(())
+            }
+            StepKind::MarkDecommissioned => {
+                if let Some(p) = &inner.provisioner {
+                    p.clear(&host.hostname).await?;
+                }
+                inner.inventory.host_set_state(&host.hostname, HostState::Decommissioned).await?;
+                Ok(())
+            }
+            StepKind::AwaitInstall | StepKind::AwaitWipe => {
+                Err(StepFailure::permanent(format!("{} is completed by its callback, not by a worker", job.kind)))
+            }
+        }
+    }
+
+    async fn set_boot_pxe(&self, job: &JobRecord, host: &Host) -> Result<(), StepFailure> {
+        let inner = &self.inner;
+        let image = job.params.boot.as_ref().ok_or_else(|| StepFailure::permanent("set_boot_pxe without an image"))?;
+        let provisioner = inner.provisioner.as_ref().ok_or_else(|| {
+            StepFailure::permanent("no provisioner is configured: reimage and disk wipes need one to serve PXE images")
+        })?;
+        // The image reports back with the token of the chain's waiting step.
+        let chain =
+            inner.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await?;
+        let token = chain
+            .iter()
+            .find(|j| j.position > job.position && j.kind.is_wait())
+            .and_then(|j| j.wait_token.clone())
+            .ok_or_else(|| StepFailure::permanent("set_boot_pxe with no waiting step after it"))?;
+        provisioner.prepare(host, image, &token).await?;
+        inner.power.set_boot_device(&host.bmc, BootDevice::Pxe, false).await?;
+        match inner.power.boot_device(&host.bmc).await? {
+            BootDevice::Pxe => Ok(()),
+            other => Err(StepFailure {
+                error: format!("BMC accepted the PXE boot override but reports next boot {other:?}"),
+                retryable: true,
+            }),
+        }
+    }
+
+    async fn power_and_verify(&self, host: &Host, op: PowerOp, deadline: Duration) -> Result<(), StepFailure> {
+        self.inner.power.power(&host.bmc, op).await?;
+        self.await_power(host, op.target(), deadline).await
+    }
+
+    /// Polls the BMC until it reports `target`, at most `deadline` (and a bounded number of
+    /// polls, so a simulation clock cannot spin forever).
+    async fn await_power(&self, host: &Host, target: PowerState, deadline: Duration) -> Result<(), StepFailure> {
+        let verify = self.inner.config.verify;
+        let polls = verify.polls(deadline);
+        let started = self.inner.clock.now();
+        let mut last = None;
+        for i in 0..polls {
+            match self.inner.power.power_status(&host.bmc).await {
+                Ok(state) if state == target => return Ok(()),
+                Ok(state) => last = Some(format!("reports {state:?}")),
+                Err(e) if e.is_retryable() => last = Some(e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+            if i + 1 == polls || self.inner.clock.now().since(started) >= deadline {
+                break;
+            }
+            self.inner.clock.sleep(verify.interval).await;
+        }
+        Err(StepFailure {
+            error: format!(
+                "BMC of {} did not report power {target:?} within {} s (last: {})",
+                host.hostname,
+                deadline.as_secs(),
+                last.unwrap_or_default()
+            ),
+            retryable: true,
+        })
+    }
+}

@@ -31,6 +31,7 @@ pub mod plan;
 pub mod ports;
 pub mod priority;
 pub mod rng;
+pub mod sim;
 pub mod simfleet;
 pub mod time;
 pub mod validate;

@@ -41,6 +41,8 @@ struct State {
     pool_kinds: HashMap<Pool, Vec<StepKind>>,
     workers: BTreeMap<String, WorkerRecord>,
     last_seq: u64,
+    /// Every state change written, when the log is on (for invariant checkers).
+    log: Option<Vec<Transition>>,
     tickets: Vec<TicketRecord>,
     ticket_keys: HashMap<(TicketKind, BatchId, Option<Hostname>), String>,
 }
@@ -70,9 +72,36 @@ impl State {
         self.events.push(Event { seq: self.last_seq, batch_id: e.batch_id, at: e.at, kind: e.kind });
     }
 
+    fn put_run(&mut self, run: HostRunRecord) {
+        if let Some(log) = &mut self.log {
+            let from = self.host_runs.get(&run.id).map(|r| r.state);
+            if from != Some(run.state) {
+                log.push(Transition::HostRun { id: run.id, from, to: run.state });
+            }
+        }
+        self.host_runs.insert(run.id, run);
+    }
+
+    fn put_batch(&mut self, batch: BatchRecord) {
+        if let Some(log) = &mut self.log {
+            let from = self.batches.get(&batch.id).map(|b| b.state);
+            if from != Some(batch.state) {
+                log.push(Transition::Batch { id: batch.id, from, to: batch.state });
+            }
+        }
+        self.batches.insert(batch.id, batch);
+    }
+
     /// Writes a job row and keeps the indexes in step with its state.
     fn put_job(&mut self, job: JobRecord) {
-        if let Some(old) = self.jobs.get(&job.id).cloned() {
+        let old = self.jobs.get(&job.id).cloned();
+        if let Some(log) = &mut self.log {
+            let from = old.as_ref().map(|j| j.state);
+            if from != Some(job.state) {
+                log.push(Transition::Job { id: job.id, from, to: job.state });
+            }
+        }
+        if let Some(old) = old {
             self.unindex(&old);
         }
         match job.state {
@@ -120,7 +149,7 @@ impl State {
                 self.put_job(job);
             }
             for run in fx.host_runs.drain(..) {
-                self.host_runs.insert(run.id, run);
+                self.put_run(run);
             }
             for run_id in fx.cancel_jobs_of.drain(..) {
                 let ids = self.jobs_by_run.get(&run_id).cloned().unwrap_or_default();
@@ -142,7 +171,7 @@ impl State {
             }
             let Some(batch) = fx.batch.take() else { return Ok(()) };
             let batch_id = batch.id;
-            self.batches.insert(batch_id, batch.clone());
+            self.put_batch(batch.clone());
             if fx.start_queued == 0 {
                 return Ok(());
             }
@@ -178,6 +207,38 @@ fn not_found(what: &'static str, id: impl ToString) -> StoreError {
     StoreError::NotFound { what, id: id.to_string() }
 }
 
+/// One state change a [`MemStore`] wrote (`from: None`: the row was created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// A job.
+    Job {
+        /// The job.
+        id: JobId,
+        /// Before.
+        from: Option<JobState>,
+        /// After.
+        to: JobState,
+    },
+    /// A host run.
+    HostRun {
+        /// The host run.
+        id: HostRunId,
+        /// Before.
+        from: Option<HostRunState>,
+        /// After.
+        to: HostRunState,
+    },
+    /// A batch.
+    Batch {
+        /// The batch.
+        id: BatchId,
+        /// Before.
+        from: Option<BatchState>,
+        /// After.
+        to: BatchState,
+    },
+}
+
 /// The in-memory reference store.
 pub struct MemStore {
     state: Mutex<State>,
@@ -206,14 +267,43 @@ impl MemStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// An empty store that logs every state change it writes (see [`Self::take_transitions`]).
+    pub fn with_transition_log(rules: Rules) -> Self {
+        let store = MemStore::new(rules);
+        store.lock().log = Some(Vec::new());
+        store
+    }
+
+    /// The state changes written since the last call (empty unless the log is on).
+    pub fn take_transitions(&self) -> Vec<Transition> {
+        self.lock().log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// A snapshot of every host run, by batch and ordinal.
+    pub fn host_runs_snapshot(&self) -> Vec<HostRunRecord> {
+        let st = self.lock();
+        let mut runs: Vec<HostRunRecord> = st.host_runs.values().cloned().collect();
+        runs.sort_by_key(|r| (r.batch_id, r.ordinal));
+        runs
+    }
+
+    /// A snapshot of every batch, oldest first.
+    pub fn batches_snapshot(&self) -> Vec<BatchRecord> {
+        self.lock().batches.values().cloned().collect()
+    }
+
     /// A snapshot of every job (for invariant checkers and tests).
     pub fn jobs_snapshot(&self) -> Vec<JobRecord> {
-        self.lock().jobs.values().cloned().collect()
+        let mut jobs: Vec<JobRecord> = self.lock().jobs.values().cloned().collect();
+        jobs.sort_by_key(|j| j.id);
+        jobs
     }
 
     /// A snapshot of every claim (for invariant checkers and tests).
     pub fn claims_snapshot(&self) -> Vec<Claim> {
-        self.lock().claims.values().cloned().collect()
+        let mut claims: Vec<Claim> = self.lock().claims.values().cloned().collect();
+        claims.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        claims
     }
 }
 
@@ -344,7 +434,7 @@ impl Store for MemStore {
         }
         st.runs_by_batch.insert(batch.id, nb.host_runs.iter().map(|r| r.id).collect());
         for run in nb.host_runs {
-            st.host_runs.insert(run.id, run);
+            st.put_run(run);
         }
         for job in nb.jobs {
             st.jobs_by_run.entry(job.host_run_id).or_default().push(job.id);
@@ -360,7 +450,7 @@ impl Store for MemStore {
             st.append_event(e);
         }
         st.audit.push(nb.audit);
-        st.batches.insert(batch.id, batch.clone());
+        st.put_batch(batch.clone());
         Ok(BatchSubmitted { batch, created: true })
     }
 

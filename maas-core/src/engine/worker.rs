@@ -122,6 +122,11 @@ impl Worker {
         self.buffer.len()
     }
 
+    /// The jobs whose completions wait for a flush.
+    pub fn buffered_jobs(&self) -> Vec<JobId> {
+        self.buffer.iter().map(|c| c.job_id).collect()
+    }
+
     /// Heartbeats in the registry and re-reads the pool's kinds, each when due.
     pub async fn refresh(&mut self, now: Timestamp) -> Result<(), StoreError> {
         let store = &self.engine.inner.store;

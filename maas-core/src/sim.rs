@@ -69,6 +69,26 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// A fault-free fleet for scenario tests: 2 sites x 40 hosts, no defunct or allocated
+    /// hosts, installs of 10 to 12 minutes, invariants checked after every round.
+    pub fn scenario() -> Self {
+        SimConfig {
+            steps: 0,
+            hosts_per_site: 40,
+            faults: FaultPlan {
+                install_min: Duration::from_secs(600),
+                install_max: Duration::from_secs(720),
+                ..FaultPlan::none()
+            },
+            crash: 0.0,
+            stall: 0.0,
+            notify_failure: 0.0,
+            defunct_every: 0,
+            allocated_every: 0,
+            ..SimConfig::small(1)
+        }
+    }
+
     /// A small, fast, fault-heavy run for the test suite.
     pub fn small(seed: u64) -> Self {
         SimConfig {
@@ -247,11 +267,12 @@ pub struct Simulation {
     workers: Vec<SimWorker>,
     singletons: Vec<Singletons>,
     rng: SimRng,
-    installs: BTreeMap<(Timestamp, u64), (String, bool)>,
+    installs: BTreeMap<(Timestamp, u64), (String, bool, u32)>,
     install_seq: u64,
     requests: Vec<(Principal, BatchRequest)>,
     accepted: BTreeSet<BatchId>,
     keys: HashMap<(String, String), BatchId>,
+    install_overrides: HashMap<Hostname, (Duration, bool)>,
     checker: Checker,
     report: SimReport,
     start: Timestamp,
@@ -323,6 +344,7 @@ impl Simulation {
             requests: Vec::new(),
             accepted: BTreeSet::new(),
             keys: HashMap::new(),
+            install_overrides: HashMap::new(),
             checker: Checker::default(),
             report: SimReport::default(),
             start,
@@ -359,6 +381,63 @@ impl Simulation {
     /// The engine under simulation.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The simulated clock.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// The simulated BMCs.
+    pub fn fleet(&self) -> &Arc<SimFleet> {
+        &self.fleet
+    }
+
+    /// The recording notifier.
+    pub fn notifier(&self) -> &Arc<RecordingNotifier> {
+        &self.notifier
+    }
+
+    /// Makes `host`'s next install take `takes` and succeed or fail, instead of drawing it.
+    pub fn set_install(&mut self, host: &str, takes: Duration, succeeds: bool) {
+        if let Ok(h) = Hostname::new(host) {
+            self.install_overrides.insert(h, (takes, succeeds));
+        }
+    }
+
+    /// One drain round: every worker ticks, due installs call back, instance A's
+    /// singletons tick, then time moves on `step`; invariants are checked.
+    pub async fn round(&mut self, step: Duration) -> Result<(), String> {
+        self.drain_round_by(step).await?;
+        self.check().await
+    }
+
+    /// Rounds until every batch is terminal (at most `max` rounds).
+    pub async fn settle(&mut self, step: Duration, max: usize) -> Result<usize, String> {
+        for i in 0..max {
+            if self.all_settled() {
+                return Ok(i);
+            }
+            self.round(step).await?;
+        }
+        Err(format!("not settled after {max} rounds"))
+    }
+
+    /// Submits as `who` through the facade (the checker learns of accepted batches).
+    pub async fn submit_as(&mut self, who: &str, req: BatchRequest) -> Result<BatchId, String> {
+        let r = self.engine.submit(&Principal::new(who, []), &req).await;
+        if let Ok(s) = &r {
+            self.accepted.insert(s.batch.id);
+            self.checker.accepted(s.batch.id, &req);
+        }
+        r.map(|s| s.batch.id).map_err(|e| e.to_string())
+    }
+
+    /// Stops or restarts every worker of the simulation (for liveness scenarios).
+    pub fn set_workers_alive(&mut self, alive: bool) {
+        for w in &mut self.workers {
+            w.alive = alive;
+        }
     }
 
     /// The store under simulation.
@@ -458,7 +537,12 @@ impl Simulation {
     }
 
     async fn drain_round(&mut self) -> Result<(), String> {
-        // An operator resumes what paused; workers, callbacks and leaders run; time passes.
+        self.resume_paused().await;
+        self.drain_round_by(Duration::from_secs(5)).await
+    }
+
+    async fn resume_paused(&mut self) {
+        // An operator resumes what paused.
         let paused: Vec<BatchId> =
             self.store.batches_snapshot().iter().filter(|b| b.state == BatchState::Paused).map(|b| b.id).collect();
         for id in paused {
@@ -473,12 +557,15 @@ impl Simulation {
                 r.map(|b| b.state.to_string()).unwrap_or_else(|e| e.to_string())
             ));
         }
+    }
+
+    async fn drain_round_by(&mut self, step: Duration) -> Result<(), String> {
         for w in 0..self.workers.len() {
             self.worker_tick(w).await?;
         }
         self.callbacks().await;
         self.leader_tick(0).await;
-        self.clock.advance(Duration::from_secs(5));
+        self.clock.advance(step);
         Ok(())
     }
 
@@ -662,10 +749,10 @@ impl Simulation {
     fn schedule_installs(&mut self) {
         for (host, _, token) in self.provisioner.take_prepared() {
             let plan = self.fleet.plan_install();
+            let (takes, succeeds) = self.install_overrides.get(&host).copied().unwrap_or((plan.takes, plan.succeeds));
             self.install_seq += 1;
-            let at = self.clock.now().plus(plan.takes);
-            self.installs.insert((at, self.install_seq), (token, plan.succeeds));
-            let _ = host;
+            let at = self.clock.now().plus(takes);
+            self.installs.insert((at, self.install_seq), (token, succeeds, 0));
         }
     }
 
@@ -674,14 +761,19 @@ impl Simulation {
         let due: Vec<(Timestamp, u64)> =
             self.installs.range(..(now.plus(Duration::from_millis(1)), 0)).map(|(k, _)| *k).collect();
         for k in due {
-            let Some((token, ok)) = self.installs.remove(&k) else { continue };
+            let Some((token, ok, tries)) = self.installs.remove(&k) else { continue };
             let outcome = if ok {
                 JobOutcome::Succeeded
             } else {
                 JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
             };
             let r = self.engine.report_wait_result(&token, outcome).await;
-            self.trace(format!("callback ok={ok}: {}", outcome_of(r.map(|j| j.state))));
+            if r.is_err() && tries < 5 {
+                // Installers retry their callback (e.g. it raced the power-cycle report).
+                self.install_seq += 1;
+                self.installs.insert((now.plus(Duration::from_secs(30)), self.install_seq), (token, ok, tries + 1));
+            }
+            self.trace(format!("callback ok={ok} try {tries}: {}", outcome_of(r.map(|j| j.state))));
         }
     }
 

@@ -1,0 +1,522 @@
+//! Engine scenarios, one per promise of the facade, the workers and the singletons. Most
+//! run on the deterministic simulator ([`Simulation`]) with invariants checked after every
+//! round; pool supervision and shutdown run on the real tokio runtime and clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use maas_core::authz::{Grant, GroupPolicy, Principal};
+use maas_core::engine::{EngineError, PoolConfig, WorkerConfig, WorkerPool};
+use maas_core::host::{BmcEndpoint, HostState};
+use maas_core::machine::JobOutcome;
+use maas_core::model::PauseReason;
+use maas_core::ports::inventory::Inventory;
+use maas_core::ports::power::*;
+use maas_core::ports::services::TicketKind;
+use maas_core::ports::store::*;
+use maas_core::sim::{SimConfig, Simulation, fleet_hosts};
+use maas_core::validate::Problem;
+use maas_core::*;
+
+const ROUND: Duration = Duration::from_secs(5);
+
+fn reimage(hosts: &str) -> BatchRequest {
+    BatchRequest::new(
+        Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None },
+        [hosts],
+    )
+}
+
+fn reboot(hosts: &str) -> BatchRequest {
+    BatchRequest::new(Action::Reboot { soft: false }, [hosts])
+}
+
+async fn sim() -> Simulation {
+    Simulation::new(SimConfig::scenario()).await
+}
+
+fn alice() -> Principal {
+    Principal::new("alice", [])
+}
+
+async fn claims(sim: &Simulation) -> usize {
+    sim.store().claims_snapshot().len()
+}
+
+#[tokio::test]
+async fn a_batch_runs_from_submit_to_done_with_events_audit_and_per_host_status() {
+    let mut sim = sim().await;
+    let id = sim.submit_as("alice", reimage("sim[000001-000010].dc1")).await.unwrap();
+    sim.round(ROUND).await.unwrap();
+    let view = sim.engine().get_batch(id).await.unwrap();
+    assert_eq!(view.hosts.len(), 10);
+    assert!(view.hosts.iter().all(|h| h.state == HostRunState::Running && h.started_at.is_some()));
+    sim.settle(ROUND, 1000).await.unwrap();
+    let view = sim.engine().get_batch(id).await.unwrap();
+    assert_eq!(view.batch.state, BatchState::Completed);
+    assert!(view.hosts.iter().all(|h| h.state == HostRunState::Succeeded && h.step == Some(plan::StepKind::Release)));
+    let events = sim.store().event_list(EventListParams { batch_id: Some(id), ..Default::default() }).await.unwrap();
+    assert!(matches!(events.first().unwrap().kind, EventKind::BatchAccepted { .. }));
+    assert!(matches!(events.last().unwrap().kind, EventKind::BatchCompleted { .. }));
+    assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::HostSucceeded { .. })).count(), 10);
+    let audit = sim.engine().audit(10).await.unwrap();
+    assert_eq!((audit[0].principal.as_str(), audit[0].host_count), ("alice", 10));
+    assert_eq!(audit[0].hosts, "sim[000001-000010].dc1");
+    // The notifier got every event of the batch, in order.
+    sim.round(ROUND).await.unwrap();
+    let delivered: Vec<u64> = sim.notifier().delivered().iter().filter(|e| e.batch_id == id).map(|e| e.seq).collect();
+    assert_eq!(delivered, events.iter().map(|e| e.seq).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn rejections_name_every_problem_and_write_nothing() {
+    let mut sim = sim().await;
+    let store = sim.store().clone();
+    store.host_set_state(&Hostname::new("sim000003.dc1").unwrap(), HostState::Allocated).await.unwrap();
+    store.host_set_state(&Hostname::new("sim000004.dc1").unwrap(), HostState::Decommissioned).await.unwrap();
+    let holder = sim.submit_as("bob", reboot("sim[000005-000006].dc1")).await.unwrap();
+    let before = claims(&sim).await;
+    let mut req = reboot("sim[000001-000006].dc1");
+    req.hosts.push("ghost.dc9".into());
+    let err = sim.engine().submit(&alice(), &req).await.unwrap_err();
+    let EngineError::Rejected(report) = err else { panic!("{err}") };
+    let text = report.to_string();
+    for needle in [
+        "sim000003.dc1 is in use",
+        "sim000004.dc1 is decommissioned",
+        "ghost.dc9 is not in the inventory",
+        &format!("sim000005.dc1 is held by active batch {holder}"),
+        &format!("sim000006.dc1 is held by active batch {holder}"),
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert_eq!(claims(&sim).await, before, "a rejected batch leaves no claims");
+    assert_eq!(sim.engine().list_batches(BatchListParams::default()).await.unwrap().len(), 1);
+    sim.round(ROUND).await.unwrap();
+}
+
+#[tokio::test]
+async fn permissions_are_checked_per_action_pool_and_site_and_force_needs_its_own_grant() {
+    let store = Arc::new(MemStore::default());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    let mut hosts = fleet_hosts(&fleet, 2, 4);
+    hosts[1].state = HostState::Allocated;
+    store.host_upsert_many(hosts).await.unwrap();
+    let g = |s: &str| Group::new(s).unwrap();
+    let policy = GroupPolicy {
+        grants: vec![Grant {
+            group: g("sre"),
+            actions: Some(vec![ActionKind::Reboot]),
+            pools: Some(vec![Pool::new("web").unwrap()]),
+            sites: Some(vec![Site::new("dc1").unwrap()]),
+            force: false,
+            admin: false,
+        }],
+    };
+    let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
+    let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
+        .authorizer(Arc::new(policy))
+        .build();
+    let sre = Principal::new("sam", [g("sre")]);
+    assert!(engine.submit(&sre, &reboot("sim000001.dc1")).await.is_ok());
+    let err = engine.submit(&sre, &reboot("sim000001.dc2")).await.unwrap_err().to_string();
+    assert!(err.contains("lacks permission: reboot on pool web in site dc2"), "{err}");
+    let err = engine.submit(&sre, &BatchRequest::new(Action::PowerOff { soft: false }, ["sim000003.dc1"])).await;
+    assert!(err.unwrap_err().to_string().contains("power_off on pool web in site dc1"));
+    let mut forced = reboot("sim000002.dc1");
+    forced.force = Some(ForceInUse { reason: "urgent kernel fix".into() });
+    let err = engine.submit(&sre, &forced).await.unwrap_err().to_string();
+    assert!(err.contains("force-in-use on pool web in site dc1"), "{err}");
+    // Someone else may not cancel alice's... sam's batch without admin.
+    let b = engine.list_batches(BatchListParams::default()).await.unwrap()[0].id;
+    let err = engine.cancel_batch(&Principal::new("mallory", []), b, "no").await.unwrap_err();
+    assert!(matches!(err, EngineError::Denied(_)), "{err}");
+}
+
+#[tokio::test]
+async fn dry_run_reports_everything_and_writes_nothing() {
+    let mut sim = sim().await;
+    let holder = sim.submit_as("bob", reboot("sim000002.dc1")).await.unwrap();
+    sim.store().host_set_state(&Hostname::new("sim000003.dc1").unwrap(), HostState::Allocated).await.unwrap();
+    let events_before = sim.store().event_list(EventListParams::default()).await.unwrap().len();
+    let report = sim.engine().dry_run(&alice(), &reimage("sim[000001-000004].dc1")).await.unwrap();
+    assert!(!report.acceptable);
+    assert_eq!(report.hosts.len(), 4);
+    assert_eq!(report.hosts[1].held_by, Some(holder));
+    assert_eq!(report.hosts[0].plan.len(), 6, "{:?}", report.hosts[0].plan);
+    assert!(report.report.problems.iter().any(|p| matches!(p, Problem::InUse { .. })));
+    assert!(
+        report.report.problems.iter().any(|p| matches!(p, Problem::Conflict { held_by, .. } if *held_by == holder))
+    );
+    assert_eq!(sim.store().event_list(EventListParams::default()).await.unwrap().len(), events_before);
+    assert_eq!(sim.engine().list_batches(BatchListParams::default()).await.unwrap().len(), 1);
+    let ok = sim.engine().dry_run(&alice(), &reimage("sim[000010-000011].dc2")).await.unwrap();
+    assert!(ok.acceptable && ok.report.problems.is_empty());
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_batch_and_refuses_another_spec() {
+    let mut sim = sim().await;
+    let mut req = reboot("sim[000001-000003].dc1");
+    req.idempotency_key = Some("change-42".into());
+    let first = sim.engine().submit(&alice(), &req).await.unwrap();
+    let again = sim.engine().submit(&alice(), &req).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.batch.id, again.batch.id);
+    assert!(again.warnings.iter().any(|w| w.contains("already names batch")));
+    req.priority = PriorityClass::Urgent;
+    let err = sim.engine().submit(&alice(), &req).await.unwrap_err().to_string();
+    assert!(err.contains("idempotency key \"change-42\" already used by batch"), "{err}");
+    sim.round(ROUND).await.unwrap();
+}
+
+#[tokio::test]
+async fn warnings_name_sites_without_live_workers_and_liveness_follows_heartbeats() {
+    let mut sim = sim().await;
+    sim.set_workers_alive(false);
+    let s = sim.engine().submit(&alice(), &reboot("sim000001.dc2")).await.unwrap();
+    assert!(s.warnings.iter().any(|w| w.contains("no live workers in site dc2")), "{:?}", s.warnings);
+    sim.set_workers_alive(true);
+    sim.round(ROUND).await.unwrap();
+    let now = sim.clock().now();
+    assert_eq!(sim.engine().live_sites(now).await.unwrap().len(), 2);
+    let active = sim.engine().active_counts().await.unwrap();
+    let dc2 = active.iter().find(|a| a.activity.site.as_str() == "dc2").unwrap();
+    assert_eq!(dc2.live_workers, 2);
+    // Three minutes without a heartbeat: the site is no longer live.
+    sim.set_workers_alive(false);
+    sim.clock().advance(Duration::from_secs(181));
+    assert!(sim.engine().live_sites(sim.clock().now()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn console_check_rejects_hosts_whose_bmc_does_not_answer() {
+    let store = Arc::new(MemStore::default());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    let hosts = fleet_hosts(&fleet, 1, 4);
+    fleet.set_reachable(&hosts[2].bmc, false);
+    store.host_upsert_many(hosts).await.unwrap();
+    let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
+    let config = EngineConfig { console_check: true, ..EngineConfig::default() };
+    let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
+        .config(config)
+        .build();
+    let err = engine.submit(&alice(), &reboot("sim[000001-000004].dc1")).await.unwrap_err().to_string();
+    assert!(err.contains("sim000003.dc1: BMC console check failed"), "{err}");
+    assert!(store.claims_snapshot().is_empty());
+    assert!(engine.submit(&alice(), &reboot("sim[000001-000002].dc1")).await.is_ok());
+}
+
+#[tokio::test]
+async fn cancel_ends_queued_hosts_at_once_and_lets_running_steps_finish() {
+    let mut sim = sim().await;
+    let mut req = reimage("sim[000001-000010].dc1");
+    req.rollout.max_in_flight = 3;
+    let id = sim.submit_as("alice", req).await.unwrap();
+    sim.round(ROUND).await.unwrap();
+    let b = sim.engine().cancel_batch(&alice(), id, "wrong rack").await.unwrap();
+    assert_eq!(b.state, BatchState::Cancelling);
+    assert_eq!(b.counts.cancelled, 7, "queued hosts end at once");
+    sim.settle(ROUND, 1000).await.unwrap();
+    let b = sim.engine().get_batch(id).await.unwrap().batch;
+    assert_eq!(b.state, BatchState::Cancelled);
+    assert_eq!(b.counts.cancelled + b.counts.succeeded + b.counts.failed, 10);
+    assert_eq!(claims(&sim).await, 0);
+}
+
+#[tokio::test]
+async fn pause_stops_new_hosts_and_resume_continues() {
+    let mut sim = sim().await;
+    let mut req = reboot("sim[000001-000012].dc1");
+    req.rollout.max_in_flight = 4;
+    let id = sim.submit_as("alice", req).await.unwrap();
+    sim.engine().pause_batch(&alice(), id, "looking at graphs").await.unwrap();
+    for _ in 0..20 {
+        sim.round(ROUND).await.unwrap();
+    }
+    let b = sim.engine().get_batch(id).await.unwrap().batch;
+    assert_eq!(b.state, BatchState::Paused);
+    assert_eq!((b.counts.succeeded, b.counts.queued), (4, 8), "running hosts finish, no new ones start");
+    sim.engine().resume_batch(&alice(), id).await.unwrap();
+    sim.settle(ROUND, 1000).await.unwrap();
+    assert_eq!(sim.engine().get_batch(id).await.unwrap().batch.counts.succeeded, 12);
+}
+
+#[tokio::test]
+async fn over_budget_pauses_the_batch_and_raises_tickets_for_it_and_wedged_hosts() {
+    let mut sim = sim().await;
+    for i in 1..=4 {
+        sim.set_install(&format!("sim{i:06}.dc1"), Duration::from_secs(60), false);
+    }
+    let mut req = reimage("sim[000001-000010].dc1");
+    req.rollout = RolloutPolicy { max_in_flight: 5, failure_budget: 2 };
+    let id = sim.submit_as("alice", req).await.unwrap();
+    // A host whose BMC stops answering exhausts its retries: wedged.
+    let wedged = Hostname::new("sim000005.dc1").unwrap();
+    let bmc = sim.store().host_get_many(std::slice::from_ref(&wedged)).await.unwrap()[0].bmc.clone();
+    sim.fleet().set_reachable(&bmc, false);
+    for _ in 0..200 {
+        sim.round(Duration::from_secs(30)).await.unwrap();
+    }
+    let b = sim.engine().get_batch(id).await.unwrap().batch;
+    assert_eq!(b.state, BatchState::Paused, "{:?}", b.counts);
+    assert!(matches!(b.pause_reason, Some(PauseReason::FailureBudget { budget: 2, .. })));
+    assert!(b.counts.failed > 2 && b.counts.queued > 0, "{:?}", b.counts);
+    let events = sim.store().event_list(EventListParams { batch_id: Some(id), ..Default::default() }).await.unwrap();
+    let paused_at = events.iter().position(|e| matches!(e.kind, EventKind::BatchPaused { .. })).unwrap();
+    assert!(
+        !events[paused_at..].iter().any(|e| matches!(e.kind, EventKind::HostStarted { .. })),
+        "no host starts after the pause"
+    );
+    let tickets = sim.engine().tickets(10).await.unwrap();
+    assert!(tickets.iter().any(|(_, t)| t.kind == TicketKind::FailureBudget && t.batch_id == id));
+    let w = tickets.iter().find(|(_, t)| t.kind == TicketKind::WedgedHost).expect("a wedged-host ticket");
+    assert_eq!(w.1.host.as_ref(), Some(&wedged));
+    assert!(
+        w.1.summary.contains("sim000005.dc1 wedged at preflight") && w.1.summary.contains("no answer"),
+        "{}",
+        w.1.summary
+    );
+}
+
+#[tokio::test]
+async fn a_slow_host_is_flagged_as_a_straggler_and_ticketed() {
+    let mut sim = sim().await;
+    sim.set_install("sim000007.dc1", Duration::from_secs(5 * 3600), true);
+    let id = sim.submit_as("alice", reimage("sim[000001-000008].dc1")).await.unwrap();
+    // Peers install in 10-12 minutes; after 50 minutes the slow one is past 3 x their p95.
+    for _ in 0..100 {
+        sim.round(Duration::from_secs(30)).await.unwrap();
+    }
+    let view = sim.engine().get_batch(id).await.unwrap();
+    let slow = view.hosts.iter().find(|h| h.hostname.as_str() == "sim000007.dc1").unwrap();
+    assert!(slow.straggler, "{slow:?}");
+    assert_eq!(view.hosts.iter().filter(|h| h.straggler).count(), 1);
+    let tickets = sim.engine().tickets(10).await.unwrap();
+    assert!(tickets.iter().any(|(_, t)| t.kind == TicketKind::Straggler && t.host == Some(slow.hostname.clone())));
+    let events = sim.store().event_list(EventListParams { batch_id: Some(id), ..Default::default() }).await.unwrap();
+    assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::StragglerFlagged { .. })).count(), 1);
+}
+
+#[tokio::test]
+async fn defunct_hosts_are_reclaimed_by_the_system_and_returned_to_their_pool() {
+    let mut sim = sim().await;
+    let h = Hostname::new("sim000020.dc2").unwrap();
+    sim.engine().mark_defunct(&Principal::new("ops", []), &h).await.unwrap();
+    for _ in 0..80 {
+        sim.round(Duration::from_secs(30)).await.unwrap();
+    }
+    let batches = sim.engine().list_batches(BatchListParams::default()).await.unwrap();
+    let reclaim = batches.iter().find(|b| b.submitter == "system:reclaim").expect("a reclaim batch");
+    assert_eq!(reclaim.state, BatchState::Completed);
+    assert_eq!(reclaim.spec.hosts, vec![h.clone()]);
+    assert_eq!(sim.store().host_get_many(&[h]).await.unwrap()[0].state, HostState::Ready);
+}
+
+#[tokio::test]
+async fn pool_kinds_are_remapped_live_without_restarting_workers() {
+    let mut sim = sim().await;
+    let web = Pool::new("web").unwrap();
+    // The pool now only runs preflight: reboots stop after their first step.
+    sim.engine().set_pool_kinds(&Principal::new("admin", []), &web, &[plan::StepKind::Preflight]).await.unwrap();
+    sim.clock().advance(Duration::from_secs(31));
+    let id = sim.submit_as("alice", reboot("sim[000001-000004].dc1")).await.unwrap();
+    for _ in 0..20 {
+        sim.round(ROUND).await.unwrap();
+    }
+    let view = sim.engine().get_batch(id).await.unwrap();
+    assert!(
+        view.hosts
+            .iter()
+            .all(|h| h.step == Some(plan::StepKind::PowerCycle) && h.step_state == Some(JobState::Available))
+    );
+    sim.engine().set_pool_kinds(&Principal::new("admin", []), &web, &plan::StepKind::ALL).await.unwrap();
+    sim.settle(ROUND, 1000).await.unwrap();
+    assert_eq!(sim.engine().get_batch(id).await.unwrap().batch.state, BatchState::Completed);
+}
+
+#[tokio::test]
+async fn eta_stats_and_the_live_watch_stream() {
+    let mut sim = sim().await;
+    let first = sim.submit_as("alice", reimage("sim[000001-000010].dc1")).await.unwrap();
+    sim.settle(Duration::from_secs(30), 1000).await.unwrap();
+    let stats = sim.engine().batch_stats(StatsParams::default()).await.unwrap();
+    assert_eq!((stats.succeeded, stats.failed, stats.success_rate), (10, 0, Some(1.0)));
+    let install = stats.steps.iter().find(|s| s.step == Some(plan::StepKind::AwaitInstall)).unwrap();
+    assert!(install.durations.p50 >= Duration::from_secs(600) && install.durations.p95 <= Duration::from_secs(760));
+    assert!(!stats.host_runs.is_empty());
+    // A second wave of 20 hosts, 10 at a time: about two install lengths.
+    let mut req = reimage("sim[000001-000020].dc2");
+    req.rollout.max_in_flight = 10;
+    let id = sim.submit_as("alice", req).await.unwrap();
+    let eta = sim.engine().eta(id).await.unwrap().unwrap();
+    assert!(eta.samples >= 60, "{eta:?}");
+    assert!(eta.remaining >= Duration::from_secs(2 * 600) && eta.remaining <= Duration::from_secs(2 * 900), "{eta:?}");
+    assert!(sim.engine().eta(first).await.unwrap().is_none(), "finished batches have no ETA");
+    let mut watch = Box::pin(sim.engine().watch(Some(id), 0, Duration::from_secs(1)));
+    sim.settle(Duration::from_secs(30), 1000).await.unwrap();
+    let mut kinds = Vec::new();
+    while let Some(e) = watch.next().await {
+        kinds.push(e.unwrap().kind);
+    }
+    assert!(matches!(kinds.first(), Some(EventKind::BatchAccepted { .. })));
+    assert!(matches!(kinds.last(), Some(EventKind::BatchCompleted { .. })), "the stream ends with the batch");
+    assert_eq!(kinds.len(), 1 + 20 + 20 + 1);
+}
+
+#[tokio::test]
+async fn list_batches_filters_and_pages() {
+    let mut sim = sim().await;
+    for i in 1..=5 {
+        sim.submit_as(if i % 2 == 0 { "bob" } else { "alice" }, reboot(&format!("sim{i:06}.dc1"))).await.unwrap();
+    }
+    sim.submit_as("alice", BatchRequest::new(Action::PowerOn, ["sim000009.dc1"])).await.unwrap();
+    let e = sim.engine();
+    let by_alice =
+        e.list_batches(BatchListParams { submitter: Some("alice".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(by_alice.len(), 4);
+    let power_on =
+        e.list_batches(BatchListParams { action: Some(ActionKind::PowerOn), ..Default::default() }).await.unwrap();
+    assert_eq!(power_on.len(), 1);
+    let page1 = e.list_batches(BatchListParams { limit: 4, ..Default::default() }).await.unwrap();
+    let page2 =
+        e.list_batches(BatchListParams { limit: 4, before: Some(page1[3].id), ..Default::default() }).await.unwrap();
+    assert_eq!((page1.len(), page2.len()), (4, 2));
+    assert!(page1.iter().all(|a| page2.iter().all(|b| b.id < a.id)));
+}
+
+#[tokio::test]
+async fn callbacks_need_the_right_token() {
+    let mut sim = sim().await;
+    sim.submit_as("alice", reimage("sim000001.dc1")).await.unwrap();
+    sim.round(ROUND).await.unwrap();
+    let err = sim.engine().report_wait_result("forged-token", JobOutcome::Succeeded).await.unwrap_err();
+    assert!(err.to_string().contains("callback token does not match"), "{err}");
+    sim.settle(Duration::from_secs(30), 1000).await.unwrap();
+}
+
+/// A BMC driver that panics on its first call and then behaves, and can be slow.
+#[derive(Debug)]
+struct Flaky {
+    inner: SimFleet,
+    panics_left: AtomicUsize,
+    delay: Duration,
+}
+
+#[async_trait]
+impl PowerDriver for Flaky {
+    async fn power_status(&self, bmc: &BmcEndpoint) -> Result<PowerState, PowerError> {
+        self.inner.power_status(bmc).await
+    }
+    async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError> {
+        self.inner.power(bmc, op).await
+    }
+    async fn set_boot_device(&self, bmc: &BmcEndpoint, device: BootDevice, persistent: bool) -> Result<(), PowerError> {
+        self.inner.set_boot_device(bmc, device, persistent).await
+    }
+    async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError> {
+        self.inner.boot_device(bmc).await
+    }
+    async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
+        if self.panics_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            panic!("driver bug on {}", bmc.address);
+        }
+        tokio::time::sleep(self.delay).await;
+        self.inner.probe(bmc).await
+    }
+}
+
+async fn real_engine(driver: Flaky, hosts: usize) -> (Engine, Arc<MemStore>) {
+    let store = Arc::new(MemStore::default());
+    let list = fleet_hosts(&driver.inner, 1, hosts);
+    store.host_upsert_many(list).await.unwrap();
+    let clock = Arc::new(SystemClock::new());
+    let config = EngineConfig {
+        lease: Duration::from_millis(600),
+        intervals: engine::SingletonIntervals { rescue: Duration::from_millis(50), ..Default::default() },
+        verify: engine::VerifyPolicy {
+            interval: Duration::from_millis(10),
+            deadline: Duration::from_millis(200),
+            soft_deadline: Duration::from_millis(200),
+        },
+        ..EngineConfig::default()
+    };
+    let engine =
+        Engine::builder(store.clone(), store.clone(), Arc::new(driver), clock.clone(), IdGenerator::new(clock, 5))
+            .config(config)
+            .rules(machine::Rules {
+                retry: machine::RetryPolicy { base: Duration::from_millis(10), max: Duration::from_millis(50) },
+                ..Default::default()
+            })
+            .build();
+    (engine, store)
+}
+
+fn pool_config(workers: usize, grace: Duration) -> PoolConfig {
+    PoolConfig {
+        site: Site::new("dc1").unwrap(),
+        pool: Pool::new("web").unwrap(),
+        workers,
+        worker: WorkerConfig {
+            idle_poll: Duration::from_millis(10),
+            flush_interval: Duration::from_millis(5),
+            shutdown_grace: grace,
+            ..Default::default()
+        },
+        restart_delay: Duration::from_millis(10),
+        instance: "test".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_replaces_a_crashed_worker_and_the_crashed_jobs_are_rescued() {
+    let driver =
+        Flaky { inner: SimFleet::new(1, FaultPlan::none()), panics_left: AtomicUsize::new(1), delay: Duration::ZERO };
+    let (engine, _store) = real_engine(driver, 6).await;
+    let pool = WorkerPool::start(&engine, pool_config(2, Duration::from_secs(1)));
+    let mut singletons = engine::Singletons::new(engine.clone(), "test");
+    let id = engine.submit(&alice(), &reboot("sim[000001-000006].dc1")).await.unwrap().batch.id;
+    let mut state = BatchState::Running;
+    for _ in 0..300 {
+        singletons.tick(engine.clock().now()).await;
+        state = engine.get_batch(id).await.unwrap().batch.state;
+        if state.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, BatchState::Completed);
+    assert_eq!(pool.restarts(), 1);
+    let report = pool.shutdown().await;
+    assert!(report.crashes[0].contains("panicked: driver bug"), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_unfinished_jobs_back_without_spending_an_attempt() {
+    let driver = Flaky {
+        inner: SimFleet::new(1, FaultPlan::none()),
+        panics_left: AtomicUsize::new(0),
+        delay: Duration::from_secs(30),
+    };
+    let (engine, store) = real_engine(driver, 2).await;
+    let pool = WorkerPool::start(&engine, pool_config(1, Duration::from_millis(100)));
+    engine.submit(&alice(), &reboot("sim[000001-000002].dc1")).await.unwrap();
+    for _ in 0..100 {
+        if store.jobs_snapshot().iter().any(|j| j.state == JobState::Running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = pool.shutdown().await;
+    assert_eq!(report.restarts, 0);
+    let heads: Vec<JobRecord> = store.jobs_snapshot().into_iter().filter(|j| j.position == 0).collect();
+    assert_eq!(heads.len(), 2);
+    for j in heads {
+        assert_eq!(j.state, JobState::Available, "handed back: {j:?}");
+        assert_eq!((j.attempt, j.max_attempts), (1, plan::StepKind::Preflight.default_max_attempts() + 1));
+        assert!(j.lease_owner.is_none());
+    }
+}

@@ -428,7 +428,6 @@ impl Simulation {
         let r = self.engine.submit(&Principal::new(who, []), &req).await;
         if let Ok(s) = &r {
             self.accepted.insert(s.batch.id);
-            self.checker.accepted(s.batch.id, &req);
         }
         r.map(|s| s.batch.id).map_err(|e| e.to_string())
     }
@@ -619,7 +618,6 @@ impl Simulation {
                     self.keys.insert((who.name.clone(), key.clone()), s.batch.id);
                 }
                 self.accepted.insert(s.batch.id);
-                self.checker.accepted(s.batch.id, &req);
                 format!("{label} {} by {}: accepted {} created={}", req.hosts[0], who.name, s.batch.id, s.created)
             }
             Err(e) => {
@@ -796,7 +794,6 @@ impl Simulation {
             );
             if let Some(b) = r.reclaimed {
                 self.accepted.insert(b);
-                self.checker.accepted_system(b);
             }
             self.trace(line);
         }
@@ -809,7 +806,6 @@ impl Simulation {
             sw.alive = false;
             sw.in_flight.clear();
             let id = sw.worker.id().to_string();
-            self.checker.crashed(&id);
             self.report.crashes += 1;
             self.trace(format!("worker {id} crashes with its jobs and unflushed completions"));
         } else {
@@ -933,8 +929,6 @@ pub struct Checker {
     /// Failed counts at the last check, and batches resumed since.
     failed_seen: HashMap<BatchId, u32>,
     resumed: BTreeSet<BatchId>,
-    /// Accepted batches and their rollout.
-    rollout: HashMap<BatchId, RolloutPolicy>,
     notes: Vec<String>,
 }
 
@@ -950,14 +944,6 @@ struct BatchEventState {
 impl Checker {
     fn note(&mut self, s: String) {
         self.notes.push(s);
-    }
-
-    fn accepted(&mut self, id: BatchId, req: &BatchRequest) {
-        self.rollout.insert(id, req.rollout);
-    }
-
-    fn accepted_system(&mut self, id: BatchId) {
-        self.rollout.entry(id).or_insert_with(RolloutPolicy::default);
     }
 
     fn resumed(&mut self, id: BatchId) {
@@ -980,11 +966,6 @@ impl Checker {
                 self.holders.remove(id);
             }
         }
-    }
-
-    fn crashed(&mut self, owner: &str) {
-        // A crashed worker's leases stay until they expire: that is the point.
-        let _ = owner;
     }
 
     /// Available jobs the worker could take now, in claim order.

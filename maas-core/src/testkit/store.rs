@@ -775,6 +775,112 @@ pub async fn finished_host_runs_are_sampled_for_stats(t: Harness) {
     assert!(none.is_empty());
 }
 
+/// A worker handing jobs back leaves them available at once with their attempt returned;
+/// it cannot hand back someone else's job or an attempt it no longer holds.
+pub async fn hand_back_returns_held_jobs_without_spending_an_attempt(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    t.submit(&hosts, reboot(), |_| {}).await.unwrap();
+    let jobs = t.claim("dc1", 2, "w1").await;
+    assert_eq!(jobs.len(), 2);
+    let (a, b) = (&jobs[0], &jobs[1]);
+    let p = JobReleaseParams { owner: "w2".into(), jobs: vec![(a.id, a.attempt)], now: t.now() };
+    assert!(t.store.job_release_many(p).await.unwrap().is_empty(), "not w2's job");
+    let p = JobReleaseParams { owner: "w1".into(), jobs: vec![(a.id, a.attempt + 1), (b.id, b.attempt)], now: t.now() };
+    assert_eq!(t.store.job_release_many(p).await.unwrap(), vec![b.id], "only the held attempt is released");
+    let again = t.claim("dc1", 5, "w3").await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt, again[0].max_attempts), (b.id, 2, b.max_attempts + 1));
+    assert_eq!(again[0].key, b.key, "it keeps its place in the queue");
+}
+
+/// A straggler is flagged once per step, with one event, only while it is on that step.
+pub async fn stragglers_are_flagged_once_per_step(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    let batch = t.submit(&hosts, reboot(), |_| {}).await.unwrap().batch;
+    let run =
+        t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    let flag = |position| StragglerFlagParams { host_run_id: run[0].id, position, now: t.now() };
+    assert!(!t.store.host_run_flag_straggler(flag(1)).await.unwrap(), "not on step 1 yet");
+    assert!(t.store.host_run_flag_straggler(flag(0)).await.unwrap());
+    assert!(!t.store.host_run_flag_straggler(flag(0)).await.unwrap(), "once per step");
+    let events = t.store.event_list(EventListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    let flagged: Vec<_> = events.iter().filter(|e| matches!(e.kind, EventKind::StragglerFlagged { .. })).collect();
+    assert_eq!(flagged.len(), 1);
+    let run =
+        t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await.unwrap();
+    assert_eq!(run[0].straggler_step, Some(0));
+}
+
+/// Step samples cover succeeded steps in the window with the batch's action and the host's
+/// SKU; activity counts what is in flight per site.
+pub async fn step_samples_and_site_activity(t: Harness) {
+    let dc1 = t.add_hosts("dc1", 2).await;
+    let dc2 = t.add_hosts("dc2", 1).await;
+    let start = t.now();
+    t.submit(&dc1, reboot(), |_| {}).await.unwrap();
+    t.submit(&dc2, reboot(), |_| {}).await.unwrap();
+    let running = t.claim("dc1", 1, "w").await;
+    let active = t.store.stats_active().await.unwrap();
+    let get = |s: &str| active.iter().find(|a| a.site.as_str() == s).cloned().unwrap();
+    let (a1, a2) = (get("dc1"), get("dc2"));
+    assert_eq!((a1.hosts_in_flight, a1.jobs_running, a1.jobs_queued, a1.jobs_waiting), (2, 1, 1, 0));
+    assert_eq!((a2.hosts_in_flight, a2.jobs_running, a2.jobs_queued), (1, 0, 1));
+    t.clock.advance(Duration::from_secs(7));
+    t.complete(&running[0], JobOutcome::Succeeded).await.unwrap();
+    let samples = t.store.stats_steps(StatsParams { finished_from: Some(start), finished_until: None }).await.unwrap();
+    assert_eq!(samples.len(), 1);
+    let s = &samples[0];
+    assert_eq!((s.kind, s.action, s.sku.as_str()), (StepKind::Preflight, crate::action::ActionKind::Reboot, "gen9"));
+    assert_eq!(s.finished_at.since(s.started_at), Duration::from_secs(7));
+    let later = StatsParams { finished_from: Some(t.now().plus(Duration::from_secs(1))), finished_until: None };
+    assert!(t.store.stats_steps(later).await.unwrap().is_empty());
+}
+
+/// Tickets are idempotent per (kind, batch, host) and listed newest first.
+pub async fn tickets_are_idempotent_and_listed_newest_first(t: Harness) {
+    use crate::ports::services::{Ticket, TicketKind};
+    let hosts = t.add_hosts("dc1", 1).await;
+    let batch = t.submit(&hosts, reboot(), |_| {}).await.unwrap().batch;
+    let ticket = |kind, host: Option<Hostname>| Ticket {
+        kind,
+        batch_id: batch.id,
+        host,
+        step: None,
+        summary: "needs a human".into(),
+        at: t.now(),
+    };
+    let (first, new) = t.store.ticket_open(ticket(TicketKind::WedgedHost, Some(hosts[0].clone()))).await.unwrap();
+    assert!(new);
+    let (again, new) = t.store.ticket_open(ticket(TicketKind::WedgedHost, Some(hosts[0].clone()))).await.unwrap();
+    assert_eq!((again.as_str(), new), (first.as_str(), false));
+    let (other, _) = t.store.ticket_open(ticket(TicketKind::FailureBudget, None)).await.unwrap();
+    assert_ne!(other, first);
+    let list = t.store.ticket_list(10).await.unwrap();
+    assert_eq!(list.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![other, first]);
+}
+
+/// Retention removes old finished batches with their rows, keeps unseen events, the audit
+/// trail and active batches.
+pub async fn retention_purges_old_finished_batches_only(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    let old = t.submit(&hosts[..1], reboot(), |_| {}).await.unwrap().batch;
+    t.drain("dc1", 10).await;
+    t.clock.advance(Duration::from_secs(3600));
+    let active = t.submit(&hosts[1..], reboot(), |_| {}).await.unwrap().batch;
+    let events = t.store.event_list(EventListParams::default()).await.unwrap();
+    let seen = events.iter().filter(|e| e.batch_id == old.id).map(|e| e.seq).min().unwrap();
+    let p = PurgeParams { finished_before: t.now().minus(Duration::from_secs(60)), events_through: seen, limit: 0 };
+    let r = t.store.batch_purge_finished(p).await.unwrap();
+    assert_eq!((r.batches, r.host_runs, r.jobs, r.events), (1, 1, 3, 1));
+    assert!(t.store.batch_get(old.id).await.unwrap().is_none());
+    assert!(t.store.batch_get(active.id).await.unwrap().is_some());
+    let left = t.store.event_list(EventListParams { batch_id: Some(old.id), ..Default::default() }).await.unwrap();
+    assert!(!left.is_empty() && left.iter().all(|e| e.seq > seen), "unseen events stay");
+    assert_eq!(t.store.audit_list(0).await.unwrap().len(), 2);
+    let after = t.store.event_list(EventListParams::default()).await.unwrap();
+    assert!(after.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
 /// The inventory upserts idempotently, filters, pages and sets states.
 pub async fn inventory_upserts_lists_and_sets_state(t: Harness) {
     let dc1 = t.add_hosts("dc1", 3).await;
@@ -839,6 +945,11 @@ where
         batch_list_filters_and_pages,
         pool_kinds_and_worker_registry_round_trip,
         finished_host_runs_are_sampled_for_stats,
+        hand_back_returns_held_jobs_without_spending_an_attempt,
+        stragglers_are_flagged_once_per_step,
+        step_samples_and_site_activity,
+        tickets_are_idempotent_and_listed_newest_first,
+        retention_purges_old_finished_batches_only,
         inventory_upserts_lists_and_sets_state,
     );
 }

@@ -1,292 +1,208 @@
-//! Quickstart: a simulated fleet of 3,000 hosts in three sites, driven end to end on the
-//! in-memory store with a manual clock — validation with a full report, an overlapping batch
-//! rejected with its conflicts, priority aging (an urgent reimage overtakes a low-priority
-//! wave), a cancel, a failure budget that pauses a batch, and a final table.
+//! Quickstart: the maas engine on a simulated fleet of 3,000 hosts in three sites — the
+//! in-memory store, simulated BMCs with a few faults, simulated installers, four workers
+//! per site and the leader singletons, all on a simulated clock.
 //!
-//! The worker loop here is deliberately small (claim, execute on the simulated BMCs,
-//! complete, deliver install callbacks); the engine with leases, heartbeats, supervision
-//! and singletons replaces it. Run: `cargo run --release --example quickstart`.
+//! It shows the whole rejection report, an overlapping batch rejected with its conflicts,
+//! a dry run, a low-priority reimage wave overtaken by an urgent one, a cancel, a batch
+//! that exceeds its failure budget, pauses and raises a ticket, live progress bars, an ETA,
+//! and a final statistics table. Run: `cargo run --release --example quickstart`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
-use maas::machine::{self, HostTarget, Rules};
-use maas::plan::StepKind;
-use maas::ports::power::{BootDevice, PowerOp, PowerState};
-use maas::ports::store::*;
-use maas::validate::{ValidationContext, validate_batch};
+use maas::engine::BatchView;
+use maas::ports::store::{BatchListParams, StatsParams};
+use maas::sim::{SimConfig, Simulation};
 use maas::*;
 
-const SITES: [&str; 3] = ["dc1", "dc2", "dc3"];
-const PER_SITE: usize = 1000;
+const ROUND: Duration = Duration::from_secs(30);
 
-struct Demo {
-    store: MemStore,
-    fleet: SimFleet,
-    clock: ManualClock,
-    ids: IdGenerator,
-    inventory: HashMap<Hostname, Host>,
-    pending_installs: Vec<(Timestamp, String, bool)>,
+fn bar(b: &BatchRecord) -> String {
+    let c = b.counts;
+    let done = c.succeeded + c.failed + c.cancelled;
+    let width = 24;
+    let filled = (done as usize * width).checked_div(c.total() as usize).unwrap_or(0);
+    format!(
+        "[{}{}] {done:>4}/{:<4} {:<10}",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        c.total(),
+        b.state.to_string()
+    )
 }
 
-impl Demo {
-    fn new() -> Self {
-        let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-11-21T09:00:00Z").unwrap());
-        let faults =
-            FaultPlan { busy: 0.02, timeout: 0.01, wrong_state: 0.01, install_failure: 0.01, ..FaultPlan::none() };
-        let mut inventory = HashMap::new();
-        let fleet = SimFleet::new(42, faults);
-        for (s, site) in SITES.iter().enumerate() {
-            for i in 1..=PER_SITE {
-                let bmc = BmcEndpoint {
-                    address: format!("10.{s}.{}.{}", i / 250, i % 250),
-                    port: 623,
-                    credentials_ref: "default".into(),
-                };
-                fleet.add_bmc(&bmc, PowerState::On);
-                let host = Host {
-                    hostname: Hostname::new(&format!("web{i:04}.{site}")).unwrap(),
-                    site: Site::new(site).unwrap(),
-                    rack: None,
-                    pool: Pool::new("web").unwrap(),
-                    owner_group: None,
-                    sku: Sku::new(if i % 3 == 0 { "gen10" } else { "gen9" }).unwrap(),
-                    bmc,
-                    state: if i % 97 == 0 { HostState::Allocated } else { HostState::Ready },
-                };
-                inventory.insert(host.hostname.clone(), host);
-            }
-        }
-        let ids = IdGenerator::new(Arc::new(clock.clone()), 7);
-        Demo { store: MemStore::default(), fleet, clock, ids, inventory, pending_installs: Vec::new() }
-    }
-
-    async fn submit(&self, who: &str, req: BatchRequest) -> Result<BatchRecord, String> {
-        let claims: HashMap<Hostname, BatchId> = HashMap::new();
-        let limits = Limits::default();
-        let principal = Principal::new(who, []);
-        let ctx = ValidationContext {
-            limits: &limits,
-            principal: &principal,
-            authorizer: &AllowAll,
-            hosts: &self.inventory,
-            claims: &claims,
-            now: self.clock.now(),
-        };
-        let spec = validate_batch(&req, &ctx).map_err(|r| r.to_string())?;
-        let targets: Vec<HostTarget> = spec
-            .hosts
-            .iter()
-            .map(|h| {
-                let x = &self.inventory[h];
-                HostTarget { hostname: h.clone(), site: x.site.clone(), pool: x.pool.clone(), sku: x.sku.clone() }
-            })
-            .collect();
-        let new_batch =
-            machine::plan_submission(spec, &principal, &targets, self.clock.now(), &self.ids, &Rules::default());
-        self.store.batch_submit(BatchSubmitParams { new_batch }).await.map(|b| b.batch).map_err(|e| e.to_string())
-    }
-
-    /// One tick: every site's worker claims up to 200 jobs, runs them on the simulated
-    /// BMCs, completes them; installs that finished report back; the rescuer runs.
-    async fn tick(&mut self) -> usize {
-        let now = self.clock.now();
-        let mut done = 0;
-        for site in SITES {
-            let jobs = self
-                .store
-                .job_claim(JobClaimParams {
-                    site: Site::new(site).unwrap(),
-                    kinds: StepKind::ALL.to_vec(),
-                    limit: 200,
-                    owner: format!("worker-{site}"),
-                    now,
-                    lease: Duration::from_secs(300),
-                })
-                .await
-                .unwrap();
-            let mut completions = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let outcome = self.execute(&job).await;
-                completions.push(JobCompletion { job_id: job.id, attempt: job.attempt, outcome });
-            }
-            done += completions.len();
-            self.store.job_complete_many(JobCompleteManyParams { completions, now }).await.unwrap();
-        }
-        let (ready, later): (Vec<_>, Vec<_>) = self.pending_installs.drain(..).partition(|(at, _, _)| *at <= now);
-        self.pending_installs = later;
-        for (_, token, ok) in ready {
-            let outcome = if ok {
-                JobOutcome::Succeeded
-            } else {
-                JobOutcome::Failed { error: "installer: disk not found".into(), retryable: false }
-            };
-            let _ = self.store.job_resolve_wait(JobResolveWaitParams { token, outcome, now }).await;
-        }
-        self.store.job_rescue_expired(JobRescueParams { now, limit: 0 }).await.unwrap();
-        self.clock.advance(Duration::from_secs(30));
-        done
-    }
-
-    async fn execute(&mut self, job: &maas::JobRecord) -> JobOutcome {
-        let bmc = self.inventory[&job.hostname].bmc.clone();
-        let bmc = &bmc;
-        let result = match job.kind {
-            StepKind::Preflight => self.fleet.probe(bmc).await.map(|_| ()),
-            StepKind::SetBootPxe => {
-                // The installer reports with the next waiting step's token when it finishes.
-                let jobs = self
-                    .store
-                    .job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() })
-                    .await
-                    .unwrap();
-                if let Some(token) = jobs.iter().find_map(|j| j.wait_token.clone()) {
-                    let plan = self.fleet.plan_install();
-                    // A beta image that half the hardware cannot boot: the budget will trip.
-                    let beta = format!("{:?}", job.params.boot).contains("beta");
-                    let ok = plan.succeeds && !(beta && job.hostname.as_str().as_bytes()[6].is_multiple_of(2));
-                    self.pending_installs.push((self.clock.now().plus(plan.takes), token, ok));
-                }
-                self.fleet.set_boot_device(bmc, BootDevice::Pxe, false).await
-            }
-            StepKind::PowerCycle => self.fleet.power(bmc, PowerOp::Cycle).await.map(|_| ()),
-            StepKind::PowerOn => self.fleet.power(bmc, PowerOp::On).await.map(|_| ()),
-            StepKind::PowerOff => self.fleet.power(bmc, PowerOp::Off).await.map(|_| ()),
-            StepKind::SoftOff => self.fleet.power(bmc, PowerOp::SoftOff).await.map(|_| ()),
-            StepKind::SoftReset => self.fleet.power(bmc, PowerOp::Reset).await.map(|_| ()),
-            StepKind::Verify => match self.fleet.power_status(bmc).await {
-                Ok(PowerState::On) => Ok(()),
-                Ok(PowerState::Off) => {
-                    Err(maas::ports::PowerError::Busy { bmc: bmc.address.clone(), detail: "still off".into() })
-                }
-                Err(e) => Err(e),
-            },
-            StepKind::Release | StepKind::MarkDecommissioned | StepKind::AwaitInstall | StepKind::AwaitWipe => Ok(()),
-        };
-        match result {
-            Ok(()) => JobOutcome::Succeeded,
-            Err(e) => JobOutcome::Failed { retryable: e.is_retryable(), error: e.to_string() },
-        }
-    }
+fn reimage(os: &str, hosts: &[&str]) -> BatchRequest {
+    BatchRequest::new(
+        Action::Reimage { os: OsRelease::new(os).expect("valid release"), install_timeout_secs: None },
+        hosts.iter().copied(),
+    )
 }
 
-fn bar(done: u32, total: u32) -> String {
-    let w = 30;
-    let filled = (done as usize * w).checked_div(total as usize).unwrap_or(0);
-    format!("[{}{}] {done}/{total}", "#".repeat(filled), " ".repeat(w - filled))
+async fn state(sim: &Simulation, id: BatchId) -> BatchRecord {
+    sim.engine().get_batch(id).await.map(|v: BatchView| v.batch).expect("batch exists")
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let mut demo = Demo::new();
-    println!("maas quickstart: {} simulated hosts in {} sites (in-memory store)\n", demo.inventory.len(), SITES.len());
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = SimConfig {
+        seed: 42,
+        sites: 3,
+        hosts_per_site: 1000,
+        workers_per_site: 4,
+        worker_capacity: 64,
+        defunct_every: 0,
+        allocated_every: 97,
+        faults: FaultPlan { busy: 0.02, timeout: 0.01, wrong_state: 0.01, install_failure: 0.005, ..FaultPlan::none() },
+        check: false,
+        ..SimConfig::scenario()
+    };
+    let mut sim = Simulation::new(cfg).await;
+    let engine = sim.engine().clone();
+    let alice = Principal::new("alice", []);
+    println!("maas quickstart: 3,000 simulated hosts in 3 sites, 4 workers per site, in-memory store\n");
 
-    let bad =
-        BatchRequest::new(Action::Reboot { soft: false }, ["web[0096-0098].dc1", "ghost1.dc9", "bad_name", "web[5-"]);
+    let bad = BatchRequest::new(
+        Action::Reboot { soft: false },
+        ["sim[000096-000098].dc1", "ghost1.dc9", "bad_name", "web[5-"],
+    );
     println!(
         "1. a request with problems gets the whole report at once:\n{}\n",
-        demo.submit("alice", bad).await.unwrap_err()
+        engine.submit(&alice, &bad).await.unwrap_err()
     );
 
-    let mut wave = BatchRequest::new(
-        Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None },
-        ["web[0001-0800].dc1", "web[0001-0400].dc2"],
-    );
+    let mut wave = reimage("ubuntu-24.04", &["sim[000001-000800].dc1", "sim[000001-000400].dc2"]);
     wave.priority = PriorityClass::Low;
     wave.rollout = RolloutPolicy { max_in_flight: 300, failure_budget: 50 };
     wave.force = Some(ForceInUse { reason: "fleet-wide OS upgrade CHG-1001".into() });
-    let wave = demo.submit("organic-growth", wave).await.unwrap();
-    println!("2. low-priority reimage wave accepted: {} ({} hosts)", wave.id, wave.spec.hosts.len());
+    let wave = sim.submit_as("organic-growth", wave).await?;
+    println!("2. low-priority reimage wave of 1,200 hosts accepted: {wave}");
 
-    let overlap = BatchRequest::new(Action::Reboot { soft: false }, ["web[0790-0810].dc1"]);
-    match demo.submit("bob", overlap).await {
-        Err(e) => println!("3. overlapping batch rejected:\n   {e}\n"),
-        Ok(b) => println!("3. unexpected: accepted {}", b.id),
+    let overlap = BatchRequest::new(Action::Reboot { soft: false }, ["sim[000790-000810].dc1"]);
+    match engine.submit(&Principal::new("bob", []), &overlap).await {
+        Err(e) => println!("3. overlapping batch rejected:\n{e}\n"),
+        Ok(s) => println!("3. unexpected: accepted {}", s.batch.id),
     }
+
+    let dry = engine.dry_run(&alice, &BatchRequest::new(Action::PowerCycle, ["sim[000001-000005].dc3"])).await?;
+    let plan: Vec<&str> = dry.plan.iter().map(|s| s.kind.as_str()).collect();
+    println!(
+        "4. dry run of a power cycle on 5 hosts: acceptable={}, plan {}, nothing written\n",
+        dry.acceptable,
+        plan.join(" -> ")
+    );
 
     for _ in 0..10 {
-        demo.tick().await;
+        sim.round(ROUND).await?;
     }
-    let mut urgent = BatchRequest::new(
-        Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None },
-        ["web[0801-0850].dc1"],
-    );
+    let mut urgent = reimage("ubuntu-24.04", &["sim[000801-000850].dc1"]);
     urgent.priority = PriorityClass::Urgent;
-    let urgent = demo.submit("carol", urgent).await.unwrap();
-    println!("4. urgent reimage of 50 hosts submitted while the wave runs: {}", urgent.id);
+    let urgent = sim.submit_as("carol", urgent).await?;
+    println!("5. urgent reimage of 50 hosts submitted while the wave runs: {urgent}");
 
-    let reboot =
-        demo.submit("dave", BatchRequest::new(Action::Reboot { soft: false }, ["web[0001-0090].dc3"])).await.unwrap();
-    let cancelled = demo
-        .store
-        .batch_cancel(BatchCancelParams {
-            batch_id: reboot.id,
-            principal: Principal::new("dave", []),
-            reason: "wrong rack".into(),
-            now: demo.clock.now(),
-        })
-        .await
-        .unwrap();
-    println!("5. reboot batch cancelled at once: {} -> {}", reboot.id, cancelled.state);
-
-    let mut risky = BatchRequest::new(
-        Action::Reimage { os: OsRelease::new("ubuntu-26.04-beta").unwrap(), install_timeout_secs: None },
-        ["web[0401-0409].dc2", "web[0410-0460].dc2"],
+    let mut reboot = BatchRequest::new(Action::Reboot { soft: false }, ["sim[000001-000090].dc3"]);
+    reboot.force = Some(ForceInUse { reason: "kernel fix CHG-1002".into() });
+    let reboot = sim.submit_as("dave", reboot).await?;
+    let cancelled = engine.cancel_batch(&Principal::new("dave", []), reboot, "wrong rack").await?;
+    println!(
+        "6. reboot batch cancelled at once: {reboot} -> {} ({} hosts never started)",
+        cancelled.state, cancelled.counts.cancelled
     );
-    risky.rollout = RolloutPolicy { max_in_flight: 10, failure_budget: 3 };
-    let risky = demo.submit("erin", risky).await.unwrap();
-    println!("6. risky beta reimage with a failure budget of 3: {}\n", risky.id);
 
-    let wave_id = wave.id;
-    let batches = [("wave", wave.id), ("urgent", urgent.id), ("risky", risky.id)];
-    let mut urgent_done_at = None;
-    for tick in 0..400 {
-        demo.tick().await;
-        let mut all_settled = true;
-        let mut line = format!("t+{:>5}s", (tick + 11) * 30);
-        for (name, id) in batches {
-            let b = demo.store.batch_get(id).await.unwrap().unwrap();
-            let c = b.counts;
-            line.push_str(&format!("  {name} {} {}", bar(c.succeeded + c.failed + c.cancelled, c.total()), b.state));
-            all_settled &= !matches!(b.state, BatchState::Running);
-            if name == "urgent" && b.state == BatchState::Completed && urgent_done_at.is_none() {
-                let w = demo.store.batch_get(wave_id).await.unwrap().unwrap().counts;
-                urgent_done_at = Some(format!(
-                    "t+{}s, when the low-priority wave was at {}/{}",
-                    (tick + 11) * 30,
-                    w.succeeded + w.failed,
-                    w.total()
-                ));
+    for i in (401..=460).step_by(2) {
+        // A beta image that half the hardware cannot boot.
+        sim.set_install(&format!("sim{i:06}.dc2"), Duration::from_secs(900), false);
+    }
+    let mut risky = reimage("ubuntu-26.04-beta", &["sim[000401-000460].dc2"]);
+    risky.rollout = RolloutPolicy { max_in_flight: 10, failure_budget: 3 };
+    let risky = sim.submit_as("erin", risky).await?;
+    println!("7. risky beta reimage with a failure budget of 3: {risky}\n");
+
+    let watched = [("wave  ", wave), ("urgent", urgent), ("risky ", risky)];
+    let mut urgent_done = None;
+    let mut eta_shown = false;
+    for round in 0..2_000u32 {
+        sim.round(ROUND).await?;
+        let minutes = (round + 11) * 30 / 60;
+        let mut settled = true;
+        let mut lines = Vec::new();
+        for (name, id) in watched {
+            let b = state(&sim, id).await;
+            settled &= b.state != BatchState::Running;
+            lines.push(format!("  {name} {}", bar(&b)));
+            if id == urgent && b.state == BatchState::Completed && urgent_done.is_none() {
+                let w = state(&sim, wave).await.counts;
+                urgent_done =
+                    Some(format!("t+{minutes} min, when the wave was at {}/{}", w.succeeded + w.failed, w.total()));
             }
         }
-        if tick % 20 == 0 || all_settled {
-            println!("{line}");
+        if !eta_shown && round == 60 {
+            eta_shown = true;
+            if let Some(eta) = engine.eta(wave).await? {
+                println!(
+                    "   ETA of the wave from {} historical step durations: {} min from now",
+                    eta.samples,
+                    eta.remaining.as_secs() / 60
+                );
+            }
         }
-        if all_settled {
+        if round % 10 == 0 || settled {
+            println!("t+{minutes:>4} min\n{}", lines.join("\n"));
+        }
+        if settled {
             break;
         }
     }
     println!(
         "\nthe urgent batch, submitted after the wave, finished at {}: its queue key gave it a 4 h head start.",
-        urgent_done_at.unwrap_or_default()
+        urgent_done.unwrap_or_else(|| "(not yet)".into())
     );
-    let samples = demo.store.stats_host_runs(StatsParams::default()).await.unwrap();
-    let mut table: BTreeMap<(String, String), (u32, u32, u64)> = BTreeMap::new();
-    for s in samples {
-        let e = table.entry((s.action.to_string(), s.sku.to_string())).or_default();
-        match s.state {
-            HostRunState::Succeeded => e.0 += 1,
-            HostRunState::Failed => e.1 += 1,
-            _ => {}
-        }
-        e.2 += s.finished_at.since(s.started_at).as_secs();
+    let risky_b = state(&sim, risky).await;
+    println!(
+        "risky batch: {} ({}) after {} failures; no new host started after the pause.",
+        risky_b.state,
+        risky_b.pause_reason.map(|r| r.to_string()).unwrap_or_default(),
+        risky_b.counts.failed
+    );
+    for (id, t) in engine.tickets(5).await? {
+        println!("   ticket {id} [{:?}] {}", t.kind, t.summary);
     }
-    println!("\n{:<10} {:<6} {:>9} {:>7} {:>12}", "action", "sku", "succeeded", "failed", "mean min");
-    for ((action, sku), (ok, failed, secs)) in table.into_iter().filter(|(_, v)| v.0 + v.1 > 0) {
-        let n = (ok + failed).max(1) as u64;
-        println!("{action:<10} {sku:<6} {ok:>9} {failed:>7} {:>12.1}", secs as f64 / n as f64 / 60.0);
+
+    let stats = engine.batch_stats(StatsParams::default()).await?;
+    println!(
+        "\nhost runs: {} succeeded, {} failed, {} cancelled; success rate {:.1}%",
+        stats.succeeded,
+        stats.failed,
+        stats.cancelled,
+        100.0 * stats.success_rate.unwrap_or(0.0)
+    );
+    println!(
+        "{:<9} {:<6} {:<5} {:>6} {:>9} {:>9} {:>9}",
+        "action", "sku", "site", "hosts", "p50 min", "p95 min", "max min"
+    );
+    for s in &stats.host_runs {
+        let m = |d: Duration| d.as_secs_f64() / 60.0;
+        println!(
+            "{:<9} {:<6} {:<5} {:>6} {:>9.1} {:>9.1} {:>9.1}",
+            s.action.to_string(),
+            s.sku.as_str(),
+            s.site.as_str(),
+            s.durations.count,
+            m(s.durations.p50),
+            m(s.durations.p95),
+            m(s.durations.max)
+        );
     }
-    let risky = demo.store.batch_get(risky.id).await.unwrap().unwrap();
-    println!("\nrisky batch: {} ({:?}) after {} failures", risky.state, risky.pause_reason, risky.counts.failed);
+    let batches = engine.list_batches(BatchListParams::default()).await?;
+    println!("\n{} batches; audit trail has {} entries; sites now:", batches.len(), engine.audit(0).await?.len());
+    for a in engine.active_counts().await? {
+        println!(
+            "  {}: {} hosts in flight, {} jobs queued, {} running, {} waiting, {} live workers",
+            a.activity.site,
+            a.activity.hosts_in_flight,
+            a.activity.jobs_queued,
+            a.activity.jobs_running,
+            a.activity.jobs_waiting,
+            a.live_workers
+        );
+    }
+    Ok(())
 }

@@ -66,6 +66,8 @@ pub struct SimConfig {
     pub defunct_every: usize,
     /// Every n-th host starts allocated (needs force; 0: none).
     pub allocated_every: usize,
+    /// Finished batches are purged this long after they finish.
+    pub retention: Duration,
 }
 
 impl SimConfig {
@@ -85,6 +87,7 @@ impl SimConfig {
             notify_failure: 0.0,
             defunct_every: 0,
             allocated_every: 0,
+            retention: Duration::from_secs(30 * 24 * 3600),
             ..SimConfig::small(1)
         }
     }
@@ -113,6 +116,7 @@ impl SimConfig {
             worker_capacity: 8,
             defunct_every: 17,
             allocated_every: 23,
+            retention: Duration::from_secs(1800),
         }
     }
 }
@@ -305,7 +309,7 @@ impl Simulation {
         let notifier = Arc::new(RecordingNotifier::default());
         let config = EngineConfig {
             lease: LEASE,
-            retention: Duration::from_secs(1800),
+            retention: cfg.retention,
             reclaim: Some(ReclaimPolicy {
                 os: OsRelease::new("ubuntu-24.04").unwrap_or_else(|_| unreachable!()),
                 max_hosts_per_batch: 4,
@@ -728,10 +732,12 @@ impl Simulation {
         }
         let sw = &mut self.workers[w];
         let room = self.cfg.worker_capacity.saturating_sub(sw.in_flight.len());
-        let before = self.checker.claim_candidates(&self.store, &self.workers[w], now);
+        let before = self.cfg.check.then(|| self.checker.claim_candidates(&self.store, &self.workers[w], now));
         let sw = &mut self.workers[w];
         let jobs = sw.worker.claim(now, room).await.map_err(|e| e.to_string())?;
-        self.checker.claimed(&id, &jobs, before, room, now, LEASE)?;
+        if let Some(before) = before {
+            self.checker.claimed(&id, &jobs, before, room, now, LEASE)?;
+        }
         let mut claimed = Vec::new();
         for job in jobs {
             let outcome = self.engine.run_step(&job).await;
@@ -1201,6 +1207,7 @@ pub async fn reimage_wave(hosts: usize, sites: usize, workers_per_site: usize) -
         worker_capacity: 256,
         defunct_every: 0,
         allocated_every: 0,
+        retention: Duration::from_secs(30 * 24 * 3600),
     };
     let mut sim = Simulation::new(cfg).await;
     for s in 1..=sites {

@@ -169,11 +169,36 @@ impl fmt::Display for ValidationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 50;
         write!(f, "batch rejected: {} problem(s)", self.problems.len())?;
-        for p in self.problems.iter().take(SHOWN) {
-            write!(f, "\n  - {p}")?;
+        // Conflicts read best grouped by the batch holding them, as a collapsed hostlist.
+        let mut held: Vec<(BatchId, Vec<&str>)> = Vec::new();
+        let mut lines = Vec::new();
+        for p in &self.problems {
+            match p {
+                Problem::Conflict { host, held_by } => match held.iter_mut().find(|(b, _)| b == held_by) {
+                    Some((_, hosts)) => hosts.push(host.as_str()),
+                    None => {
+                        lines.push(None);
+                        held.push((*held_by, vec![host.as_str()]));
+                    }
+                },
+                other => lines.push(Some(other.to_string())),
+            }
         }
-        if self.problems.len() > SHOWN {
-            write!(f, "\n  ... and {} more", self.problems.len() - SHOWN)?;
+        let mut groups = held.into_iter();
+        for line in lines.iter().take(SHOWN) {
+            match line {
+                Some(text) => write!(f, "\n  - {text}")?,
+                None => {
+                    if let Some((batch, hosts)) = groups.next() {
+                        let n = hosts.len();
+                        let verb = if n == 1 { "is" } else { "are" };
+                        write!(f, "\n  - {} {verb} held by active batch {batch}", crate::hostlist::collapse(&hosts))?;
+                    }
+                }
+            }
+        }
+        if lines.len() > SHOWN {
+            write!(f, "\n  ... and {} more", lines.len() - SHOWN)?;
         }
         Ok(())
     }

@@ -292,7 +292,7 @@ pub fn plan_submission(
         id: batch_id,
         submitter: submitter.name.clone(),
         fingerprint: spec.fingerprint(),
-        spec,
+        spec: std::sync::Arc::new(spec),
         state: BatchState::Running,
         pause_reason: None,
         cancel_reason: None,

@@ -238,7 +238,7 @@ pub struct BatchRecord {
     /// Who submitted it.
     pub submitter: String,
     /// What it does, to which hosts.
-    pub spec: BatchSpec,
+    pub spec: std::sync::Arc<BatchSpec>,
     /// [`BatchSpec::fingerprint`], for idempotent resubmission.
     pub fingerprint: String,
     /// Its state.

@@ -242,6 +242,8 @@ pub struct SimReport {
     pub crashes: usize,
     /// Simulated time.
     pub simulated: Duration,
+    /// Host runs that succeeded (of batches still in the store).
+    pub succeeded_hosts: usize,
 }
 
 /// A failed run: the violated invariant and the trace up to it.
@@ -459,6 +461,8 @@ impl Simulation {
         match self.run_inner().await {
             Ok(()) => {
                 self.report.simulated = self.clock.now().since(self.start);
+                self.report.succeeded_hosts =
+                    self.store.host_runs_snapshot().iter().filter(|r| r.state == HostRunState::Succeeded).count();
                 Ok(self.report)
             }
             Err(error) => Err(SimFailure { error, trace: self.report.trace }),
@@ -739,8 +743,9 @@ impl Simulation {
             self.checker.claimed(&id, &jobs, before, room, now, LEASE)?;
         }
         let mut claimed = Vec::new();
+        let mut hosts = self.workers[w].worker.hosts_of(&jobs).await.map_err(|e| e.to_string())?;
         for job in jobs {
-            let outcome = self.engine.run_step(&job).await;
+            let outcome = self.engine.run_step_on(&job, hosts.remove(&job.hostname)).await;
             let takes = Duration::from_millis(self.rng.below(15_000));
             claimed.push(format!("{}:{}", job.hostname, job.kind));
             self.workers[w].in_flight.push((job, now.plus(takes), outcome));
@@ -1210,17 +1215,26 @@ pub async fn reimage_wave(hosts: usize, sites: usize, workers_per_site: usize) -
         retention: Duration::from_secs(30 * 24 * 3600),
     };
     let mut sim = Simulation::new(cfg).await;
+    // Batches of at most 5,000 hosts (the default limit is 10,000 per batch).
+    const CHUNK: usize = 5_000;
     for s in 1..=sites {
-        let mut req = BatchRequest::new(
-            Action::Reimage {
-                os: OsRelease::new("ubuntu-24.04").unwrap_or_else(|_| unreachable!()),
-                install_timeout_secs: None,
-            },
-            [format!("sim[{:06}-{:06}].dc{s}", 1, per_site)],
-        );
-        req.force = Some(crate::batch::ForceInUse { reason: "wave".into() });
-        req.rollout = RolloutPolicy { max_in_flight: 5_000, failure_budget: per_site as u32 };
-        sim.submit(Principal::new("wave", []), req, "wave").await;
+        for first in (1..=per_site).step_by(CHUNK) {
+            let last = (first + CHUNK - 1).min(per_site);
+            let mut req = BatchRequest::new(
+                Action::Reimage {
+                    os: OsRelease::new("ubuntu-24.04").unwrap_or_else(|_| unreachable!()),
+                    install_timeout_secs: None,
+                },
+                [format!("sim[{first:06}-{last:06}].dc{s}")],
+            );
+            req.rollout = RolloutPolicy { max_in_flight: CHUNK as u32, failure_budget: CHUNK as u32 };
+            if sim.submit_as("wave", req).await.is_err() {
+                return Err(SimFailure {
+                    error: format!("wave batch {first}-{last} in dc{s} rejected"),
+                    trace: sim.report.trace,
+                });
+            }
+        }
     }
     sim.run().await
 }

@@ -83,13 +83,13 @@ async fn rejections_name_every_problem_and_write_nothing() {
     req.hosts.push("ghost.dc9".into());
     let err = sim.engine().submit(&alice(), &req).await.unwrap_err();
     let EngineError::Rejected(report) = err else { panic!("{err}") };
+    assert_eq!(report.problems.len(), 5, "{report}");
     let text = report.to_string();
     for needle in [
         "sim000003.dc1 is in use",
         "sim000004.dc1 is decommissioned",
         "ghost.dc9 is not in the inventory",
-        &format!("sim000005.dc1 is held by active batch {holder}"),
-        &format!("sim000006.dc1 is held by active batch {holder}"),
+        &format!("sim[000005-000006].dc1 are held by active batch {holder}"),
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }

@@ -27,6 +27,12 @@ impl StepFailure {
     }
 }
 
+impl From<StepFailure> for JobOutcome {
+    fn from(f: StepFailure) -> Self {
+        JobOutcome::Failed { error: f.error, retryable: f.retryable }
+    }
+}
+
 impl From<PowerError> for StepFailure {
     fn from(e: PowerError) -> Self {
         StepFailure { retryable: e.is_retryable(), error: e.to_string() }
@@ -49,20 +55,29 @@ impl Engine {
     /// Runs one leased job's step and reports the outcome. Never panics on driver errors;
     /// classifies them for the retry policy.
     pub async fn run_step(&self, job: &JobRecord) -> JobOutcome {
-        match self.step(job).await {
-            Ok(()) => JobOutcome::Succeeded,
-            Err(StepFailure { error, retryable }) => JobOutcome::Failed { error, retryable },
+        let host = self.inner.inventory.host_get_many(std::slice::from_ref(&job.hostname)).await;
+        match host {
+            Ok(mut hosts) => self.run_step_on(job, hosts.pop()).await,
+            Err(e) => StepFailure::from(e).into(),
         }
     }
 
-    async fn step(&self, job: &JobRecord) -> Result<(), StepFailure> {
+    /// Runs one leased job's step on `host` as the inventory had it when the job was
+    /// claimed (workers look up every claimed job's host in one call); `None` means the
+    /// host left the inventory.
+    pub async fn run_step_on(&self, job: &JobRecord, host: Option<Host>) -> JobOutcome {
+        let result = match host {
+            Some(host) => self.step(job, host).await,
+            None => Err(StepFailure::permanent(format!("{} is no longer in the inventory", job.hostname))),
+        };
+        match result {
+            Ok(()) => JobOutcome::Succeeded,
+            Err(failure) => failure.into(),
+        }
+    }
+
+    async fn step(&self, job: &JobRecord, host: Host) -> Result<(), StepFailure> {
         let inner = &self.inner;
-        let host = inner
-            .inventory
-            .host_get_many(std::slice::from_ref(&job.hostname))
-            .await?
-            .pop()
-            .ok_or_else(|| StepFailure::permanent(format!("{} is no longer in the inventory", job.hostname)))?;
         let bmc = &host.bmc;
         let verify = inner.config.verify;
         match job.kind {

@@ -6,19 +6,21 @@
 //! back) so the deterministic simulator can interleave them; [`Worker::run`] is the loop a
 //! [`super::WorkerPool`] runs in production.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::Engine;
+use crate::host::Host;
 use crate::id::JobId;
 use crate::machine::{JobOutcome, TransitionError};
 use crate::model::JobRecord;
-use crate::names::{Pool, Site};
+use crate::names::{Hostname, Pool, Site};
 use crate::plan::StepKind;
 use crate::ports::store::*;
 use crate::time::Timestamp;
@@ -159,6 +161,16 @@ impl Worker {
         self.engine.inner.store.job_claim(p).await
     }
 
+    /// The inventory records of the claimed jobs' hosts, in one call.
+    pub async fn hosts_of(&self, jobs: &[JobRecord]) -> Result<HashMap<Hostname, Host>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let names: Vec<Hostname> = jobs.iter().map(|j| j.hostname.clone()).collect();
+        let hosts = self.engine.inner.inventory.host_get_many(&names).await?;
+        Ok(hosts.into_iter().map(|h| (h.hostname.clone(), h)).collect())
+    }
+
     /// Buffers an outcome for the next flush.
     pub fn record(&mut self, job: &JobRecord, outcome: JobOutcome, now: Timestamp) {
         self.buffer_since.get_or_insert(now);
@@ -236,15 +248,19 @@ impl Worker {
             }
             self.refresh(now).await?;
             let mut drained = true;
-            if stop_at.is_none() && running.len() < self.cfg.capacity {
+            // Claim in batches: refill once at most half the capacity is busy.
+            if stop_at.is_none() && running.len() <= self.cfg.capacity / 2 {
                 let want = self.cfg.capacity - running.len();
                 let jobs = self.claim(now, want).await?;
                 drained = jobs.len() < want;
+                // One inventory read for the whole claim, not one per job.
+                let mut hosts = self.hosts_of(&jobs).await?;
                 for job in jobs {
                     held.insert(job.id, job.attempt);
                     let engine = self.engine.clone();
+                    let host = hosts.remove(&job.hostname);
                     running.push(Box::pin(async move {
-                        let outcome = engine.run_step(&job).await;
+                        let outcome = engine.run_step_on(&job, host).await;
                         (job, outcome)
                     }));
                 }
@@ -275,7 +291,7 @@ impl Worker {
             }
             let nap = if !self.buffer.is_empty() {
                 self.cfg.flush_interval
-            } else if drained || running.len() >= self.cfg.capacity || stop_at.is_some() {
+            } else if drained || running.len() > self.cfg.capacity / 2 || stop_at.is_some() {
                 self.cfg.idle_poll.min(heartbeat_every)
             } else {
                 Duration::ZERO
@@ -283,7 +299,12 @@ impl Worker {
             let sleep = clock.sleep(nap);
             tokio::select! {
                 Some((job, outcome)) = running.next(), if !running.is_empty() => {
-                    self.record(&job, outcome, clock.now());
+                    let now = clock.now();
+                    self.record(&job, outcome, now);
+                    // Take every other result that is ready too, before the next claim.
+                    while let Some(Some((job, outcome))) = running.next().now_or_never() {
+                        self.record(&job, outcome, now);
+                    }
                 }
                 _ = sleep => {}
                 changed = shutdown.changed(), if stop_at.is_none() => {

@@ -137,6 +137,21 @@ pub struct BatchSpec {
 }
 
 impl BatchSpec {
+    /// The spec `req` describes once its hostlists expanded to `hosts` (validation decides
+    /// whether it may be submitted; this only assembles it).
+    pub fn from_request(req: &BatchRequest, hosts: Vec<Hostname>) -> Self {
+        BatchSpec {
+            action: req.action.clone(),
+            hosts,
+            priority: req.priority,
+            rollout: req.rollout,
+            idempotency_key: req.idempotency_key.clone(),
+            not_before: req.not_before,
+            force: req.force.clone(),
+            comment: req.comment.clone(),
+        }
+    }
+
     /// A stable fingerprint of everything that defines the batch's effect (action, host
     /// set, priority, rollout, schedule, force), used to tell an idempotent resubmission
     /// from a different batch reusing a key. FNV-1a over a canonical JSON rendering.

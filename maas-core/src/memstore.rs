@@ -339,6 +339,12 @@ impl Store for MemStore {
         Ok(st.batches[&p.batch_id].clone())
     }
 
+    async fn batch_find_by_key(&self, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let st = self.lock();
+        let id = st.idempotency.get(&(submitter.to_string(), key.to_string()));
+        Ok(id.and_then(|id| st.batches.get(id)).cloned())
+    }
+
     async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
         Ok(self.lock().batches.get(&id).cloned())
     }

@@ -664,14 +664,24 @@ impl Simulation {
         } else {
             "resubmit"
         };
+        // The key's live batch, and whether this request describes the same batch.
         let holder = self.key_holder(&who, &req);
+        let same = match holder {
+            Some(id) => {
+                self.store.batches_snapshot().iter().find(|b| b.id == id).is_some_and(|b| same_spec(&req, &b.spec))
+            }
+            None => false,
+        };
         let got = self.submit(who, req.clone(), label).await;
-        match (label, holder, got) {
-            ("resubmit-changed", Some(held), Some(got)) => self
+        match (holder, got) {
+            (Some(held), Some(got)) if !same => self
                 .checker
                 .note(format!("key {:?} of batch {held} accepted a changed spec as {got}", req.idempotency_key)),
-            ("resubmit", Some(held), Some(got)) if got != held => {
+            (Some(held), Some(got)) if got != held => {
                 self.checker.note(format!("key {:?} of batch {held} made a second batch {got}", req.idempotency_key))
+            }
+            (Some(held), None) if same => {
+                self.checker.note(format!("key {:?} of batch {held}: the same spec was refused", req.idempotency_key))
             }
             _ => {}
         }
@@ -853,6 +863,27 @@ impl Simulation {
     }
 
     async fn final_check(&mut self) -> Result<(), String> {
+        // Let the leaders run (both instances; a dead leader's row expires after its TTL)
+        // until a whole window adds no event: late work such as a reclaim batch drains too.
+        for _ in 0..20 {
+            let before = self.checker.all_events.len();
+            for _ in 0..20 {
+                self.leader_tick(0).await;
+                self.leader_tick(1).await;
+                self.clock.advance(Duration::from_secs(5));
+            }
+            self.check().await?;
+            for _ in 0..self.cfg.drain_steps {
+                if self.all_settled() {
+                    break;
+                }
+                self.drain_round().await?;
+                self.check().await?;
+            }
+            if self.checker.all_events.len() == before {
+                break;
+            }
+        }
         let batches: HashMap<BatchId, BatchRecord> =
             self.store.batches_snapshot().into_iter().map(|b| (b.id, b)).collect();
         for id in &self.accepted {
@@ -865,14 +896,7 @@ impl Simulation {
                 None => return Err(format!("batch {id} vanished before it finished")),
             }
         }
-        // Every event reached the notifier, at least once, in order (whichever instance
-        // leads the outbox; a dead leader's row expires after its TTL).
-        for _ in 0..20 {
-            self.leader_tick(0).await;
-            self.leader_tick(1).await;
-            self.clock.advance(Duration::from_secs(5));
-        }
-        self.check().await?;
+        // Every event reached the notifier, at least once, in order.
         let delivered = self.notifier.delivered();
         let mut seen = BTreeSet::new();
         let mut last_seq = 0;
@@ -901,6 +925,21 @@ impl FaultPlan {
     pub fn without_bmc_faults(self) -> Self {
         FaultPlan { timeout: 0.0, busy: 0.0, wrong_state: 0.0, ..self }
     }
+}
+
+/// Whether `req` asks for exactly the batch `spec` describes (what the fingerprint covers).
+fn same_spec(req: &BatchRequest, spec: &crate::batch::BatchSpec) -> bool {
+    let (mut hosts, problems) = crate::validate::expand_hosts(req, &crate::batch::Limits::default());
+    let mut theirs = spec.hosts.clone();
+    hosts.sort();
+    theirs.sort();
+    problems.is_empty()
+        && hosts == theirs
+        && req.action == spec.action
+        && req.priority == spec.priority
+        && req.rollout == spec.rollout
+        && req.not_before == spec.not_before
+        && req.force == spec.force
 }
 
 fn all_worker_kinds() -> Vec<StepKind> {

@@ -360,16 +360,7 @@ pub fn validate_batch(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Result
     if !problems.is_empty() {
         return Err(ValidationReport { problems });
     }
-    Ok(BatchSpec {
-        action: req.action.clone(),
-        hosts,
-        priority: req.priority,
-        rollout: req.rollout,
-        idempotency_key: req.idempotency_key.clone(),
-        not_before: req.not_before,
-        force: req.force.clone(),
-        comment: req.comment.clone(),
-    })
+    Ok(BatchSpec::from_request(req, hosts))
 }
 
 #[cfg(test)]

@@ -167,10 +167,16 @@ async fn idempotency_key_returns_the_same_batch_and_refuses_another_spec() {
     assert!(first.created && !again.created);
     assert_eq!(first.batch.id, again.batch.id);
     assert!(again.warnings.iter().any(|w| w.contains("already names batch")));
-    req.priority = PriorityClass::Urgent;
-    let err = sim.engine().submit(&alice(), &req).await.unwrap_err().to_string();
+    let mut other = req.clone();
+    other.priority = PriorityClass::Urgent;
+    let err = sim.engine().submit(&alice(), &other).await.unwrap_err().to_string();
     assert!(err.contains("idempotency key \"change-42\" already used by batch"), "{err}");
-    sim.round(ROUND).await.unwrap();
+    // After the batch finished and someone else holds its hosts, a retry with the key still
+    // gets the original answer, not an overlap error.
+    sim.settle(ROUND, 1000).await.unwrap();
+    sim.submit_as("bob", reboot("sim[000001-000003].dc1")).await.unwrap();
+    let late = sim.engine().submit(&alice(), &req).await.unwrap();
+    assert_eq!((late.batch.id, late.created, late.batch.state), (first.batch.id, false, BatchState::Completed));
 }
 
 #[tokio::test]

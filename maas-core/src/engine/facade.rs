@@ -195,16 +195,17 @@ impl Engine {
         authorizer: &dyn Authorizer,
     ) -> Result<Submitted, EngineError> {
         let now = self.inner.clock.now();
+        // The same key always gets the same answer, whatever changed since: check it first.
+        if let Some(answer) = self.idempotent_answer(principal, req).await? {
+            return answer;
+        }
         let (names, _) = expand_hosts(req, &self.inner.config.limits);
-        let mut snapshot = self.snapshot(&names).await?;
+        let snapshot = self.snapshot(&names).await?;
         let spec = match self.validate(principal, req, &snapshot, authorizer, now).await {
             Ok(spec) => spec,
-            Err(report) => match self.idempotent_holder(principal, req, &report).await? {
-                // The only "conflicts" are with the batch this idempotency key already made.
-                Some(holder) => {
-                    snapshot.claims.retain(|_, b| *b != holder);
-                    self.validate(principal, req, &snapshot, authorizer, now).await.map_err(EngineError::Rejected)?
-                }
+            // A concurrent submission with the same key may have won since the first check.
+            Err(report) => match self.idempotent_answer(principal, req).await? {
+                Some(answer) => return answer,
                 None => return Err(EngineError::Rejected(report)),
             },
         };
@@ -241,29 +242,22 @@ impl Engine {
         Ok(Submitted { batch: submitted.batch, created: submitted.created, warnings })
     }
 
-    /// The batch an idempotent resubmission refers to, when the report's only problems are
-    /// conflicts with one batch of the same submitter carrying the same key.
-    async fn idempotent_holder(
+    /// The answer to a resubmission whose idempotency key already names a batch of the
+    /// same submitter: that batch if the spec matches, an error if it does not.
+    async fn idempotent_answer(
         &self,
         principal: &Principal,
         req: &BatchRequest,
-        report: &ValidationReport,
-    ) -> Result<Option<BatchId>, EngineError> {
+    ) -> Result<Option<Result<Submitted, EngineError>>, EngineError> {
         let Some(key) = &req.idempotency_key else { return Ok(None) };
-        let holders: BTreeSet<BatchId> = report
-            .problems
-            .iter()
-            .map(|p| match p {
-                Problem::Conflict { held_by, .. } => Some(*held_by),
-                _ => None,
-            })
-            .collect::<Option<_>>()
-            .unwrap_or_default();
-        let [holder] = holders.into_iter().collect::<Vec<_>>()[..] else { return Ok(None) };
-        let batch = self.inner.store.batch_get(holder).await?;
-        Ok(batch
-            .filter(|b| b.submitter == principal.name && b.spec.idempotency_key.as_ref() == Some(key))
-            .map(|b| b.id))
+        let Some(existing) = self.inner.store.batch_find_by_key(&principal.name, key).await? else { return Ok(None) };
+        let (hosts, _) = expand_hosts(req, &self.inner.config.limits);
+        if !machine::idempotent_match(&existing, &BatchSpec::from_request(req, hosts)) {
+            let e = StoreError::IdempotencyKeyReused { key: key.clone(), batch: existing.id };
+            return Ok(Some(Err(e.into())));
+        }
+        let warnings = vec![format!("idempotency key {key:?} already names batch {}; returning it", existing.id)];
+        Ok(Some(Ok(Submitted { batch: existing, created: false, warnings })))
     }
 
     async fn snapshot(&self, names: &[Hostname]) -> Result<Snapshot, EngineError> {

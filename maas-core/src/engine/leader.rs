@@ -203,15 +203,18 @@ impl Singletons {
     pub async fn deliver_outbox(&self) -> Result<(usize, usize), EngineError> {
         let inner = &self.engine.inner;
         let mut delivered = 0;
-        for (name, notifier) in &inner.notifiers {
+        let mut failures = Vec::new();
+        'notifiers: for (name, notifier) in &inner.notifiers {
             let consumer = format!("notify:{name}");
             loop {
                 let after = inner.store.event_cursor_get(&consumer).await?;
                 let events = inner.store.event_list(EventListParams { after, batch_id: None, limit: PAGE }).await?;
                 let Some(last) = events.last().map(|e| e.seq) else { break };
                 if let Err(e) = notifier.deliver(&events).await {
-                    // Not delivered: the same events are retried on the next period.
-                    return Err(EngineError::Store(StoreError::Backend { message: e.to_string(), source: None }));
+                    // Not delivered: the same events are retried on the next period. Other
+                    // notifiers are not held back by this one.
+                    failures.push(format!("{name}: {e}"));
+                    continue 'notifiers;
                 }
                 inner.store.event_cursor_set(&consumer, last).await?;
                 delivered += events.len();
@@ -233,6 +236,10 @@ impl Singletons {
                 }
             }
             inner.store.event_cursor_set(TICKETS_CONSUMER, last).await?;
+        }
+        if !failures.is_empty() {
+            let message = format!("delivered {delivered} event(s); failed: {}", failures.join("; "));
+            return Err(EngineError::Store(StoreError::Backend { message, source: None }));
         }
         Ok((delivered, tickets))
     }

@@ -447,6 +447,8 @@ pub trait Store: Send + Sync {
 
     /// Cancels a batch (see [`crate::machine::decide_cancel`]).
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError>;
+    /// The batch `submitter` created with idempotency key `key`, if any.
+    async fn batch_find_by_key(&self, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError>;
     /// One batch.
     async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError>;
     /// Batches, newest first.

@@ -273,6 +273,10 @@ pub async fn idempotent_resubmit_returns_the_same_batch(t: Harness) {
     let err = t.submit(&hosts[..2], Action::PowerCycle, key).await.unwrap_err();
     assert!(matches!(err, StoreError::IdempotencyKeyReused { batch, .. } if batch == a.batch.id), "{err}");
     assert_eq!(t.store.batch_list(BatchListParams::default()).await.unwrap().len(), 1);
+    let found = t.store.batch_find_by_key("alice", "change-42").await.unwrap();
+    assert_eq!(found.map(|b| b.id), Some(a.batch.id));
+    assert!(t.store.batch_find_by_key("bob", "change-42").await.unwrap().is_none(), "keys are per submitter");
+    assert!(t.store.batch_find_by_key("alice", "other").await.unwrap().is_none());
 }
 
 /// Claims take only the worker's site and kinds, smallest queue key first, at most `limit`.

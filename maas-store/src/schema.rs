@@ -1,0 +1,273 @@
+//! The schema, as sea-orm-migration migrations. DDL is written per backend where the
+//! backends differ (types, autoincrement, partial indexes); everything else is shared.
+//!
+//! Conventions: ids are UUID text (`CHAR(36)`), times are milliseconds since the epoch
+//! (`BIGINT`, what `maas_core::Timestamp` holds, lossless everywhere), enums are their
+//! snake_case names, structured values (specs, params, event kinds) are JSON text.
+//!
+//! The claim index holds runnable rows only: a partial index `WHERE state = 'available'`
+//! on PostgreSQL and SQLite; on MySQL/MariaDB, which has no partial indexes, a stored
+//! generated column `ready_key` that is NULL unless the job is available, indexed with the
+//! site and kind — the index range a claim scans contains available jobs only.
+
+use sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::prelude::*;
+
+/// The migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Initial)]
+    }
+}
+
+/// The names of the migrations this build knows, oldest first.
+pub fn known_migrations() -> Vec<String> {
+    Migrator::migrations().iter().map(|m| m.name().to_string()).collect()
+}
+
+/// The first schema: every table the Store and Inventory need.
+pub struct M0001Initial;
+
+impl MigrationName for M0001Initial {
+    fn name(&self) -> &str {
+        "m0001_initial"
+    }
+}
+
+/// Column types per backend.
+struct Types {
+    /// Short indexed text (names, ids, enum values).
+    key: &'static str,
+    /// Long text (JSON, errors).
+    text: &'static str,
+    /// An auto-incrementing 64-bit primary key.
+    serial: &'static str,
+}
+
+fn types(backend: DbBackend) -> Types {
+    match backend {
+        DbBackend::MySql => {
+            Types { key: "VARCHAR(255)", text: "LONGTEXT", serial: "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY" }
+        }
+        DbBackend::Postgres => Types { key: "TEXT", text: "TEXT", serial: "BIGSERIAL PRIMARY KEY" },
+        _ => Types { key: "TEXT", text: "TEXT", serial: "INTEGER PRIMARY KEY AUTOINCREMENT" },
+    }
+}
+
+/// The DDL of the first schema for `backend`, one statement per entry.
+pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
+    let Types { key, text, serial } = types(backend);
+    let mysql = backend == DbBackend::MySql;
+    let engine = if mysql { " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin" } else { "" };
+    let mut ddl = vec![
+        format!(
+            "CREATE TABLE maas_hosts (
+                hostname {key} NOT NULL PRIMARY KEY,
+                site {key} NOT NULL,
+                rack {key} NULL,
+                pool {key} NOT NULL,
+                owner_group {key} NULL,
+                sku {key} NOT NULL,
+                bmc_address {key} NOT NULL,
+                bmc_port INTEGER NOT NULL,
+                bmc_credentials_ref {key} NOT NULL,
+                state {key} NOT NULL
+            ){engine}"
+        ),
+        "CREATE INDEX maas_hosts_state ON maas_hosts (state, site, pool)".to_string(),
+        format!(
+            "CREATE TABLE maas_batches (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                submitter {key} NOT NULL,
+                idempotency_key {key} NULL,
+                fingerprint {key} NOT NULL,
+                action {key} NOT NULL,
+                spec {text} NOT NULL,
+                state {key} NOT NULL,
+                pause_reason {text} NULL,
+                cancel_reason {text} NULL,
+                queued INTEGER NOT NULL,
+                running INTEGER NOT NULL,
+                succeeded INTEGER NOT NULL,
+                failed INTEGER NOT NULL,
+                cancelled INTEGER NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                finished_at BIGINT NULL
+            ){engine}"
+        ),
+        "CREATE UNIQUE INDEX maas_batches_key ON maas_batches (submitter, idempotency_key)".to_string(),
+        "CREATE INDEX maas_batches_state ON maas_batches (state, id)".to_string(),
+        "CREATE INDEX maas_batches_finished ON maas_batches (finished_at)".to_string(),
+        format!(
+            "CREATE TABLE maas_host_runs (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                batch_id CHAR(36) NOT NULL,
+                ordinal INTEGER NOT NULL,
+                hostname {key} NOT NULL,
+                site {key} NOT NULL,
+                pool {key} NOT NULL,
+                sku {key} NOT NULL,
+                state {key} NOT NULL,
+                step INTEGER NOT NULL,
+                cancel_requested BOOLEAN NOT NULL,
+                started_at BIGINT NULL,
+                finished_at BIGINT NULL,
+                last_error {text} NULL,
+                straggler_step INTEGER NULL
+            ){engine}"
+        ),
+        "CREATE UNIQUE INDEX maas_host_runs_batch ON maas_host_runs (batch_id, ordinal)".to_string(),
+        "CREATE INDEX maas_host_runs_finished ON maas_host_runs (finished_at)".to_string(),
+        format!(
+            "CREATE TABLE maas_jobs (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                batch_id CHAR(36) NOT NULL,
+                host_run_id CHAR(36) NOT NULL,
+                hostname {key} NOT NULL,
+                site {key} NOT NULL,
+                position INTEGER NOT NULL,
+                kind {key} NOT NULL,
+                params {text} NOT NULL,
+                state {key} NOT NULL,
+                attempt INTEGER NOT NULL,
+                max_attempts INTEGER NOT NULL,
+                priority {key} NOT NULL,
+                queue_key BIGINT NOT NULL,
+                run_at BIGINT NOT NULL,
+                lease_owner {key} NULL,
+                lease_expires_at BIGINT NULL,
+                wait_token {key} NULL,
+                wait_deadline BIGINT NULL,
+                created_at BIGINT NOT NULL,
+                enqueued_at BIGINT NULL,
+                started_at BIGINT NULL,
+                finished_at BIGINT NULL,
+                last_error {text} NULL{ready}
+            ){engine}",
+            ready = if mysql {
+                ",\n                ready_key BIGINT AS (CASE WHEN state = 'available' THEN queue_key END) STORED"
+            } else {
+                ""
+            }
+        ),
+        "CREATE UNIQUE INDEX maas_jobs_chain ON maas_jobs (host_run_id, position)".to_string(),
+        "CREATE INDEX maas_jobs_batch ON maas_jobs (batch_id)".to_string(),
+        "CREATE UNIQUE INDEX maas_jobs_token ON maas_jobs (wait_token)".to_string(),
+        "CREATE INDEX maas_jobs_finished ON maas_jobs (finished_at)".to_string(),
+        format!(
+            "CREATE TABLE maas_claims (
+                hostname {key} NOT NULL PRIMARY KEY,
+                batch_id CHAR(36) NOT NULL,
+                host_run_id CHAR(36) NOT NULL,
+                since BIGINT NOT NULL
+            ){engine}"
+        ),
+        "CREATE INDEX maas_claims_batch ON maas_claims (batch_id)".to_string(),
+        // One row whose counter every event-appending transaction bumps: its row lock makes
+        // seq order equal commit order, so a cursor never skips a late-committing event.
+        format!("CREATE TABLE maas_outbox_seq (id INTEGER NOT NULL PRIMARY KEY, seq BIGINT NOT NULL){engine}"),
+        "INSERT INTO maas_outbox_seq (id, seq) VALUES (1, 0)".to_string(),
+        format!(
+            "CREATE TABLE maas_events (
+                seq BIGINT NOT NULL PRIMARY KEY,
+                batch_id CHAR(36) NOT NULL,
+                at BIGINT NOT NULL,
+                kind {text} NOT NULL
+            ){engine}"
+        ),
+        "CREATE INDEX maas_events_batch ON maas_events (batch_id, seq)".to_string(),
+        format!("CREATE TABLE maas_cursors (consumer {key} NOT NULL PRIMARY KEY, seq BIGINT NOT NULL){engine}"),
+        format!(
+            "CREATE TABLE maas_audit (
+                id {serial},
+                at BIGINT NOT NULL,
+                principal {key} NOT NULL,
+                batch_id CHAR(36) NOT NULL,
+                action {text} NOT NULL,
+                host_count INTEGER NOT NULL,
+                hosts {text} NOT NULL,
+                force_reason {text} NULL,
+                comment {text} NULL
+            ){engine}"
+        ),
+        format!(
+            "CREATE TABLE maas_leaders (
+                name {key} NOT NULL PRIMARY KEY,
+                owner {key} NOT NULL,
+                expires_at BIGINT NOT NULL
+            ){engine}"
+        ),
+        format!("CREATE TABLE maas_pool_kinds (pool {key} NOT NULL PRIMARY KEY, kinds {text} NOT NULL){engine}"),
+        format!(
+            "CREATE TABLE maas_workers (
+                id {key} NOT NULL PRIMARY KEY,
+                site {key} NOT NULL,
+                pool {key} NOT NULL,
+                started_at BIGINT NOT NULL,
+                last_heartbeat BIGINT NOT NULL
+            ){engine}"
+        ),
+        format!(
+            "CREATE TABLE maas_tickets (
+                id {serial},
+                kind {key} NOT NULL,
+                batch_id CHAR(36) NOT NULL,
+                host {key} NOT NULL,
+                step {key} NULL,
+                summary {text} NOT NULL,
+                at BIGINT NOT NULL
+            ){engine}"
+        ),
+        // `host` is '' for batch-level tickets, so the key is unique on every backend.
+        "CREATE UNIQUE INDEX maas_tickets_key ON maas_tickets (kind, batch_id, host)".to_string(),
+    ];
+    if mysql {
+        ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (site, kind, ready_key, id)".into());
+        ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (state, lease_expires_at)".into());
+        ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (state, wait_deadline)".into());
+    } else {
+        ddl.push(
+            "CREATE INDEX maas_jobs_ready ON maas_jobs (site, kind, queue_key, id) WHERE state = 'available'".into(),
+        );
+        ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (lease_expires_at) WHERE state = 'running'".into());
+        ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (wait_deadline) WHERE state = 'waiting'".into());
+    }
+    ddl
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in initial_ddl(db.get_database_backend()) {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for table in [
+            "maas_tickets",
+            "maas_workers",
+            "maas_pool_kinds",
+            "maas_leaders",
+            "maas_audit",
+            "maas_cursors",
+            "maas_events",
+            "maas_outbox_seq",
+            "maas_claims",
+            "maas_jobs",
+            "maas_host_runs",
+            "maas_batches",
+            "maas_hosts",
+        ] {
+            db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! The schema migrates on every backend, twice is a no-op, and a newer schema is refused.
+//! PostgreSQL and MariaDB come from `./scripts/test` (MAAS_TEST_POSTGRES_URL and
+//! MAAS_TEST_MYSQL_URL); without them these tests fail and say so, never skip.
+
+use maas_store::{OpenError, OpenOptions, open};
+use sea_orm::ConnectionTrait;
+
+fn server_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run ./scripts/test, which starts the servers"))
+}
+
+async fn migrates_and_refuses_newer(url: &str) {
+    let db = open(url, &OpenOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    for table in ["maas_hosts", "maas_batches", "maas_jobs", "maas_claims", "maas_events", "maas_tickets"] {
+        db.execute_unprepared(&format!("SELECT COUNT(*) FROM {table}"))
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    drop(db);
+    let db = open(url, &OpenOptions::default()).await.expect("reopening is a no-op");
+    db.execute_unprepared("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9999_from_the_future', 0)")
+        .await
+        .unwrap();
+    let err = open(url, &OpenOptions::default()).await.unwrap_err();
+    assert!(matches!(err, OpenError::NewerSchema { .. }), "{err}");
+    assert!(err.to_string().contains("m9999_from_the_future"), "{err}");
+    db.execute_unprepared("DELETE FROM seaql_migrations WHERE version = 'm9999_from_the_future'").await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_file_is_created_migrated_and_guarded() {
+    let dir = std::env::temp_dir().join(format!("maas-store-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("maas.db").display());
+    migrates_and_refuses_newer(&url).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn postgres_is_migrated_and_guarded() {
+    migrates_and_refuses_newer(&server_url("MAAS_TEST_POSTGRES_URL")).await;
+}
+
+#[tokio::test]
+async fn mariadb_is_migrated_and_guarded() {
+    migrates_and_refuses_newer(&server_url("MAAS_TEST_MYSQL_URL")).await;
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_named() {
+    let err = open("oracle://x", &OpenOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("unsupported database URL \"oracle://x\""), "{err}");
+}

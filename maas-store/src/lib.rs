@@ -2,10 +2,14 @@
 //! PostgreSQL and MySQL/MariaDB, chosen by URL.
 //!
 //! Work in progress (issue 4): the schema and its migrations, opening a database by URL with
-//! the right per-backend settings, and the newer-schema check are here; the `Store`
-//! implementation is not yet.
+//! the right per-backend settings, the newer-schema check, and [`SqlStore`] (being brought
+//! to pass the maas-core conformance suite on every backend).
 
+mod rows;
 pub mod schema;
+mod store;
+
+pub use store::SqlStore;
 
 use std::time::Duration;
 

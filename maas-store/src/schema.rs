@@ -2,7 +2,8 @@
 //! backends differ (types, autoincrement, partial indexes); everything else is shared.
 //!
 //! Conventions: ids are UUID text (`CHAR(36)`), times are milliseconds since the epoch
-//! (`BIGINT`, what `maas_core::Timestamp` holds, lossless everywhere), enums are their
+//! (`BIGINT`, what `maas_core::Timestamp` holds, lossless everywhere), every integer is a
+//! `BIGINT` (one Rust type decodes it on every backend), enums are their
 //! snake_case names, structured values (specs, params, event kinds) are JSON text.
 //!
 //! The claim index holds runnable rows only: a partial index `WHERE state = 'available'`
@@ -72,7 +73,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
                 owner_group {key} NULL,
                 sku {key} NOT NULL,
                 bmc_address {key} NOT NULL,
-                bmc_port INTEGER NOT NULL,
+                bmc_port BIGINT NOT NULL,
                 bmc_credentials_ref {key} NOT NULL,
                 state {key} NOT NULL
             ){engine}"
@@ -89,11 +90,11 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
                 state {key} NOT NULL,
                 pause_reason {text} NULL,
                 cancel_reason {text} NULL,
-                queued INTEGER NOT NULL,
-                running INTEGER NOT NULL,
-                succeeded INTEGER NOT NULL,
-                failed INTEGER NOT NULL,
-                cancelled INTEGER NOT NULL,
+                queued BIGINT NOT NULL,
+                running BIGINT NOT NULL,
+                succeeded BIGINT NOT NULL,
+                failed BIGINT NOT NULL,
+                cancelled BIGINT NOT NULL,
                 created_at BIGINT NOT NULL,
                 updated_at BIGINT NOT NULL,
                 finished_at BIGINT NULL
@@ -106,18 +107,18 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
             "CREATE TABLE maas_host_runs (
                 id CHAR(36) NOT NULL PRIMARY KEY,
                 batch_id CHAR(36) NOT NULL,
-                ordinal INTEGER NOT NULL,
+                ordinal BIGINT NOT NULL,
                 hostname {key} NOT NULL,
                 site {key} NOT NULL,
                 pool {key} NOT NULL,
                 sku {key} NOT NULL,
                 state {key} NOT NULL,
-                step INTEGER NOT NULL,
+                step BIGINT NOT NULL,
                 cancel_requested BOOLEAN NOT NULL,
                 started_at BIGINT NULL,
                 finished_at BIGINT NULL,
                 last_error {text} NULL,
-                straggler_step INTEGER NULL
+                straggler_step BIGINT NULL
             ){engine}"
         ),
         "CREATE UNIQUE INDEX maas_host_runs_batch ON maas_host_runs (batch_id, ordinal)".to_string(),
@@ -129,12 +130,12 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
                 host_run_id CHAR(36) NOT NULL,
                 hostname {key} NOT NULL,
                 site {key} NOT NULL,
-                position INTEGER NOT NULL,
+                position BIGINT NOT NULL,
                 kind {key} NOT NULL,
                 params {text} NOT NULL,
                 state {key} NOT NULL,
-                attempt INTEGER NOT NULL,
-                max_attempts INTEGER NOT NULL,
+                attempt BIGINT NOT NULL,
+                max_attempts BIGINT NOT NULL,
                 priority {key} NOT NULL,
                 queue_key BIGINT NOT NULL,
                 run_at BIGINT NOT NULL,
@@ -169,7 +170,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         "CREATE INDEX maas_claims_batch ON maas_claims (batch_id)".to_string(),
         // One row whose counter every event-appending transaction bumps: its row lock makes
         // seq order equal commit order, so a cursor never skips a late-committing event.
-        format!("CREATE TABLE maas_outbox_seq (id INTEGER NOT NULL PRIMARY KEY, seq BIGINT NOT NULL){engine}"),
+        format!("CREATE TABLE maas_outbox_seq (id BIGINT NOT NULL PRIMARY KEY, seq BIGINT NOT NULL){engine}"),
         "INSERT INTO maas_outbox_seq (id, seq) VALUES (1, 0)".to_string(),
         format!(
             "CREATE TABLE maas_events (
@@ -188,7 +189,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
                 principal {key} NOT NULL,
                 batch_id CHAR(36) NOT NULL,
                 action {text} NOT NULL,
-                host_count INTEGER NOT NULL,
+                host_count BIGINT NOT NULL,
                 hosts {text} NOT NULL,
                 force_reason {text} NULL,
                 comment {text} NULL

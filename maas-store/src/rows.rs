@@ -1,0 +1,375 @@
+//! Rows to records and back: every column conversion in one place.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use maas_core::host::{BmcEndpoint, Host};
+use maas_core::id::{BatchId, HostRunId, JobId};
+use maas_core::model::*;
+use maas_core::names::{Group, Hostname, Pool, Rack, Site, Sku};
+use maas_core::plan::StepKind;
+use maas_core::ports::services::Ticket;
+use maas_core::ports::store::{StoreError, TicketRecord};
+use maas_core::time::Timestamp;
+use sea_orm::{QueryResult, TryGetable, Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A store error for a row that does not decode (a corrupt or foreign row).
+pub fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend { message: format!("undecodable {what} row: {detail}"), source: None }
+}
+
+/// A column of `row`.
+pub fn col<T: TryGetable>(row: &QueryResult, name: &str) -> Result<T, StoreError> {
+    row.try_get::<T>("", name).map_err(|e| corrupt(name, e))
+}
+
+fn name<T: FromStr>(row: &QueryResult, c: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let s: String = col(row, c)?;
+    s.parse::<T>().map_err(|e| corrupt(c, e))
+}
+
+fn opt_name<T: FromStr>(row: &QueryResult, c: &str) -> Result<Option<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let s: Option<String> = col(row, c)?;
+    s.map(|s| s.parse::<T>().map_err(|e| corrupt(c, e))).transpose()
+}
+
+fn uuid(row: &QueryResult, c: &str) -> Result<uuid::Uuid, StoreError> {
+    let s: String = col(row, c)?;
+    uuid::Uuid::parse_str(s.trim()).map_err(|e| corrupt(c, e))
+}
+
+fn ts(row: &QueryResult, c: &str) -> Result<Timestamp, StoreError> {
+    Ok(Timestamp::from_millis(col::<i64>(row, c)?))
+}
+
+fn opt_ts(row: &QueryResult, c: &str) -> Result<Option<Timestamp>, StoreError> {
+    Ok(col::<Option<i64>>(row, c)?.map(Timestamp::from_millis))
+}
+
+fn u32c(row: &QueryResult, c: &str) -> Result<u32, StoreError> {
+    let v: i64 = col(row, c)?;
+    u32::try_from(v).map_err(|e| corrupt(c, e))
+}
+
+fn json<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<T, StoreError> {
+    let s: String = col(row, c)?;
+    serde_json::from_str(&s).map_err(|e| corrupt(c, e))
+}
+
+fn opt_json<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<Option<T>, StoreError> {
+    let s: Option<String> = col(row, c)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| corrupt(c, e))).transpose()
+}
+
+/// A serde enum as its bare string (`"available"`).
+pub fn enum_str<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn enum_of<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<T, StoreError> {
+    let s: String = col(row, c)?;
+    serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|e| corrupt(c, format!("{s:?}: {e}")))
+}
+
+/// JSON text of `v`.
+pub fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A timestamp column value.
+pub fn t(v: Timestamp) -> Value {
+    Value::from(v.as_millis())
+}
+
+/// An optional timestamp column value.
+pub fn ot(v: Option<Timestamp>) -> Value {
+    Value::from(v.map(Timestamp::as_millis))
+}
+
+/// A text column value.
+pub fn s(v: impl ToString) -> Value {
+    Value::from(v.to_string())
+}
+
+/// An optional text column value.
+pub fn os<T: ToString>(v: Option<T>) -> Value {
+    Value::from(v.map(|v| v.to_string()))
+}
+
+/// An integer column value.
+pub fn n(v: impl Into<i64>) -> Value {
+    Value::from(v.into())
+}
+
+/// The columns of `maas_jobs`, in [`job_values`] order.
+pub const JOB_COLUMNS: &str = "id, batch_id, host_run_id, hostname, site, position, kind, params, state, attempt, \
+     max_attempts, priority, queue_key, run_at, lease_owner, lease_expires_at, wait_token, wait_deadline, created_at, \
+     enqueued_at, started_at, finished_at, last_error";
+
+/// A job's column values.
+pub fn job_values(j: &JobRecord) -> Vec<Value> {
+    vec![
+        s(j.id),
+        s(j.batch_id),
+        s(j.host_run_id),
+        s(&j.hostname),
+        s(&j.site),
+        n(j.position),
+        s(j.kind.as_str()),
+        s(to_json(&j.params)),
+        s(j.state.as_str()),
+        n(j.attempt),
+        n(j.max_attempts),
+        s(enum_str(&j.priority)),
+        n(j.key),
+        t(j.run_at),
+        os(j.lease_owner.as_ref()),
+        ot(j.lease_expires_at),
+        os(j.wait_token.as_ref()),
+        ot(j.wait_deadline),
+        t(j.created_at),
+        ot(j.enqueued_at),
+        ot(j.started_at),
+        ot(j.finished_at),
+        os(j.last_error.as_ref()),
+    ]
+}
+
+/// A job from its row.
+pub fn job(row: &QueryResult) -> Result<JobRecord, StoreError> {
+    let kind: String = col(row, "kind")?;
+    let state: String = col(row, "state")?;
+    Ok(JobRecord {
+        id: JobId(uuid(row, "id")?),
+        batch_id: BatchId(uuid(row, "batch_id")?),
+        host_run_id: HostRunId(uuid(row, "host_run_id")?),
+        hostname: name(row, "hostname")?,
+        site: name(row, "site")?,
+        position: u32c(row, "position")?,
+        kind: StepKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+        params: json(row, "params")?,
+        state: JobState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        attempt: u32c(row, "attempt")?,
+        max_attempts: u32c(row, "max_attempts")?,
+        priority: enum_of(row, "priority")?,
+        key: col(row, "queue_key")?,
+        run_at: ts(row, "run_at")?,
+        lease_owner: col(row, "lease_owner")?,
+        lease_expires_at: opt_ts(row, "lease_expires_at")?,
+        wait_token: col(row, "wait_token")?,
+        wait_deadline: opt_ts(row, "wait_deadline")?,
+        created_at: ts(row, "created_at")?,
+        enqueued_at: opt_ts(row, "enqueued_at")?,
+        started_at: opt_ts(row, "started_at")?,
+        finished_at: opt_ts(row, "finished_at")?,
+        last_error: col(row, "last_error")?,
+    })
+}
+
+/// The columns of `maas_host_runs`, in [`run_values`] order.
+pub const RUN_COLUMNS: &str = "id, batch_id, ordinal, hostname, site, pool, sku, state, step, cancel_requested, \
+     started_at, finished_at, last_error, straggler_step";
+
+/// A host run's column values.
+pub fn run_values(r: &HostRunRecord) -> Vec<Value> {
+    vec![
+        s(r.id),
+        s(r.batch_id),
+        n(r.ordinal),
+        s(&r.hostname),
+        s(&r.site),
+        s(&r.pool),
+        s(&r.sku),
+        s(r.state.as_str()),
+        n(r.step),
+        Value::from(r.cancel_requested),
+        ot(r.started_at),
+        ot(r.finished_at),
+        os(r.last_error.as_ref()),
+        Value::from(r.straggler_step.map(i64::from)),
+    ]
+}
+
+/// A host run from its row.
+pub fn run(row: &QueryResult) -> Result<HostRunRecord, StoreError> {
+    let state: String = col(row, "state")?;
+    Ok(HostRunRecord {
+        id: HostRunId(uuid(row, "id")?),
+        batch_id: BatchId(uuid(row, "batch_id")?),
+        ordinal: u32c(row, "ordinal")?,
+        hostname: name(row, "hostname")?,
+        site: name(row, "site")?,
+        pool: name(row, "pool")?,
+        sku: name(row, "sku")?,
+        state: HostRunState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        step: u32c(row, "step")?,
+        cancel_requested: col(row, "cancel_requested")?,
+        started_at: opt_ts(row, "started_at")?,
+        finished_at: opt_ts(row, "finished_at")?,
+        last_error: col(row, "last_error")?,
+        straggler_step: col::<Option<i64>>(row, "straggler_step")?.map(|v| v as u32),
+    })
+}
+
+/// The columns of `maas_batches`, in [`batch_values`] order.
+pub const BATCH_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, spec, state, pause_reason, \
+     cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at";
+
+/// A batch's column values.
+pub fn batch_values(b: &BatchRecord) -> Vec<Value> {
+    vec![
+        s(b.id),
+        s(&b.submitter),
+        os(b.spec.idempotency_key.as_ref()),
+        s(&b.fingerprint),
+        s(enum_str(&b.action())),
+        s(to_json(&*b.spec)),
+        s(b.state.as_str()),
+        os(b.pause_reason.as_ref().map(to_json)),
+        os(b.cancel_reason.as_ref()),
+        n(b.counts.queued),
+        n(b.counts.running),
+        n(b.counts.succeeded),
+        n(b.counts.failed),
+        n(b.counts.cancelled),
+        t(b.created_at),
+        t(b.updated_at),
+        ot(b.finished_at),
+    ]
+}
+
+/// A batch from its row.
+pub fn batch(row: &QueryResult) -> Result<BatchRecord, StoreError> {
+    let state: String = col(row, "state")?;
+    Ok(BatchRecord {
+        id: BatchId(uuid(row, "id")?),
+        submitter: col(row, "submitter")?,
+        spec: Arc::new(json(row, "spec")?),
+        fingerprint: col(row, "fingerprint")?,
+        state: BatchState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        pause_reason: opt_json(row, "pause_reason")?,
+        cancel_reason: col(row, "cancel_reason")?,
+        counts: HostRunCounts {
+            queued: u32c(row, "queued")?,
+            running: u32c(row, "running")?,
+            succeeded: u32c(row, "succeeded")?,
+            failed: u32c(row, "failed")?,
+            cancelled: u32c(row, "cancelled")?,
+        },
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+        finished_at: opt_ts(row, "finished_at")?,
+    })
+}
+
+/// A claim from its row.
+pub fn claim(row: &QueryResult) -> Result<Claim, StoreError> {
+    Ok(Claim {
+        hostname: name(row, "hostname")?,
+        batch_id: BatchId(uuid(row, "batch_id")?),
+        host_run_id: HostRunId(uuid(row, "host_run_id")?),
+        since: ts(row, "since")?,
+    })
+}
+
+/// An event from its row.
+pub fn event(row: &QueryResult) -> Result<Event, StoreError> {
+    Ok(Event {
+        seq: col::<i64>(row, "seq")? as u64,
+        batch_id: BatchId(uuid(row, "batch_id")?),
+        at: ts(row, "at")?,
+        kind: json(row, "kind")?,
+    })
+}
+
+/// An audit record from its row.
+pub fn audit(row: &QueryResult) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        at: ts(row, "at")?,
+        principal: col(row, "principal")?,
+        batch_id: BatchId(uuid(row, "batch_id")?),
+        action: json(row, "action")?,
+        host_count: u32c(row, "host_count")?,
+        hosts: col(row, "hosts")?,
+        force_reason: col(row, "force_reason")?,
+        comment: col(row, "comment")?,
+    })
+}
+
+/// A worker from its row.
+pub fn worker(row: &QueryResult) -> Result<WorkerRecord, StoreError> {
+    Ok(WorkerRecord {
+        id: col(row, "id")?,
+        site: name(row, "site")?,
+        pool: name(row, "pool")?,
+        started_at: ts(row, "started_at")?,
+        last_heartbeat: ts(row, "last_heartbeat")?,
+    })
+}
+
+/// A ticket from its row.
+pub fn ticket(row: &QueryResult) -> Result<TicketRecord, StoreError> {
+    let host: String = col(row, "host")?;
+    let step: Option<String> = col(row, "step")?;
+    Ok(TicketRecord {
+        id: format!("T-{:06}", col::<i64>(row, "id")?),
+        ticket: Ticket {
+            kind: enum_of(row, "kind")?,
+            batch_id: BatchId(uuid(row, "batch_id")?),
+            host: if host.is_empty() { None } else { Some(host.parse().map_err(|e| corrupt("host", e))?) },
+            step: step.map(|s| StepKind::parse(&s).ok_or_else(|| corrupt("step", &s))).transpose()?,
+            summary: col(row, "summary")?,
+            at: ts(row, "at")?,
+        },
+    })
+}
+
+/// The columns of `maas_hosts`, in [`host_values`] order.
+pub const HOST_COLUMNS: &str =
+    "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state";
+
+/// A host's column values.
+pub fn host_values(h: &Host) -> Vec<Value> {
+    vec![
+        s(&h.hostname),
+        s(&h.site),
+        os(h.rack.as_ref()),
+        s(&h.pool),
+        os(h.owner_group.as_ref()),
+        s(&h.sku),
+        s(&h.bmc.address),
+        n(h.bmc.port),
+        s(&h.bmc.credentials_ref),
+        s(enum_str(&h.state)),
+    ]
+}
+
+/// A host from its row.
+pub fn host(row: &QueryResult) -> Result<Host, StoreError> {
+    Ok(Host {
+        hostname: name::<Hostname>(row, "hostname")?,
+        site: name::<Site>(row, "site")?,
+        rack: opt_name::<Rack>(row, "rack")?,
+        pool: name::<Pool>(row, "pool")?,
+        owner_group: opt_name::<Group>(row, "owner_group")?,
+        sku: name::<Sku>(row, "sku")?,
+        bmc: BmcEndpoint {
+            address: col(row, "bmc_address")?,
+            port: u16::try_from(col::<i64>(row, "bmc_port")?).map_err(|e| corrupt("bmc_port", e))?,
+            credentials_ref: col(row, "bmc_credentials_ref")?,
+        },
+        state: enum_of(row, "state")?,
+    })
+}

@@ -1,0 +1,1138 @@
+//! `SqlStore`: the `Store` and `Inventory` contracts on SQLite, PostgreSQL and
+//! MySQL/MariaDB. Decisions come from `maas_core::machine`; this file loads the rows a
+//! change touches (locked, in a fixed order: batch, host run, jobs), calls the decision, and
+//! writes its `Effects` in the same transaction.
+//!
+//! Locking: PostgreSQL and MySQL lock the rows they will rewrite with `FOR UPDATE`, and
+//! claims skip rows other claimers hold (`SKIP LOCKED`); SQLite write transactions begin
+//! `IMMEDIATE`, so writers queue on the database lock instead of failing on a stale
+//! snapshot. Every write that could conflict is also guarded by the state it expects.
+//! Deadlocks and busy errors retry the whole transaction a few times.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use maas_core::host::{Host, HostState};
+use maas_core::id::{BatchId, HostRunId, JobId};
+use maas_core::machine::{self, Effects, JobContext, Rules, TransitionError};
+use maas_core::model::*;
+use maas_core::names::{Hostname, Pool, Site};
+use maas_core::overlap::Conflict;
+use maas_core::plan::StepKind;
+use maas_core::ports::inventory::{HostFilter, Inventory};
+use maas_core::ports::services::Ticket;
+use maas_core::ports::store::*;
+use maas_core::time::Timestamp;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait, Value,
+};
+
+use crate::rows::{self, col, n, os, ot, s, t};
+use crate::{OpenError, OpenOptions};
+
+/// Rows per multi-row INSERT (well under every backend's bind-parameter limit).
+const CHUNK: usize = 400;
+/// Attempts of a transaction that hit a deadlock or a busy database.
+const RETRIES: usize = 8;
+
+/// Runs `$body` (which uses `$c: &DatabaseTransaction`) in a write transaction, committing
+/// on `Ok` and rolling back on `Err`; deadlocks and busy databases retry the whole body.
+/// A macro rather than a closure so the body's future stays `Send`.
+macro_rules! write_txn {
+    ($store:ident, $c:ident, $body:block) => {{
+        let mut attempt = 0usize;
+        loop {
+            attempt += 1;
+            let txn = $store.begin().await?;
+            let result = {
+                let $c = &txn;
+                async { $body }.await
+            };
+            match result {
+                Ok(v) => match txn.commit().await.map_err(backend_err) {
+                    Ok(()) => break Ok(v),
+                    Err(e) if transient(&e) && attempt < RETRIES => continue,
+                    Err(e) => break Err(e),
+                },
+                Err(e) => {
+                    let _ = txn.rollback().await;
+                    if transient(&e) && attempt < RETRIES {
+                        tokio::time::sleep(std::time::Duration::from_millis(2 * attempt as u64)).await;
+                        continue;
+                    }
+                    break Err(e);
+                }
+            }
+        }
+    }};
+}
+
+/// The SQL store.
+pub struct SqlStore {
+    db: DatabaseConnection,
+    backend: DbBackend,
+    rules: Rules,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+fn backend_err(e: DbErr) -> StoreError {
+    StoreError::Backend { message: e.to_string(), source: Some(Box::new(e)) }
+}
+
+/// Whether retrying the whole transaction may succeed.
+fn transient(e: &StoreError) -> bool {
+    let StoreError::Backend { message, .. } = e else { return false };
+    let m = message.to_ascii_lowercase();
+    ["deadlock", "could not serialize", "database is locked", "lock wait timeout", "try restarting transaction"]
+        .iter()
+        .any(|p| m.contains(p))
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    let StoreError::Backend { message, .. } = e else { return false };
+    let m = message.to_ascii_lowercase();
+    m.contains("unique") || m.contains("duplicate")
+}
+
+fn placeholders(k: usize) -> String {
+    vec!["?"; k].join(", ")
+}
+
+fn set_clause(columns: &str) -> String {
+    columns.split(',').map(str::trim).skip(1).map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(", ")
+}
+
+/// A row's values rearranged for `UPDATE ... SET (all but the first) WHERE first = ?`.
+fn update_values(mut v: Vec<Value>) -> Vec<Value> {
+    let id = v.remove(0);
+    v.push(id);
+    v
+}
+
+impl SqlStore {
+    /// Opens (and migrates) the database at `url`; `rules` must match the engine's.
+    pub async fn open(url: &str, options: &OpenOptions, rules: Rules) -> Result<Self, OpenError> {
+        let db = crate::open(url, options).await?;
+        let backend = db.get_database_backend();
+        Ok(SqlStore { db, backend, rules })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    /// The connection (for tests and tools).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    fn stmt(&self, sql: &str, values: Vec<Value>) -> Statement {
+        if self.backend == DbBackend::Postgres {
+            let mut out = String::with_capacity(sql.len() + 16);
+            let mut i = 0;
+            for ch in sql.chars() {
+                if ch == '?' {
+                    i += 1;
+                    out.push('$');
+                    out.push_str(&i.to_string());
+                } else {
+                    out.push(ch);
+                }
+            }
+            Statement::from_sql_and_values(self.backend, out, values)
+        } else {
+            Statement::from_sql_and_values(self.backend, sql, values)
+        }
+    }
+
+    fn lock(&self) -> &'static str {
+        if self.backend == DbBackend::Sqlite { "" } else { " FOR UPDATE" }
+    }
+
+    async fn all(&self, c: &impl ConnectionTrait, sql: &str, v: Vec<Value>) -> Result<Vec<QueryResult>, StoreError> {
+        c.query_all_raw(self.stmt(sql, v)).await.map_err(backend_err)
+    }
+
+    async fn one(&self, c: &impl ConnectionTrait, sql: &str, v: Vec<Value>) -> Result<Option<QueryResult>, StoreError> {
+        c.query_one_raw(self.stmt(sql, v)).await.map_err(backend_err)
+    }
+
+    async fn exec(&self, c: &impl ConnectionTrait, sql: &str, v: Vec<Value>) -> Result<u64, StoreError> {
+        c.execute_raw(self.stmt(sql, v)).await.map(|r| r.rows_affected()).map_err(backend_err)
+    }
+
+    async fn begin(&self) -> Result<DatabaseTransaction, StoreError> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.backend == DbBackend::Sqlite).then_some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        self.db.begin_with_options(options).await.map_err(backend_err)
+    }
+
+    async fn insert_rows(
+        &self,
+        c: &impl ConnectionTrait,
+        table: &str,
+        columns: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), StoreError> {
+        let width = columns.split(',').count();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Value>> = rows.by_ref().take(CHUNK).collect();
+            let tuples = vec![format!("({})", placeholders(width)); chunk.len()].join(", ");
+            let sql = format!("INSERT INTO {table} ({columns}) VALUES {tuples}");
+            self.exec(c, &sql, chunk.into_iter().flatten().collect()).await?;
+        }
+        Ok(())
+    }
+
+    // ----- loading -----
+
+    async fn batch_row(&self, c: &impl ConnectionTrait, id: BatchId, lock: bool) -> Result<Option<BatchRecord>, StoreError> {
+        let sql = format!("SELECT * FROM maas_batches WHERE id = ?{}", if lock { self.lock() } else { "" });
+        self.one(c, &sql, vec![s(id)]).await?.map(|r| rows::batch(&r)).transpose()
+    }
+
+    async fn run_row(&self, c: &impl ConnectionTrait, id: HostRunId) -> Result<HostRunRecord, StoreError> {
+        let sql = format!("SELECT * FROM maas_host_runs WHERE id = ?{}", self.lock());
+        let row = self.one(c, &sql, vec![s(id)]).await?.ok_or_else(|| not_found("host run", id))?;
+        rows::run(&row)
+    }
+
+    async fn job_row(&self, c: &impl ConnectionTrait, id: JobId, lock: bool) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT * FROM maas_jobs WHERE id = ?{}", if lock { self.lock() } else { "" });
+        self.one(c, &sql, vec![s(id)]).await?.map(|r| rows::job(&r)).transpose()
+    }
+
+    async fn job_at(&self, c: &impl ConnectionTrait, run: HostRunId, position: u32) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT * FROM maas_jobs WHERE host_run_id = ? AND position = ?{}", self.lock());
+        self.one(c, &sql, vec![s(run), n(position)]).await?.map(|r| rows::job(&r)).transpose()
+    }
+
+    /// The rows a job outcome touches, locked batch first.
+    async fn job_context(&self, c: &impl ConnectionTrait, id: JobId) -> Result<JobContext, StoreError> {
+        let peek = self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))?;
+        let batch = self.batch_row(c, peek.batch_id, true).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
+        let host_run = self.run_row(c, peek.host_run_id).await?;
+        let job = self.job_row(c, id, true).await?.ok_or_else(|| not_found("job", id))?;
+        let next = self.job_at(c, job.host_run_id, job.position + 1).await?;
+        Ok(JobContext { batch, host_run, job, next })
+    }
+
+    // ----- writing -----
+
+    async fn put_job(&self, c: &impl ConnectionTrait, j: &JobRecord) -> Result<(), StoreError> {
+        let sql = format!("UPDATE maas_jobs SET {} WHERE id = ?", set_clause(rows::JOB_COLUMNS));
+        self.exec(c, &sql, update_values(rows::job_values(j))).await.map(|_| ())
+    }
+
+    async fn put_run(&self, c: &impl ConnectionTrait, r: &HostRunRecord) -> Result<(), StoreError> {
+        let sql = format!("UPDATE maas_host_runs SET {} WHERE id = ?", set_clause(rows::RUN_COLUMNS));
+        self.exec(c, &sql, update_values(rows::run_values(r))).await.map(|_| ())
+    }
+
+    async fn put_batch(&self, c: &impl ConnectionTrait, b: &BatchRecord) -> Result<(), StoreError> {
+        let sql = format!("UPDATE maas_batches SET {} WHERE id = ?", set_clause(rows::BATCH_COLUMNS));
+        self.exec(c, &sql, update_values(rows::batch_values(b))).await.map(|_| ())
+    }
+
+    /// Appends events with seqs taken from the counter row, whose lock orders them by commit.
+    async fn append_events(&self, c: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let k = events.len() as i64;
+        self.exec(c, "UPDATE maas_outbox_seq SET seq = seq + ? WHERE id = 1", vec![n(k)]).await?;
+        let row = self.one(c, "SELECT seq FROM maas_outbox_seq WHERE id = 1", vec![]).await?;
+        let last: i64 = row.map(|r| col(&r, "seq")).transpose()?.unwrap_or(k);
+        let rows = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| vec![n(last - k + 1 + i as i64), s(e.batch_id), t(e.at), s(rows::to_json(&e.kind))])
+            .collect();
+        self.insert_rows(c, "maas_events", "seq, batch_id, at, kind", rows).await
+    }
+
+    /// Writes a decision's effects, then starts queued host runs as it allows.
+    async fn apply(&self, c: &impl ConnectionTrait, mut fx: Effects, now: Timestamp) -> Result<(), StoreError> {
+        loop {
+            for j in &fx.jobs {
+                self.put_job(c, j).await?;
+            }
+            for r in &fx.host_runs {
+                self.put_run(c, r).await?;
+            }
+            for ids in fx.cancel_jobs_of.chunks(CHUNK) {
+                let sql = format!(
+                    "UPDATE maas_jobs SET state = 'cancelled', finished_at = ? WHERE host_run_id IN ({}) \
+                     AND state IN ('blocked', 'available', 'waiting')",
+                    placeholders(ids.len())
+                );
+                let mut v = vec![t(now)];
+                v.extend(ids.iter().map(|id| s(id)));
+                self.exec(c, &sql, v).await?;
+            }
+            for hosts in fx.released_claims.chunks(CHUNK) {
+                let sql = format!("DELETE FROM maas_claims WHERE hostname IN ({})", placeholders(hosts.len()));
+                self.exec(c, &sql, hosts.iter().map(s).collect()).await?;
+            }
+            self.append_events(c, std::mem::take(&mut fx.events)).await?;
+            let Some(batch) = fx.batch.take() else { return Ok(()) };
+            self.put_batch(c, &batch).await?;
+            if fx.start_queued == 0 {
+                return Ok(());
+            }
+            let sql = format!(
+                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state = 'queued' ORDER BY ordinal LIMIT ?{}",
+                self.lock()
+            );
+            let queued = self.all(c, &sql, vec![s(batch.id), n(fx.start_queued)]).await?;
+            let mut pairs = Vec::with_capacity(queued.len());
+            for row in &queued {
+                let run = rows::run(row)?;
+                let head = self.job_at(c, run.id, 0).await?.ok_or_else(|| not_found("head job of", run.id))?;
+                pairs.push((run, head));
+            }
+            fx = machine::start_queued_runs(batch, pairs, now, &self.rules)?;
+        }
+    }
+
+    async fn conflicts(&self, c: &impl ConnectionTrait, hosts: &[Hostname]) -> Result<Vec<Conflict>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(CHUNK) {
+            let sql = format!("SELECT * FROM maas_claims WHERE hostname IN ({})", placeholders(chunk.len()));
+            for row in self.all(c, &sql, chunk.iter().map(s).collect()).await? {
+                let claim = rows::claim(&row)?;
+                out.push(Conflict { host: claim.hostname, held_by: claim.batch_id });
+            }
+        }
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(out)
+    }
+
+    async fn find_by_key(&self, c: &impl ConnectionTrait, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let row = self
+            .one(c, "SELECT * FROM maas_batches WHERE submitter = ? AND idempotency_key = ?", vec![s(submitter), s(key)])
+            .await?;
+        row.map(|r| rows::batch(&r)).transpose()
+    }
+
+    /// Inserts every row of a new batch; fails on any unique violation (caller sorts it out).
+    async fn insert_batch(&self, c: &impl ConnectionTrait, nb: &machine::NewBatch) -> Result<(), StoreError> {
+        self.insert_rows(c, "maas_batches", rows::BATCH_COLUMNS, vec![rows::batch_values(&nb.batch)]).await?;
+        let claims = nb.claims.iter().map(|cl| vec![s(&cl.hostname), s(cl.batch_id), s(cl.host_run_id), t(cl.since)]).collect();
+        self.insert_rows(c, "maas_claims", "hostname, batch_id, host_run_id, since", claims).await?;
+        self.insert_rows(c, "maas_host_runs", rows::RUN_COLUMNS, nb.host_runs.iter().map(rows::run_values).collect()).await?;
+        self.insert_rows(c, "maas_jobs", rows::JOB_COLUMNS, nb.jobs.iter().map(rows::job_values).collect()).await?;
+        self.append_events(c, nb.events.clone()).await?;
+        let a = &nb.audit;
+        let audit = vec![
+            t(a.at),
+            s(&a.principal),
+            s(a.batch_id),
+            s(rows::to_json(&a.action)),
+            n(a.host_count),
+            s(&a.hosts),
+            os(a.force_reason.as_ref()),
+            os(a.comment.as_ref()),
+        ];
+        self.insert_rows(c, "maas_audit", "at, principal, batch_id, action, host_count, hosts, force_reason, comment", vec![audit])
+            .await
+    }
+
+    /// Inserts a row or updates it on a key conflict. In `update` expressions, `NEW(col)`
+    /// stands for the value being inserted.
+    async fn upsert(
+        &self,
+        c: &impl ConnectionTrait,
+        table: &str,
+        key: &str,
+        columns: &[&str],
+        values: Vec<Value>,
+        update: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let mysql = self.backend == DbBackend::MySql;
+        let sets: Vec<String> = update
+            .iter()
+            .map(|(col, expr)| {
+                let mut e = expr.clone();
+                for c in columns {
+                    let new = if mysql { format!("VALUES({c})") } else { format!("excluded.{c}") };
+                    e = e.replace(&format!("NEW({c})"), &new);
+                }
+                format!("{col} = {e}")
+            })
+            .collect();
+        let head = format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders(columns.len()));
+        let sql = if mysql {
+            format!("{head} ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+        } else {
+            format!("{head} ON CONFLICT ({key}) DO UPDATE SET {}", sets.join(", "))
+        };
+        self.exec(c, &sql, values).await.map(|_| ())
+    }
+
+    async fn ticket_find(&self, kind: &str, batch: BatchId, host: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .one(&self.db, "SELECT * FROM maas_tickets WHERE kind = ? AND batch_id = ? AND host = ?", vec![s(kind), s(batch), s(host)])
+            .await?;
+        row.map(|r| rows::ticket(&r).map(|t| t.id)).transpose()
+    }
+
+    fn greatest(&self) -> &'static str {
+        if self.backend == DbBackend::Sqlite { "MAX" } else { "GREATEST" }
+    }
+}
+
+fn site_entry(m: &mut BTreeMap<String, SiteActivity>, site: String) -> Result<&mut SiteActivity, StoreError> {
+    let parsed: Site = site.parse().map_err(|e| rows::corrupt("site", e))?;
+    Ok(m.entry(site).or_insert(SiteActivity {
+        site: parsed,
+        hosts_in_flight: 0,
+        jobs_queued: 0,
+        jobs_running: 0,
+        jobs_waiting: 0,
+    }))
+}
+
+fn not_found(what: &'static str, id: impl ToString) -> StoreError {
+    StoreError::NotFound { what, id: id.to_string() }
+}
+
+fn in_list<T: ToString>(items: &[T]) -> (String, Vec<Value>) {
+    (placeholders(items.len()), items.iter().map(|i| s(i.to_string())).collect())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = if limit == 0 { i64::MAX } else { limit as i64 };
+        let rows = self.all(&self.db, "SELECT * FROM maas_audit ORDER BY id DESC LIMIT ?", vec![n(limit)]).await?;
+        rows.iter().map(rows::audit).collect()
+    }
+
+    async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
+        write_txn!(self, c, {
+            let batch = self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| not_found("batch", p.batch_id))?;
+            let sql = format!(
+                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state IN ('queued', 'running') ORDER BY ordinal{}",
+                self.lock()
+            );
+            let mut runs = Vec::new();
+            for row in self.all(c, &sql, vec![s(p.batch_id)]).await? {
+                let run = rows::run(&row)?;
+                let current = self.job_at(c, run.id, run.step).await?;
+                runs.push((run, current));
+            }
+            let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now)?;
+            self.apply(c, fx, p.now).await?;
+            self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| not_found("batch", p.batch_id))
+        })
+    }
+
+    async fn batch_find_by_key(&self, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError> {
+        self.find_by_key(&self.db, submitter, key).await
+    }
+
+    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
+        self.batch_row(&self.db, id, false).await
+    }
+
+    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError> {
+        let mut sql = String::from("SELECT * FROM maas_batches WHERE 1 = 1");
+        let mut v = Vec::new();
+        if let Some(before) = p.before {
+            sql.push_str(" AND id < ?");
+            v.push(s(before));
+        }
+        if let Some(sub) = &p.submitter {
+            sql.push_str(" AND submitter = ?");
+            v.push(s(sub));
+        }
+        if !p.states.is_empty() {
+            sql.push_str(&format!(" AND state IN ({})", placeholders(p.states.len())));
+            v.extend(p.states.iter().map(|st| s(st.as_str())));
+        }
+        if let Some(a) = p.action {
+            sql.push_str(" AND action = ?");
+            v.push(s(rows::enum_str(&a)));
+        }
+        if let Some(from) = p.created_from {
+            sql.push_str(" AND created_at >= ?");
+            v.push(t(from));
+        }
+        if let Some(until) = p.created_until {
+            sql.push_str(" AND created_at < ?");
+            v.push(t(until));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        v.push(n(if p.limit == 0 { 100 } else { p.limit as i64 }));
+        self.all(&self.db, &sql, v).await?.iter().map(rows::batch).collect()
+    }
+
+    async fn batch_purge_finished(&self, p: PurgeParams) -> Result<PurgeReport, StoreError> {
+        let limit = if p.limit == 0 { 100 } else { p.limit as i64 };
+        let rows = self
+            .all(
+                &self.db,
+                "SELECT id FROM maas_batches WHERE state IN ('completed', 'cancelled') AND finished_at < ? ORDER BY finished_at LIMIT ?",
+                vec![t(p.finished_before), n(limit)],
+            )
+            .await?;
+        let ids: Vec<String> = rows.iter().map(|r| col::<String>(r, "id")).collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            return Ok(PurgeReport::default());
+        }
+        write_txn!(self, c, {
+            let (list, v) = in_list(&ids);
+            let jobs = self.exec(c, &format!("DELETE FROM maas_jobs WHERE batch_id IN ({list})"), v.clone()).await?;
+            let runs = self.exec(c, &format!("DELETE FROM maas_host_runs WHERE batch_id IN ({list})"), v.clone()).await?;
+            let mut ev = v.clone();
+            ev.push(n(p.events_through as i64));
+            let events =
+                self.exec(c, &format!("DELETE FROM maas_events WHERE batch_id IN ({list}) AND seq <= ?"), ev).await?;
+            let batches = self.exec(c, &format!("DELETE FROM maas_batches WHERE id IN ({list})"), v).await?;
+            Ok(PurgeReport {
+                batches: batches as usize,
+                host_runs: runs as usize,
+                jobs: jobs as usize,
+                events: events as usize,
+            })
+        })
+    }
+
+    async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError> {
+        write_txn!(self, c, {
+            let batch = self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| not_found("batch", p.batch_id))?;
+            let fx = if p.paused {
+                machine::decide_pause(batch, &p.principal, &p.reason, p.now)?
+            } else {
+                machine::decide_resume(batch, &p.principal, p.now)?
+            };
+            self.apply(c, fx, p.now).await?;
+            self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| not_found("batch", p.batch_id))
+        })
+    }
+
+    async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError> {
+        let nb = p.new_batch;
+        let key = nb.batch.spec.idempotency_key.clone();
+        let hosts: Vec<Hostname> = nb.claims.iter().map(|c| c.hostname.clone()).collect();
+        for _ in 0..RETRIES {
+            // The idempotent answer first: the same key always gets the same batch.
+            if let Some(key) = &key
+                && let Some(existing) = self.find_by_key(&self.db, &nb.batch.submitter, key).await?
+            {
+                if machine::idempotent_match(&existing, &nb.batch.spec) {
+                    return Ok(BatchSubmitted { batch: existing, created: false });
+                }
+                return Err(StoreError::IdempotencyKeyReused { key: key.clone(), batch: existing.id });
+            }
+            let result: Result<(), StoreError> = write_txn!(self, c, { self.insert_batch(c, &nb).await });
+            match result {
+                Ok(()) => return Ok(BatchSubmitted { batch: nb.batch.clone(), created: true }),
+                Err(e) if is_unique_violation(&e) => {
+                    // Rolled back whole. Say who holds the hosts (or loop: the key's batch
+                    // appeared, or the holders finished meanwhile).
+                    let conflicts = self.conflicts(&self.db, &hosts).await?;
+                    if !conflicts.is_empty() {
+                        return Err(StoreError::Overlap { conflicts });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Backend { message: "batch_submit kept racing other submitters; try again".into(), source: None })
+    }
+
+    async fn claim_get_many(&self, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(CHUNK) {
+            let sql = format!("SELECT * FROM maas_claims WHERE hostname IN ({})", placeholders(chunk.len()));
+            for row in self.all(&self.db, &sql, chunk.iter().map(s).collect()).await? {
+                out.push(rows::claim(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn event_cursor_get(&self, consumer: &str) -> Result<u64, StoreError> {
+        let row = self.one(&self.db, "SELECT seq FROM maas_cursors WHERE consumer = ?", vec![s(consumer)]).await?;
+        Ok(row.map(|r| col::<i64>(&r, "seq")).transpose()?.unwrap_or(0) as u64)
+    }
+
+    async fn event_cursor_set(&self, consumer: &str, seq: u64) -> Result<(), StoreError> {
+        let g = self.greatest();
+        self.upsert(
+            &self.db,
+            "maas_cursors",
+            "consumer",
+            &["consumer", "seq"],
+            vec![s(consumer), n(seq as i64)],
+            &[("seq", format!("{g}(maas_cursors.seq, NEW(seq))"))],
+        )
+        .await
+    }
+
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>, StoreError> {
+        let limit = if p.limit == 0 { 1000 } else { p.limit as i64 };
+        let rows = match p.batch_id {
+            Some(b) => {
+                self.all(
+                    &self.db,
+                    "SELECT * FROM maas_events WHERE seq > ? AND batch_id = ? ORDER BY seq LIMIT ?",
+                    vec![n(p.after as i64), s(b), n(limit)],
+                )
+                .await?
+            }
+            None => {
+                self.all(&self.db, "SELECT * FROM maas_events WHERE seq > ? ORDER BY seq LIMIT ?", vec![n(p.after as i64), n(limit)])
+                    .await?
+            }
+        };
+        rows.iter().map(rows::event).collect()
+    }
+
+    async fn host_run_flag_straggler(&self, p: StragglerFlagParams) -> Result<bool, StoreError> {
+        write_txn!(self, c, {
+            let peek = self.one(c, "SELECT batch_id FROM maas_host_runs WHERE id = ?", vec![s(p.host_run_id)]).await?;
+            let Some(peek) = peek else { return Err(not_found("host run", p.host_run_id)) };
+            let batch: String = col(&peek, "batch_id")?;
+            self.one(c, &format!("SELECT id FROM maas_batches WHERE id = ?{}", self.lock()), vec![s(batch)]).await?;
+            let run = self.run_row(c, p.host_run_id).await?;
+            let Some(job) = self.job_at(c, run.id, p.position).await? else { return Ok(false) };
+            match machine::decide_straggler(run, p.position, job.kind, p.now) {
+                Some(fx) => {
+                    self.apply(c, fx, p.now).await?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+    }
+
+    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError> {
+        let mut sql = String::from("SELECT * FROM maas_host_runs WHERE 1 = 1");
+        let mut v = Vec::new();
+        if let Some(b) = p.batch_id {
+            sql.push_str(" AND batch_id = ?");
+            v.push(s(b));
+        }
+        if !p.hostnames.is_empty() {
+            sql.push_str(&format!(" AND hostname IN ({})", placeholders(p.hostnames.len())));
+            v.extend(p.hostnames.iter().map(s));
+        }
+        if !p.states.is_empty() {
+            sql.push_str(&format!(" AND state IN ({})", placeholders(p.states.len())));
+            v.extend(p.states.iter().map(|st| s(st.as_str())));
+        }
+        sql.push_str(" ORDER BY batch_id, ordinal");
+        self.all(&self.db, &sql, v).await?.iter().map(rows::run).collect()
+    }
+
+    async fn job_claim(&self, p: JobClaimParams) -> Result<Vec<JobRecord>, StoreError> {
+        if p.kinds.is_empty() || p.limit == 0 {
+            return Ok(Vec::new());
+        }
+        write_txn!(self, c, {
+            let kinds: Vec<&str> = p.kinds.iter().map(|k| k.as_str()).collect();
+            let (ready, order) =
+                if self.backend == DbBackend::MySql { ("ready_key IS NOT NULL", "ready_key") } else { ("state = 'available'", "queue_key") };
+            let lock = match self.backend {
+                DbBackend::Sqlite => "",
+                _ => " FOR UPDATE SKIP LOCKED",
+            };
+            let sql = format!(
+                "SELECT * FROM maas_jobs WHERE {ready} AND site = ? AND kind IN ({}) AND run_at <= ? ORDER BY {order}, id LIMIT ?{lock}",
+                placeholders(kinds.len())
+            );
+            let mut v = vec![s(&p.site)];
+            v.extend(kinds.iter().map(s));
+            v.push(t(p.now));
+            v.push(n(p.limit as i64));
+            let mut out = Vec::new();
+            for row in self.all(c, &sql, v).await? {
+                let mut job = rows::job(&row)?;
+                machine::lease_job(&mut job, &p.owner, p.now, p.lease)?;
+                let guarded = self
+                    .exec(
+                        c,
+                        "UPDATE maas_jobs SET state = ?, attempt = ?, lease_owner = ?, lease_expires_at = ?, started_at = ? \
+                         WHERE id = ? AND state = 'available'",
+                        vec![
+                            s(job.state.as_str()),
+                            n(job.attempt),
+                            os(job.lease_owner.as_ref()),
+                            ot(job.lease_expires_at),
+                            ot(job.started_at),
+                            s(job.id),
+                        ],
+                    )
+                    .await?;
+                if guarded == 1 {
+                    out.push(job);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn job_complete_many(
+        &self,
+        p: JobCompleteManyParams,
+    ) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
+        // Lock in one global order (batch, then job) so concurrent calls cannot deadlock.
+        let mut order: Vec<(String, usize)> = Vec::with_capacity(p.completions.len());
+        for (i, c) in p.completions.iter().enumerate() {
+            let batch = match self.job_row(&self.db, c.job_id, false).await? {
+                Some(j) => j.batch_id.to_string(),
+                None => return Err(not_found("job", c.job_id)),
+            };
+            order.push((format!("{batch}/{}", c.job_id), i));
+        }
+        order.sort();
+        write_txn!(self, c, {
+            let mut results: Vec<Option<Result<(), TransitionError>>> = vec![None; p.completions.len()];
+            for (_, i) in &order {
+                let done = &p.completions[*i];
+                let ctx = self.job_context(c, done.job_id).await?;
+                let decided = machine::check_fence(&ctx.job, done.attempt)
+                    .and_then(|()| machine::decide_job_outcome(ctx, done.outcome.clone(), p.now, &self.rules));
+                results[*i] = Some(match decided {
+                    Ok(fx) => {
+                        self.apply(c, fx, p.now).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+            Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+        })
+    }
+
+    async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError> {
+        if p.job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        write_txn!(self, c, {
+            let mut held = Vec::new();
+            for chunk in p.job_ids.chunks(CHUNK) {
+                let (list, ids) = in_list(chunk);
+                let mut v = vec![t(p.now.plus(p.lease))];
+                v.extend(ids.clone());
+                v.push(s(&p.owner));
+                self.exec(
+                    c,
+                    &format!("UPDATE maas_jobs SET lease_expires_at = ? WHERE id IN ({list}) AND state = 'running' AND lease_owner = ?"),
+                    v,
+                )
+                .await?;
+                let mut v = ids;
+                v.push(s(&p.owner));
+                for row in self
+                    .all(c, &format!("SELECT id FROM maas_jobs WHERE id IN ({list}) AND state = 'running' AND lease_owner = ?"), v)
+                    .await?
+                {
+                    let id: String = col(&row, "id")?;
+                    held.push(JobId(uuid::Uuid::parse_str(id.trim()).map_err(|e| rows::corrupt("id", e))?));
+                }
+            }
+            let order: BTreeMap<JobId, usize> = p.job_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+            held.sort_by_key(|id| order.get(id).copied().unwrap_or(usize::MAX));
+            Ok(held)
+        })
+    }
+
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT j.* FROM maas_jobs j JOIN maas_host_runs r ON r.id = j.host_run_id WHERE 1 = 1",
+        );
+        let mut v = Vec::new();
+        if let Some(b) = p.batch_id {
+            sql.push_str(" AND j.batch_id = ?");
+            v.push(s(b));
+        }
+        if let Some(r) = p.host_run_id {
+            sql.push_str(" AND j.host_run_id = ?");
+            v.push(s(r));
+        }
+        if !p.states.is_empty() {
+            sql.push_str(&format!(" AND j.state IN ({})", placeholders(p.states.len())));
+            v.extend(p.states.iter().map(|st| s(st.as_str())));
+        }
+        sql.push_str(" ORDER BY r.batch_id, r.ordinal, j.position");
+        self.all(&self.db, &sql, v).await?.iter().map(rows::job).collect()
+    }
+
+    async fn job_release_many(&self, p: JobReleaseParams) -> Result<Vec<JobId>, StoreError> {
+        write_txn!(self, c, {
+            let mut released = Vec::new();
+            for (id, attempt) in &p.jobs {
+                let Some(job) = self.job_row(c, *id, true).await? else { continue };
+                if let Ok(job) = machine::hand_back(job, &p.owner, *attempt, p.now) {
+                    self.put_job(c, &job).await?;
+                    released.push(*id);
+                }
+            }
+            Ok(released)
+        })
+    }
+
+    async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError> {
+        let limit = if p.limit == 0 { i64::MAX } else { p.limit as i64 };
+        let mut report = RescueReport::default();
+        let expired = self
+            .all(
+                &self.db,
+                "SELECT id FROM maas_jobs WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT ?",
+                vec![t(p.now), n(limit)],
+            )
+            .await?;
+        for row in expired {
+            let id = JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let outcome = write_txn!(self, c, {
+                    let ctx = self.job_context(c, id).await?;
+                    // Re-checked under the lock: a heartbeat or completion may have won.
+                    if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
+                        return Ok(None);
+                    }
+                    let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
+                    let failed = fx.jobs.first().is_some_and(|j| j.state == JobState::Failed);
+                    self.apply(c, fx, p.now).await?;
+                    Ok(Some(failed))
+                })?;
+            match outcome {
+                Some(true) => report.failed.push(id),
+                Some(false) => report.retried.push(id),
+                None => {}
+            }
+        }
+        let room = limit.saturating_sub((report.retried.len() + report.failed.len()) as i64);
+        let waits = self
+            .all(
+                &self.db,
+                "SELECT id FROM maas_jobs WHERE state = 'waiting' AND wait_deadline <= ? ORDER BY wait_deadline, id LIMIT ?",
+                vec![t(p.now), n(room)],
+            )
+            .await?;
+        for row in waits {
+            let id = JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let expired = write_txn!(self, c, {
+                    let ctx = self.job_context(c, id).await?;
+                    if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
+                        return Ok(false);
+                    }
+                    let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
+                    self.apply(c, fx, p.now).await?;
+                    Ok(true)
+                })?;
+            if expired {
+                report.wait_expired.push(id);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError> {
+        write_txn!(self, c, {
+            let row = self.one(c, "SELECT id FROM maas_jobs WHERE wait_token = ?", vec![s(&p.token)]).await?;
+            let row = row.ok_or(TransitionError::WrongToken)?;
+            let id = JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let ctx = self.job_context(c, id).await?;
+            let fx = machine::decide_wait_result(ctx, &p.token, p.outcome.clone(), p.now, &self.rules)?;
+            self.apply(c, fx, p.now).await?;
+            self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))
+        })
+    }
+
+    async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError> {
+        let result = write_txn!(self, c, {
+                let sql = format!("SELECT * FROM maas_leaders WHERE name = ?{}", self.lock());
+                let until = p.now.plus(p.ttl);
+                match self.one(c, &sql, vec![s(&p.name)]).await? {
+                    None => {
+                        self.exec(
+                            c,
+                            "INSERT INTO maas_leaders (name, owner, expires_at) VALUES (?, ?, ?)",
+                            vec![s(&p.name), s(&p.owner), t(until)],
+                        )
+                        .await?;
+                        Ok(true)
+                    }
+                    Some(row) => {
+                        let owner: String = col(&row, "owner")?;
+                        let expires: i64 = col(&row, "expires_at")?;
+                        if owner != p.owner && expires > p.now.as_millis() {
+                            return Ok(false);
+                        }
+                        self.exec(
+                            c,
+                            "UPDATE maas_leaders SET owner = ?, expires_at = ? WHERE name = ?",
+                            vec![s(&p.owner), t(until), s(&p.name)],
+                        )
+                        .await?;
+                        Ok(true)
+                    }
+                }
+            });
+        match result {
+            // Another candidate inserted the row first: it leads.
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            other => other,
+        }
+    }
+
+    async fn leader_resign(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.exec(&self.db, "DELETE FROM maas_leaders WHERE name = ? AND owner = ?", vec![s(name), s(owner)]).await.map(|_| ())
+    }
+
+    async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError> {
+        let row = self.one(&self.db, "SELECT kinds FROM maas_pool_kinds WHERE pool = ?", vec![s(pool)]).await?;
+        row.map(|r| {
+            let text: String = col(&r, "kinds")?;
+            serde_json::from_str(&text).map_err(|e| rows::corrupt("kinds", e))
+        })
+        .transpose()
+    }
+
+    async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError> {
+        self.upsert(
+            &self.db,
+            "maas_pool_kinds",
+            "pool",
+            &["pool", "kinds"],
+            vec![s(pool), s(rows::to_json(&kinds))],
+            &[("kinds", "NEW(kinds)".into())],
+        )
+        .await
+    }
+
+    async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError> {
+        let mut by_site: BTreeMap<String, SiteActivity> = BTreeMap::new();
+        let runs = self
+            .all(&self.db, "SELECT site, COUNT(*) AS n FROM maas_host_runs WHERE state = 'running' GROUP BY site", vec![])
+            .await?;
+        for r in runs {
+            site_entry(&mut by_site, col(&r, "site")?)?.hosts_in_flight = col::<i64>(&r, "n")? as u32;
+        }
+        let jobs = self
+            .all(
+                &self.db,
+                "SELECT site, state, COUNT(*) AS n FROM maas_jobs WHERE state IN ('available', 'running', 'waiting') GROUP BY site, state",
+                vec![],
+            )
+            .await?;
+        for r in jobs {
+            let state: String = col(&r, "state")?;
+            let count = col::<i64>(&r, "n")? as u32;
+            let e = site_entry(&mut by_site, col(&r, "site")?)?;
+            match state.as_str() {
+                "available" => e.jobs_queued = count,
+                "running" => e.jobs_running = count,
+                _ => e.jobs_waiting = count,
+            }
+        }
+        Ok(by_site.into_values().collect())
+    }
+
+    async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError> {
+        let mut sql = String::from(
+            "SELECT r.*, b.action AS batch_action FROM maas_host_runs r JOIN maas_batches b ON b.id = r.batch_id \
+             WHERE r.started_at IS NOT NULL AND r.finished_at IS NOT NULL",
+        );
+        let mut v = Vec::new();
+        if let Some(from) = p.finished_from {
+            sql.push_str(" AND r.finished_at >= ?");
+            v.push(t(from));
+        }
+        if let Some(until) = p.finished_until {
+            sql.push_str(" AND r.finished_at < ?");
+            v.push(t(until));
+        }
+        sql.push_str(" ORDER BY r.finished_at, r.batch_id");
+        let mut out = Vec::new();
+        for row in self.all(&self.db, &sql, v).await? {
+            let r = rows::run(&row)?;
+            let action: String = col(&row, "batch_action")?;
+            out.push(HostRunSample {
+                batch_id: r.batch_id,
+                action: serde_json::from_value(serde_json::Value::String(action)).map_err(|e| rows::corrupt("action", e))?,
+                site: r.site,
+                sku: r.sku,
+                state: r.state,
+                started_at: r.started_at.unwrap_or_default(),
+                finished_at: r.finished_at.unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn stats_steps(&self, p: StatsParams) -> Result<Vec<StepSample>, StoreError> {
+        let mut sql = String::from(
+            "SELECT j.*, r.sku AS run_sku, b.action AS batch_action FROM maas_jobs j \
+             JOIN maas_host_runs r ON r.id = j.host_run_id JOIN maas_batches b ON b.id = j.batch_id \
+             WHERE j.state = 'succeeded' AND j.finished_at IS NOT NULL",
+        );
+        let mut v = Vec::new();
+        if let Some(from) = p.finished_from {
+            sql.push_str(" AND j.finished_at >= ?");
+            v.push(t(from));
+        }
+        if let Some(until) = p.finished_until {
+            sql.push_str(" AND j.finished_at < ?");
+            v.push(t(until));
+        }
+        let mut out = Vec::new();
+        for row in self.all(&self.db, &sql, v).await? {
+            let j = rows::job(&row)?;
+            let began = if j.kind.is_wait() { j.enqueued_at } else { j.started_at };
+            let (Some(started_at), Some(finished_at)) = (began, j.finished_at) else { continue };
+            let action: String = col(&row, "batch_action")?;
+            let sku: String = col(&row, "run_sku")?;
+            out.push(StepSample {
+                batch_id: j.batch_id,
+                action: serde_json::from_value(serde_json::Value::String(action)).map_err(|e| rows::corrupt("action", e))?,
+                kind: j.kind,
+                site: j.site,
+                sku: sku.parse().map_err(|e| rows::corrupt("sku", e))?,
+                started_at,
+                finished_at,
+            });
+        }
+        out.sort_by_key(|s| (s.finished_at, s.batch_id, s.kind));
+        Ok(out)
+    }
+
+    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError> {
+        let host = ticket.host.as_ref().map(|h| h.to_string()).unwrap_or_default();
+        let kind = rows::enum_str(&ticket.kind);
+        if let Some(id) = self.ticket_find(&kind, ticket.batch_id, &host).await? {
+            return Ok((id, false));
+        }
+        let inserted = self
+            .exec(
+                &self.db,
+                "INSERT INTO maas_tickets (kind, batch_id, host, step, summary, at) VALUES (?, ?, ?, ?, ?, ?)",
+                vec![s(&kind), s(ticket.batch_id), s(&host), os(ticket.step.map(|k| k.as_str())), s(&ticket.summary), t(ticket.at)],
+            )
+            .await;
+        match inserted {
+            Ok(_) => Ok((self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?, true)),
+            Err(e) if is_unique_violation(&e) => Ok((self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?, false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError> {
+        let limit = if limit == 0 { i64::MAX } else { limit as i64 };
+        self.all(&self.db, "SELECT * FROM maas_tickets ORDER BY id DESC LIMIT ?", vec![n(limit)]).await?.iter().map(rows::ticket).collect()
+    }
+
+    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {
+        let g = self.greatest();
+        self.upsert(
+            &self.db,
+            "maas_workers",
+            "id",
+            &["id", "site", "pool", "started_at", "last_heartbeat"],
+            vec![s(&p.id), s(&p.site), s(&p.pool), t(p.now), t(p.now)],
+            &[
+                ("site", "NEW(site)".into()),
+                ("pool", "NEW(pool)".into()),
+                ("last_heartbeat", format!("{g}(maas_workers.last_heartbeat, NEW(last_heartbeat))")),
+            ],
+        )
+        .await
+    }
+
+    async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<WorkerRecord>, StoreError> {
+        let mut sql = String::from("SELECT * FROM maas_workers WHERE 1 = 1");
+        let mut v = Vec::new();
+        if let Some(site) = &p.site {
+            sql.push_str(" AND site = ?");
+            v.push(s(site));
+        }
+        if let Some(since) = p.fresh_since {
+            sql.push_str(" AND last_heartbeat >= ?");
+            v.push(t(since));
+        }
+        sql.push_str(" ORDER BY id");
+        self.all(&self.db, &sql, v).await?.iter().map(rows::worker).collect()
+    }
+}
+
+#[async_trait]
+impl Inventory for SqlStore {
+    async fn host_get_many(&self, names: &[Hostname]) -> Result<Vec<Host>, StoreError> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(CHUNK) {
+            let sql = format!("SELECT * FROM maas_hosts WHERE hostname IN ({})", placeholders(chunk.len()));
+            for row in self.all(&self.db, &sql, chunk.iter().map(s).collect()).await? {
+                out.push(rows::host(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn host_list(&self, f: HostFilter) -> Result<Vec<Host>, StoreError> {
+        let mut sql = String::from("SELECT * FROM maas_hosts WHERE 1 = 1");
+        let mut v = Vec::new();
+        if let Some(site) = &f.site {
+            sql.push_str(" AND site = ?");
+            v.push(s(site));
+        }
+        if let Some(pool) = &f.pool {
+            sql.push_str(" AND pool = ?");
+            v.push(s(pool));
+        }
+        if let Some(state) = f.state {
+            sql.push_str(" AND state = ?");
+            v.push(s(rows::enum_str(&state)));
+        }
+        if let Some(after) = &f.after {
+            sql.push_str(" AND hostname > ?");
+            v.push(s(after));
+        }
+        sql.push_str(" ORDER BY hostname LIMIT ?");
+        v.push(n(if f.limit == 0 { i64::MAX } else { f.limit as i64 }));
+        self.all(&self.db, &sql, v).await?.iter().map(rows::host).collect()
+    }
+
+    async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError> {
+        let count = hosts.len();
+        write_txn!(self, c, {
+            for chunk in hosts.chunks(CHUNK) {
+                let names: Vec<Hostname> = chunk.iter().map(|h| h.hostname.clone()).collect();
+                let (list, v) = in_list(&names);
+                self.exec(c, &format!("DELETE FROM maas_hosts WHERE hostname IN ({list})"), v).await?;
+                // Last write wins within one call too.
+                let mut last: BTreeMap<&Hostname, &Host> = BTreeMap::new();
+                for h in chunk {
+                    last.insert(&h.hostname, h);
+                }
+                self.insert_rows(c, "maas_hosts", rows::HOST_COLUMNS, last.values().map(|h| rows::host_values(h)).collect())
+                    .await?;
+            }
+            Ok(count)
+        })
+    }
+
+    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
+        write_txn!(self, c, {
+            if self.one(c, "SELECT hostname FROM maas_hosts WHERE hostname = ?", vec![s(name)]).await?.is_none() {
+                return Err(not_found("host", name));
+            }
+            self.exec(c, "UPDATE maas_hosts SET state = ? WHERE hostname = ?", vec![s(rows::enum_str(&state)), s(name)])
+                .await
+                .map(|_| ())
+        })
+    }
+}

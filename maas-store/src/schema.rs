@@ -8,8 +8,8 @@
 //!
 //! The claim index holds runnable rows only: a partial index `WHERE state = 'available'`
 //! on PostgreSQL and SQLite; on MySQL/MariaDB, which has no partial indexes, a stored
-//! generated column `ready_key` that is NULL unless the job is available, indexed with the
-//! site and kind — the index range a claim scans contains available jobs only.
+//! generated column `ready_key` that is NULL unless the job is available, indexed after the
+//! site — the index range a claim scans contains available jobs only, in queue-key order.
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -227,7 +227,9 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         "CREATE UNIQUE INDEX maas_tickets_key ON maas_tickets (kind, batch_id, host)".to_string(),
     ];
     if mysql {
-        ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (site, kind, ready_key, id)".into());
+        // In key order per site, so a claim's `ORDER BY ready_key, id LIMIT n` walks the index
+        // and examines (and, under READ COMMITTED, keeps locked) only the rows it takes.
+        ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (site, ready_key, id)".into());
         ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (state, lease_expires_at)".into());
         ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (state, wait_deadline)".into());
     } else {

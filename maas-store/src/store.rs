@@ -24,8 +24,8 @@ use maas_core::ports::services::Ticket;
 use maas_core::ports::store::*;
 use maas_core::time::Timestamp;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait, Value,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, QueryResult,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
 use crate::rows::{self, col, n, os, ot, s, t};
@@ -169,8 +169,11 @@ impl SqlStore {
     }
 
     async fn begin(&self) -> Result<DatabaseTransaction, StoreError> {
+        // SQLite: take the write lock up front. MySQL: READ COMMITTED, so rows a locking scan
+        // examines but rejects are unlocked at once (InnoDB's default keeps them locked).
         let options = TransactionOptions {
             sqlite_transaction_mode: (self.backend == DbBackend::Sqlite).then_some(SqliteTransactionMode::Immediate),
+            isolation_level: (self.backend == DbBackend::MySql).then_some(IsolationLevel::ReadCommitted),
             ..Default::default()
         };
         self.db.begin_with_options(options).await.map_err(backend_err)
@@ -196,7 +199,12 @@ impl SqlStore {
 
     // ----- loading -----
 
-    async fn batch_row(&self, c: &impl ConnectionTrait, id: BatchId, lock: bool) -> Result<Option<BatchRecord>, StoreError> {
+    async fn batch_row(
+        &self,
+        c: &impl ConnectionTrait,
+        id: BatchId,
+        lock: bool,
+    ) -> Result<Option<BatchRecord>, StoreError> {
         let sql = format!("SELECT * FROM maas_batches WHERE id = ?{}", if lock { self.lock() } else { "" });
         self.one(c, &sql, vec![s(id)]).await?.map(|r| rows::batch(&r)).transpose()
     }
@@ -212,7 +220,12 @@ impl SqlStore {
         self.one(c, &sql, vec![s(id)]).await?.map(|r| rows::job(&r)).transpose()
     }
 
-    async fn job_at(&self, c: &impl ConnectionTrait, run: HostRunId, position: u32) -> Result<Option<JobRecord>, StoreError> {
+    async fn job_at(
+        &self,
+        c: &impl ConnectionTrait,
+        run: HostRunId,
+        position: u32,
+    ) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT * FROM maas_jobs WHERE host_run_id = ? AND position = ?{}", self.lock());
         self.one(c, &sql, vec![s(run), n(position)]).await?.map(|r| rows::job(&r)).transpose()
     }
@@ -277,7 +290,7 @@ impl SqlStore {
                     placeholders(ids.len())
                 );
                 let mut v = vec![t(now)];
-                v.extend(ids.iter().map(|id| s(id)));
+                v.extend(ids.iter().map(s));
                 self.exec(c, &sql, v).await?;
             }
             for hosts in fx.released_claims.chunks(CHUNK) {
@@ -318,9 +331,18 @@ impl SqlStore {
         Ok(out)
     }
 
-    async fn find_by_key(&self, c: &impl ConnectionTrait, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError> {
+    async fn find_by_key(
+        &self,
+        c: &impl ConnectionTrait,
+        submitter: &str,
+        key: &str,
+    ) -> Result<Option<BatchRecord>, StoreError> {
         let row = self
-            .one(c, "SELECT * FROM maas_batches WHERE submitter = ? AND idempotency_key = ?", vec![s(submitter), s(key)])
+            .one(
+                c,
+                "SELECT * FROM maas_batches WHERE submitter = ? AND idempotency_key = ?",
+                vec![s(submitter), s(key)],
+            )
             .await?;
         row.map(|r| rows::batch(&r)).transpose()
     }
@@ -328,9 +350,11 @@ impl SqlStore {
     /// Inserts every row of a new batch; fails on any unique violation (caller sorts it out).
     async fn insert_batch(&self, c: &impl ConnectionTrait, nb: &machine::NewBatch) -> Result<(), StoreError> {
         self.insert_rows(c, "maas_batches", rows::BATCH_COLUMNS, vec![rows::batch_values(&nb.batch)]).await?;
-        let claims = nb.claims.iter().map(|cl| vec![s(&cl.hostname), s(cl.batch_id), s(cl.host_run_id), t(cl.since)]).collect();
+        let claims =
+            nb.claims.iter().map(|cl| vec![s(&cl.hostname), s(cl.batch_id), s(cl.host_run_id), t(cl.since)]).collect();
         self.insert_rows(c, "maas_claims", "hostname, batch_id, host_run_id, since", claims).await?;
-        self.insert_rows(c, "maas_host_runs", rows::RUN_COLUMNS, nb.host_runs.iter().map(rows::run_values).collect()).await?;
+        self.insert_rows(c, "maas_host_runs", rows::RUN_COLUMNS, nb.host_runs.iter().map(rows::run_values).collect())
+            .await?;
         self.insert_rows(c, "maas_jobs", rows::JOB_COLUMNS, nb.jobs.iter().map(rows::job_values).collect()).await?;
         self.append_events(c, nb.events.clone()).await?;
         let a = &nb.audit;
@@ -344,8 +368,13 @@ impl SqlStore {
             os(a.force_reason.as_ref()),
             os(a.comment.as_ref()),
         ];
-        self.insert_rows(c, "maas_audit", "at, principal, batch_id, action, host_count, hosts, force_reason, comment", vec![audit])
-            .await
+        self.insert_rows(
+            c,
+            "maas_audit",
+            "at, principal, batch_id, action, host_count, hosts, force_reason, comment",
+            vec![audit],
+        )
+        .await
     }
 
     /// Inserts a row or updates it on a key conflict. In `update` expressions, `NEW(col)`
@@ -382,7 +411,11 @@ impl SqlStore {
 
     async fn ticket_find(&self, kind: &str, batch: BatchId, host: &str) -> Result<Option<String>, StoreError> {
         let row = self
-            .one(&self.db, "SELECT * FROM maas_tickets WHERE kind = ? AND batch_id = ? AND host = ?", vec![s(kind), s(batch), s(host)])
+            .one(
+                &self.db,
+                "SELECT * FROM maas_tickets WHERE kind = ? AND batch_id = ? AND host = ?",
+                vec![s(kind), s(batch), s(host)],
+            )
             .await?;
         row.map(|r| rows::ticket(&r).map(|t| t.id)).transpose()
     }
@@ -494,7 +527,8 @@ impl Store for SqlStore {
         write_txn!(self, c, {
             let (list, v) = in_list(&ids);
             let jobs = self.exec(c, &format!("DELETE FROM maas_jobs WHERE batch_id IN ({list})"), v.clone()).await?;
-            let runs = self.exec(c, &format!("DELETE FROM maas_host_runs WHERE batch_id IN ({list})"), v.clone()).await?;
+            let runs =
+                self.exec(c, &format!("DELETE FROM maas_host_runs WHERE batch_id IN ({list})"), v.clone()).await?;
             let mut ev = v.clone();
             ev.push(n(p.events_through as i64));
             let events =
@@ -550,7 +584,10 @@ impl Store for SqlStore {
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Backend { message: "batch_submit kept racing other submitters; try again".into(), source: None })
+        Err(StoreError::Backend {
+            message: "batch_submit kept racing other submitters; try again".into(),
+            source: None,
+        })
     }
 
     async fn claim_get_many(&self, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError> {
@@ -594,8 +631,12 @@ impl Store for SqlStore {
                 .await?
             }
             None => {
-                self.all(&self.db, "SELECT * FROM maas_events WHERE seq > ? ORDER BY seq LIMIT ?", vec![n(p.after as i64), n(limit)])
-                    .await?
+                self.all(
+                    &self.db,
+                    "SELECT * FROM maas_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    vec![n(p.after as i64), n(limit)],
+                )
+                .await?
             }
         };
         rows.iter().map(rows::event).collect()
@@ -644,8 +685,11 @@ impl Store for SqlStore {
         }
         write_txn!(self, c, {
             let kinds: Vec<&str> = p.kinds.iter().map(|k| k.as_str()).collect();
-            let (ready, order) =
-                if self.backend == DbBackend::MySql { ("ready_key IS NOT NULL", "ready_key") } else { ("state = 'available'", "queue_key") };
+            let (ready, order) = if self.backend == DbBackend::MySql {
+                ("ready_key IS NOT NULL", "ready_key")
+            } else {
+                ("state = 'available'", "queue_key")
+            };
             let lock = match self.backend {
                 DbBackend::Sqlite => "",
                 _ => " FOR UPDATE SKIP LOCKED",
@@ -738,7 +782,13 @@ impl Store for SqlStore {
                 let mut v = ids;
                 v.push(s(&p.owner));
                 for row in self
-                    .all(c, &format!("SELECT id FROM maas_jobs WHERE id IN ({list}) AND state = 'running' AND lease_owner = ?"), v)
+                    .all(
+                        c,
+                        &format!(
+                            "SELECT id FROM maas_jobs WHERE id IN ({list}) AND state = 'running' AND lease_owner = ?"
+                        ),
+                        v,
+                    )
                     .await?
                 {
                     let id: String = col(&row, "id")?;
@@ -752,9 +802,8 @@ impl Store for SqlStore {
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
-        let mut sql = String::from(
-            "SELECT j.* FROM maas_jobs j JOIN maas_host_runs r ON r.id = j.host_run_id WHERE 1 = 1",
-        );
+        let mut sql =
+            String::from("SELECT j.* FROM maas_jobs j JOIN maas_host_runs r ON r.id = j.host_run_id WHERE 1 = 1");
         let mut v = Vec::new();
         if let Some(b) = p.batch_id {
             sql.push_str(" AND j.batch_id = ?");
@@ -797,18 +846,19 @@ impl Store for SqlStore {
             )
             .await?;
         for row in expired {
-            let id = JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let id =
+                JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
             let outcome = write_txn!(self, c, {
-                    let ctx = self.job_context(c, id).await?;
-                    // Re-checked under the lock: a heartbeat or completion may have won.
-                    if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
-                        return Ok(None);
-                    }
-                    let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
-                    let failed = fx.jobs.first().is_some_and(|j| j.state == JobState::Failed);
-                    self.apply(c, fx, p.now).await?;
-                    Ok(Some(failed))
-                })?;
+                let ctx = self.job_context(c, id).await?;
+                // Re-checked under the lock: a heartbeat or completion may have won.
+                if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
+                    return Ok(None);
+                }
+                let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
+                let failed = fx.jobs.first().is_some_and(|j| j.state == JobState::Failed);
+                self.apply(c, fx, p.now).await?;
+                Ok(Some(failed))
+            })?;
             match outcome {
                 Some(true) => report.failed.push(id),
                 Some(false) => report.retried.push(id),
@@ -824,16 +874,17 @@ impl Store for SqlStore {
             )
             .await?;
         for row in waits {
-            let id = JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let id =
+                JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
             let expired = write_txn!(self, c, {
-                    let ctx = self.job_context(c, id).await?;
-                    if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
-                        return Ok(false);
-                    }
-                    let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
-                    self.apply(c, fx, p.now).await?;
-                    Ok(true)
-                })?;
+                let ctx = self.job_context(c, id).await?;
+                if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
+                    return Ok(false);
+                }
+                let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
+                self.apply(c, fx, p.now).await?;
+                Ok(true)
+            })?;
             if expired {
                 report.wait_expired.push(id);
             }
@@ -845,7 +896,8 @@ impl Store for SqlStore {
         write_txn!(self, c, {
             let row = self.one(c, "SELECT id FROM maas_jobs WHERE wait_token = ?", vec![s(&p.token)]).await?;
             let row = row.ok_or(TransitionError::WrongToken)?;
-            let id = JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let id =
+                JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
             let ctx = self.job_context(c, id).await?;
             let fx = machine::decide_wait_result(ctx, &p.token, p.outcome.clone(), p.now, &self.rules)?;
             self.apply(c, fx, p.now).await?;
@@ -855,34 +907,34 @@ impl Store for SqlStore {
 
     async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError> {
         let result = write_txn!(self, c, {
-                let sql = format!("SELECT * FROM maas_leaders WHERE name = ?{}", self.lock());
-                let until = p.now.plus(p.ttl);
-                match self.one(c, &sql, vec![s(&p.name)]).await? {
-                    None => {
-                        self.exec(
-                            c,
-                            "INSERT INTO maas_leaders (name, owner, expires_at) VALUES (?, ?, ?)",
-                            vec![s(&p.name), s(&p.owner), t(until)],
-                        )
-                        .await?;
-                        Ok(true)
-                    }
-                    Some(row) => {
-                        let owner: String = col(&row, "owner")?;
-                        let expires: i64 = col(&row, "expires_at")?;
-                        if owner != p.owner && expires > p.now.as_millis() {
-                            return Ok(false);
-                        }
-                        self.exec(
-                            c,
-                            "UPDATE maas_leaders SET owner = ?, expires_at = ? WHERE name = ?",
-                            vec![s(&p.owner), t(until), s(&p.name)],
-                        )
-                        .await?;
-                        Ok(true)
-                    }
+            let sql = format!("SELECT * FROM maas_leaders WHERE name = ?{}", self.lock());
+            let until = p.now.plus(p.ttl);
+            match self.one(c, &sql, vec![s(&p.name)]).await? {
+                None => {
+                    self.exec(
+                        c,
+                        "INSERT INTO maas_leaders (name, owner, expires_at) VALUES (?, ?, ?)",
+                        vec![s(&p.name), s(&p.owner), t(until)],
+                    )
+                    .await?;
+                    Ok(true)
                 }
-            });
+                Some(row) => {
+                    let owner: String = col(&row, "owner")?;
+                    let expires: i64 = col(&row, "expires_at")?;
+                    if owner != p.owner && expires > p.now.as_millis() {
+                        return Ok(false);
+                    }
+                    self.exec(
+                        c,
+                        "UPDATE maas_leaders SET owner = ?, expires_at = ? WHERE name = ?",
+                        vec![s(&p.owner), t(until), s(&p.name)],
+                    )
+                    .await?;
+                    Ok(true)
+                }
+            }
+        });
         match result {
             // Another candidate inserted the row first: it leads.
             Err(e) if is_unique_violation(&e) => Ok(false),
@@ -891,7 +943,9 @@ impl Store for SqlStore {
     }
 
     async fn leader_resign(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        self.exec(&self.db, "DELETE FROM maas_leaders WHERE name = ? AND owner = ?", vec![s(name), s(owner)]).await.map(|_| ())
+        self.exec(&self.db, "DELETE FROM maas_leaders WHERE name = ? AND owner = ?", vec![s(name), s(owner)])
+            .await
+            .map(|_| ())
     }
 
     async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError> {
@@ -918,7 +972,11 @@ impl Store for SqlStore {
     async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError> {
         let mut by_site: BTreeMap<String, SiteActivity> = BTreeMap::new();
         let runs = self
-            .all(&self.db, "SELECT site, COUNT(*) AS n FROM maas_host_runs WHERE state = 'running' GROUP BY site", vec![])
+            .all(
+                &self.db,
+                "SELECT site, COUNT(*) AS n FROM maas_host_runs WHERE state = 'running' GROUP BY site",
+                vec![],
+            )
             .await?;
         for r in runs {
             site_entry(&mut by_site, col(&r, "site")?)?.hosts_in_flight = col::<i64>(&r, "n")? as u32;
@@ -964,7 +1022,8 @@ impl Store for SqlStore {
             let action: String = col(&row, "batch_action")?;
             out.push(HostRunSample {
                 batch_id: r.batch_id,
-                action: serde_json::from_value(serde_json::Value::String(action)).map_err(|e| rows::corrupt("action", e))?,
+                action: serde_json::from_value(serde_json::Value::String(action))
+                    .map_err(|e| rows::corrupt("action", e))?,
                 site: r.site,
                 sku: r.sku,
                 state: r.state,
@@ -999,7 +1058,8 @@ impl Store for SqlStore {
             let sku: String = col(&row, "run_sku")?;
             out.push(StepSample {
                 batch_id: j.batch_id,
-                action: serde_json::from_value(serde_json::Value::String(action)).map_err(|e| rows::corrupt("action", e))?,
+                action: serde_json::from_value(serde_json::Value::String(action))
+                    .map_err(|e| rows::corrupt("action", e))?,
                 kind: j.kind,
                 site: j.site,
                 sku: sku.parse().map_err(|e| rows::corrupt("sku", e))?,
@@ -1021,19 +1081,36 @@ impl Store for SqlStore {
             .exec(
                 &self.db,
                 "INSERT INTO maas_tickets (kind, batch_id, host, step, summary, at) VALUES (?, ?, ?, ?, ?, ?)",
-                vec![s(&kind), s(ticket.batch_id), s(&host), os(ticket.step.map(|k| k.as_str())), s(&ticket.summary), t(ticket.at)],
+                vec![
+                    s(&kind),
+                    s(ticket.batch_id),
+                    s(&host),
+                    os(ticket.step.map(|k| k.as_str())),
+                    s(&ticket.summary),
+                    t(ticket.at),
+                ],
             )
             .await;
         match inserted {
-            Ok(_) => Ok((self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?, true)),
-            Err(e) if is_unique_violation(&e) => Ok((self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?, false)),
+            Ok(_) => Ok((
+                self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?,
+                true,
+            )),
+            Err(e) if is_unique_violation(&e) => Ok((
+                self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?,
+                false,
+            )),
             Err(e) => Err(e),
         }
     }
 
     async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError> {
         let limit = if limit == 0 { i64::MAX } else { limit as i64 };
-        self.all(&self.db, "SELECT * FROM maas_tickets ORDER BY id DESC LIMIT ?", vec![n(limit)]).await?.iter().map(rows::ticket).collect()
+        self.all(&self.db, "SELECT * FROM maas_tickets ORDER BY id DESC LIMIT ?", vec![n(limit)])
+            .await?
+            .iter()
+            .map(rows::ticket)
+            .collect()
     }
 
     async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {
@@ -1118,8 +1195,13 @@ impl Inventory for SqlStore {
                 for h in chunk {
                     last.insert(&h.hostname, h);
                 }
-                self.insert_rows(c, "maas_hosts", rows::HOST_COLUMNS, last.values().map(|h| rows::host_values(h)).collect())
-                    .await?;
+                self.insert_rows(
+                    c,
+                    "maas_hosts",
+                    rows::HOST_COLUMNS,
+                    last.values().map(|h| rows::host_values(h)).collect(),
+                )
+                .await?;
             }
             Ok(count)
         })

@@ -37,7 +37,8 @@ async fn sqlite_passes_the_store_conformance_suite() {
         let path = dir.join(format!("t{}.db", NEXT.fetch_add(1, Ordering::SeqCst)));
         async move {
             let url = format!("sqlite://{}", path.display());
-            let store = SqlStore::open(&url, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| panic!("{e}"));
+            let store =
+                SqlStore::open(&url, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| panic!("{e}"));
             Arc::new(store) as Arc<dyn Backend>
         }
     };

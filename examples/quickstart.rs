@@ -1,17 +1,20 @@
 //! Quickstart: the maas engine on a simulated fleet of 3,000 hosts in three sites — the
-//! in-memory store, simulated BMCs with a few faults, simulated installers, four workers
-//! per site and the leader singletons, all on a simulated clock.
+//! embedded SQLite store (`./maas-quickstart.db`, recreated on every run), simulated BMCs
+//! with a few faults, simulated installers, four workers per site and the leader
+//! singletons, all on a simulated clock.
 //!
 //! It shows the whole rejection report, an overlapping batch rejected with its conflicts,
 //! a dry run, a low-priority reimage wave overtaken by an urgent one, a cancel, a batch
 //! that exceeds its failure budget, pauses and raises a ticket, live progress bars, an ETA,
 //! and a final statistics table. Run: `cargo run --release --example quickstart`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use maas::engine::BatchView;
 use maas::ports::store::{BatchListParams, StatsParams};
 use maas::sim::{SimConfig, Simulation};
+use maas::store::{OpenOptions, SqlStore};
 use maas::*;
 
 const ROUND: Duration = Duration::from_secs(30);
@@ -55,10 +58,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         check: false,
         ..SimConfig::scenario()
     };
-    let mut sim = Simulation::new(cfg).await;
+    const DB: &str = "maas-quickstart.db";
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{DB}{suffix}"));
+    }
+    let store = SqlStore::open(&format!("sqlite://{DB}"), &OpenOptions::default(), Rules::default()).await?;
+    let mut sim = Simulation::with_store(cfg, Arc::new(store)).await;
     let engine = sim.engine().clone();
     let alice = Principal::new("alice", []);
-    println!("maas quickstart: 3,000 simulated hosts in 3 sites, 4 workers per site, in-memory store\n");
+    println!("maas quickstart: 3,000 simulated hosts in 3 sites, 4 workers per site, SQLite store ./{DB}\n");
 
     let bad = BatchRequest::new(
         Action::Reboot { soft: false },

@@ -35,6 +35,12 @@ use crate::rng::SimRng;
 use crate::simfleet::{FaultPlan, SimFleet};
 use crate::time::{Clock, ManualClock, Timestamp};
 
+/// A store the simulator can run on: any [`Store`] that is also the [`Inventory`].
+/// Invariant checking needs the in-memory store's transition log, so it runs only on
+/// [`Simulation::new`]'s [`MemStore`].
+pub trait SimBackend: Store + Inventory {}
+impl<T: Store + Inventory> SimBackend for T {}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -265,7 +271,8 @@ impl std::fmt::Display for SimFailure {
 pub struct Simulation {
     cfg: SimConfig,
     clock: ManualClock,
-    store: Arc<MemStore>,
+    store: Arc<dyn SimBackend>,
+    mem: Option<Arc<MemStore>>,
     fleet: Arc<SimFleet>,
     provisioner: Arc<SimProvisioner>,
     notifier: Arc<RecordingNotifier>,
@@ -287,12 +294,23 @@ pub struct Simulation {
 const LEASE: Duration = Duration::from_secs(120);
 
 impl Simulation {
-    /// Builds the fleet, the engine, two instances' singletons and the workers.
+    /// Builds the fleet, the engine, two instances' singletons and the workers, on the
+    /// in-memory store (invariants checked when `cfg.check`).
     pub async fn new(cfg: SimConfig) -> Self {
+        let mem = Arc::new(MemStore::with_transition_log(Rules::default()));
+        Self::build(cfg, mem.clone(), Some(mem)).await
+    }
+
+    /// The same on another store (e.g. SQLite), which must follow `Rules::default()`.
+    /// The invariant checker needs the in-memory store, so `cfg.check` is ignored.
+    pub async fn with_store(cfg: SimConfig, store: Arc<dyn SimBackend>) -> Self {
+        Self::build(SimConfig { check: false, ..cfg }, store, None).await
+    }
+
+    async fn build(cfg: SimConfig, store: Arc<dyn SimBackend>, mem: Option<Arc<MemStore>>) -> Self {
         let start = Timestamp::from_millis(1_800_000_000_000);
         let clock = ManualClock::simulated(start);
         let rules = Rules::default();
-        let store = Arc::new(MemStore::with_transition_log(rules));
         let fleet = Arc::new(SimFleet::new(cfg.seed ^ 0x5eed, cfg.faults));
         let mut hosts = fleet_hosts(&fleet, cfg.sites, cfg.hosts_per_site);
         // A few repaired hosts for the reclaim workflow.
@@ -339,6 +357,7 @@ impl Simulation {
             cfg,
             clock,
             store,
+            mem,
             fleet,
             provisioner,
             notifier,
@@ -421,7 +440,7 @@ impl Simulation {
     /// Rounds until every batch is terminal (at most `max` rounds).
     pub async fn settle(&mut self, step: Duration, max: usize) -> Result<usize, String> {
         for i in 0..max {
-            if self.all_settled() {
+            if self.all_settled().await {
                 return Ok(i);
             }
             self.round(step).await?;
@@ -446,8 +465,32 @@ impl Simulation {
     }
 
     /// The store under simulation.
-    pub fn store(&self) -> &Arc<MemStore> {
+    pub fn store(&self) -> &Arc<dyn SimBackend> {
         &self.store
+    }
+
+    /// The in-memory store, when the simulation runs on one.
+    pub fn mem(&self) -> Option<&Arc<MemStore>> {
+        self.mem.as_ref()
+    }
+
+    /// Every batch, oldest first (through the Store API, so it works on any store).
+    async fn batches(&self) -> Vec<BatchRecord> {
+        let mut out = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.store.batch_list(BatchListParams { before, limit: 1000, ..Default::default() }).await;
+            let page = page.unwrap_or_default();
+            let last = page.last().map(|b| b.id);
+            let full = page.len() == 1000;
+            out.extend(page);
+            match last {
+                Some(id) if full => before = Some(id),
+                _ => break,
+            }
+        }
+        out.reverse();
+        out
     }
 
     fn trace(&mut self, line: String) {
@@ -461,8 +504,8 @@ impl Simulation {
         match self.run_inner().await {
             Ok(()) => {
                 self.report.simulated = self.clock.now().since(self.start);
-                self.report.succeeded_hosts =
-                    self.store.host_runs_snapshot().iter().filter(|r| r.state == HostRunState::Succeeded).count();
+                let succeeded = HostRunListParams { states: vec![HostRunState::Succeeded], ..Default::default() };
+                self.report.succeeded_hosts = self.store.host_run_list(succeeded).await.map(|r| r.len()).unwrap_or(0);
                 Ok(self.report)
             }
             Err(error) => Err(SimFailure { error, trace: self.report.trace }),
@@ -476,7 +519,7 @@ impl Simulation {
         }
         self.stop_faults().await;
         for _ in 0..self.cfg.drain_steps {
-            if self.all_settled() {
+            if self.all_settled().await {
                 break;
             }
             self.drain_round().await?;
@@ -486,12 +529,13 @@ impl Simulation {
     }
 
     async fn check(&mut self) -> Result<(), String> {
+        let Some(mem) = &self.mem else { return Ok(()) };
         if !self.cfg.check {
-            self.store.take_transitions();
+            mem.take_transitions();
             return Ok(());
         }
         let now = self.clock.now();
-        self.checker.after_step(&self.store, &self.engine, now).await
+        self.checker.after_step(mem, &self.engine, now).await
     }
 
     async fn step(&mut self, faults: bool) -> Result<(), String> {
@@ -551,7 +595,7 @@ impl Simulation {
     async fn resume_paused(&mut self) {
         // An operator resumes what paused.
         let paused: Vec<BatchId> =
-            self.store.batches_snapshot().iter().filter(|b| b.state == BatchState::Paused).map(|b| b.id).collect();
+            self.batches().await.iter().filter(|b| b.state == BatchState::Paused).map(|b| b.id).collect();
         for id in paused {
             let b = self.store.batch_get(id).await.ok().flatten();
             let who = Principal::new(b.map(|b| b.submitter).unwrap_or_default(), []);
@@ -576,8 +620,8 @@ impl Simulation {
         Ok(())
     }
 
-    fn all_settled(&self) -> bool {
-        let batches = self.store.batches_snapshot();
+    async fn all_settled(&self) -> bool {
+        let batches = self.batches().await;
         let live: BTreeSet<BatchId> = batches.iter().filter(|b| !b.state.is_terminal()).map(|b| b.id).collect();
         live.is_empty() && self.workers.iter().all(|w| w.in_flight.is_empty() && w.worker.buffered() == 0)
     }
@@ -644,10 +688,10 @@ impl Simulation {
     }
 
     /// The live batch an idempotency key names, if any.
-    fn key_holder(&self, who: &Principal, req: &BatchRequest) -> Option<BatchId> {
+    async fn key_holder(&self, who: &Principal, req: &BatchRequest) -> Option<BatchId> {
         let key = req.idempotency_key.clone()?;
         let id = *self.keys.get(&(who.name.clone(), key))?;
-        self.store.batches_snapshot().iter().any(|b| b.id == id).then_some(id)
+        self.store.batch_get(id).await.ok().flatten().map(|b| b.id)
     }
 
     async fn resubmit(&mut self) {
@@ -665,11 +709,9 @@ impl Simulation {
             "resubmit"
         };
         // The key's live batch, and whether this request describes the same batch.
-        let holder = self.key_holder(&who, &req);
+        let holder = self.key_holder(&who, &req).await;
         let same = match holder {
-            Some(id) => {
-                self.store.batches_snapshot().iter().find(|b| b.id == id).is_some_and(|b| same_spec(&req, &b.spec))
-            }
+            Some(id) => self.store.batch_get(id).await.ok().flatten().is_some_and(|b| same_spec(&req, &b.spec)),
             None => false,
         };
         let got = self.submit(who, req.clone(), label).await;
@@ -687,9 +729,8 @@ impl Simulation {
         }
     }
 
-    fn pick_live_batch(&mut self) -> Option<BatchRecord> {
-        let live: Vec<BatchRecord> =
-            self.store.batches_snapshot().into_iter().filter(|b| !b.state.is_terminal()).collect();
+    async fn pick_live_batch(&mut self) -> Option<BatchRecord> {
+        let live: Vec<BatchRecord> = self.batches().await.into_iter().filter(|b| !b.state.is_terminal()).collect();
         if live.is_empty() {
             return None;
         }
@@ -697,19 +738,19 @@ impl Simulation {
     }
 
     async fn cancel_random(&mut self) {
-        let Some(b) = self.pick_live_batch() else { return };
+        let Some(b) = self.pick_live_batch().await else { return };
         let r = self.engine.cancel_batch(&Principal::new(b.submitter.clone(), []), b.id, "simulated cancel").await;
         self.trace(format!("cancel {}: {}", b.id, outcome(r.map(|b| b.state))));
     }
 
     async fn pause_random(&mut self) {
-        let Some(b) = self.pick_live_batch() else { return };
+        let Some(b) = self.pick_live_batch().await else { return };
         let r = self.engine.pause_batch(&Principal::new(b.submitter.clone(), []), b.id, "simulated pause").await;
         self.trace(format!("pause {}: {}", b.id, outcome(r.map(|b| b.state))));
     }
 
     async fn resume_random(&mut self) {
-        let Some(b) = self.pick_live_batch() else { return };
+        let Some(b) = self.pick_live_batch().await else { return };
         let r = self.engine.resume_batch(&Principal::new(b.submitter.clone(), []), b.id).await;
         if r.is_ok() {
             self.checker.resumed(b.id);
@@ -746,7 +787,10 @@ impl Simulation {
         }
         let sw = &mut self.workers[w];
         let room = self.cfg.worker_capacity.saturating_sub(sw.in_flight.len());
-        let before = self.cfg.check.then(|| self.checker.claim_candidates(&self.store, &self.workers[w], now));
+        let before = match &self.mem {
+            Some(mem) if self.cfg.check => Some(self.checker.claim_candidates(mem, &self.workers[w], now)),
+            _ => None,
+        };
         let sw = &mut self.workers[w];
         let jobs = sw.worker.claim(now, room).await.map_err(|e| e.to_string())?;
         if let Some(before) = before {
@@ -874,7 +918,7 @@ impl Simulation {
             }
             self.check().await?;
             for _ in 0..self.cfg.drain_steps {
-                if self.all_settled() {
+                if self.all_settled().await {
                     break;
                 }
                 self.drain_round().await?;
@@ -884,8 +928,7 @@ impl Simulation {
                 break;
             }
         }
-        let batches: HashMap<BatchId, BatchRecord> =
-            self.store.batches_snapshot().into_iter().map(|b| (b.id, b)).collect();
+        let batches: HashMap<BatchId, BatchRecord> = self.batches().await.into_iter().map(|b| (b.id, b)).collect();
         for id in &self.accepted {
             match batches.get(id) {
                 Some(b) if !b.state.is_terminal() => {

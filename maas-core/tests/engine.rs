@@ -43,7 +43,7 @@ fn alice() -> Principal {
 }
 
 async fn claims(sim: &Simulation) -> usize {
-    sim.store().claims_snapshot().len()
+    sim.mem().expect("in-memory simulation").claims_snapshot().len()
 }
 
 #[tokio::test]

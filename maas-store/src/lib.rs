@@ -112,8 +112,19 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<DatabaseConnection
         });
     }
     let db = Database::connect(opts).await.map_err(|source| OpenError::Connect { url: shown.clone(), source })?;
-    check_schema(&db, options.migrate).await?;
-    Ok(db)
+    // Instances starting together race to migrate a fresh database: the loser's DDL fails
+    // ("already exists"); it waits and re-checks, and finds the winner's schema.
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        match check_schema(&db, options.migrate).await {
+            Ok(()) => return Ok(db),
+            Err(OpenError::Migrate(_)) if attempt < 10 => {
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Refuses a database written by a newer build; applies or demands pending migrations.

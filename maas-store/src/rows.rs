@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use maas_core::batch::BatchSpec;
 use maas_core::host::{BmcEndpoint, Host};
 use maas_core::id::{BatchId, HostRunId, JobId};
 use maas_core::model::*;
@@ -250,13 +251,43 @@ pub fn batch_values(b: &BatchRecord) -> Vec<Value> {
     ]
 }
 
-/// A batch from its row.
-pub fn batch(row: &QueryResult) -> Result<BatchRecord, StoreError> {
+/// The columns of `maas_batches` except the (large, immutable) spec.
+pub const BATCH_HEAD_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, state, pause_reason, \
+     cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at";
+
+/// The mutable columns of `maas_batches`, in [`batch_state_values`] order, then the id.
+pub const BATCH_STATE_SET: &str = "state = ?, pause_reason = ?, cancel_reason = ?, queued = ?, running = ?, \
+     succeeded = ?, failed = ?, cancelled = ?, updated_at = ?, finished_at = ?";
+
+/// A batch's mutable column values followed by its id (for `UPDATE ... WHERE id = ?`).
+pub fn batch_state_values(b: &BatchRecord) -> Vec<Value> {
+    vec![
+        s(b.state.as_str()),
+        os(b.pause_reason.as_ref().map(to_json)),
+        os(b.cancel_reason.as_ref()),
+        n(b.counts.queued),
+        n(b.counts.running),
+        n(b.counts.succeeded),
+        n(b.counts.failed),
+        n(b.counts.cancelled),
+        t(b.updated_at),
+        ot(b.finished_at),
+        s(b.id),
+    ]
+}
+
+/// A batch spec from a row's `spec` column.
+pub fn spec(row: &QueryResult) -> Result<BatchSpec, StoreError> {
+    json(row, "spec")
+}
+
+/// A batch from its row (any columns including [`BATCH_HEAD_COLUMNS`]) and its spec.
+pub fn batch(row: &QueryResult, spec: Arc<BatchSpec>) -> Result<BatchRecord, StoreError> {
     let state: String = col(row, "state")?;
     Ok(BatchRecord {
         id: BatchId(uuid(row, "id")?),
         submitter: col(row, "submitter")?,
-        spec: Arc::new(json(row, "spec")?),
+        spec,
         fingerprint: col(row, "fingerprint")?,
         state: BatchState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         pause_reason: opt_json(row, "pause_reason")?,

@@ -1,7 +1,9 @@
 //! The schema, as sea-orm-migration migrations. DDL is written per backend where the
 //! backends differ (types, autoincrement, partial indexes); everything else is shared.
 //!
-//! Conventions: ids are UUID text (`CHAR(36)`), times are milliseconds since the epoch
+//! Conventions: ids are UUID text (`VARCHAR(36)`; PostgreSQL compares a `CHAR` column with a
+//! text parameter by casting the column, which skips its index), times are milliseconds
+//! since the epoch
 //! (`BIGINT`, what `maas_core::Timestamp` holds, lossless everywhere), every integer is a
 //! `BIGINT` (one Rust type decodes it on every backend), enums are their
 //! snake_case names, structured values (specs, params, event kinds) are JSON text.
@@ -81,7 +83,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         "CREATE INDEX maas_hosts_state ON maas_hosts (state, site, pool)".to_string(),
         format!(
             "CREATE TABLE maas_batches (
-                id CHAR(36) NOT NULL PRIMARY KEY,
+                id VARCHAR(36) NOT NULL PRIMARY KEY,
                 submitter {key} NOT NULL,
                 idempotency_key {key} NULL,
                 fingerprint {key} NOT NULL,
@@ -105,8 +107,8 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         "CREATE INDEX maas_batches_finished ON maas_batches (finished_at)".to_string(),
         format!(
             "CREATE TABLE maas_host_runs (
-                id CHAR(36) NOT NULL PRIMARY KEY,
-                batch_id CHAR(36) NOT NULL,
+                id VARCHAR(36) NOT NULL PRIMARY KEY,
+                batch_id VARCHAR(36) NOT NULL,
                 ordinal BIGINT NOT NULL,
                 hostname {key} NOT NULL,
                 site {key} NOT NULL,
@@ -125,9 +127,9 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         "CREATE INDEX maas_host_runs_finished ON maas_host_runs (finished_at)".to_string(),
         format!(
             "CREATE TABLE maas_jobs (
-                id CHAR(36) NOT NULL PRIMARY KEY,
-                batch_id CHAR(36) NOT NULL,
-                host_run_id CHAR(36) NOT NULL,
+                id VARCHAR(36) NOT NULL PRIMARY KEY,
+                batch_id VARCHAR(36) NOT NULL,
+                host_run_id VARCHAR(36) NOT NULL,
                 hostname {key} NOT NULL,
                 site {key} NOT NULL,
                 position BIGINT NOT NULL,
@@ -162,8 +164,8 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         format!(
             "CREATE TABLE maas_claims (
                 hostname {key} NOT NULL PRIMARY KEY,
-                batch_id CHAR(36) NOT NULL,
-                host_run_id CHAR(36) NOT NULL,
+                batch_id VARCHAR(36) NOT NULL,
+                host_run_id VARCHAR(36) NOT NULL,
                 since BIGINT NOT NULL
             ){engine}"
         ),
@@ -175,7 +177,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         format!(
             "CREATE TABLE maas_events (
                 seq BIGINT NOT NULL PRIMARY KEY,
-                batch_id CHAR(36) NOT NULL,
+                batch_id VARCHAR(36) NOT NULL,
                 at BIGINT NOT NULL,
                 kind {text} NOT NULL
             ){engine}"
@@ -187,7 +189,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
                 id {serial},
                 at BIGINT NOT NULL,
                 principal {key} NOT NULL,
-                batch_id CHAR(36) NOT NULL,
+                batch_id VARCHAR(36) NOT NULL,
                 action {text} NOT NULL,
                 host_count BIGINT NOT NULL,
                 hosts {text} NOT NULL,
@@ -216,7 +218,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
             "CREATE TABLE maas_tickets (
                 id {serial},
                 kind {key} NOT NULL,
-                batch_id CHAR(36) NOT NULL,
+                batch_id VARCHAR(36) NOT NULL,
                 host {key} NOT NULL,
                 step {key} NULL,
                 summary {text} NOT NULL,

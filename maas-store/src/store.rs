@@ -10,6 +10,7 @@
 //! Deadlocks and busy errors retry the whole transaction a few times.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use maas_core::host::{Host, HostState};
@@ -33,6 +34,10 @@ use crate::{OpenError, OpenOptions};
 
 /// Rows per multi-row INSERT (well under every backend's bind-parameter limit).
 const CHUNK: usize = 400;
+/// Batch specs kept parsed (cleared when full).
+const SPEC_CACHE: usize = 10_000;
+/// Completions committed per transaction in `job_complete_many`.
+const COMPLETION_GROUP: usize = 16;
 /// Attempts of a transaction that hit a deadlock or a busy database.
 const RETRIES: usize = 8;
 
@@ -73,6 +78,8 @@ pub struct SqlStore {
     db: DatabaseConnection,
     backend: DbBackend,
     rules: Rules,
+    /// Parsed batch specs by id: specs are immutable and can be large (every host).
+    specs: std::sync::Mutex<std::collections::HashMap<String, Arc<maas_core::batch::BatchSpec>>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -120,7 +127,7 @@ impl SqlStore {
     pub async fn open(url: &str, options: &OpenOptions, rules: Rules) -> Result<Self, OpenError> {
         let db = crate::open(url, options).await?;
         let backend = db.get_database_backend();
-        Ok(SqlStore { db, backend, rules })
+        Ok(SqlStore { db, backend, rules, specs: Default::default() })
     }
 
     /// The backend in use.
@@ -205,8 +212,47 @@ impl SqlStore {
         id: BatchId,
         lock: bool,
     ) -> Result<Option<BatchRecord>, StoreError> {
-        let sql = format!("SELECT * FROM maas_batches WHERE id = ?{}", if lock { self.lock() } else { "" });
-        self.one(c, &sql, vec![s(id)]).await?.map(|r| rows::batch(&r)).transpose()
+        let sql = format!(
+            "SELECT {} FROM maas_batches WHERE id = ?{}",
+            rows::BATCH_HEAD_COLUMNS,
+            if lock { self.lock() } else { "" }
+        );
+        match self.one(c, &sql, vec![s(id)]).await? {
+            Some(row) => Ok(Some(self.batch_of(c, &row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A batch from a head row, its spec from the cache (specs never change) or read once.
+    async fn batch_of(&self, c: &impl ConnectionTrait, row: &QueryResult) -> Result<BatchRecord, StoreError> {
+        let id: String = col(row, "id")?;
+        let cached = self.specs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        let spec = match cached {
+            Some(spec) => spec,
+            None => {
+                let spec_row = self.one(c, "SELECT spec FROM maas_batches WHERE id = ?", vec![s(&id)]).await?;
+                let spec = Arc::new(rows::spec(&spec_row.ok_or_else(|| not_found("batch", &id))?)?);
+                let mut cache = self.specs.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= SPEC_CACHE {
+                    cache.clear();
+                }
+                cache.insert(id, spec.clone());
+                spec
+            }
+        };
+        rows::batch(row, spec)
+    }
+
+    async fn batches_of(
+        &self,
+        c: &impl ConnectionTrait,
+        rows: Vec<QueryResult>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.batch_of(c, row).await?);
+        }
+        Ok(out)
     }
 
     async fn run_row(&self, c: &impl ConnectionTrait, id: HostRunId) -> Result<HostRunRecord, StoreError> {
@@ -230,14 +276,47 @@ impl SqlStore {
         self.one(c, &sql, vec![s(run), n(position)]).await?.map(|r| rows::job(&r)).transpose()
     }
 
-    /// The rows a job outcome touches, locked batch first.
-    async fn job_context(&self, c: &impl ConnectionTrait, id: JobId) -> Result<JobContext, StoreError> {
+    /// Changes one job: locks its host run, the job and the next job; decides on a batch
+    /// row read without a lock; only if the decision changes the batch (a host run ends or
+    /// starts) locks the batch, re-reads it and decides again. So chain advances and retries,
+    /// the bulk of all completions, never queue on their batch's row. `decide` returns
+    /// `None` for "nothing to do". Returns the job as decided.
+    async fn job_change(
+        &self,
+        c: &impl ConnectionTrait,
+        id: JobId,
+        now: Timestamp,
+        decide: impl Fn(JobContext) -> Result<Option<Effects>, TransitionError>,
+    ) -> Result<Result<Option<JobRecord>, TransitionError>, StoreError> {
         let peek = self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))?;
-        let batch = self.batch_row(c, peek.batch_id, true).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
+        let seen = self.batch_row(c, peek.batch_id, false).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
         let host_run = self.run_row(c, peek.host_run_id).await?;
         let job = self.job_row(c, id, true).await?.ok_or_else(|| not_found("job", id))?;
         let next = self.job_at(c, job.host_run_id, job.position + 1).await?;
-        Ok(JobContext { batch, host_run, job, next })
+        let ctx = JobContext { batch: seen.clone(), host_run: host_run.clone(), job: job.clone(), next: next.clone() };
+        let mut fx = match decide(ctx) {
+            Ok(Some(fx)) => fx,
+            Ok(None) => return Ok(Ok(None)),
+            Err(e) => return Ok(Err(e)),
+        };
+        let changes_batch = fx.start_queued > 0
+            || !fx.events.is_empty()
+            || fx.batch.as_ref().is_some_and(|b| BatchRecord { updated_at: seen.updated_at, ..b.clone() } != seen);
+        if changes_batch {
+            let batch =
+                self.batch_row(c, peek.batch_id, true).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
+            fx = match decide(JobContext { batch, host_run, job, next }) {
+                Ok(Some(fx)) => fx,
+                Ok(None) => return Ok(Ok(None)),
+                Err(e) => return Ok(Err(e)),
+            };
+        } else {
+            // Only `updated_at` would change: leave the batch row alone.
+            fx.batch = None;
+        }
+        let decided = fx.jobs.first().cloned();
+        self.apply(c, fx, now).await?;
+        Ok(Ok(decided))
     }
 
     // ----- writing -----
@@ -252,9 +331,10 @@ impl SqlStore {
         self.exec(c, &sql, update_values(rows::run_values(r))).await.map(|_| ())
     }
 
+    /// Writes a batch's mutable columns (the spec never changes after submission).
     async fn put_batch(&self, c: &impl ConnectionTrait, b: &BatchRecord) -> Result<(), StoreError> {
-        let sql = format!("UPDATE maas_batches SET {} WHERE id = ?", set_clause(rows::BATCH_COLUMNS));
-        self.exec(c, &sql, update_values(rows::batch_values(b))).await.map(|_| ())
+        let sql = format!("UPDATE maas_batches SET {} WHERE id = ?", rows::BATCH_STATE_SET);
+        self.exec(c, &sql, rows::batch_state_values(b)).await.map(|_| ())
     }
 
     /// Appends events with seqs taken from the counter row, whose lock orders them by commit.
@@ -337,14 +417,14 @@ impl SqlStore {
         submitter: &str,
         key: &str,
     ) -> Result<Option<BatchRecord>, StoreError> {
-        let row = self
-            .one(
-                c,
-                "SELECT * FROM maas_batches WHERE submitter = ? AND idempotency_key = ?",
-                vec![s(submitter), s(key)],
-            )
-            .await?;
-        row.map(|r| rows::batch(&r)).transpose()
+        let sql = format!(
+            "SELECT {} FROM maas_batches WHERE submitter = ? AND idempotency_key = ?",
+            rows::BATCH_HEAD_COLUMNS
+        );
+        match self.one(c, &sql, vec![s(submitter), s(key)]).await? {
+            Some(row) => Ok(Some(self.batch_of(c, &row).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Inserts every row of a new batch; fails on any unique violation (caller sorts it out).
@@ -480,7 +560,7 @@ impl Store for SqlStore {
     }
 
     async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError> {
-        let mut sql = String::from("SELECT * FROM maas_batches WHERE 1 = 1");
+        let mut sql = format!("SELECT {} FROM maas_batches WHERE 1 = 1", rows::BATCH_HEAD_COLUMNS);
         let mut v = Vec::new();
         if let Some(before) = p.before {
             sql.push_str(" AND id < ?");
@@ -508,7 +588,8 @@ impl Store for SqlStore {
         }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         v.push(n(if p.limit == 0 { 100 } else { p.limit as i64 }));
-        self.all(&self.db, &sql, v).await?.iter().map(rows::batch).collect()
+        let rows = self.all(&self.db, &sql, v).await?;
+        self.batches_of(&self.db, rows).await
     }
 
     async fn batch_purge_finished(&self, p: PurgeParams) -> Result<PurgeReport, StoreError> {
@@ -733,33 +814,47 @@ impl Store for SqlStore {
         &self,
         p: JobCompleteManyParams,
     ) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
-        // Lock in one global order (batch, then job) so concurrent calls cannot deadlock.
-        let mut order: Vec<(String, usize)> = Vec::with_capacity(p.completions.len());
-        for (i, c) in p.completions.iter().enumerate() {
-            let batch = match self.job_row(&self.db, c.job_id, false).await? {
-                Some(j) => j.batch_id.to_string(),
-                None => return Err(not_found("job", c.job_id)),
-            };
-            order.push((format!("{batch}/{}", c.job_id), i));
+        // One read for every job's batch, then lock in one order (batch, then job), so
+        // concurrent calls rarely deadlock (and retry when they do).
+        let ids: Vec<JobId> = p.completions.iter().map(|c| c.job_id).collect();
+        let mut batch_of: BTreeMap<String, String> = BTreeMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let (list, v) = in_list(chunk);
+            for row in
+                self.all(&self.db, &format!("SELECT id, batch_id FROM maas_jobs WHERE id IN ({list})"), v).await?
+            {
+                batch_of.insert(col::<String>(&row, "id")?.trim().to_string(), col::<String>(&row, "batch_id")?);
+            }
+        }
+        let mut order: Vec<(String, usize)> = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let batch = batch_of.get(&id.to_string()).ok_or_else(|| not_found("job", id))?;
+            order.push((format!("{batch}/{id}"), i));
         }
         order.sort();
-        write_txn!(self, c, {
-            let mut results: Vec<Option<Result<(), TransitionError>>> = vec![None; p.completions.len()];
-            for (_, i) in &order {
-                let done = &p.completions[*i];
-                let ctx = self.job_context(c, done.job_id).await?;
-                let decided = machine::check_fence(&ctx.job, done.attempt)
-                    .and_then(|()| machine::decide_job_outcome(ctx, done.outcome.clone(), p.now, &self.rules));
-                results[*i] = Some(match decided {
-                    Ok(fx) => {
-                        self.apply(c, fx, p.now).await?;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                });
+        // Commit in small groups: each completion is atomic on its own (the contract), and a
+        // short transaction holds a batch row's lock only briefly when a host run ends.
+        let mut results: Vec<Option<Result<(), TransitionError>>> = vec![None; p.completions.len()];
+        for group in order.chunks(COMPLETION_GROUP) {
+            let decided: Vec<(usize, Result<(), TransitionError>)> = write_txn!(self, c, {
+                let mut decided = Vec::with_capacity(group.len());
+                for (_, i) in group {
+                    let done = &p.completions[*i];
+                    let outcome = self
+                        .job_change(c, done.job_id, p.now, |ctx| {
+                            machine::check_fence(&ctx.job, done.attempt)?;
+                            machine::decide_job_outcome(ctx, done.outcome.clone(), p.now, &self.rules).map(Some)
+                        })
+                        .await?;
+                    decided.push((*i, outcome.map(|_| ())));
+                }
+                Ok(decided)
+            })?;
+            for (i, r) in decided {
+                results[i] = Some(r);
             }
-            Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
-        })
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
     }
 
     async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError> {
@@ -848,17 +943,19 @@ impl Store for SqlStore {
         for row in expired {
             let id =
                 JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
-            let outcome = write_txn!(self, c, {
-                let ctx = self.job_context(c, id).await?;
-                // Re-checked under the lock: a heartbeat or completion may have won.
-                if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
-                    return Ok(None);
-                }
-                let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
-                let failed = fx.jobs.first().is_some_and(|j| j.state == JobState::Failed);
-                self.apply(c, fx, p.now).await?;
-                Ok(Some(failed))
+            let outcome: Option<JobRecord> = write_txn!(self, c, {
+                let decided = self
+                    .job_change(c, id, p.now, |ctx| {
+                        // Re-checked under the lock: a heartbeat or completion may have won.
+                        if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
+                            return Ok(None);
+                        }
+                        machine::decide_lease_expired(ctx, p.now, &self.rules).map(Some)
+                    })
+                    .await?;
+                Ok(decided?)
             })?;
+            let outcome = outcome.map(|j| j.state == JobState::Failed);
             match outcome {
                 Some(true) => report.failed.push(id),
                 Some(false) => report.retried.push(id),
@@ -876,14 +973,16 @@ impl Store for SqlStore {
         for row in waits {
             let id =
                 JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
-            let expired = write_txn!(self, c, {
-                let ctx = self.job_context(c, id).await?;
-                if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
-                    return Ok(false);
-                }
-                let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
-                self.apply(c, fx, p.now).await?;
-                Ok(true)
+            let expired: bool = write_txn!(self, c, {
+                let decided = self
+                    .job_change(c, id, p.now, |ctx| {
+                        if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
+                            return Ok(None);
+                        }
+                        machine::decide_wait_expired(ctx, p.now, &self.rules).map(Some)
+                    })
+                    .await?;
+                Ok(decided?.is_some())
             })?;
             if expired {
                 report.wait_expired.push(id);
@@ -898,9 +997,10 @@ impl Store for SqlStore {
             let row = row.ok_or(TransitionError::WrongToken)?;
             let id =
                 JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
-            let ctx = self.job_context(c, id).await?;
-            let fx = machine::decide_wait_result(ctx, &p.token, p.outcome.clone(), p.now, &self.rules)?;
-            self.apply(c, fx, p.now).await?;
+            self.job_change(c, id, p.now, |ctx| {
+                machine::decide_wait_result(ctx, &p.token, p.outcome.clone(), p.now, &self.rules).map(Some)
+            })
+            .await??;
             self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))
         })
     }

@@ -286,6 +286,7 @@ impl SqlStore {
         c: &impl ConnectionTrait,
         id: JobId,
         now: Timestamp,
+        pending: &mut Vec<NewEvent>,
         decide: impl Fn(JobContext) -> Result<Option<Effects>, TransitionError>,
     ) -> Result<Result<Option<JobRecord>, TransitionError>, StoreError> {
         let peek = self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))?;
@@ -315,7 +316,7 @@ impl SqlStore {
             fx.batch = None;
         }
         let decided = fx.jobs.first().cloned();
-        self.apply(c, fx, now).await?;
+        self.apply(c, fx, now, pending).await?;
         Ok(Ok(decided))
     }
 
@@ -355,7 +356,16 @@ impl SqlStore {
     }
 
     /// Writes a decision's effects, then starts queued host runs as it allows.
-    async fn apply(&self, c: &impl ConnectionTrait, mut fx: Effects, now: Timestamp) -> Result<(), StoreError> {
+    /// Events go to `pending`: callers append them last, just before commit, so the outbox
+    /// counter row (one lock every event-writing transaction takes) is always locked last
+    /// and held only for the commit.
+    async fn apply(
+        &self,
+        c: &impl ConnectionTrait,
+        mut fx: Effects,
+        now: Timestamp,
+        pending: &mut Vec<NewEvent>,
+    ) -> Result<(), StoreError> {
         loop {
             for j in &fx.jobs {
                 self.put_job(c, j).await?;
@@ -377,7 +387,7 @@ impl SqlStore {
                 let sql = format!("DELETE FROM maas_claims WHERE hostname IN ({})", placeholders(hosts.len()));
                 self.exec(c, &sql, hosts.iter().map(s).collect()).await?;
             }
-            self.append_events(c, std::mem::take(&mut fx.events)).await?;
+            pending.append(&mut fx.events);
             let Some(batch) = fx.batch.take() else { return Ok(()) };
             self.put_batch(c, &batch).await?;
             if fx.start_queued == 0 {
@@ -436,7 +446,6 @@ impl SqlStore {
         self.insert_rows(c, "maas_host_runs", rows::RUN_COLUMNS, nb.host_runs.iter().map(rows::run_values).collect())
             .await?;
         self.insert_rows(c, "maas_jobs", rows::JOB_COLUMNS, nb.jobs.iter().map(rows::job_values).collect()).await?;
-        self.append_events(c, nb.events.clone()).await?;
         let a = &nb.audit;
         let audit = vec![
             t(a.at),
@@ -454,7 +463,9 @@ impl SqlStore {
             "at, principal, batch_id, action, host_count, hosts, force_reason, comment",
             vec![audit],
         )
-        .await
+        .await?;
+        // Events last: the outbox counter row is locked only until the commit.
+        self.append_events(c, nb.events.clone()).await
     }
 
     /// Inserts a row or updates it on a key conflict. In `update` expressions, `NEW(col)`
@@ -546,7 +557,9 @@ impl Store for SqlStore {
                 runs.push((run, current));
             }
             let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now)?;
-            self.apply(c, fx, p.now).await?;
+            let mut pending = Vec::new();
+            self.apply(c, fx, p.now, &mut pending).await?;
+            self.append_events(c, pending).await?;
             self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| not_found("batch", p.batch_id))
         })
     }
@@ -632,7 +645,9 @@ impl Store for SqlStore {
             } else {
                 machine::decide_resume(batch, &p.principal, p.now)?
             };
-            self.apply(c, fx, p.now).await?;
+            let mut pending = Vec::new();
+            self.apply(c, fx, p.now, &mut pending).await?;
+            self.append_events(c, pending).await?;
             self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| not_found("batch", p.batch_id))
         })
     }
@@ -725,15 +740,15 @@ impl Store for SqlStore {
 
     async fn host_run_flag_straggler(&self, p: StragglerFlagParams) -> Result<bool, StoreError> {
         write_txn!(self, c, {
-            let peek = self.one(c, "SELECT batch_id FROM maas_host_runs WHERE id = ?", vec![s(p.host_run_id)]).await?;
-            let Some(peek) = peek else { return Err(not_found("host run", p.host_run_id)) };
-            let batch: String = col(&peek, "batch_id")?;
-            self.one(c, &format!("SELECT id FROM maas_batches WHERE id = ?{}", self.lock()), vec![s(batch)]).await?;
+            // A flag changes the host run only (no batch lock), in the completions' order:
+            // host run, then job; its event is appended last.
             let run = self.run_row(c, p.host_run_id).await?;
             let Some(job) = self.job_at(c, run.id, p.position).await? else { return Ok(false) };
             match machine::decide_straggler(run, p.position, job.kind, p.now) {
                 Some(fx) => {
-                    self.apply(c, fx, p.now).await?;
+                    let mut pending = Vec::new();
+                    self.apply(c, fx, p.now, &mut pending).await?;
+                    self.append_events(c, pending).await?;
                     Ok(true)
                 }
                 None => Ok(false),
@@ -838,16 +853,18 @@ impl Store for SqlStore {
         for group in order.chunks(COMPLETION_GROUP) {
             let decided: Vec<(usize, Result<(), TransitionError>)> = write_txn!(self, c, {
                 let mut decided = Vec::with_capacity(group.len());
+                let mut pending = Vec::new();
                 for (_, i) in group {
                     let done = &p.completions[*i];
                     let outcome = self
-                        .job_change(c, done.job_id, p.now, |ctx| {
+                        .job_change(c, done.job_id, p.now, &mut pending, |ctx| {
                             machine::check_fence(&ctx.job, done.attempt)?;
                             machine::decide_job_outcome(ctx, done.outcome.clone(), p.now, &self.rules).map(Some)
                         })
                         .await?;
                     decided.push((*i, outcome.map(|_| ())));
                 }
+                self.append_events(c, pending).await?;
                 Ok(decided)
             })?;
             for (i, r) in decided {
@@ -944,8 +961,9 @@ impl Store for SqlStore {
             let id =
                 JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
             let outcome: Option<JobRecord> = write_txn!(self, c, {
+                let mut pending = Vec::new();
                 let decided = self
-                    .job_change(c, id, p.now, |ctx| {
+                    .job_change(c, id, p.now, &mut pending, |ctx| {
                         // Re-checked under the lock: a heartbeat or completion may have won.
                         if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
                             return Ok(None);
@@ -953,6 +971,7 @@ impl Store for SqlStore {
                         machine::decide_lease_expired(ctx, p.now, &self.rules).map(Some)
                     })
                     .await?;
+                self.append_events(c, pending).await?;
                 Ok(decided?)
             })?;
             let outcome = outcome.map(|j| j.state == JobState::Failed);
@@ -974,14 +993,16 @@ impl Store for SqlStore {
             let id =
                 JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
             let expired: bool = write_txn!(self, c, {
+                let mut pending = Vec::new();
                 let decided = self
-                    .job_change(c, id, p.now, |ctx| {
+                    .job_change(c, id, p.now, &mut pending, |ctx| {
                         if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
                             return Ok(None);
                         }
                         machine::decide_wait_expired(ctx, p.now, &self.rules).map(Some)
                     })
                     .await?;
+                self.append_events(c, pending).await?;
                 Ok(decided?.is_some())
             })?;
             if expired {
@@ -997,10 +1018,12 @@ impl Store for SqlStore {
             let row = row.ok_or(TransitionError::WrongToken)?;
             let id =
                 JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
-            self.job_change(c, id, p.now, |ctx| {
+            let mut pending = Vec::new();
+            self.job_change(c, id, p.now, &mut pending, |ctx| {
                 machine::decide_wait_result(ctx, &p.token, p.outcome.clone(), p.now, &self.rules).map(Some)
             })
             .await??;
+            self.append_events(c, pending).await?;
             self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))
         })
     }

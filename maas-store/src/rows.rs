@@ -47,6 +47,11 @@ fn uuid(row: &QueryResult, c: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(s.trim()).map_err(|e| corrupt(c, e))
 }
 
+/// A job id column (`id` of `maas_jobs`, or any column holding one).
+pub fn job_id(row: &QueryResult, c: &str) -> Result<JobId, StoreError> {
+    uuid(row, c).map(JobId)
+}
+
 fn ts(row: &QueryResult, c: &str) -> Result<Timestamp, StoreError> {
     Ok(Timestamp::from_millis(col::<i64>(row, c)?))
 }

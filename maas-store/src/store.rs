@@ -408,15 +408,25 @@ impl SqlStore {
         }
     }
 
-    async fn conflicts(&self, c: &impl ConnectionTrait, hosts: &[Hostname]) -> Result<Vec<Conflict>, StoreError> {
+    /// Active claims on any of `hosts` (chunked `IN` lists).
+    async fn claims_of(&self, c: &impl ConnectionTrait, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError> {
         let mut out = Vec::new();
         for chunk in hosts.chunks(CHUNK) {
             let sql = format!("SELECT * FROM maas_claims WHERE hostname IN ({})", placeholders(chunk.len()));
             for row in self.all(c, &sql, chunk.iter().map(s).collect()).await? {
-                let claim = rows::claim(&row)?;
-                out.push(Conflict { host: claim.hostname, held_by: claim.batch_id });
+                out.push(rows::claim(&row)?);
             }
         }
+        Ok(out)
+    }
+
+    async fn conflicts(&self, c: &impl ConnectionTrait, hosts: &[Hostname]) -> Result<Vec<Conflict>, StoreError> {
+        let mut out: Vec<Conflict> = self
+            .claims_of(c, hosts)
+            .await?
+            .into_iter()
+            .map(|claim| Conflict { host: claim.hostname, held_by: claim.batch_id })
+            .collect();
         out.sort_by(|a, b| a.host.cmp(&b.host));
         Ok(out)
     }
@@ -687,14 +697,7 @@ impl Store for SqlStore {
     }
 
     async fn claim_get_many(&self, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in hosts.chunks(CHUNK) {
-            let sql = format!("SELECT * FROM maas_claims WHERE hostname IN ({})", placeholders(chunk.len()));
-            for row in self.all(&self.db, &sql, chunk.iter().map(s).collect()).await? {
-                out.push(rows::claim(&row)?);
-            }
-        }
-        Ok(out)
+        self.claims_of(&self.db, hosts).await
     }
 
     async fn event_cursor_get(&self, consumer: &str) -> Result<u64, StoreError> {
@@ -903,8 +906,7 @@ impl Store for SqlStore {
                     )
                     .await?
                 {
-                    let id: String = col(&row, "id")?;
-                    held.push(JobId(uuid::Uuid::parse_str(id.trim()).map_err(|e| rows::corrupt("id", e))?));
+                    held.push(rows::job_id(&row, "id")?);
                 }
             }
             let order: BTreeMap<JobId, usize> = p.job_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -958,8 +960,7 @@ impl Store for SqlStore {
             )
             .await?;
         for row in expired {
-            let id =
-                JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let id = rows::job_id(&row, "id")?;
             let outcome: Option<JobRecord> = write_txn!(self, c, {
                 let mut pending = Vec::new();
                 let decided = self
@@ -990,8 +991,7 @@ impl Store for SqlStore {
             )
             .await?;
         for row in waits {
-            let id =
-                JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let id = rows::job_id(&row, "id")?;
             let expired: bool = write_txn!(self, c, {
                 let mut pending = Vec::new();
                 let decided = self
@@ -1016,8 +1016,7 @@ impl Store for SqlStore {
         write_txn!(self, c, {
             let row = self.one(c, "SELECT id FROM maas_jobs WHERE wait_token = ?", vec![s(&p.token)]).await?;
             let row = row.ok_or(TransitionError::WrongToken)?;
-            let id =
-                JobId(uuid::Uuid::parse_str(col::<String>(&row, "id")?.trim()).map_err(|e| rows::corrupt("id", e))?);
+            let id = rows::job_id(&row, "id")?;
             let mut pending = Vec::new();
             self.job_change(c, id, p.now, &mut pending, |ctx| {
                 machine::decide_wait_result(ctx, &p.token, p.outcome.clone(), p.now, &self.rules).map(Some)

@@ -5,28 +5,21 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+mod common;
+
+use common::server_url;
 use maas_core::action::Action;
-use maas_core::machine::Rules;
 use maas_core::names::Hostname;
 use maas_core::ports::store::*;
 use maas_core::rng::SimRng;
 use maas_core::testkit::store::Harness;
-use maas_store::{OpenOptions, SqlStore};
-use sea_orm::ConnectionTrait;
-
-fn server_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run ./scripts/test, which starts the servers"))
-}
+use maas_store::SqlStore;
 
 async fn fresh(url: &str, tag: &str) -> Arc<SqlStore> {
     if url.starts_with("sqlite:") {
-        return Arc::new(SqlStore::open(url, &OpenOptions::default(), Rules::default()).await.unwrap());
+        return Arc::new(common::open(url).await);
     }
-    let name = format!("maas_conc_{tag}_{}", std::process::id());
-    let admin = SqlStore::open(url, &OpenOptions::default(), Rules::default()).await.unwrap();
-    admin.connection().execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap();
-    Arc::new(SqlStore::open(&format!("{base}/{name}"), &OpenOptions::default(), Rules::default()).await.unwrap())
+    Arc::new(common::fresh_server_db(url, &format!("maas_conc_{tag}_{}", std::process::id())).await.1)
 }
 
 async fn sixteen_submitters(store: Arc<SqlStore>) {

@@ -6,27 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use maas_core::machine::Rules;
+mod common;
+
+use common::server_url;
 use maas_core::testkit::store::{Backend, exercise};
 use maas_store::{OpenOptions, SqlStore};
-use sea_orm::ConnectionTrait;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-fn server_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run ./scripts/test, which starts the servers"))
-}
-
-/// A fresh database on the server behind `url` (whose path names an existing database).
+/// A fresh database on the server behind `url`.
 async fn fresh_server_db(url: &str) -> Arc<dyn Backend> {
-    let i = NEXT.fetch_add(1, Ordering::SeqCst);
-    let name = format!("maas_conf_{}_{i}", std::process::id());
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-    let admin = SqlStore::open(url, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| panic!("{e}"));
-    admin.connection().execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let store = SqlStore::open(&format!("{base}/{name}"), &OpenOptions::default(), Rules::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(store)
+    let name = format!("maas_conf_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    Arc::new(common::fresh_server_db(url, &name).await.1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

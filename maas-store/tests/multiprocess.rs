@@ -13,7 +13,10 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use async_trait::async_trait;
+use common::server_url;
 use maas_core::engine::{PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_core::host::BmcEndpoint;
 use maas_core::machine::Rules;
@@ -26,10 +29,6 @@ use maas_store::{OpenOptions, SqlStore};
 use sea_orm::ConnectionTrait;
 
 const PER_BATCH: usize = 250;
-
-fn server_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run ./scripts/test, which starts the servers"))
-}
 
 /// A simulated fleet that appends `hostname op` to a log file for every power command.
 struct LoggedFleet {
@@ -175,12 +174,8 @@ fn wait(mut child: Child, limit: Duration) {
 }
 
 async fn fresh_db(url: &str, tag: &str) -> (String, Arc<SqlStore>) {
-    let name = format!("maas_mp_{tag}_{}", std::process::id());
-    let admin = SqlStore::open(url, &OpenOptions::default(), Rules::default()).await.unwrap();
-    admin.connection().execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
-    let store = Arc::new(SqlStore::open(&url, &OpenOptions::default(), Rules::default()).await.unwrap());
-    (url, store)
+    let (url, store) = common::fresh_server_db(url, &format!("maas_mp_{tag}_{}", std::process::id())).await;
+    (url, Arc::new(store))
 }
 
 fn power_commands(logs: &[PathBuf]) -> (HashMap<String, usize>, Vec<usize>) {

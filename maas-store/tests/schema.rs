@@ -2,12 +2,11 @@
 //! PostgreSQL and MariaDB come from `./scripts/test` (MAAS_TEST_POSTGRES_URL and
 //! MAAS_TEST_MYSQL_URL); without them these tests fail and say so, never skip.
 
+mod common;
+
+use common::server_url;
 use maas_store::{OpenError, OpenOptions, open};
 use sea_orm::ConnectionTrait;
-
-fn server_url(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run ./scripts/test, which starts the servers"))
-}
 
 async fn migrates_and_refuses_newer(url: &str) {
     let db = open(url, &OpenOptions::default()).await.unwrap_or_else(|e| panic!("{e}"));

@@ -154,6 +154,29 @@ pub struct Effects {
     pub start_queued: u32,
 }
 
+impl Effects {
+    /// Whether applying these effects changes the batch `seen` (the batch the decision was
+    /// made on) beyond its `updated_at`: a host run starts or ends, an event is written, or
+    /// a counter or state moves. When it does not, a store may leave the batch row alone, so
+    /// chain advances and retries never queue on their batch's row.
+    pub fn changes_batch(&self, seen: &BatchRecord) -> bool {
+        self.start_queued > 0
+            || !self.events.is_empty()
+            || self.batch.as_ref().is_some_and(|b| {
+                let mut same_time = b.clone();
+                same_time.updated_at = seen.updated_at;
+                same_time != *seen
+            })
+    }
+
+    /// Whether these effects touch one chain only (its jobs and host run): the batch at most
+    /// in `updated_at`, no cancellations, no released claims. Such effects from different
+    /// chains commute, so a store may write many of them in one set-based statement.
+    pub fn is_chain_local(&self, seen: &BatchRecord) -> bool {
+        !self.changes_batch(seen) && self.cancel_jobs_of.is_empty() && self.released_claims.is_empty()
+    }
+}
+
 /// What a worker (or callback) reports for a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -358,16 +381,47 @@ pub fn start_queued_runs(
     Ok(fx)
 }
 
+/// What a claim writes on every job it takes: the job becomes `running` under `owner`
+/// until `expires_at`, started at `started_at`, and its attempt counter goes up by one (the
+/// fencing token the completion must present). SQL stores write these columns for a whole
+/// claim in one statement; [`lease_job`] is the same change on one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// The worker taking the jobs.
+    pub owner: String,
+    /// When the lease runs out unless heartbeated.
+    pub expires_at: Timestamp,
+    /// The claim time.
+    pub started_at: Timestamp,
+}
+
+impl LeaseGrant {
+    /// The state claims take jobs from.
+    pub const FROM: JobState = JobState::Available;
+    /// The state a leased job is in.
+    pub const TO: JobState = JobState::Running;
+
+    /// A lease for `owner` from `now` for `ttl`.
+    pub fn new(owner: &str, now: Timestamp, ttl: Duration) -> Self {
+        Self { owner: owner.to_string(), expires_at: now.plus(ttl), started_at: now }
+    }
+
+    /// Applies the lease to `job` (which must be available).
+    pub fn apply(&self, job: &mut JobRecord) -> Result<(), TransitionError> {
+        job.state.check(Self::TO)?;
+        job.state = Self::TO;
+        job.attempt += 1;
+        job.lease_owner = Some(self.owner.clone());
+        job.lease_expires_at = Some(self.expires_at);
+        job.started_at = Some(self.started_at);
+        Ok(())
+    }
+}
+
 /// Leases an available job to `owner` until `now + ttl` (a claim). The attempt counter
 /// goes up: it is the fencing token the completion must present.
 pub fn lease_job(job: &mut JobRecord, owner: &str, now: Timestamp, ttl: Duration) -> Result<(), TransitionError> {
-    job.state.check(JobState::Running)?;
-    job.state = JobState::Running;
-    job.attempt += 1;
-    job.lease_owner = Some(owner.to_string());
-    job.lease_expires_at = Some(now.plus(ttl));
-    job.started_at = Some(now);
-    Ok(())
+    LeaseGrant::new(owner, now, ttl).apply(job)
 }
 
 /// Whether `owner`'s lease on `job` may be extended (it is running and theirs).

@@ -10,8 +10,9 @@
 //!
 //! The claim index holds runnable rows only: a partial index `WHERE state = 'available'`
 //! on PostgreSQL and SQLite; on MySQL/MariaDB, which has no partial indexes, a stored
-//! generated column `ready_key` that is NULL unless the job is available, indexed after the
-//! site — the index range a claim scans contains available jobs only, in queue-key order.
+//! generated column `ready_site` that is the job's site while it is available and NULL
+//! otherwise, leading the index `(ready_site, queue_key, id)` — the index range a claim's
+//! equality selects holds available jobs only, in queue-key order.
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -152,7 +153,7 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
                 last_error {text} NULL{ready}
             ){engine}",
             ready = if mysql {
-                ",\n                ready_key BIGINT AS (CASE WHEN state = 'available' THEN queue_key END) STORED"
+                ",\n                ready_site VARCHAR(255) AS (CASE WHEN state = 'available' THEN site END) STORED"
             } else {
                 ""
             }
@@ -229,9 +230,10 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         "CREATE UNIQUE INDEX maas_tickets_key ON maas_tickets (kind, batch_id, host)".to_string(),
     ];
     if mysql {
-        // In key order per site, so a claim's `ORDER BY ready_key, id LIMIT n` walks the index
-        // and examines (and, under READ COMMITTED, keeps locked) only the rows it takes.
-        ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (site, ready_key, id)".into());
+        // Available jobs of a site in key order, so a claim's `ready_site = ? ORDER BY
+        // queue_key, id LIMIT n` walks the index and examines (and, under READ COMMITTED,
+        // keeps locked) only the rows it takes; unavailable jobs sit under NULL.
+        ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (ready_site, queue_key, id)".into());
         ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (state, lease_expires_at)".into());
         ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (state, wait_deadline)".into());
     } else {

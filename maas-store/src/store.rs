@@ -29,7 +29,7 @@ use sea_orm::{
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
-use crate::rows::{self, col, n, os, ot, s, t};
+use crate::rows::{self, col, n, os, s, t};
 use crate::{OpenError, OpenOptions};
 
 /// Rows per multi-row INSERT (well under every backend's bind-parameter limit).
@@ -37,7 +37,7 @@ const CHUNK: usize = 400;
 /// Batch specs kept parsed (cleared when full).
 const SPEC_CACHE: usize = 10_000;
 /// Completions committed per transaction in `job_complete_many`.
-const COMPLETION_GROUP: usize = 16;
+const COMPLETION_GROUP: usize = 128;
 /// Attempts of a transaction that hit a deadlock or a busy database.
 const RETRIES: usize = 8;
 
@@ -300,10 +300,7 @@ impl SqlStore {
             Ok(None) => return Ok(Ok(None)),
             Err(e) => return Ok(Err(e)),
         };
-        let changes_batch = fx.start_queued > 0
-            || !fx.events.is_empty()
-            || fx.batch.as_ref().is_some_and(|b| BatchRecord { updated_at: seen.updated_at, ..b.clone() } != seen);
-        if changes_batch {
+        if fx.changes_batch(&seen) {
             let batch =
                 self.batch_row(c, peek.batch_id, true).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
             fx = match decide(JobContext { batch, host_run, job, next }) {
@@ -318,6 +315,118 @@ impl SqlStore {
         let decided = fx.jobs.first().cloned();
         self.apply(c, fx, now, pending).await?;
         Ok(Ok(decided))
+    }
+
+    /// Records one group of completions in one transaction, set-based: locks the group's
+    /// host runs and their chains (two statements), reads their batches unlocked, decides
+    /// each completion, and writes every chain-local outcome (a step succeeded and the next
+    /// became available; a retry) in one guarded statement for jobs and one for host runs.
+    /// Outcomes that change a batch (a host run ends, queued runs start, an event) and a
+    /// second completion for the same host run go through [`Self::job_change`] afterwards,
+    /// which re-reads what the set-based writes left.
+    async fn complete_group(
+        &self,
+        c: &impl ConnectionTrait,
+        group: &[(HostRunId, usize, &JobCompletion)],
+        now: Timestamp,
+    ) -> Result<Vec<(usize, Result<(), TransitionError>)>, StoreError> {
+        // A job's host run never changes, so the caller's unlocked read of it is good.
+        let run_ids: Vec<HostRunId> =
+            group.iter().map(|(r, _, _)| *r).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let (list, v) = in_list(&run_ids);
+        let lock = self.lock();
+        let runs =
+            self.all(c, &format!("SELECT * FROM maas_host_runs WHERE id IN ({list}) ORDER BY id{lock}"), v).await?;
+        let runs: BTreeMap<HostRunId, HostRunRecord> =
+            runs.iter().map(rows::run).map(|r| r.map(|r| (r.id, r))).collect::<Result<_, _>>()?;
+        let (list, v) = in_list(&run_ids);
+        let chains = self
+            .all(
+                c,
+                &format!("SELECT * FROM maas_jobs WHERE host_run_id IN ({list}) ORDER BY host_run_id, position{lock}"),
+                v,
+            )
+            .await?;
+        let mut jobs: BTreeMap<(HostRunId, u32), JobRecord> = BTreeMap::new();
+        let mut position_of: BTreeMap<JobId, (HostRunId, u32)> = BTreeMap::new();
+        for row in &chains {
+            let job = rows::job(row)?;
+            position_of.insert(job.id, (job.host_run_id, job.position));
+            jobs.insert((job.host_run_id, job.position), job);
+        }
+        let batch_ids: Vec<BatchId> =
+            runs.values().map(|r| r.batch_id).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let (list, v) = in_list(&batch_ids);
+        let head = self
+            .all(c, &format!("SELECT {} FROM maas_batches WHERE id IN ({list})", rows::BATCH_HEAD_COLUMNS), v)
+            .await?;
+        let batches: BTreeMap<BatchId, BatchRecord> =
+            self.batches_of(c, head).await?.into_iter().map(|b| (b.id, b)).collect();
+
+        let mut decided = Vec::with_capacity(group.len());
+        let mut touched = std::collections::BTreeSet::new();
+        let mut slow = Vec::new();
+        let mut job_writes = Vec::new();
+        let mut run_writes = Vec::new();
+        for &(_, i, done) in group {
+            let Some(&(run_id, position)) = position_of.get(&done.job_id) else {
+                return Err(not_found("job", done.job_id));
+            };
+            if !touched.insert(run_id) {
+                slow.push((i, done));
+                continue;
+            }
+            let run = runs.get(&run_id).ok_or_else(|| not_found("host run", run_id))?;
+            let batch = batches.get(&run.batch_id).ok_or_else(|| not_found("batch", run.batch_id))?;
+            let job = jobs.get(&(run_id, position)).ok_or_else(|| not_found("job", done.job_id))?;
+            let ctx = JobContext {
+                batch: batch.clone(),
+                host_run: run.clone(),
+                job: job.clone(),
+                next: jobs.get(&(run_id, position + 1)).cloned(),
+            };
+            let fx = machine::check_fence(&ctx.job, done.attempt)
+                .and_then(|()| machine::decide_job_outcome(ctx, done.outcome.clone(), now, &self.rules));
+            match fx {
+                Err(e) => decided.push((i, Err(e))),
+                Ok(fx) if fx.is_chain_local(batch) => {
+                    for j in fx.jobs {
+                        let was = jobs.get(&(j.host_run_id, j.position)).ok_or_else(|| not_found("job", j.id))?;
+                        if *was != j {
+                            job_writes.push((rows::job_values(&j), vec![s(was.state.as_str()), n(was.attempt)]));
+                        }
+                    }
+                    for r in fx.host_runs {
+                        let was = runs.get(&r.id).ok_or_else(|| not_found("host run", r.id))?;
+                        if *was != r {
+                            run_writes.push((rows::run_values(&r), vec![s(was.state.as_str()), n(was.step)]));
+                        }
+                    }
+                    decided.push((i, Ok(())));
+                }
+                Ok(_) => slow.push((i, done)),
+            }
+        }
+        let expected = (job_writes.len() + run_writes.len()) as u64;
+        let written = self.set_rows(c, "maas_jobs", rows::JOB_COLUMNS, &["state", "attempt"], job_writes).await?
+            + self.set_rows(c, "maas_host_runs", rows::RUN_COLUMNS, &["state", "step"], run_writes).await?;
+        if written != expected {
+            // The rows are locked (or the database is), so a guard cannot fail unless
+            // something bypassed the locks: refuse rather than half-apply.
+            return Err(rows::corrupt("completion", format!("wrote {written} of {expected} guarded rows")));
+        }
+        let mut pending = Vec::new();
+        for (i, done) in slow {
+            let outcome = self
+                .job_change(c, done.job_id, now, &mut pending, |ctx| {
+                    machine::check_fence(&ctx.job, done.attempt)?;
+                    machine::decide_job_outcome(ctx, done.outcome.clone(), now, &self.rules).map(Some)
+                })
+                .await?;
+            decided.push((i, outcome.map(|_| ())));
+        }
+        self.append_events(c, pending).await?;
+        Ok(decided)
     }
 
     // ----- writing -----
@@ -336,6 +445,55 @@ impl SqlStore {
     async fn put_batch(&self, c: &impl ConnectionTrait, b: &BatchRecord) -> Result<(), StoreError> {
         let sql = format!("UPDATE maas_batches SET {} WHERE id = ?", rows::BATCH_STATE_SET);
         self.exec(c, &sql, rows::batch_state_values(b)).await.map(|_| ())
+    }
+
+    /// Overwrites many rows of `table` in one statement per chunk, each only if its `guard`
+    /// columns still hold the values the caller read (its state, its attempt): `rows` are
+    /// (all column values in `columns` order, the id first; the guard values). Returns how
+    /// many rows were written.
+    async fn set_rows(
+        &self,
+        c: &impl ConnectionTrait,
+        table: &str,
+        columns: &str,
+        guard: &[&str],
+        rows: Vec<(Vec<Value>, Vec<Value>)>,
+    ) -> Result<u64, StoreError> {
+        let columns: Vec<&str> = columns.split(',').map(str::trim).collect();
+        let names: Vec<String> =
+            columns.iter().map(|c| c.to_string()).chain(guard.iter().map(|g| format!("was_{g}"))).collect();
+        let set =
+            |prefix: &str| columns[1..].iter().map(|c| format!("{prefix}{c} = v.{c}")).collect::<Vec<_>>().join(", ");
+        let guarded = guard.iter().map(|g| format!(" AND {table}.{g} = v.was_{g}")).collect::<String>();
+        let width = names.len();
+        let mut written = 0;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<(Vec<Value>, Vec<Value>)> = rows.by_ref().take(CHUNK / 2).collect();
+            let k = chunk.len();
+            let sql = if self.backend == DbBackend::MySql {
+                // MariaDB has no column list on a CTE of VALUES: a derived table of SELECTs.
+                let first = names.iter().map(|c| format!("? AS {c}")).collect::<Vec<_>>().join(", ");
+                let rest = format!(" UNION ALL SELECT {}", placeholders(width)).repeat(k - 1);
+                format!(
+                    "UPDATE {table} JOIN (SELECT {first}{rest}) v ON {table}.id = v.id SET {} WHERE 1 = 1{guarded}",
+                    set(&format!("{table}."))
+                )
+            } else {
+                let tuples = vec![format!("({})", placeholders(width)); k].join(", ");
+                format!(
+                    "WITH v ({}) AS (VALUES {tuples}) UPDATE {table} SET {} FROM v WHERE {table}.id = v.id{guarded}",
+                    names.join(", "),
+                    set("")
+                )
+            };
+            let values = chunk.into_iter().flat_map(|(mut v, g)| {
+                v.extend(g);
+                v
+            });
+            written += self.exec(c, &sql, values.collect()).await?;
+        }
+        Ok(written)
     }
 
     /// Appends events with seqs taken from the counter row, whose lock orders them by commit.
@@ -782,94 +940,103 @@ impl Store for SqlStore {
         if p.kinds.is_empty() || p.limit == 0 {
             return Ok(Vec::new());
         }
-        write_txn!(self, c, {
-            let kinds: Vec<&str> = p.kinds.iter().map(|k| k.as_str()).collect();
-            let (ready, order) = if self.backend == DbBackend::MySql {
-                ("ready_key IS NOT NULL", "ready_key")
-            } else {
-                ("state = 'available'", "queue_key")
-            };
-            let lock = match self.backend {
-                DbBackend::Sqlite => "",
-                _ => " FOR UPDATE SKIP LOCKED",
-            };
-            let sql = format!(
-                "SELECT * FROM maas_jobs WHERE {ready} AND site = ? AND kind IN ({}) AND run_at <= ? ORDER BY {order}, id LIMIT ?{lock}",
-                placeholders(kinds.len())
-            );
-            let mut v = vec![s(&p.site)];
-            v.extend(kinds.iter().map(s));
-            v.push(t(p.now));
-            v.push(n(p.limit as i64));
-            let mut out = Vec::new();
-            for row in self.all(c, &sql, v).await? {
-                let mut job = rows::job(&row)?;
-                machine::lease_job(&mut job, &p.owner, p.now, p.lease)?;
-                let guarded = self
-                    .exec(
-                        c,
-                        "UPDATE maas_jobs SET state = ?, attempt = ?, lease_owner = ?, lease_expires_at = ?, started_at = ? \
-                         WHERE id = ? AND state = 'available'",
-                        vec![
-                            s(job.state.as_str()),
-                            n(job.attempt),
-                            os(job.lease_owner.as_ref()),
-                            ot(job.lease_expires_at),
-                            ot(job.started_at),
-                            s(job.id),
-                        ],
-                    )
-                    .await?;
-                if guarded == 1 {
-                    out.push(job);
-                }
+        let grant = machine::LeaseGrant::new(&p.owner, p.now, p.lease);
+        let kinds: Vec<&str> = p.kinds.iter().map(|k| k.as_str()).collect();
+        let kind_list = placeholders(kinds.len());
+        // What the lease writes (`LeaseGrant`), as SQL: owner, expiry, start, attempt + 1.
+        let set = "state = ?, attempt = attempt + 1, lease_owner = ?, lease_expires_at = ?, started_at = ?";
+        let set_values =
+            || vec![s(machine::LeaseGrant::TO.as_str()), s(&grant.owner), t(grant.expires_at), t(grant.started_at)];
+        let from = s(machine::LeaseGrant::FROM.as_str());
+        let mut filter = vec![s(&p.site)];
+        filter.extend(kinds.iter().map(s));
+        filter.push(t(p.now));
+        filter.push(n(p.limit as i64));
+        let mut jobs = match self.backend {
+            // One statement: the fenced CTE picks and locks (skipping rows other claimers
+            // hold), the UPDATE leases them and returns the leased rows.
+            DbBackend::Postgres => {
+                let sql = format!(
+                    "WITH picked AS MATERIALIZED (\
+                        SELECT id FROM maas_jobs WHERE state = ? AND site = ? AND kind IN ({kind_list}) AND run_at <= ? \
+                        ORDER BY queue_key, id LIMIT ? FOR UPDATE SKIP LOCKED) \
+                     UPDATE maas_jobs SET {set} FROM picked WHERE maas_jobs.id = picked.id RETURNING maas_jobs.*"
+                );
+                let mut v = vec![from];
+                v.extend(filter);
+                v.extend(set_values());
+                // Parameters in text order: the CTE's, then the SET's.
+                self.all(&self.db, &sql, v).await?.iter().map(rows::job).collect::<Result<Vec<_>, _>>()?
             }
-            Ok(out)
-        })
+            // One statement under the database write lock (writers are serialised).
+            DbBackend::Sqlite => {
+                let sql = format!(
+                    "UPDATE maas_jobs SET {set} WHERE id IN (\
+                        SELECT id FROM maas_jobs WHERE state = ? AND site = ? AND kind IN ({kind_list}) AND run_at <= ? \
+                        ORDER BY queue_key, id LIMIT ?) RETURNING *"
+                );
+                let mut v = set_values();
+                v.push(from);
+                v.extend(filter);
+                self.all(&self.db, &sql, v).await?.iter().map(rows::job).collect::<Result<Vec<_>, _>>()?
+            }
+            // MySQL/MariaDB have no UPDATE ... RETURNING: lock with SKIP LOCKED, lease the
+            // locked ids in one UPDATE, and build the records from the rows read.
+            _ => write_txn!(self, c, {
+                let sql = format!(
+                    "SELECT * FROM maas_jobs WHERE ready_site = ? AND kind IN ({kind_list}) AND run_at <= ? \
+                     ORDER BY queue_key, id LIMIT ? FOR UPDATE SKIP LOCKED"
+                );
+                let mut picked = Vec::new();
+                for row in self.all(c, &sql, filter.clone()).await? {
+                    let mut job = rows::job(&row)?;
+                    grant.apply(&mut job)?;
+                    picked.push(job);
+                }
+                if !picked.is_empty() {
+                    let (list, ids) = in_list(&picked.iter().map(|j| j.id).collect::<Vec<_>>());
+                    let mut v = set_values();
+                    v.extend(ids);
+                    v.push(from.clone());
+                    let sql = format!("UPDATE maas_jobs SET {set} WHERE id IN ({list}) AND state = ?");
+                    let leased = self.exec(c, &sql, v).await?;
+                    if leased != picked.len() as u64 {
+                        return Err(rows::corrupt("claim", format!("leased {leased} of {} locked jobs", picked.len())));
+                    }
+                }
+                Ok(picked)
+            })?,
+        };
+        // RETURNING promises no order: hand jobs out in queue-key order.
+        jobs.sort_by_key(|j| (j.key, j.id));
+        Ok(jobs)
     }
 
     async fn job_complete_many(
         &self,
         p: JobCompleteManyParams,
     ) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
-        // One read for every job's batch, then lock in one order (batch, then job), so
-        // concurrent calls rarely deadlock (and retry when they do).
+        // One unlocked read for every job's host run, then groups in host-run order, so
+        // concurrent calls lock rows in one order and rarely deadlock (and retry when they do).
         let ids: Vec<JobId> = p.completions.iter().map(|c| c.job_id).collect();
-        let mut batch_of: BTreeMap<String, String> = BTreeMap::new();
+        let mut run_of: BTreeMap<JobId, HostRunId> = BTreeMap::new();
         for chunk in ids.chunks(CHUNK) {
             let (list, v) = in_list(chunk);
-            for row in
-                self.all(&self.db, &format!("SELECT id, batch_id FROM maas_jobs WHERE id IN ({list})"), v).await?
-            {
-                batch_of.insert(col::<String>(&row, "id")?.trim().to_string(), col::<String>(&row, "batch_id")?);
+            let sql = format!("SELECT id, host_run_id FROM maas_jobs WHERE id IN ({list})");
+            for row in self.all(&self.db, &sql, v).await? {
+                run_of.insert(rows::job_id(&row, "id")?, HostRunId(rows::job_id(&row, "host_run_id")?.0));
             }
         }
-        let mut order: Vec<(String, usize)> = Vec::with_capacity(ids.len());
+        let mut order: Vec<(HostRunId, JobId, usize)> = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
-            let batch = batch_of.get(&id.to_string()).ok_or_else(|| not_found("job", id))?;
-            order.push((format!("{batch}/{id}"), i));
+            order.push((*run_of.get(id).ok_or_else(|| not_found("job", id))?, *id, i));
         }
         order.sort();
-        // Commit in small groups: each completion is atomic on its own (the contract), and a
-        // short transaction holds a batch row's lock only briefly when a host run ends.
         let mut results: Vec<Option<Result<(), TransitionError>>> = vec![None; p.completions.len()];
         for group in order.chunks(COMPLETION_GROUP) {
-            let decided: Vec<(usize, Result<(), TransitionError>)> = write_txn!(self, c, {
-                let mut decided = Vec::with_capacity(group.len());
-                let mut pending = Vec::new();
-                for (_, i) in group {
-                    let done = &p.completions[*i];
-                    let outcome = self
-                        .job_change(c, done.job_id, p.now, &mut pending, |ctx| {
-                            machine::check_fence(&ctx.job, done.attempt)?;
-                            machine::decide_job_outcome(ctx, done.outcome.clone(), p.now, &self.rules).map(Some)
-                        })
-                        .await?;
-                    decided.push((*i, outcome.map(|_| ())));
-                }
-                self.append_events(c, pending).await?;
-                Ok(decided)
-            })?;
+            let group: Vec<(HostRunId, usize, &JobCompletion)> =
+                group.iter().map(|(run, _, i)| (*run, *i, &p.completions[*i])).collect();
+            let decided = write_txn!(self, c, { self.complete_group(c, &group, p.now).await })?;
             for (i, r) in decided {
                 results[i] = Some(r);
             }

@@ -363,6 +363,102 @@ pub async fn completion_with_stale_attempt_is_refused(t: Harness) {
     t.complete(&again, JobOutcome::Succeeded).await.unwrap();
 }
 
+/// One `job_complete_many` call mixing every kind of outcome, across two batches, answers
+/// each completion as if it had been recorded alone, in call order: chain advances, a
+/// retry, a host run ending (which starts a queued one), a failed host run, a stale attempt
+/// and a duplicate of an earlier completion in the same call.
+pub async fn one_call_records_many_mixed_completions(t: Harness) {
+    let hosts = t.add_hosts("dc1", 8).await;
+    let a = t.submit(&hosts[..6], reboot(), |s| s.rollout.max_in_flight = 3).await.unwrap().batch;
+    let b = t.submit(&hosts[6..], reboot(), |_| {}).await.unwrap().batch;
+    // Take host 2 of batch A to its last step first.
+    let mut last = None;
+    for _ in 0..3 {
+        let jobs = t.claim("dc1", 100, "w").await;
+        let (mine, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.hostname == hosts[2]);
+        t.store
+            .job_release_many(JobReleaseParams {
+                owner: "w".into(),
+                jobs: rest.iter().map(|j| (j.id, j.attempt)).collect(),
+                now: t.now(),
+            })
+            .await
+            .unwrap();
+        if mine[0].kind == StepKind::Verify {
+            last = mine.into_iter().next();
+            break;
+        }
+        t.complete(&mine[0], JobOutcome::Succeeded).await.unwrap();
+    }
+    let last = last.expect("host 2 reaches its verify step");
+    let heads = t.claim("dc1", 100, "w").await;
+    let head = |i: usize| heads.iter().find(|j| j.hostname == hosts[i]).cloned().unwrap();
+    assert_eq!(heads.len(), 4, "hosts 0, 1 (batch A) and 6, 7 (batch B); host 2 is held above");
+    let done = |job: &JobRecord, attempt: u32, outcome: JobOutcome| JobCompletion { job_id: job.id, attempt, outcome };
+    let retry = JobOutcome::Failed { error: "BMC busy".into(), retryable: true };
+    let fatal = JobOutcome::Failed { error: "no such BMC".into(), retryable: false };
+    let calls = vec![
+        done(&head(0), head(0).attempt, JobOutcome::Succeeded),
+        done(&head(1), head(1).attempt, retry),
+        done(&last, last.attempt, JobOutcome::Succeeded),
+        done(&head(6), head(6).attempt + 1, JobOutcome::Succeeded),
+        done(&head(0), head(0).attempt, JobOutcome::Succeeded),
+        done(&head(7), head(7).attempt, fatal),
+    ];
+    let results = t.store.job_complete_many(JobCompleteManyParams { completions: calls, now: t.now() }).await.unwrap();
+    assert_eq!(results.len(), 6);
+    assert!(results[0].is_ok() && results[1].is_ok() && results[2].is_ok() && results[5].is_ok(), "{results:?}");
+    assert!(matches!(results[3], Err(TransitionError::StaleAttempt { .. })), "{:?}", results[3]);
+    assert!(results[4].is_err(), "the duplicate comes after the job already succeeded: {:?}", results[4]);
+
+    let chain = |i: usize| {
+        let store = t.store.clone();
+        let host = hosts[i].clone();
+        async move {
+            let runs =
+                store.host_run_list(HostRunListParams { hostnames: vec![host], ..Default::default() }).await.unwrap();
+            let jobs =
+                store.job_list(JobListParams { host_run_id: Some(runs[0].id), ..Default::default() }).await.unwrap();
+            (runs[0].clone(), jobs)
+        }
+    };
+    let (run0, jobs0) = chain(0).await;
+    assert_eq!((run0.step, jobs0[0].state, jobs0[1].state), (1, JobState::Succeeded, JobState::Available));
+    let (run1, jobs1) = chain(1).await;
+    assert_eq!((run1.step, jobs1[0].state, jobs1[0].attempt), (0, JobState::Available, head(1).attempt));
+    assert_eq!(jobs1[0].last_error.as_deref(), Some("BMC busy"));
+    assert!(jobs1[0].run_at > t.now(), "the retry waits for its backoff");
+    assert_eq!(chain(2).await.0.state, HostRunState::Succeeded);
+    assert_eq!(chain(3).await.0.state, HostRunState::Running, "host 2's end starts the first queued host");
+    assert_eq!(chain(4).await.0.state, HostRunState::Queued);
+    let (run6, jobs6) = chain(6).await;
+    assert_eq!((run6.state, jobs6[0].state), (HostRunState::Running, JobState::Running), "stale: untouched");
+    assert_eq!(chain(7).await.0.state, HostRunState::Failed);
+
+    let batch_a = t.batch(&a).await;
+    assert_eq!(
+        (batch_a.counts.running, batch_a.counts.queued, batch_a.counts.succeeded),
+        (3, 2, 1),
+        "{:?}",
+        batch_a.counts
+    );
+    assert_eq!(t.batch(&b).await.counts.failed, 1);
+    assert!(t.store.claim_get_many(&hosts[2..3]).await.unwrap().is_empty(), "host 2's claim is released");
+    let names: Vec<&str> = t
+        .store
+        .event_list(EventListParams { batch_id: Some(a.id), ..Default::default() })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter(|n| *n != "batch_accepted")
+        .collect();
+    assert_eq!(names.iter().filter(|n| **n == "host_started").count(), 4);
+    assert_eq!(names.iter().filter(|n| **n == "host_succeeded").count(), 1);
+}
+
 /// A chain advances one step at a time, only after the previous step succeeds; the last
 /// step ends the host run, releases the claim and completes the batch.
 pub async fn chains_advance_only_after_the_previous_step_succeeds(t: Harness) {
@@ -935,6 +1031,7 @@ where
         scheduled_jobs_wait_for_their_time,
         concurrent_claimers_never_share_a_job,
         completion_with_stale_attempt_is_refused,
+        one_call_records_many_mixed_completions,
         chains_advance_only_after_the_previous_step_succeeds,
         failed_steps_retry_with_backoff_then_fail_the_host_run,
         expired_leases_are_rescued_and_retried_or_failed,

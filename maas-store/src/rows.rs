@@ -153,6 +153,44 @@ pub fn job_values(j: &JobRecord) -> Vec<Value> {
     ]
 }
 
+/// The columns of `maas_jobs` a decision may change after submission (the id first), in
+/// [`job_mutable_values`] order. Set-based writes send only these.
+pub const JOB_MUTABLE_COLUMNS: &str = "id, state, attempt, max_attempts, queue_key, run_at, lease_owner, \
+     lease_expires_at, wait_token, wait_deadline, enqueued_at, started_at, finished_at, last_error";
+
+/// A job's [`JOB_MUTABLE_COLUMNS`] values, or `None` if `now` differs from `was` outside
+/// them (a decision that rewrote what never changes: refuse to half-write it).
+pub fn job_mutable_values(was: &JobRecord, now: &JobRecord) -> Option<Vec<Value>> {
+    let same_identity = was.id == now.id
+        && was.batch_id == now.batch_id
+        && was.host_run_id == now.host_run_id
+        && was.hostname == now.hostname
+        && was.site == now.site
+        && was.position == now.position
+        && was.kind == now.kind
+        && was.params == now.params
+        && was.priority == now.priority
+        && was.created_at == now.created_at;
+    same_identity.then(|| {
+        vec![
+            s(now.id),
+            s(now.state.as_str()),
+            n(now.attempt),
+            n(now.max_attempts),
+            n(now.key),
+            t(now.run_at),
+            os(now.lease_owner.as_ref()),
+            ot(now.lease_expires_at),
+            os(now.wait_token.as_ref()),
+            ot(now.wait_deadline),
+            ot(now.enqueued_at),
+            ot(now.started_at),
+            ot(now.finished_at),
+            os(now.last_error.as_ref()),
+        ]
+    })
+}
+
 /// A job from its row.
 pub fn job(row: &QueryResult) -> Result<JobRecord, StoreError> {
     let kind: String = col(row, "kind")?;
@@ -206,6 +244,35 @@ pub fn run_values(r: &HostRunRecord) -> Vec<Value> {
         os(r.last_error.as_ref()),
         Value::from(r.straggler_step.map(i64::from)),
     ]
+}
+
+/// The columns of `maas_host_runs` a decision may change (the id first), in
+/// [`run_mutable_values`] order.
+pub const RUN_MUTABLE_COLUMNS: &str =
+    "id, state, step, cancel_requested, started_at, finished_at, last_error, straggler_step";
+
+/// A host run's [`RUN_MUTABLE_COLUMNS`] values, or `None` if `now` differs from `was`
+/// outside them.
+pub fn run_mutable_values(was: &HostRunRecord, now: &HostRunRecord) -> Option<Vec<Value>> {
+    let same_identity = was.id == now.id
+        && was.batch_id == now.batch_id
+        && was.ordinal == now.ordinal
+        && was.hostname == now.hostname
+        && was.site == now.site
+        && was.pool == now.pool
+        && was.sku == now.sku;
+    same_identity.then(|| {
+        vec![
+            s(now.id),
+            s(now.state.as_str()),
+            n(now.step),
+            Value::from(now.cancel_requested),
+            ot(now.started_at),
+            ot(now.finished_at),
+            os(now.last_error.as_ref()),
+            Value::from(now.straggler_step.map(i64::from)),
+        ]
+    })
 }
 
 /// A host run from its row.

@@ -243,6 +243,19 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (lease_expires_at) WHERE state = 'running'".into());
         ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (wait_deadline) WHERE state = 'waiting'".into());
     }
+    if backend == DbBackend::Postgres {
+        // Queue tables churn: every claim and completion moves rows in and out of the
+        // partial indexes. Vacuum and analyze them after 2% changes instead of 20%, so dead
+        // index entries do not pile up under the claim scan and a sudden wave of jobs gets
+        // fresh statistics (with a table's stats still saying "empty", the planner sorts
+        // every available job instead of walking the claim index).
+        for table in ["maas_jobs", "maas_host_runs", "maas_claims"] {
+            ddl.push(format!(
+                "ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.02, \
+                 autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0)"
+            ));
+        }
+    }
     ddl
 }
 

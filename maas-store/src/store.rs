@@ -32,6 +32,8 @@ use sea_orm::{
 use crate::rows::{self, col, n, os, s, t};
 use crate::{OpenError, OpenOptions};
 
+mod complete;
+
 /// Rows per multi-row INSERT (well under every backend's bind-parameter limit).
 const CHUNK: usize = 400;
 /// Batch specs kept parsed (cleared when full).
@@ -92,11 +94,14 @@ fn backend_err(e: DbErr) -> StoreError {
     StoreError::Backend { message: e.to_string(), source: Some(Box::new(e)) }
 }
 
+/// In the message of a guarded write that found its row changed since it was read.
+const RACED: &str = "raced a concurrent change";
+
 /// Whether retrying the whole transaction may succeed.
 fn transient(e: &StoreError) -> bool {
     let StoreError::Backend { message, .. } = e else { return false };
     let m = message.to_ascii_lowercase();
-    ["deadlock", "could not serialize", "database is locked", "lock wait timeout", "try restarting transaction"]
+    ["deadlock", "could not serialize", "database is locked", "lock wait timeout", "try restarting transaction", RACED]
         .iter()
         .any(|p| m.contains(p))
 }
@@ -317,118 +322,6 @@ impl SqlStore {
         Ok(Ok(decided))
     }
 
-    /// Records one group of completions in one transaction, set-based: locks the group's
-    /// host runs and their chains (two statements), reads their batches unlocked, decides
-    /// each completion, and writes every chain-local outcome (a step succeeded and the next
-    /// became available; a retry) in one guarded statement for jobs and one for host runs.
-    /// Outcomes that change a batch (a host run ends, queued runs start, an event) and a
-    /// second completion for the same host run go through [`Self::job_change`] afterwards,
-    /// which re-reads what the set-based writes left.
-    async fn complete_group(
-        &self,
-        c: &impl ConnectionTrait,
-        group: &[(HostRunId, usize, &JobCompletion)],
-        now: Timestamp,
-    ) -> Result<Vec<(usize, Result<(), TransitionError>)>, StoreError> {
-        // A job's host run never changes, so the caller's unlocked read of it is good.
-        let run_ids: Vec<HostRunId> =
-            group.iter().map(|(r, _, _)| *r).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        let (list, v) = in_list(&run_ids);
-        let lock = self.lock();
-        let runs =
-            self.all(c, &format!("SELECT * FROM maas_host_runs WHERE id IN ({list}) ORDER BY id{lock}"), v).await?;
-        let runs: BTreeMap<HostRunId, HostRunRecord> =
-            runs.iter().map(rows::run).map(|r| r.map(|r| (r.id, r))).collect::<Result<_, _>>()?;
-        let (list, v) = in_list(&run_ids);
-        let chains = self
-            .all(
-                c,
-                &format!("SELECT * FROM maas_jobs WHERE host_run_id IN ({list}) ORDER BY host_run_id, position{lock}"),
-                v,
-            )
-            .await?;
-        let mut jobs: BTreeMap<(HostRunId, u32), JobRecord> = BTreeMap::new();
-        let mut position_of: BTreeMap<JobId, (HostRunId, u32)> = BTreeMap::new();
-        for row in &chains {
-            let job = rows::job(row)?;
-            position_of.insert(job.id, (job.host_run_id, job.position));
-            jobs.insert((job.host_run_id, job.position), job);
-        }
-        let batch_ids: Vec<BatchId> =
-            runs.values().map(|r| r.batch_id).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        let (list, v) = in_list(&batch_ids);
-        let head = self
-            .all(c, &format!("SELECT {} FROM maas_batches WHERE id IN ({list})", rows::BATCH_HEAD_COLUMNS), v)
-            .await?;
-        let batches: BTreeMap<BatchId, BatchRecord> =
-            self.batches_of(c, head).await?.into_iter().map(|b| (b.id, b)).collect();
-
-        let mut decided = Vec::with_capacity(group.len());
-        let mut touched = std::collections::BTreeSet::new();
-        let mut slow = Vec::new();
-        let mut job_writes = Vec::new();
-        let mut run_writes = Vec::new();
-        for &(_, i, done) in group {
-            let Some(&(run_id, position)) = position_of.get(&done.job_id) else {
-                return Err(not_found("job", done.job_id));
-            };
-            if !touched.insert(run_id) {
-                slow.push((i, done));
-                continue;
-            }
-            let run = runs.get(&run_id).ok_or_else(|| not_found("host run", run_id))?;
-            let batch = batches.get(&run.batch_id).ok_or_else(|| not_found("batch", run.batch_id))?;
-            let job = jobs.get(&(run_id, position)).ok_or_else(|| not_found("job", done.job_id))?;
-            let ctx = JobContext {
-                batch: batch.clone(),
-                host_run: run.clone(),
-                job: job.clone(),
-                next: jobs.get(&(run_id, position + 1)).cloned(),
-            };
-            let fx = machine::check_fence(&ctx.job, done.attempt)
-                .and_then(|()| machine::decide_job_outcome(ctx, done.outcome.clone(), now, &self.rules));
-            match fx {
-                Err(e) => decided.push((i, Err(e))),
-                Ok(fx) if fx.is_chain_local(batch) => {
-                    for j in fx.jobs {
-                        let was = jobs.get(&(j.host_run_id, j.position)).ok_or_else(|| not_found("job", j.id))?;
-                        if *was != j {
-                            job_writes.push((rows::job_values(&j), vec![s(was.state.as_str()), n(was.attempt)]));
-                        }
-                    }
-                    for r in fx.host_runs {
-                        let was = runs.get(&r.id).ok_or_else(|| not_found("host run", r.id))?;
-                        if *was != r {
-                            run_writes.push((rows::run_values(&r), vec![s(was.state.as_str()), n(was.step)]));
-                        }
-                    }
-                    decided.push((i, Ok(())));
-                }
-                Ok(_) => slow.push((i, done)),
-            }
-        }
-        let expected = (job_writes.len() + run_writes.len()) as u64;
-        let written = self.set_rows(c, "maas_jobs", rows::JOB_COLUMNS, &["state", "attempt"], job_writes).await?
-            + self.set_rows(c, "maas_host_runs", rows::RUN_COLUMNS, &["state", "step"], run_writes).await?;
-        if written != expected {
-            // The rows are locked (or the database is), so a guard cannot fail unless
-            // something bypassed the locks: refuse rather than half-apply.
-            return Err(rows::corrupt("completion", format!("wrote {written} of {expected} guarded rows")));
-        }
-        let mut pending = Vec::new();
-        for (i, done) in slow {
-            let outcome = self
-                .job_change(c, done.job_id, now, &mut pending, |ctx| {
-                    machine::check_fence(&ctx.job, done.attempt)?;
-                    machine::decide_job_outcome(ctx, done.outcome.clone(), now, &self.rules).map(Some)
-                })
-                .await?;
-            decided.push((i, outcome.map(|_| ())));
-        }
-        self.append_events(c, pending).await?;
-        Ok(decided)
-    }
-
     // ----- writing -----
 
     async fn put_job(&self, c: &impl ConnectionTrait, j: &JobRecord) -> Result<(), StoreError> {
@@ -469,7 +362,7 @@ impl SqlStore {
         let mut written = 0;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk: Vec<(Vec<Value>, Vec<Value>)> = rows.by_ref().take(CHUNK / 2).collect();
+            let chunk: Vec<(Vec<Value>, Vec<Value>)> = rows.by_ref().take(CHUNK).collect();
             let k = chunk.len();
             let sql = if self.backend == DbBackend::MySql {
                 // MariaDB has no column list on a CTE of VALUES: a derived table of SELECTs.
@@ -502,8 +395,12 @@ impl SqlStore {
             return Ok(());
         }
         let k = events.len() as i64;
-        self.exec(c, "UPDATE maas_outbox_seq SET seq = seq + ? WHERE id = 1", vec![n(k)]).await?;
-        let row = self.one(c, "SELECT seq FROM maas_outbox_seq WHERE id = 1", vec![]).await?;
+        let row = if self.backend == DbBackend::MySql {
+            self.exec(c, "UPDATE maas_outbox_seq SET seq = seq + ? WHERE id = 1", vec![n(k)]).await?;
+            self.one(c, "SELECT seq FROM maas_outbox_seq WHERE id = 1", vec![]).await?
+        } else {
+            self.one(c, "UPDATE maas_outbox_seq SET seq = seq + ? WHERE id = 1 RETURNING seq", vec![n(k)]).await?
+        };
         let last: i64 = row.map(|r| col(&r, "seq")).transpose()?.unwrap_or(k);
         let rows = events
             .into_iter()
@@ -511,6 +408,26 @@ impl SqlStore {
             .map(|(i, e)| vec![n(last - k + 1 + i as i64), s(e.batch_id), t(e.at), s(rows::to_json(&e.kind))])
             .collect();
         self.insert_rows(c, "maas_events", "seq, batch_id, at, kind", rows).await
+    }
+
+    /// `Effects::cancel_jobs_of`: the unfinished jobs of `runs` become cancelled now.
+    async fn cancel_jobs_of(
+        &self,
+        c: &impl ConnectionTrait,
+        runs: &[HostRunId],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        for ids in runs.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE maas_jobs SET state = 'cancelled', finished_at = ? WHERE host_run_id IN ({}) \
+                 AND state IN ('blocked', 'available', 'waiting')",
+                placeholders(ids.len())
+            );
+            let mut v = vec![t(now)];
+            v.extend(ids.iter().map(s));
+            self.exec(c, &sql, v).await?;
+        }
+        Ok(())
     }
 
     /// Writes a decision's effects, then starts queued host runs as it allows.
@@ -531,16 +448,7 @@ impl SqlStore {
             for r in &fx.host_runs {
                 self.put_run(c, r).await?;
             }
-            for ids in fx.cancel_jobs_of.chunks(CHUNK) {
-                let sql = format!(
-                    "UPDATE maas_jobs SET state = 'cancelled', finished_at = ? WHERE host_run_id IN ({}) \
-                     AND state IN ('blocked', 'available', 'waiting')",
-                    placeholders(ids.len())
-                );
-                let mut v = vec![t(now)];
-                v.extend(ids.iter().map(s));
-                self.exec(c, &sql, v).await?;
-            }
+            self.cancel_jobs_of(c, &fx.cancel_jobs_of, now).await?;
             for hosts in fx.released_claims.chunks(CHUNK) {
                 let sql = format!("DELETE FROM maas_claims WHERE hostname IN ({})", placeholders(hosts.len()));
                 self.exec(c, &sql, hosts.iter().map(s).collect()).await?;
@@ -1016,26 +924,29 @@ impl Store for SqlStore {
         &self,
         p: JobCompleteManyParams,
     ) -> Result<Vec<Result<(), TransitionError>>, StoreError> {
-        // One unlocked read for every job's host run, then groups in host-run order, so
-        // concurrent calls lock rows in one order and rarely deadlock (and retry when they do).
-        let ids: Vec<JobId> = p.completions.iter().map(|c| c.job_id).collect();
-        let mut run_of: BTreeMap<JobId, HostRunId> = BTreeMap::new();
-        for chunk in ids.chunks(CHUNK) {
-            let (list, v) = in_list(chunk);
-            let sql = format!("SELECT id, host_run_id FROM maas_jobs WHERE id IN ({list})");
-            for row in self.all(&self.db, &sql, v).await? {
-                run_of.insert(rows::job_id(&row, "id")?, HostRunId(rows::job_id(&row, "host_run_id")?.0));
+        // One group is one transaction (its statement locks rows in id order). A longer call
+        // is split in host-run order (one unlocked read), so concurrent calls take the
+        // groups' locks in one order and rarely deadlock (and retry when they do).
+        let mut order: Vec<(HostRunId, JobId, usize)> =
+            p.completions.iter().enumerate().map(|(i, d)| (HostRunId(d.job_id.0), d.job_id, i)).collect();
+        if p.completions.len() > COMPLETION_GROUP {
+            let ids: Vec<JobId> = p.completions.iter().map(|c| c.job_id).collect();
+            let mut run_of: BTreeMap<JobId, HostRunId> = BTreeMap::new();
+            for chunk in ids.chunks(CHUNK) {
+                let (list, v) = in_list(chunk);
+                let sql = format!("SELECT id, host_run_id FROM maas_jobs WHERE id IN ({list})");
+                for row in self.all(&self.db, &sql, v).await? {
+                    run_of.insert(rows::job_id(&row, "id")?, HostRunId(rows::job_id(&row, "host_run_id")?.0));
+                }
             }
+            for (run, id, _) in &mut order {
+                *run = *run_of.get(id).ok_or_else(|| not_found("job", *id))?;
+            }
+            order.sort();
         }
-        let mut order: Vec<(HostRunId, JobId, usize)> = Vec::with_capacity(ids.len());
-        for (i, id) in ids.iter().enumerate() {
-            order.push((*run_of.get(id).ok_or_else(|| not_found("job", id))?, *id, i));
-        }
-        order.sort();
         let mut results: Vec<Option<Result<(), TransitionError>>> = vec![None; p.completions.len()];
         for group in order.chunks(COMPLETION_GROUP) {
-            let group: Vec<(HostRunId, usize, &JobCompletion)> =
-                group.iter().map(|(run, _, i)| (*run, *i, &p.completions[*i])).collect();
+            let group: Vec<(usize, &JobCompletion)> = group.iter().map(|(_, _, i)| (*i, &p.completions[*i])).collect();
             let decided = write_txn!(self, c, { self.complete_group(c, &group, p.now).await })?;
             for (i, r) in decided {
                 results[i] = Some(r);

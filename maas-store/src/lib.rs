@@ -6,6 +6,7 @@
 //! maas-core's conformance suite on every backend. Still to come (issue 4): set-based claim
 //! and completion statements for throughput, and the benchmarks.
 
+pub mod entity;
 mod rows;
 pub mod schema;
 mod store;

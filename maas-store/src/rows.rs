@@ -16,6 +16,8 @@ use sea_orm::{QueryResult, TryGetable, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::entity;
+
 /// A store error for a row that does not decode (a corrupt or foreign row).
 pub fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Backend { message: format!("undecodable {what} row: {detail}"), source: None }
@@ -43,7 +45,11 @@ where
 }
 
 fn uuid(row: &QueryResult, c: &str) -> Result<uuid::Uuid, StoreError> {
-    let s: String = col(row, c)?;
+    uuid_in(c, &col::<String>(row, c)?)
+}
+
+/// The UUID in column `c`'s text `s`.
+fn uuid_in(c: &str, s: &str) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::parse_str(s.trim()).map_err(|e| corrupt(c, e))
 }
 
@@ -61,13 +67,21 @@ fn opt_ts(row: &QueryResult, c: &str) -> Result<Option<Timestamp>, StoreError> {
 }
 
 fn u32c(row: &QueryResult, c: &str) -> Result<u32, StoreError> {
-    let v: i64 = col(row, c)?;
+    u32_in(c, col(row, c)?)
+}
+
+/// Column `c`'s integer `v` as a `u32`.
+fn u32_in(c: &str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|e| corrupt(c, e))
 }
 
 fn json<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<T, StoreError> {
-    let s: String = col(row, c)?;
-    serde_json::from_str(&s).map_err(|e| corrupt(c, e))
+    json_in(c, &col::<String>(row, c)?)
+}
+
+/// The value in column `c`'s JSON text `s`.
+pub fn json_in<T: DeserializeOwned>(c: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| corrupt(c, e))
 }
 
 fn opt_json<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<Option<T>, StoreError> {
@@ -85,7 +99,11 @@ pub fn enum_str<T: Serialize>(v: &T) -> String {
 }
 
 fn enum_of<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<T, StoreError> {
-    let s: String = col(row, c)?;
+    enum_in(c, col(row, c)?)
+}
+
+/// The serde enum named by column `c`'s text `s`.
+fn enum_in<T: DeserializeOwned>(c: &str, s: String) -> Result<T, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|e| corrupt(c, format!("{s:?}: {e}")))
 }
 
@@ -397,44 +415,47 @@ pub fn event(row: &QueryResult) -> Result<Event, StoreError> {
     })
 }
 
-/// An audit record from its row.
-pub fn audit(row: &QueryResult) -> Result<AuditRecord, StoreError> {
+/// An audit entry from its entity.
+pub fn audit(m: entity::audit::Model) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
-        at: ts(row, "at")?,
-        principal: col(row, "principal")?,
-        batch_id: BatchId(uuid(row, "batch_id")?),
-        action: json(row, "action")?,
-        host_count: u32c(row, "host_count")?,
-        hosts: col(row, "hosts")?,
-        force_reason: col(row, "force_reason")?,
-        comment: col(row, "comment")?,
+        at: Timestamp::from_millis(m.at),
+        principal: m.principal,
+        batch_id: BatchId(uuid_in("batch_id", &m.batch_id)?),
+        action: json_in("action", &m.action)?,
+        host_count: u32_in("host_count", m.host_count)?,
+        hosts: m.hosts,
+        force_reason: m.force_reason,
+        comment: m.comment,
     })
 }
 
-/// A worker from its row.
-pub fn worker(row: &QueryResult) -> Result<WorkerRecord, StoreError> {
+/// A worker from its entity.
+pub fn worker(m: entity::workers::Model) -> Result<WorkerRecord, StoreError> {
     Ok(WorkerRecord {
-        id: col(row, "id")?,
-        site: name(row, "site")?,
-        pool: name(row, "pool")?,
-        started_at: ts(row, "started_at")?,
-        last_heartbeat: ts(row, "last_heartbeat")?,
+        id: m.id,
+        site: m.site.parse().map_err(|e| corrupt("site", e))?,
+        pool: m.pool.parse().map_err(|e| corrupt("pool", e))?,
+        started_at: Timestamp::from_millis(m.started_at),
+        last_heartbeat: Timestamp::from_millis(m.last_heartbeat),
     })
 }
 
-/// A ticket from its row.
-pub fn ticket(row: &QueryResult) -> Result<TicketRecord, StoreError> {
-    let host: String = col(row, "host")?;
-    let step: Option<String> = col(row, "step")?;
+/// A ticket's id as people see it.
+pub fn ticket_id(id: i64) -> String {
+    format!("T-{id:06}")
+}
+
+/// A ticket from its entity.
+pub fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreError> {
     Ok(TicketRecord {
-        id: format!("T-{:06}", col::<i64>(row, "id")?),
+        id: ticket_id(m.id),
         ticket: Ticket {
-            kind: enum_of(row, "kind")?,
-            batch_id: BatchId(uuid(row, "batch_id")?),
-            host: if host.is_empty() { None } else { Some(host.parse().map_err(|e| corrupt("host", e))?) },
-            step: step.map(|s| StepKind::parse(&s).ok_or_else(|| corrupt("step", &s))).transpose()?,
-            summary: col(row, "summary")?,
-            at: ts(row, "at")?,
+            kind: enum_in("kind", m.kind)?,
+            batch_id: BatchId(uuid_in("batch_id", &m.batch_id)?),
+            host: if m.host.is_empty() { None } else { Some(m.host.parse().map_err(|e| corrupt("host", e))?) },
+            step: m.step.map(|k| StepKind::parse(&k).ok_or_else(|| corrupt("step", &k))).transpose()?,
+            summary: m.summary,
+            at: Timestamp::from_millis(m.at),
         },
     })
 }

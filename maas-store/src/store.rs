@@ -30,7 +30,8 @@ use sea_orm::{
 };
 
 use crate::rows::{self, col, n, os, s, t};
-use crate::{OpenError, OpenOptions};
+use crate::{OpenError, OpenOptions, entity};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 mod complete;
 
@@ -577,14 +578,14 @@ impl SqlStore {
     }
 
     async fn ticket_find(&self, kind: &str, batch: BatchId, host: &str) -> Result<Option<String>, StoreError> {
-        let row = self
-            .one(
-                &self.db,
-                "SELECT * FROM maas_tickets WHERE kind = ? AND batch_id = ? AND host = ?",
-                vec![s(kind), s(batch), s(host)],
-            )
-            .await?;
-        row.map(|r| rows::ticket(&r).map(|t| t.id)).transpose()
+        let found = entity::tickets::Entity::find()
+            .filter(entity::tickets::Column::Kind.eq(kind))
+            .filter(entity::tickets::Column::BatchId.eq(batch.to_string()))
+            .filter(entity::tickets::Column::Host.eq(host))
+            .one(&self.db)
+            .await
+            .map_err(backend_err)?;
+        Ok(found.map(|t| rows::ticket_id(t.id)))
     }
 
     fn greatest(&self) -> &'static str {
@@ -614,9 +615,11 @@ fn in_list<T: ToString>(items: &[T]) -> (String, Vec<Value>) {
 #[async_trait]
 impl Store for SqlStore {
     async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let limit = if limit == 0 { i64::MAX } else { limit as i64 };
-        let rows = self.all(&self.db, "SELECT * FROM maas_audit ORDER BY id DESC LIMIT ?", vec![n(limit)]).await?;
-        rows.iter().map(rows::audit).collect()
+        let mut q = entity::audit::Entity::find().order_by_desc(entity::audit::Column::Id);
+        if limit > 0 {
+            q = q.limit(limit as u64);
+        }
+        q.all(&self.db).await.map_err(backend_err)?.into_iter().map(rows::audit).collect()
     }
 
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
@@ -1149,12 +1152,9 @@ impl Store for SqlStore {
     }
 
     async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError> {
-        let row = self.one(&self.db, "SELECT kinds FROM maas_pool_kinds WHERE pool = ?", vec![s(pool)]).await?;
-        row.map(|r| {
-            let text: String = col(&r, "kinds")?;
-            serde_json::from_str(&text).map_err(|e| rows::corrupt("kinds", e))
-        })
-        .transpose()
+        let found =
+            entity::pool_kinds::Entity::find_by_id(pool.to_string()).one(&self.db).await.map_err(backend_err)?;
+        found.map(|m| rows::json_in("kinds", &m.kinds)).transpose()
     }
 
     async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError> {
@@ -1305,12 +1305,11 @@ impl Store for SqlStore {
     }
 
     async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError> {
-        let limit = if limit == 0 { i64::MAX } else { limit as i64 };
-        self.all(&self.db, "SELECT * FROM maas_tickets ORDER BY id DESC LIMIT ?", vec![n(limit)])
-            .await?
-            .iter()
-            .map(rows::ticket)
-            .collect()
+        let mut q = entity::tickets::Entity::find().order_by_desc(entity::tickets::Column::Id);
+        if limit > 0 {
+            q = q.limit(limit as u64);
+        }
+        q.all(&self.db).await.map_err(backend_err)?.into_iter().map(rows::ticket).collect()
     }
 
     async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {
@@ -1331,18 +1330,15 @@ impl Store for SqlStore {
     }
 
     async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<WorkerRecord>, StoreError> {
-        let mut sql = String::from("SELECT * FROM maas_workers WHERE 1 = 1");
-        let mut v = Vec::new();
+        use entity::workers::{Column, Entity};
+        let mut q = Entity::find().order_by_asc(Column::Id);
         if let Some(site) = &p.site {
-            sql.push_str(" AND site = ?");
-            v.push(s(site));
+            q = q.filter(Column::Site.eq(site.as_str()));
         }
         if let Some(since) = p.fresh_since {
-            sql.push_str(" AND last_heartbeat >= ?");
-            v.push(t(since));
+            q = q.filter(Column::LastHeartbeat.gte(since.as_millis()));
         }
-        sql.push_str(" ORDER BY id");
-        self.all(&self.db, &sql, v).await?.iter().map(rows::worker).collect()
+        q.all(&self.db).await.map_err(backend_err)?.into_iter().map(rows::worker).collect()
     }
 }
 

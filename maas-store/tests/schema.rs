@@ -1,4 +1,5 @@
-//! The schema migrates on every backend, twice is a no-op, and a newer schema is refused.
+//! The schema migrates on every backend, twice is a no-op, a newer schema is refused, and
+//! the sea-orm entities match the migrated tables.
 //! PostgreSQL and MariaDB come from `./scripts/test` (MAAS_TEST_POSTGRES_URL and
 //! MAAS_TEST_MYSQL_URL); without them these tests fail and say so, never skip.
 
@@ -15,6 +16,7 @@ async fn migrates_and_refuses_newer(url: &str) {
             .await
             .unwrap_or_else(|e| panic!("{table}: {e}"));
     }
+    entities_match_tables(&db).await;
     drop(db);
     let db = open(url, &OpenOptions::default()).await.expect("reopening is a no-op");
     db.execute_unprepared("INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9999_from_the_future', 0)")
@@ -24,6 +26,23 @@ async fn migrates_and_refuses_newer(url: &str) {
     assert!(matches!(err, OpenError::NewerSchema { .. }), "{err}");
     assert!(err.to_string().contains("m9999_from_the_future"), "{err}");
     db.execute_unprepared("DELETE FROM seaql_migrations WHERE version = 'm9999_from_the_future'").await.unwrap();
+}
+
+/// Every entity selects its columns by name from the migrated table: an entity and its
+/// migration cannot drift apart. (The store's entity reads check the types on real rows
+/// in the conformance suite.)
+async fn entities_match_tables(db: &sea_orm::DatabaseConnection) {
+    use maas_store::entity::*;
+    use sea_orm::EntityTrait;
+    macro_rules! read_each {
+        ($($table:ident),*) => {$(
+            $table::Entity::find().one(db).await.unwrap_or_else(|e| panic!("entity {}: {e}", stringify!($table)));
+        )*};
+    }
+    read_each!(
+        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit, leaders, pool_kinds, workers,
+        tickets
+    );
 }
 
 #[tokio::test]

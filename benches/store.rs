@@ -15,6 +15,7 @@
 //!    - graphile-worker 0.18 (`benches/graphile/`, from npm, batching on) with as many
 //!      concurrent jobs, on the same server, when `scripts/bench-store` has installed it.
 //!
+//! `MAAS_BENCH_WORKERS=1,4` picks the worker counts of the job part.
 //! Run everything with `./scripts/bench-store` (starts the servers, installs graphile-worker,
 //! runs this with `--bench`). Under `cargo test --all-targets` this runs at a small size;
 //! the PostgreSQL parts need `MAAS_TEST_POSTGRES_URL` (set by `./scripts/test`) and say so
@@ -285,11 +286,14 @@ async fn jobs_part(url: &str, size: &Size) {
 
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
-    let size = if all.iter().any(|a| a == "--bench") {
+    let mut size = if all.iter().any(|a| a == "--bench") {
         Size { commit_seconds: 3.0, submit_hosts: 50_000, job_hosts: 20_000, workers: vec![1, 4, 16] }
     } else {
         Size { commit_seconds: 0.3, submit_hosts: 1_000, job_hosts: 300, workers: vec![1, 4] }
     };
+    if let Ok(list) = std::env::var("MAAS_BENCH_WORKERS") {
+        size.workers = list.split(',').filter_map(|w| w.trim().parse().ok()).collect();
+    }
     let args: Vec<&String> = all.iter().filter(|a| !a.starts_with("--")).collect();
     let want = |part: &str| args.is_empty() || args.iter().any(|a| *a == part);
     let pg = std::env::var("MAAS_BENCH_POSTGRES_URL").or_else(|_| std::env::var("MAAS_TEST_POSTGRES_URL")).ok();

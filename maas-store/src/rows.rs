@@ -107,6 +107,28 @@ fn enum_in<T: DeserializeOwned>(c: &str, s: String) -> Result<T, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|e| corrupt(c, format!("{s:?}: {e}")))
 }
 
+/// The PostgreSQL type of a column holding `v` (for `json_to_recordset` column lists).
+pub fn pg_type(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "boolean",
+        Value::BigInt(_) | Value::Int(_) => "bigint",
+        _ => "text",
+    }
+}
+
+/// A bound value as JSON (for rows sent as one JSON document). Only the kinds of values
+/// this crate binds (text, integers, booleans, and their nulls) are accepted.
+pub fn json_value(v: &Value) -> Result<serde_json::Value, StoreError> {
+    Ok(match v {
+        Value::Bool(Some(b)) => serde_json::Value::Bool(*b),
+        Value::BigInt(Some(i)) => serde_json::Value::from(*i),
+        Value::Int(Some(i)) => serde_json::Value::from(*i),
+        Value::String(Some(s)) => serde_json::Value::String(s.to_string()),
+        Value::Bool(None) | Value::BigInt(None) | Value::Int(None) | Value::String(None) => serde_json::Value::Null,
+        other => return Err(corrupt("bound value", format!("{other:?} cannot travel as JSON"))),
+    })
+}
+
 /// JSON text of `v`.
 pub fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()

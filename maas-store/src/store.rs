@@ -165,6 +165,22 @@ impl SqlStore {
         }
     }
 
+    /// `column` is one of `items`: `column IN (?, ...)`, or on PostgreSQL `column = ANY(?)`
+    /// with one array parameter, so the statement text is the same for any count (prepared
+    /// once, planned for "a few rows").
+    fn one_of<T: ToString>(&self, column: &str, items: &[T]) -> (String, Vec<Value>) {
+        if self.backend == DbBackend::Postgres {
+            let array = items.iter().map(|i| Value::String(Some(i.to_string()))).collect();
+            (
+                format!("{column} = ANY(?)"),
+                vec![Value::Array(sea_orm::sea_query::ArrayType::String, Some(Box::new(array)))],
+            )
+        } else {
+            let (list, values) = in_list(items);
+            (format!("{column} IN ({list})"), values)
+        }
+    }
+
     fn lock(&self) -> &'static str {
         if self.backend == DbBackend::Sqlite { "" } else { " FOR UPDATE" }
     }
@@ -360,6 +376,30 @@ impl SqlStore {
             |prefix: &str| columns[1..].iter().map(|c| format!("{prefix}{c} = v.{c}")).collect::<Vec<_>>().join(", ");
         let guarded = guard.iter().map(|g| format!(" AND {table}.{g} = v.was_{g}")).collect::<String>();
         let width = names.len();
+        if self.backend == DbBackend::Postgres {
+            // One JSON parameter whatever the row count: one statement text (prepared once),
+            // a small Bind, and nulls as they are.
+            let Some((first, first_guard)) = rows.first() else { return Ok(0) };
+            let types: Vec<String> = names
+                .iter()
+                .zip(first.iter().chain(first_guard))
+                .map(|(name, v)| format!("{name} {}", rows::pg_type(v)))
+                .collect();
+            let mut records = Vec::with_capacity(rows.len());
+            for (v, g) in &rows {
+                let mut fields = serde_json::Map::with_capacity(width);
+                for (name, value) in names.iter().zip(v.iter().chain(g)) {
+                    fields.insert(name.clone(), rows::json_value(value)?);
+                }
+                records.push(serde_json::Value::Object(fields));
+            }
+            let sql = format!(
+                "UPDATE {table} SET {} FROM json_to_recordset(CAST(? AS json)) AS v({}) WHERE {table}.id = v.id{guarded}",
+                set(""),
+                types.join(", ")
+            );
+            return self.exec(c, &sql, vec![s(serde_json::Value::Array(records))]).await;
+        }
         let mut written = 0;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
@@ -858,7 +898,9 @@ impl Store for SqlStore {
         let set = "state = ?, attempt = attempt + 1, lease_owner = ?, lease_expires_at = ?, started_at = ?";
         let set_values =
             || vec![s(machine::LeaseGrant::TO.as_str()), s(&grant.owner), t(grant.expires_at), t(grant.started_at)];
-        let from = s(machine::LeaseGrant::FROM.as_str());
+        // A literal, not a parameter: the partial claim index's predicate must be provable
+        // from the statement text for a generic (cached) plan to use it.
+        let from = machine::LeaseGrant::FROM.as_str();
         let mut filter = vec![s(&p.site)];
         filter.extend(kinds.iter().map(s));
         filter.push(t(p.now));
@@ -869,12 +911,11 @@ impl Store for SqlStore {
             DbBackend::Postgres => {
                 let sql = format!(
                     "WITH picked AS MATERIALIZED (\
-                        SELECT id FROM maas_jobs WHERE state = ? AND site = ? AND kind IN ({kind_list}) AND run_at <= ? \
+                        SELECT id FROM maas_jobs WHERE state = '{from}' AND site = ? AND kind IN ({kind_list}) AND run_at <= ? \
                         ORDER BY queue_key, id LIMIT ? FOR UPDATE SKIP LOCKED) \
                      UPDATE maas_jobs SET {set} FROM picked WHERE maas_jobs.id = picked.id RETURNING maas_jobs.*"
                 );
-                let mut v = vec![from];
-                v.extend(filter);
+                let mut v = filter;
                 v.extend(set_values());
                 // Parameters in text order: the CTE's, then the SET's.
                 self.all(&self.db, &sql, v).await?.iter().map(rows::job).collect::<Result<Vec<_>, _>>()?
@@ -883,11 +924,10 @@ impl Store for SqlStore {
             DbBackend::Sqlite => {
                 let sql = format!(
                     "UPDATE maas_jobs SET {set} WHERE id IN (\
-                        SELECT id FROM maas_jobs WHERE state = ? AND site = ? AND kind IN ({kind_list}) AND run_at <= ? \
+                        SELECT id FROM maas_jobs WHERE state = '{from}' AND site = ? AND kind IN ({kind_list}) AND run_at <= ? \
                         ORDER BY queue_key, id LIMIT ?) RETURNING *"
                 );
                 let mut v = set_values();
-                v.push(from);
                 v.extend(filter);
                 self.all(&self.db, &sql, v).await?.iter().map(rows::job).collect::<Result<Vec<_>, _>>()?
             }
@@ -908,8 +948,7 @@ impl Store for SqlStore {
                     let (list, ids) = in_list(&picked.iter().map(|j| j.id).collect::<Vec<_>>());
                     let mut v = set_values();
                     v.extend(ids);
-                    v.push(from.clone());
-                    let sql = format!("UPDATE maas_jobs SET {set} WHERE id IN ({list}) AND state = ?");
+                    let sql = format!("UPDATE maas_jobs SET {set} WHERE id IN ({list}) AND state = '{from}'");
                     let leased = self.exec(c, &sql, v).await?;
                     if leased != picked.len() as u64 {
                         return Err(rows::corrupt("claim", format!("leased {leased} of {} locked jobs", picked.len())));

@@ -100,10 +100,10 @@ impl SqlStore {
     ) -> Result<Vec<(usize, Result<(), TransitionError>)>, StoreError> {
         let lock = self.lock();
         let job_ids: Vec<JobId> = group.iter().map(|(_, d)| d.job_id).collect();
-        let (list, v) = in_list(&job_ids);
         // The host runs, locked in id order (a locking read does not lock the subquery's rows).
+        let (done_ids, v) = self.one_of("id", &job_ids);
         let sql = format!(
-            "SELECT * FROM maas_host_runs WHERE id IN (SELECT host_run_id FROM maas_jobs WHERE id IN ({list})) \
+            "SELECT * FROM maas_host_runs WHERE id IN (SELECT host_run_id FROM maas_jobs WHERE {done_ids}) \
              ORDER BY id{lock}"
         );
         let runs: Vec<HostRunRecord> =
@@ -113,7 +113,7 @@ impl SqlStore {
         // below catch those (the transaction then retries).
         let sql = format!(
             "SELECT j.* FROM maas_jobs j JOIN maas_jobs d ON j.host_run_id = d.host_run_id \
-             AND (j.position = d.position OR j.position = d.position + 1) WHERE d.id IN ({list})"
+             AND (j.position = d.position OR j.position = d.position + 1) WHERE d.{done_ids}"
         );
         let chains: Vec<JobRecord> = self.all(c, &sql, v).await?.iter().map(rows::job).collect::<Result<_, _>>()?;
         // A completion of a chain's last step, or a failure, ends a host run: lock its batch

@@ -2,9 +2,10 @@
 //! PostgreSQL and MySQL/MariaDB, chosen by URL.
 //!
 //! [`open`] connects by URL with the right per-backend settings, runs the migrations in
-//! [`schema`] and refuses a newer schema; [`SqlStore`] is the Store and Inventory, held to
-//! maas-core's conformance suite on every backend. Still to come (issue 4): set-based claim
-//! and completion statements for throughput, and the benchmarks.
+//! [`schema`] and refuses a newer schema; [`entity`] has a sea-orm entity per table;
+//! [`SqlStore`] is the Store and Inventory, held to maas-core's conformance suite on every
+//! backend, with single-statement claims and set-based completion groups (see
+//! ARCHITECTURE.md for the statements and the lock order).
 
 pub mod entity;
 mod rows;

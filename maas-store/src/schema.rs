@@ -159,8 +159,8 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
             }
         ),
         "CREATE UNIQUE INDEX maas_jobs_chain ON maas_jobs (host_run_id, position)".to_string(),
-        "CREATE INDEX maas_jobs_batch ON maas_jobs (batch_id)".to_string(),
-        "CREATE UNIQUE INDEX maas_jobs_token ON maas_jobs (wait_token)".to_string(),
+        // No index by batch: every job update pays for each index, and batch-wide reads and
+        // deletes go through the host runs' (batch_id, ordinal) and the chain index.
         "CREATE INDEX maas_jobs_finished ON maas_jobs (finished_at)".to_string(),
         format!(
             "CREATE TABLE maas_claims (
@@ -236,12 +236,15 @@ pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
         ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (ready_site, queue_key, id)".into());
         ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (state, lease_expires_at)".into());
         ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (state, wait_deadline)".into());
+        ddl.push("CREATE UNIQUE INDEX maas_jobs_token ON maas_jobs (wait_token)".into());
     } else {
         // Key order per site, so a claim walks the index and stops after its LIMIT (an index
         // led by kind made PostgreSQL sort every available job of the site for each claim).
         ddl.push("CREATE INDEX maas_jobs_ready ON maas_jobs (site, queue_key, id) WHERE state = 'available'".into());
         ddl.push("CREATE INDEX maas_jobs_leased ON maas_jobs (lease_expires_at) WHERE state = 'running'".into());
         ddl.push("CREATE INDEX maas_jobs_waiting ON maas_jobs (wait_deadline) WHERE state = 'waiting'".into());
+        // Only parked jobs have a token: the rest stay out of the index.
+        ddl.push("CREATE UNIQUE INDEX maas_jobs_token ON maas_jobs (wait_token) WHERE wait_token IS NOT NULL".into());
     }
     if backend == DbBackend::Postgres {
         // Queue tables churn: every claim and completion moves rows in and out of the

@@ -39,6 +39,8 @@ mod complete;
 const CHUNK: usize = 400;
 /// Batch specs kept parsed (cleared when full).
 const SPEC_CACHE: usize = 10_000;
+/// Host runs (with their jobs) deleted per retention transaction.
+const PURGE_RUNS: usize = 500;
 /// Completions committed per transaction in `job_complete_many`.
 const COMPLETION_GROUP: usize = 128;
 /// Attempts of a transaction that hit a deadlock or a busy database.
@@ -737,23 +739,49 @@ impl Store for SqlStore {
         if ids.is_empty() {
             return Ok(PurgeReport::default());
         }
-        write_txn!(self, c, {
-            let (list, v) = in_list(&ids);
-            let jobs = self.exec(c, &format!("DELETE FROM maas_jobs WHERE batch_id IN ({list})"), v.clone()).await?;
-            let runs =
-                self.exec(c, &format!("DELETE FROM maas_host_runs WHERE batch_id IN ({list})"), v.clone()).await?;
-            let mut ev = v.clone();
-            ev.push(n(p.events_through as i64));
-            let events =
-                self.exec(c, &format!("DELETE FROM maas_events WHERE batch_id IN ({list}) AND seq <= ?"), ev).await?;
-            let batches = self.exec(c, &format!("DELETE FROM maas_batches WHERE id IN ({list})"), v).await?;
-            Ok(PurgeReport {
-                batches: batches as usize,
-                host_runs: runs as usize,
-                jobs: jobs as usize,
-                events: events as usize,
-            })
-        })
+        // Bounded transactions: a batch's host runs and their jobs go PURGE_RUNS host runs
+        // at a time; its events and its row go last, so an interrupted purge leaves a
+        // finished batch that the next purge picks up again.
+        let mut report = PurgeReport::default();
+        for id in &ids {
+            loop {
+                let chunk = self
+                    .all(
+                        &self.db,
+                        "SELECT id FROM maas_host_runs WHERE batch_id = ? ORDER BY ordinal LIMIT ?",
+                        vec![s(id), n(PURGE_RUNS as i64)],
+                    )
+                    .await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let runs: Vec<String> = chunk.iter().map(|r| col::<String>(r, "id")).collect::<Result<_, _>>()?;
+                let (jobs, gone) = write_txn!(self, c, {
+                    let (list, v) = in_list(&runs);
+                    let jobs = self
+                        .exec(c, &format!("DELETE FROM maas_jobs WHERE host_run_id IN ({list})"), v.clone())
+                        .await?;
+                    let gone = self.exec(c, &format!("DELETE FROM maas_host_runs WHERE id IN ({list})"), v).await?;
+                    Ok((jobs, gone))
+                })?;
+                report.jobs += jobs as usize;
+                report.host_runs += gone as usize;
+            }
+            let (events, batches) = write_txn!(self, c, {
+                let events = self
+                    .exec(
+                        c,
+                        "DELETE FROM maas_events WHERE batch_id = ? AND seq <= ?",
+                        vec![s(id), n(p.events_through as i64)],
+                    )
+                    .await?;
+                let batches = self.exec(c, "DELETE FROM maas_batches WHERE id = ?", vec![s(id)]).await?;
+                Ok((events, batches))
+            })?;
+            report.events += events as usize;
+            report.batches += batches as usize;
+        }
+        Ok(report)
     }
 
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError> {
@@ -1040,7 +1068,8 @@ impl Store for SqlStore {
             String::from("SELECT j.* FROM maas_jobs j JOIN maas_host_runs r ON r.id = j.host_run_id WHERE 1 = 1");
         let mut v = Vec::new();
         if let Some(b) = p.batch_id {
-            sql.push_str(" AND j.batch_id = ?");
+            // Through the host runs' index: jobs are indexed by chain, not by batch.
+            sql.push_str(" AND r.batch_id = ?");
             v.push(s(b));
         }
         if let Some(r) = p.host_run_id {

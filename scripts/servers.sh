@@ -133,3 +133,23 @@ maas_servers_start() {
     maas_start_postgres || return 1
     maas_start_mariadb || return 1
 }
+
+# OpenIPMI's ipmi_sim (the BMC simulator maas-ipmi's tests start), ipmitool and FreeIPMI's
+# ipmipower (the peers the tests and benchmarks compare against), from apt if missing.
+maas_ipmi_tools_install() {
+    local missing=()
+    command -v ipmi_sim >/dev/null 2>&1 || missing+=(openipmi)
+    command -v ipmitool >/dev/null 2>&1 || missing+=(ipmitool)
+    command -v ipmipower >/dev/null 2>&1 || missing+=(freeipmi-tools)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing ${missing[*]} from apt"
+        if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/tmp/maas-apt-ipmi.log 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/tmp/maas-apt-ipmi.log 2>&1; }; }; then
+            echo "cannot install ${missing[*]}:" >&2
+            tail -20 /tmp/maas-apt-ipmi.log >&2
+            return 1
+        fi
+    fi
+    command -v ipmi_sim >/dev/null && command -v ipmitool >/dev/null && command -v ipmipower >/dev/null
+}

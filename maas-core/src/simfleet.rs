@@ -182,11 +182,7 @@ impl PowerDriver for SimFleet {
     async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError> {
         self.command(bmc, true, |b| {
             let before = b.power;
-            let sent = match (op, before) {
-                (PowerOp::On, PowerState::On) | (PowerOp::Off | PowerOp::SoftOff, PowerState::Off) => None,
-                (PowerOp::Cycle | PowerOp::Reset, PowerState::Off) => Some(PowerOp::On),
-                (op, _) => Some(op),
-            };
+            let sent = op.command_for(before);
             if sent.is_some() {
                 b.power = op.target();
                 b.commands += 1;

@@ -43,6 +43,19 @@ impl PowerOp {
     }
 }
 
+impl PowerOp {
+    /// What to send to a host whose power is `before` (the contract's idempotence, shared by
+    /// every driver): nothing for `On` of a host that is on or `Off`/`SoftOff` of one that
+    /// is off; `On` for a `Cycle` or `Reset` of a host that is off; else the request itself.
+    pub fn command_for(self, before: PowerState) -> Option<PowerOp> {
+        match (self, before) {
+            (PowerOp::On, PowerState::On) | (PowerOp::Off | PowerOp::SoftOff, PowerState::Off) => None,
+            (PowerOp::Cycle | PowerOp::Reset, PowerState::Off) => Some(PowerOp::On),
+            (op, _) => Some(op),
+        }
+    }
+}
+
 impl fmt::Display for PowerOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -2,13 +2,15 @@
 //! reboot, power, wipe, decommission) run safely on sets of hosts.
 //!
 //! This root crate re-exports the SDK: [`maas_core`] (the domain, decisions, engine, seams,
-//! the in-memory store and the simulated fleet) at the top level, and the SQL stores as
-//! [`store`] (feature `store`, on by default). IPMI, gRPC and Python arrive as features in
-//! later releases (see README.md).
+//! the in-memory store and the simulated fleet) at the top level, the SQL stores as
+//! [`store`] (feature `store`) and the IPMI power driver as [`ipmi`] (feature `ipmi`), both
+//! on by default. gRPC and Python arrive in later releases (see README.md).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub use maas_core as core;
 pub use maas_core::*;
+#[cfg(feature = "ipmi")]
+pub use maas_ipmi as ipmi;
 #[cfg(feature = "store")]
 pub use maas_store as store;

@@ -6,7 +6,7 @@
 //! - [`driver`]: [`IpmiPowerDriver`] — blocking calls on tokio's blocking threads, a global
 //!   concurrency limit, one serialized session per BMC with a minimum command interval,
 //!   deadlines, retries with backoff, classified errors, credentials from `Secrets`.
-//! - [`secrets`]: credentials from environment variables or a file.
+//! - [`secrets`]: credentials from environment variables, a file, or one fixed pair.
 //!
 //! Tested against real OpenIPMI `ipmi_sim` BMCs, `ipmitool` and `ipmipower`
 //! (`tests/`, started by `./scripts/test`).
@@ -19,4 +19,4 @@ pub mod secrets;
 pub mod session;
 
 pub use driver::{CIPHER_SUITE, IpmiConfig, IpmiPowerDriver};
-pub use secrets::{EnvSecrets, FileSecrets};
+pub use secrets::{EnvSecrets, FileSecrets, StaticSecrets};

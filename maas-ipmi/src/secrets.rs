@@ -8,6 +8,39 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use maas_core::ports::services::{Credentials, Secrets, SecretsError};
 
+/// The same credentials for every reference (a lab, a simulator fleet).
+pub struct StaticSecrets {
+    username: String,
+    password: Vec<u8>,
+}
+
+impl std::fmt::Debug for StaticSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticSecrets").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+impl StaticSecrets {
+    /// `username` / `password` for every BMC.
+    pub fn new(username: impl Into<String>, password: impl Into<Vec<u8>>) -> Self {
+        StaticSecrets { username: username.into(), password: password.into() }
+    }
+}
+
+impl Drop for StaticSecrets {
+    fn drop(&mut self) {
+        self.password.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&self.password);
+    }
+}
+
+#[async_trait]
+impl Secrets for StaticSecrets {
+    async fn credentials(&self, _reference: &str) -> Result<Credentials, SecretsError> {
+        Ok(Credentials::new(self.username.clone(), self.password.clone()))
+    }
+}
+
 /// `MAAS_BMC_<REF>_USER` and `MAAS_BMC_<REF>_PASSWORD`, where `<REF>` is the reference in
 /// upper case with every other character than letters and digits turned into `_`.
 #[derive(Debug, Clone, Default)]

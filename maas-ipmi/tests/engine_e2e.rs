@@ -12,19 +12,10 @@ use maas_core::machine::JobOutcome;
 use maas_core::names::{Hostname, OsRelease, Pool, Site, Sku};
 use maas_core::plan::BootImage;
 use maas_core::ports::inventory::Inventory;
-use maas_core::ports::services::{Credentials, ProvisionError, Provisioner, Secrets, SecretsError};
+use maas_core::ports::services::{ProvisionError, Provisioner};
 use maas_core::*;
 use maas_ipmi::harness::{PASSWORD, SimFleet, USER};
-use maas_ipmi::{IpmiConfig, IpmiPowerDriver};
-
-struct SimSecrets;
-
-#[async_trait]
-impl Secrets for SimSecrets {
-    async fn credentials(&self, _reference: &str) -> Result<Credentials, SecretsError> {
-        Ok(Credentials::new(USER, PASSWORD))
-    }
-}
+use maas_ipmi::{IpmiConfig, IpmiPowerDriver, StaticSecrets};
 
 /// Records which host was told to install, with its callback token.
 #[derive(Default)]
@@ -91,7 +82,7 @@ async fn the_engine_reboots_and_reimages_ipmi_sim_hosts() {
     store.host_upsert_many(hosts).await.unwrap();
     let driver = Arc::new(
         IpmiPowerDriver::new(
-            Arc::new(SimSecrets),
+            Arc::new(StaticSecrets::new(USER, PASSWORD)),
             IpmiConfig { packet_timeout: Duration::from_millis(500), ..IpmiConfig::default() },
         )
         .unwrap(),

@@ -141,3 +141,81 @@ async fn other_cipher_suites_are_refused_cleanly() {
     assert!(matches!(err, PowerError::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("cipher suite 17"), "{err}");
 }
+
+/// A UDP relay on loopback in front of a BMC that drops one packet in `one_in`, at random
+/// (seeded), in each direction: a lossy network. Runs on a thread of its own for a minute.
+fn lossy_relay(target: std::net::SocketAddr, one_in: u64) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::net::UdpSocket;
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = front.local_addr().unwrap().port();
+    front.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+    back.connect(target).unwrap();
+    back.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dropped.clone();
+    std::thread::spawn(move || {
+        let (mut client, mut rng) = (None, 0x9e37_79b9_7f4a_7c15u64);
+        let mut lose = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let lost = rng % one_in == 0;
+            counter.fetch_add(usize::from(lost), std::sync::atomic::Ordering::Relaxed);
+            lost
+        };
+        let mut buf = [0u8; 2048];
+        // Bounded: the relay outlives any test using it by at most a minute.
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            if let Ok((n, from)) = front.recv_from(&mut buf) {
+                client = Some(from);
+                if !lose() {
+                    let _ = back.send(&buf[..n]);
+                }
+            }
+            if let (Ok(n), Some(c)) = (back.recv(&mut buf), client)
+                && !lose()
+            {
+                let _ = front.send_to(&buf[..n], c);
+            }
+        }
+    });
+    (port, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packets_are_retried_within_the_deadline() {
+    let fleet = SimFleet::start_local(1).unwrap_or_else(|e| panic!("{e}"));
+    let real = &fleet.bmcs[0];
+    let target: std::net::SocketAddr = format!("{}:{}", real.address, real.port).parse().unwrap();
+    let (port, dropped) = lossy_relay(target, 20);
+    let bmc = BmcEndpoint { address: "127.0.0.1".into(), port, credentials_ref: "good".into() };
+    let d = Arc::new(
+        IpmiPowerDriver::new(
+            TestSecrets::new(),
+            IpmiConfig {
+                packet_timeout: Duration::from_millis(200),
+                deadline: Duration::from_secs(20),
+                retries: 10,
+                backoff: Duration::from_millis(20),
+                ..IpmiConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    // One packet in twenty is lost, either way (a session's opening is ~14 packets, so a
+    // third of the attempts lose one): every call still answers, by reopening the session
+    // and retrying.
+    for i in 0..30 {
+        let state = d.power_status(&bmc).await.unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(state, PowerState::Off);
+    }
+    d.power(&bmc, PowerOp::On).await.unwrap();
+    wait_for(d.as_ref(), &bmc, PowerState::On).await;
+    assert!(real.recorded_power());
+    let lost = dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lost > 3, "the relay dropped only {lost} packets: the test proves nothing");
+    println!("ipmi_sim: 31 calls answered through a relay that dropped {lost} packets");
+    d.close_all().await;
+}

@@ -219,3 +219,28 @@ async fn lost_packets_are_retried_within_the_deadline() {
     println!("ipmi_sim: 31 calls answered through a relay that dropped {lost} packets");
     d.close_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_one_bmc_are_serialized_with_the_minimum_interval() {
+    let fleet = SimFleet::start_local(1).unwrap_or_else(|e| panic!("{e}"));
+    let bmc = fleet.bmcs[0].endpoint("good");
+    let interval = Duration::from_millis(50);
+    let d =
+        Arc::new(IpmiPowerDriver::new(TestSecrets::new(), IpmiConfig { min_interval: interval, ..config() }).unwrap());
+    d.power_status(&bmc).await.unwrap();
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (0..10)
+        .map(|_| {
+            let (d, bmc) = (d.clone(), bmc.clone());
+            tokio::spawn(async move { d.power_status(&bmc).await })
+        })
+        .collect();
+    for call in burst {
+        call.await.unwrap().unwrap();
+    }
+    // A lower bound only: ten commands one after another, each at least `interval` after
+    // the previous one, however fast the machine is.
+    assert!(started.elapsed() >= interval * 10, "a burst of 10 took {:?}", started.elapsed());
+    assert_eq!(d.open_sessions().await, 1, "the burst shared one session");
+    d.close_all().await;
+}

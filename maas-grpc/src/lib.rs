@@ -1,3 +1,23 @@
-//! maas-grpc: the `maas.v1` gRPC API, `maasd` and `maasctl`.
+//! maas-grpc: the self-service API `maas.v1` over mTLS, and the `maasd` daemon and `maasctl`
+//! CLI built on it.
 //!
-//! Not built yet: this crate is a placeholder in the workspace layout until issue 6 lands.
+//! - [`pb`]: the generated protobuf and tonic code (compiled by protox in build.rs).
+//! - [`service`]: the `Maas` service — each RPC converts at the edge and calls the engine
+//!   as the principal of the client certificate.
+//! - [`identity`]: principals from client certificates and the policy file.
+//! - [`tls`]: certificates and keys loaded (and checked) at startup.
+//! - [`devcerts`]: a development CA with server and client certificates.
+
+pub mod devcerts;
+pub mod identity;
+pub mod service;
+pub mod tls;
+
+/// The generated `maas.v1` code.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("maas.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("maas_v1_descriptor");
+}

@@ -1,0 +1,258 @@
+//! Integration tests against a real `maasd` process on a loopback port, with certificates
+//! generated for the test: submit -> watch -> complete, overlap rejection with structured
+//! details, dry run, cancel, and the refusals (no certificate, another CA's certificate,
+//! no permission, plaintext on a non-loopback address) that change nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use maas_grpc::devcerts::{DevCa, write_dev_certs};
+use maas_grpc::pb::maas_client::MaasClient;
+use maas_grpc::pb::{self, action::Kind};
+use maas_grpc::tls::TlsFiles;
+use prost::Message;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// A maasd process; killed on drop.
+struct Maasd {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Maasd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const POLICY: &str = r#"{"members": {"alice": ["web-sre"], "bob": ["db-sre"]},
+  "grants": [{"group": "web-sre", "pools": ["web"]}, {"group": "db-sre", "pools": ["db"]}]}"#;
+
+fn start(name: &str) -> Maasd {
+    let dir = std::env::temp_dir().join(format!("maasd-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice", "bob"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_maasd"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.join("maasd.db").display()))
+        .arg("--certs")
+        .arg(dir.join("certs"))
+        .arg("--policy")
+        .arg(dir.join("policy.json"))
+        .args(["--sim-hosts", "40", "--workers", "2", "--instance", name])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("maasd.log")).unwrap())
+        .spawn()
+        .expect("maasd runs");
+    let d = Maasd { child, port, dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("maasd did not listen: {}", std::fs::read_to_string(d.dir.join("maasd.log")).unwrap_or_default());
+}
+
+async fn client_with(port: u16, tls: ClientTlsConfig) -> Result<MaasClient<Channel>, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(MaasClient::new(channel))
+}
+
+async fn client(d: &Maasd, user: &str) -> MaasClient<Channel> {
+    let certs = d.dir.join("certs");
+    let files = TlsFiles {
+        cert: certs.join(format!("{user}.pem")),
+        key: certs.join(format!("{user}-key.pem")),
+        ca: Some(certs.join("ca.pem")),
+    };
+    client_with(d.port, files.client("localhost").unwrap()).await.unwrap()
+}
+
+fn reboot(hosts: &str) -> pb::SubmitBatchRequest {
+    pb::SubmitBatchRequest {
+        action: Some(pb::Action { kind: Some(Kind::Reboot(pb::action::Reboot { soft: false })) }),
+        hosts: vec![hosts.into()],
+        ..Default::default()
+    }
+}
+
+fn reimage(hosts: &str) -> pb::SubmitBatchRequest {
+    pb::SubmitBatchRequest {
+        action: Some(pb::Action {
+            kind: Some(Kind::Reimage(pb::action::Reimage { os: "ubuntu-24.04".into(), install_timeout_secs: None })),
+        }),
+        hosts: vec![hosts.into()],
+        ..Default::default()
+    }
+}
+
+async fn batch_count(c: &mut MaasClient<Channel>) -> usize {
+    c.list_batches(pb::ListBatchesRequest::default()).await.unwrap().into_inner().batches.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_watch_complete_overlap_dry_run_and_cancel() {
+    let d = start("flow");
+    let mut alice = client(&d, "alice").await;
+
+    // submit -> watch -> complete
+    let id = alice.submit_batch(reboot("sim[000001-000005].dc1")).await.unwrap().into_inner().batch_id;
+    let mut events =
+        alice.watch_batch(pb::WatchBatchRequest { batch_id: id.clone(), after: 0 }).await.unwrap().into_inner();
+    let mut kinds = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("events keep coming")
+    {
+        kinds.push(e.unwrap().kind);
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("batch_accepted"));
+    assert_eq!(kinds.last().map(String::as_str), Some("batch_completed"));
+    assert_eq!(kinds.iter().filter(|k| *k == "host_succeeded").count(), 5);
+    let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+    assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded, b.hosts.len()), ("completed", 5, 5));
+
+    // A reimage holds its hosts (it waits for the installer), so an overlapping batch is
+    // refused with every conflicting host and its holder in the status details.
+    let holder = alice.submit_batch(reimage("sim[000010-000014].dc1")).await.unwrap().into_inner().batch_id;
+    let before = batch_count(&mut alice).await;
+    let err = alice.submit_batch(reboot("sim[000012-000016].dc1")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let rejection = pb::Rejection::decode(err.details()).expect("structured details");
+    let mut conflicts: Vec<(String, String)> =
+        rejection.conflicts.iter().map(|c| (c.hostname.clone(), c.batch_id.clone())).collect();
+    conflicts.sort();
+    assert_eq!(
+        conflicts,
+        ["sim000012.dc1", "sim000013.dc1", "sim000014.dc1"].map(|h| (h.to_string(), holder.clone())).to_vec()
+    );
+    assert_eq!(batch_count(&mut alice).await, before, "nothing was written");
+
+    // Dry run: the plan and the problems, nothing written.
+    let mut dry = reboot("sim[000014-000015].dc1,ghost.dc1");
+    dry.dry_run = true;
+    let report = alice.submit_batch(dry).await.unwrap().into_inner();
+    assert!(!report.acceptable);
+    assert_eq!(report.plan, ["preflight", "power_cycle", "verify"]);
+    let problems = report.problems.unwrap();
+    assert_eq!(problems.unknown_hosts, ["ghost.dc1"]);
+    assert_eq!(problems.conflicts.len(), 1);
+    assert_eq!(batch_count(&mut alice).await, before);
+
+    // Cancel frees the hosts.
+    let cancelled = alice
+        .cancel_batch(pb::CancelBatchRequest { batch_id: holder.clone(), reason: "change window over".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cancelled.state == "cancelling" || cancelled.state == "cancelled", "{cancelled:?}");
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = alice
+            .get_batch(pb::GetBatchRequest { batch_id: holder.clone(), hostnames: vec![] })
+            .await
+            .unwrap()
+            .into_inner()
+            .state;
+        if state == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "cancelled");
+    alice.submit_batch(reboot("sim[000012-000016].dc1")).await.expect("the hosts are free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_callers_change_nothing() {
+    let d = start("refusals");
+    let mut alice = client(&d, "alice").await;
+    let before = batch_count(&mut alice).await;
+
+    // No client certificate: the handshake or the first RPC fails.
+    let ca = d.dir.join("certs/ca.pem");
+    let anonymous = ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&ca).unwrap()))
+        .domain_name("localhost");
+    match client_with(d.port, anonymous).await {
+        Err(_) => {}
+        Ok(mut c) => {
+            let err = c.submit_batch(reboot("sim000001.dc1")).await.unwrap_err();
+            assert!(
+                matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::Unknown),
+                "{err:?}"
+            );
+        }
+    }
+
+    // A certificate from another CA.
+    let other = std::env::temp_dir().join(format!("maasd-other-ca-{}", std::process::id()));
+    let ca2 = DevCa::new("someone else's CA").unwrap();
+    let (cert, key) = ca2.client("alice", None).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("alice.pem"), cert).unwrap();
+    std::fs::write(other.join("alice-key.pem"), key).unwrap();
+    let forged = TlsFiles { cert: other.join("alice.pem"), key: other.join("alice-key.pem"), ca: Some(ca.clone()) }
+        .client("localhost")
+        .unwrap();
+    match client_with(d.port, forged).await {
+        Err(_) => {}
+        Ok(mut c) => {
+            assert!(c.submit_batch(reboot("sim000001.dc1")).await.is_err(), "another CA's certificate is refused")
+        }
+    }
+    let _ = std::fs::remove_dir_all(&other);
+
+    // A valid certificate without permission for the pool: denied, naming the permission.
+    let mut bob = client(&d, "bob").await;
+    let err = bob.submit_batch(reboot("sim[000001-000003].dc1")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let rejection = pb::Rejection::decode(err.details()).unwrap();
+    assert_eq!(rejection.unauthorized.len(), 3);
+    assert!(rejection.unauthorized[0].contains("bob lacks permission: reboot on pool web"), "{rejection:?}");
+
+    assert_eq!(batch_count(&mut alice).await, before, "no refused request wrote anything");
+}
+
+#[test]
+fn plaintext_on_a_non_loopback_address_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_maasd"))
+        .args(["--plaintext", "--listen", "0.0.0.0:0", "--db", "sqlite://unused.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--plaintext is refused on 0.0.0.0:0"), "{stderr}");
+    assert!(!Path::new("unused.db").exists(), "refused before opening anything");
+}
+
+#[test]
+fn missing_certificates_fail_at_startup_with_the_file_named() {
+    let dir = std::env::temp_dir().join(format!("maasd-nocerts-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_maasd"))
+        .arg("--certs")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "--db", "sqlite://unused.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.pem") && stderr.contains("maasctl dev-certs"), "{stderr}");
+}

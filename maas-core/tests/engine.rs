@@ -13,7 +13,7 @@ use maas_core::engine::{EngineError, PoolConfig, WorkerConfig, WorkerPool};
 use maas_core::host::{BmcEndpoint, HostState};
 use maas_core::machine::JobOutcome;
 use maas_core::model::PauseReason;
-use maas_core::ports::inventory::Inventory;
+use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::power::*;
 use maas_core::ports::services::TicketKind;
 use maas_core::ports::store::*;
@@ -134,6 +134,32 @@ async fn permissions_are_checked_per_action_pool_and_site_and_force_needs_its_ow
     let b = engine.list_batches(BatchListParams::default()).await.unwrap()[0].id;
     let err = engine.cancel_batch(&Principal::new("mallory", []), b, "no").await.unwrap_err();
     assert!(matches!(err, EngineError::Denied(_)), "{err}");
+}
+
+#[tokio::test]
+async fn inventory_admin_needs_the_admin_grant_and_reads_need_none() {
+    let store = Arc::new(MemStore::default());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    let hosts = fleet_hosts(&fleet, 1, 3);
+    let g = |s: &str| Group::new(s).unwrap();
+    let admin_grant = Grant { group: g("ops"), actions: None, pools: None, sites: None, force: false, admin: true };
+    let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
+    let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
+        .authorizer(Arc::new(GroupPolicy { grants: vec![admin_grant] }))
+        .build();
+    let (ops, sam) = (Principal::new("olga", [g("ops")]), Principal::new("sam", []));
+    let err = engine.import_hosts(&sam, hosts.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("sam lacks permission: admin"), "{err}");
+    assert!(engine.list_hosts(&sam, Default::default()).await.unwrap().is_empty(), "nothing was imported");
+    assert_eq!(engine.import_hosts(&ops, hosts.clone()).await.unwrap(), 3);
+    assert_eq!(engine.import_hosts(&ops, hosts.clone()).await.unwrap(), 3, "idempotent");
+    assert_eq!(engine.list_hosts(&sam, Default::default()).await.unwrap().len(), 3);
+    let name = hosts[0].hostname.clone();
+    assert!(engine.set_host_state(&sam, &name, HostState::Defunct).await.is_err());
+    engine.set_host_state(&ops, &name, HostState::Defunct).await.unwrap();
+    let defunct = HostFilter { state: Some(HostState::Defunct), ..Default::default() };
+    assert_eq!(engine.list_hosts(&sam, defunct).await.unwrap()[0].hostname, name);
+    assert_eq!(engine.pool_kinds(&sam, &Pool::new("web").unwrap()).await.unwrap(), None);
 }
 
 #[tokio::test]

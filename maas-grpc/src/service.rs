@@ -15,10 +15,13 @@ use maas_core::action::{Action, WipeMethod};
 use maas_core::authz::Principal;
 use maas_core::batch::{BatchRequest, ForceInUse};
 use maas_core::engine::{BatchView, Engine, EngineError};
+use maas_core::host::{BmcEndpoint, Host, HostState};
 use maas_core::id::BatchId;
 use maas_core::machine::JobOutcome;
 use maas_core::model::{BatchRecord, BatchState, Event};
-use maas_core::names::{OsRelease, Site};
+use maas_core::names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
+use maas_core::plan::StepKind;
+use maas_core::ports::inventory::HostFilter;
 use maas_core::ports::store::{BatchListParams, StoreError};
 use maas_core::priority::PriorityClass;
 use maas_core::time::Timestamp;
@@ -221,6 +224,76 @@ fn event(e: &Event) -> pb::Event {
     }
 }
 
+/// A name field: parsed by maas-core's validated name type, or an error naming the field.
+fn named<T, E: std::fmt::Display>(
+    field: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, Status> {
+    parse(value).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+fn host_state(field: &str, s: &str) -> Result<HostState, Status> {
+    HostState::parse(s).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "{field}: unknown host state {s:?} (ready, allocated, defunct, decommissioned)"
+        ))
+    })
+}
+
+/// A host record from the API, validated; errors name the host's index and field.
+pub fn host_from(i: usize, h: pb::Host) -> Result<Host, Status> {
+    let f = |name: &str| format!("hosts[{i}].{name}");
+    let optional = |v: String| (!v.is_empty()).then_some(v);
+    Ok(Host {
+        hostname: named(&f("hostname"), &h.hostname, Hostname::new)?,
+        site: named(&f("site"), &h.site, Site::new)?,
+        rack: optional(h.rack).map(|r| named(&f("rack"), &r, Rack::new)).transpose()?,
+        pool: named(&f("pool"), &h.pool, Pool::new)?,
+        owner_group: optional(h.owner_group).map(|g| named(&f("owner_group"), &g, Group::new)).transpose()?,
+        sku: named(&f("sku"), &h.sku, Sku::new)?,
+        bmc: BmcEndpoint {
+            address: if h.bmc_address.is_empty() {
+                return Err(Status::invalid_argument(format!("{} is required", f("bmc_address"))));
+            } else {
+                h.bmc_address
+            },
+            port: u16::try_from(if h.bmc_port == 0 { 623 } else { h.bmc_port }).map_err(|_| {
+                Status::invalid_argument(format!("{}: {} is not a UDP port", f("bmc_port"), h.bmc_port))
+            })?,
+            credentials_ref: h.credentials_ref,
+        },
+        state: if h.state.is_empty() { HostState::Ready } else { host_state(&f("state"), &h.state)? },
+    })
+}
+
+/// A host record as the API shows it.
+pub fn host_to(h: &Host) -> pb::Host {
+    pb::Host {
+        hostname: h.hostname.to_string(),
+        site: h.site.to_string(),
+        rack: h.rack.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+        pool: h.pool.to_string(),
+        owner_group: h.owner_group.as_ref().map(|g| g.to_string()).unwrap_or_default(),
+        sku: h.sku.to_string(),
+        bmc_address: h.bmc.address.clone(),
+        bmc_port: u32::from(h.bmc.port),
+        credentials_ref: h.bmc.credentials_ref.clone(),
+        state: h.state.to_string(),
+    }
+}
+
+fn pool_kinds(pool: &Pool, kinds: Option<Vec<StepKind>>) -> pb::PoolKinds {
+    match kinds {
+        Some(k) => pb::PoolKinds {
+            pool: pool.to_string(),
+            kinds: k.iter().map(|k| k.as_str().to_string()).collect(),
+            all: false,
+        },
+        None => pb::PoolKinds { pool: pool.to_string(), kinds: vec![], all: true },
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -344,5 +417,125 @@ impl pb::maas_server::Maas for MaasService {
             other => status(other),
         })?;
         Ok(Response::new(pb::ReportInstallResultResponse { job_state: job.state.to_string() }))
+    }
+
+    async fn active_counts(
+        &self,
+        request: Request<pb::ActiveCountsRequest>,
+    ) -> Result<Response<pb::ActiveCountsResponse>, Status> {
+        self.principal(&request)?;
+        let sites = self.engine.active_counts().await.map_err(status)?;
+        Ok(Response::new(pb::ActiveCountsResponse {
+            sites: sites
+                .into_iter()
+                .map(|s| pb::SiteActivity {
+                    site: s.activity.site.to_string(),
+                    hosts_in_flight: s.activity.hosts_in_flight,
+                    jobs_queued: s.activity.jobs_queued,
+                    jobs_running: s.activity.jobs_running,
+                    jobs_waiting: s.activity.jobs_waiting,
+                    live_workers: s.live_workers,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<pb::ListTicketsRequest>,
+    ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        self.principal(&request)?;
+        let limit = request.into_inner().limit;
+        let tickets = self.engine.tickets(if limit == 0 { 100 } else { limit as usize }).await.map_err(status)?;
+        Ok(Response::new(pb::ListTicketsResponse {
+            tickets: tickets
+                .into_iter()
+                .map(|(id, t)| pb::Ticket {
+                    id,
+                    kind: serde_json::to_value(t.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    batch_id: t.batch_id.to_string(),
+                    host: t.host.map(|h| h.to_string()).unwrap_or_default(),
+                    step: t.step.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    summary: t.summary,
+                    at_ms: ms(t.at),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn import_hosts(
+        &self,
+        request: Request<pb::ImportHostsRequest>,
+    ) -> Result<Response<pb::ImportHostsResponse>, Status> {
+        let principal = self.principal(&request)?;
+        // Every record is validated before any is written.
+        let hosts = request
+            .into_inner()
+            .hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| host_from(i, h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let written = self.engine.import_hosts(&principal, hosts).await.map_err(status)?;
+        Ok(Response::new(pb::ImportHostsResponse { written: written as u32 }))
+    }
+
+    async fn list_hosts(
+        &self,
+        request: Request<pb::ListHostsRequest>,
+    ) -> Result<Response<pb::ListHostsResponse>, Status> {
+        let principal = self.principal(&request)?;
+        let r = request.into_inner();
+        let optional = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let filter = HostFilter {
+            site: optional(&r.site).map(|s| named("site", &s, Site::new)).transpose()?,
+            pool: optional(&r.pool).map(|p| named("pool", &p, Pool::new)).transpose()?,
+            state: optional(&r.state).map(|s| host_state("state", &s)).transpose()?,
+            after: optional(&r.after).map(|h| named("after", &h, Hostname::new)).transpose()?,
+            limit: if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize },
+        };
+        let hosts = self.engine.list_hosts(&principal, filter).await.map_err(status)?;
+        Ok(Response::new(pb::ListHostsResponse { hosts: hosts.iter().map(host_to).collect() }))
+    }
+
+    async fn set_host_state(
+        &self,
+        request: Request<pb::SetHostStateRequest>,
+    ) -> Result<Response<pb::SetHostStateResponse>, Status> {
+        let principal = self.principal(&request)?;
+        let r = request.into_inner();
+        let host = named("hostname", &r.hostname, Hostname::new)?;
+        self.engine.set_host_state(&principal, &host, host_state("state", &r.state)?).await.map_err(status)?;
+        Ok(Response::new(pb::SetHostStateResponse {}))
+    }
+
+    async fn get_pool_kinds(&self, request: Request<pb::PoolRef>) -> Result<Response<pb::PoolKinds>, Status> {
+        let principal = self.principal(&request)?;
+        let pool = named("pool", &request.into_inner().pool, Pool::new)?;
+        let kinds = self.engine.pool_kinds(&principal, &pool).await.map_err(status)?;
+        Ok(Response::new(pool_kinds(&pool, kinds)))
+    }
+
+    async fn set_pool_kinds(&self, request: Request<pb::PoolKinds>) -> Result<Response<pb::PoolKinds>, Status> {
+        let principal = self.principal(&request)?;
+        let r = request.into_inner();
+        let pool = named("pool", &r.pool, Pool::new)?;
+        let kinds: Vec<StepKind> = if r.all {
+            StepKind::ALL.to_vec()
+        } else {
+            r.kinds
+                .iter()
+                .map(|k| {
+                    StepKind::parse(k)
+                        .ok_or_else(|| Status::invalid_argument(format!("kinds: unknown step kind {k:?}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        self.engine.set_pool_kinds(&principal, &pool, &kinds).await.map_err(status)?;
+        let kinds = self.engine.pool_kinds(&principal, &pool).await.map_err(status)?;
+        Ok(Response::new(pool_kinds(&pool, kinds)))
     }
 }

@@ -34,13 +34,14 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-const POLICY: &str = r#"{"members": {"alice": ["web-sre"], "bob": ["db-sre"]},
-  "grants": [{"group": "web-sre", "pools": ["web"]}, {"group": "db-sre", "pools": ["db"]}]}"#;
+const POLICY: &str = r#"{"members": {"alice": ["web-sre"], "bob": ["db-sre"], "olga": ["ops"]},
+  "grants": [{"group": "web-sre", "pools": ["web"]}, {"group": "db-sre", "pools": ["db"]},
+             {"group": "ops", "admin": true}]}"#;
 
 fn start(name: &str) -> Maasd {
     let dir = std::env::temp_dir().join(format!("maasd-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    write_dev_certs(&dir.join("certs"), &["alice", "bob"]).unwrap();
+    write_dev_certs(&dir.join("certs"), &["alice", "bob", "olga"]).unwrap();
     std::fs::write(dir.join("policy.json"), POLICY).unwrap();
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_maasd"))
@@ -255,4 +256,68 @@ fn missing_certificates_fail_at_startup_with_the_file_named() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.pem") && stderr.contains("maasctl dev-certs"), "{stderr}");
+}
+
+fn host(name: &str, pool: &str) -> pb::Host {
+    pb::Host {
+        hostname: name.into(),
+        site: "dc2".into(),
+        pool: pool.into(),
+        sku: "gen10".into(),
+        bmc_address: "10.9.0.1".into(),
+        credentials_ref: "rack-9".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_pool_kinds_counts_and_tickets() {
+    let d = start("inventory");
+    let (mut alice, mut olga) = (client(&d, "alice").await, client(&d, "olga").await);
+    let dc2 = || pb::ListHostsRequest { site: "dc2".into(), ..Default::default() };
+
+    // Only admins import; a bad record is named and nothing is written.
+    let import = pb::ImportHostsRequest { hosts: vec![host("db1.dc2", "db"), host("db2.dc2", "db")] };
+    let err = alice.import_hosts(import.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("admin"), "{err:?}");
+    let mut bad = import.clone();
+    bad.hosts[1].hostname = "Not A Host!".into();
+    let err = olga.import_hosts(bad).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("hosts[1].hostname"), "{err:?}");
+    assert!(alice.list_hosts(dc2()).await.unwrap().into_inner().hosts.is_empty());
+    assert_eq!(olga.import_hosts(import.clone()).await.unwrap().into_inner().written, 2);
+    assert_eq!(olga.import_hosts(import).await.unwrap().into_inner().written, 2, "idempotent");
+    let hosts = alice.list_hosts(dc2()).await.unwrap().into_inner().hosts;
+    assert_eq!(hosts.iter().map(|h| h.hostname.as_str()).collect::<Vec<_>>(), ["db1.dc2", "db2.dc2"]);
+    assert_eq!((hosts[0].state.as_str(), hosts[0].bmc_port), ("ready", 623));
+
+    olga.set_host_state(pb::SetHostStateRequest { hostname: "db2.dc2".into(), state: "defunct".into() }).await.unwrap();
+    let defunct = pb::ListHostsRequest { state: "defunct".into(), ..Default::default() };
+    assert_eq!(alice.list_hosts(defunct).await.unwrap().into_inner().hosts.len(), 1);
+    let err = alice.set_host_state(pb::SetHostStateRequest { hostname: "db1.dc2".into(), state: "gone".into() }).await;
+    assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // Pool kinds: every kind until an admin narrows them.
+    let web = pb::PoolRef { pool: "web".into() };
+    assert!(alice.get_pool_kinds(web.clone()).await.unwrap().into_inner().all);
+    let narrowed =
+        pb::PoolKinds { pool: "web".into(), kinds: vec!["preflight".into(), "power_cycle".into()], all: false };
+    assert_eq!(alice.set_pool_kinds(narrowed.clone()).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let set = olga.set_pool_kinds(narrowed).await.unwrap().into_inner();
+    assert_eq!((set.all, set.kinds), (false, vec!["preflight".to_string(), "power_cycle".to_string()]));
+
+    // Counts and tickets answer (maasd's workers heartbeat into the registry).
+    let mut live = 0;
+    for _ in 0..50 {
+        let sites = alice.active_counts(pb::ActiveCountsRequest {}).await.unwrap().into_inner().sites;
+        live = sites.iter().find(|s| s.site == "dc1").map_or(0, |s| s.live_workers);
+        if live > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, 2, "maasd runs 2 workers in dc1/web");
+    assert!(alice.list_tickets(pb::ListTicketsRequest { limit: 10 }).await.unwrap().into_inner().tickets.is_empty());
 }

@@ -18,6 +18,7 @@ use crate::model::*;
 use crate::names::{Hostname, Pool, Site, Sku};
 use crate::overlap::Conflict;
 use crate::plan::{PlannedStep, StepKind, plan_for};
+use crate::ports::inventory::HostFilter;
 use crate::ports::services::Ticket;
 use crate::ports::store::*;
 use crate::time::Timestamp;
@@ -631,8 +632,38 @@ impl Engine {
 
     /// Marks hosts defunct (they will be reclaimed when unallocated).
     pub async fn mark_defunct(&self, principal: &Principal, host: &Hostname) -> Result<(), EngineError> {
+        self.set_host_state(principal, host, HostState::Defunct).await
+    }
+
+    /// Sets a host's lifecycle state (admins only).
+    pub async fn set_host_state(
+        &self,
+        principal: &Principal,
+        host: &Hostname,
+        state: HostState,
+    ) -> Result<(), EngineError> {
         self.inner.authorizer.check(principal, &Permission::Admin)?;
-        Ok(self.inner.inventory.host_set_state(host, HostState::Defunct).await?)
+        Ok(self.inner.inventory.host_set_state(host, state).await?)
+    }
+
+    /// Inventory hosts matching `filter`, by name (anyone who may read).
+    pub async fn list_hosts(&self, principal: &Principal, filter: HostFilter) -> Result<Vec<Host>, EngineError> {
+        self.inner.authorizer.check(principal, &Permission::Read)?;
+        Ok(self.inner.inventory.host_list(filter).await?)
+    }
+
+    /// Adds or replaces inventory hosts, idempotently (admins only). The records are
+    /// already validated (names, sites, pools are checked types); returns how many were
+    /// written.
+    pub async fn import_hosts(&self, principal: &Principal, hosts: Vec<Host>) -> Result<usize, EngineError> {
+        self.inner.authorizer.check(principal, &Permission::Admin)?;
+        Ok(self.inner.inventory.host_upsert_many(hosts).await?)
+    }
+
+    /// The step kinds a pool's workers take (`None`: the pool takes every kind).
+    pub async fn pool_kinds(&self, principal: &Principal, pool: &Pool) -> Result<Option<Vec<StepKind>>, EngineError> {
+        self.inner.authorizer.check(principal, &Permission::Read)?;
+        Ok(self.inner.store.pool_kinds_get(pool).await?)
     }
 }
 

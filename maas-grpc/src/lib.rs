@@ -7,9 +7,11 @@
 //! - [`identity`]: principals from client certificates and the policy file.
 //! - [`tls`]: certificates and keys loaded (and checked) at startup.
 //! - [`devcerts`]: a development CA with server and client certificates.
+//! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
 
 pub mod devcerts;
 pub mod identity;
+pub mod metrics;
 pub mod service;
 pub mod tls;
 

@@ -72,6 +72,9 @@ struct Args {
     /// This instance's name (worker ids, leader rows).
     #[arg(long, env = "MAASD_INSTANCE", default_value = "maasd")]
     instance: String,
+    /// Where /metrics, /healthz and /readyz are served (plain HTTP; "off" to disable).
+    #[arg(long, env = "MAASD_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: String,
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -110,11 +113,42 @@ async fn main() {
     if args.sim_hosts > 0 {
         store.host_upsert_many(fleet_hosts(&fleet, 1, args.sim_hosts)).await.unwrap_or_else(|e| fail(e));
     }
+    let metrics_addr: Option<SocketAddr> = match args.metrics_listen.as_str() {
+        "off" => None,
+        a => Some(a.parse().unwrap_or_else(|e| fail(format!("--metrics-listen {a:?}: {e}")))),
+    };
+    let prometheus =
+        metrics_addr.map(|_| maas_grpc::metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}"))));
     let clock = Arc::new(SystemClock::new());
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, seed))
         .authorizer(Arc::new(policy.authorizer()))
+        .notifier("metrics", Arc::new(maas_grpc::metrics::MetricsNotifier::default()))
         .build();
+    // Shutdown (SIGTERM or Ctrl-C) reaches every server through one channel.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .unwrap_or_else(|e| fail(format!("cannot watch SIGTERM: {e}")));
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let (Some(addr), Some(handle)) = (metrics_addr, prometheus) {
+        tokio::spawn(maas_grpc::metrics::refresh(engine.clone(), Duration::from_secs(5)));
+        let (ready, until) = (ready.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = maas_grpc::metrics::serve(addr, handle, ready, until).await {
+                fail(format!("metrics on {addr}: {e}"));
+            }
+        });
+    }
 
     let mut pools = Vec::new();
     let mut singletons = None;
@@ -139,15 +173,9 @@ async fn main() {
         singletons = Some(Singletons::new(engine.clone(), args.instance.clone()).start(Duration::from_millis(500)));
     }
 
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .unwrap_or_else(|e| fail(format!("cannot watch SIGTERM: {e}")));
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
+    let shutdown = stopped(stop_rx.clone());
     if args.role == Role::Worker {
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
         shutdown.await;
     } else {
         let auth = if args.plaintext {
@@ -172,6 +200,7 @@ async fn main() {
             if args.plaintext { "plaintext, loopback only" } else { "mTLS" },
             maas_store::redact(&args.db)
         );
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
         let served = builder
             .add_service(health_service)
             .add_service(reflection)

@@ -8,12 +8,14 @@
 //! - [`tls`]: certificates and keys loaded (and checked) at startup.
 //! - [`devcerts`]: a development CA with server and client certificates.
 //! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
+//! - [`webhook`]: outbox events POSTed with an HMAC-SHA256 signature.
 
 pub mod devcerts;
 pub mod identity;
 pub mod metrics;
 pub mod service;
 pub mod tls;
+pub mod webhook;
 
 /// The generated `maas.v1` code.
 #[allow(missing_docs, clippy::all)]

@@ -21,13 +21,17 @@ struct Maasd {
     port: u16,
     metrics_port: u16,
     dir: PathBuf,
+    /// Remove `dir` when dropped (off for an instance that another will replace).
+    owns_dir: bool,
 }
 
 impl Drop for Maasd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -44,6 +48,11 @@ fn start(name: &str) -> Maasd {
     let _ = std::fs::remove_dir_all(&dir);
     write_dev_certs(&dir.join("certs"), &["alice", "bob", "olga"]).unwrap();
     std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    spawn(&dir, name, &[])
+}
+
+/// Starts maasd on the database, certificates and policy in `dir`, with `extra` flags.
+fn spawn(dir: &Path, name: &str, extra: &[String]) -> Maasd {
     let (port, metrics_port) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_maasd"))
         .arg("--listen")
@@ -57,11 +66,12 @@ fn start(name: &str) -> Maasd {
         .arg("--policy")
         .arg(dir.join("policy.json"))
         .args(["--sim-hosts", "40", "--workers", "2", "--instance", name])
+        .args(extra)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("maasd.log")).unwrap())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("maasd.log")).unwrap())
         .spawn()
         .expect("maasd runs");
-    let d = Maasd { child, port, metrics_port, dir };
+    let d = Maasd { child, port, metrics_port, dir: dir.to_path_buf(), owns_dir: true };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return d;
@@ -421,4 +431,115 @@ async fn metrics_scrape_as_prometheus_exposition_format() {
     assert_eq!(value("maas_host_run_seconds_count", "outcome=\"succeeded\""), 4.0);
     assert_eq!(value("maas_batches_accepted_total", "action=\"reboot\""), 1.0);
     assert_eq!(value("maas_live_workers", "site=\"dc1\""), 2.0);
+}
+
+/// What the receiver saw: (seq, batch id, kind) per event delivered.
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(u64, String, String)>>>;
+
+/// A webhook receiver on loopback: checks every delivery's HMAC signature and records
+/// (seq, batch id, kind); answers 200. Runs for at most two minutes.
+fn receiver(secret: &'static [u8]) -> (u16, Deliveries) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let seen: Deliveries = Default::default();
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < until {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            stream.set_nonblocking(false).unwrap();
+            let mut reader = BufReader::new(stream);
+            let (mut length, mut signature) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("x-maas-signature:") {
+                    signature = line.split_once(':').unwrap().1.trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            assert_eq!(signature, maas_grpc::webhook::signature(secret, &body), "every delivery is signed");
+            let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+            for e in events {
+                let kind = e["kind"]["event"].as_str().unwrap_or_default().to_string();
+                record.lock().unwrap().push((
+                    e["seq"].as_u64().unwrap(),
+                    e["batch_id"].as_str().unwrap().to_string(),
+                    kind,
+                ));
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_sees_every_event_of_a_batch_across_a_restart() {
+    const SECRET: &[u8] = b"webhook-test-secret";
+    let (hook_port, seen) = receiver(SECRET);
+    let dir = std::env::temp_dir().join(format!("maasd-test-webhook-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    std::fs::write(dir.join("hook.secret"), SECRET).unwrap();
+    let flags = vec![
+        "--webhook-url".to_string(),
+        format!("http://127.0.0.1:{hook_port}/maas"),
+        "--webhook-secret-file".to_string(),
+        dir.join("hook.secret").display().to_string(),
+    ];
+    let mut first = spawn(&dir, "hook1", &flags);
+    first.owns_dir = false;
+    let mut alice = client(&first, "alice").await;
+    let mut req = reboot("sim[000001-000006].dc1");
+    req.max_in_flight = 1;
+    let id = alice.submit_batch(req).await.unwrap().into_inner().batch_id;
+    // Stop the first maasd (SIGTERM: it hands unfinished jobs back) once the webhook saw
+    // the batch start, mid-batch; a second one on the same database finishes it.
+    for _ in 0..300 {
+        if seen.lock().unwrap().iter().any(|(_, b, k)| b == &id && k == "host_started") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = first.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exited = first.child.wait().unwrap();
+    assert!(exited.success(), "maasd exits cleanly on SIGTERM: {exited:?}");
+    drop(first);
+    let second = spawn(&dir, "hook2", &flags);
+    let mut alice = client(&second, "alice").await;
+    let mut all = Vec::new();
+    let mut events =
+        alice.watch_batch(pb::WatchBatchRequest { batch_id: id.clone(), after: 0 }).await.unwrap().into_inner();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), events.next()).await.expect("the batch finishes")
+    {
+        all.push(e.unwrap().seq);
+    }
+    // Every event of the batch reaches the webhook at least once.
+    for _ in 0..300 {
+        let got: std::collections::BTreeSet<u64> =
+            seen.lock().unwrap().iter().filter(|(_, b, _)| b == &id).map(|(s, _, _)| *s).collect();
+        if all.iter().all(|s| got.contains(s)) {
+            let kinds: Vec<String> = seen.lock().unwrap().iter().map(|(_, _, k)| k.clone()).collect();
+            assert!(kinds.iter().any(|k| k == "batch_completed"), "{kinds:?}");
+            println!("webhook: all {} events of the batch delivered, signed, across a restart", all.len());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the webhook missed events: batch had {all:?}, webhook saw {:?}", seen.lock().unwrap());
 }

@@ -72,6 +72,12 @@ struct Args {
     /// This instance's name (worker ids, leader rows).
     #[arg(long, env = "MAASD_INSTANCE", default_value = "maasd")]
     instance: String,
+    /// POST every outbox event (JSON, HMAC-SHA256 signed) to this http:// URL.
+    #[arg(long, env = "MAASD_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// The file holding the webhook signing secret.
+    #[arg(long, env = "MAASD_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
     /// Where /metrics, /healthz and /readyz are served (plain HTTP; "off" to disable).
     #[arg(long, env = "MAASD_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: String,
@@ -121,10 +127,20 @@ async fn main() {
         metrics_addr.map(|_| maas_grpc::metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}"))));
     let clock = Arc::new(SystemClock::new());
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, seed))
-        .authorizer(Arc::new(policy.authorizer()))
-        .notifier("metrics", Arc::new(maas_grpc::metrics::MetricsNotifier::default()))
-        .build();
+    let mut builder =
+        Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, seed))
+            .authorizer(Arc::new(policy.authorizer()))
+            .notifier("metrics", Arc::new(maas_grpc::metrics::MetricsNotifier::default()));
+    if let Some(url) = &args.webhook_url {
+        let secret = match &args.webhook_secret_file {
+            Some(f) => std::fs::read(f).unwrap_or_else(|e| fail(format!("webhook secret {}: {e}", f.display()))),
+            None => fail("--webhook-url needs --webhook-secret-file"),
+        };
+        let secret: Vec<u8> = secret.trim_ascii().to_vec();
+        let hook = maas_grpc::webhook::WebhookNotifier::new(url, &secret).unwrap_or_else(|e| fail(e));
+        builder = builder.notifier("webhook", Arc::new(hook));
+    }
+    let engine = builder.build();
     // Shutdown (SIGTERM or Ctrl-C) reaches every server through one channel.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

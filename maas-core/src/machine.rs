@@ -142,8 +142,8 @@ pub struct Effects {
     pub host_runs: Vec<HostRunRecord>,
     /// The batch to overwrite.
     pub batch: Option<BatchRecord>,
-    /// Host runs whose unfinished jobs (blocked, available, waiting) become `cancelled`
-    /// with `finished_at = now`.
+    /// Host runs whose unfinished jobs ([`CANCELLABLE`]) become `cancelled` with
+    /// `finished_at = now` ([`cancel_unfinished`]).
     pub cancel_jobs_of: Vec<HostRunId>,
     /// Claims to delete.
     pub released_claims: Vec<Hostname>,
@@ -416,6 +416,20 @@ impl LeaseGrant {
         job.started_at = Some(self.started_at);
         Ok(())
     }
+}
+
+/// The job states [`Effects::cancel_jobs_of`] cancels: not started, or parked.
+pub const CANCELLABLE: [JobState; 3] = [JobState::Blocked, JobState::Available, JobState::Waiting];
+
+/// Applies [`Effects::cancel_jobs_of`] to one job of such a host run: cancels it at `now`
+/// if it is in a [`CANCELLABLE`] state. Returns whether it did.
+pub fn cancel_unfinished(job: &mut JobRecord, now: Timestamp) -> bool {
+    if !CANCELLABLE.contains(&job.state) {
+        return false;
+    }
+    job.state = JobState::Cancelled;
+    job.finished_at = Some(now);
+    true
 }
 
 /// Leases an available job to `owner` until `now + ttl` (a claim). The attempt counter

@@ -129,10 +129,14 @@ impl State {
     }
 
     fn job_context(&self, job_id: JobId) -> Result<JobContext, StoreError> {
-        let job = self.jobs.get(&job_id).cloned().ok_or_else(|| not_found("job", job_id))?;
-        let host_run =
-            self.host_runs.get(&job.host_run_id).cloned().ok_or_else(|| not_found("host run", job.host_run_id))?;
-        let batch = self.batches.get(&job.batch_id).cloned().ok_or_else(|| not_found("batch", job.batch_id))?;
+        let job = self.jobs.get(&job_id).cloned().ok_or_else(|| StoreError::not_found("job", job_id))?;
+        let host_run = self
+            .host_runs
+            .get(&job.host_run_id)
+            .cloned()
+            .ok_or_else(|| StoreError::not_found("host run", job.host_run_id))?;
+        let batch =
+            self.batches.get(&job.batch_id).cloned().ok_or_else(|| StoreError::not_found("batch", job.batch_id))?;
         let next = self
             .jobs_by_run
             .get(&job.host_run_id)
@@ -155,10 +159,8 @@ impl State {
                 let ids = self.jobs_by_run.get(&run_id).cloned().unwrap_or_default();
                 for id in ids {
                     if let Some(mut job) = self.jobs.get(&id).cloned()
-                        && matches!(job.state, JobState::Blocked | JobState::Available | JobState::Waiting)
+                        && machine::cancel_unfinished(&mut job, now)
                     {
-                        job.state = JobState::Cancelled;
-                        job.finished_at = Some(now);
                         self.put_job(job);
                     }
                 }
@@ -194,17 +196,7 @@ impl State {
 }
 
 fn site_entry<'a>(m: &'a mut BTreeMap<Site, SiteActivity>, site: &Site) -> &'a mut SiteActivity {
-    m.entry(site.clone()).or_insert_with(|| SiteActivity {
-        site: site.clone(),
-        hosts_in_flight: 0,
-        jobs_queued: 0,
-        jobs_running: 0,
-        jobs_waiting: 0,
-    })
-}
-
-fn not_found(what: &'static str, id: impl ToString) -> StoreError {
-    StoreError::NotFound { what, id: id.to_string() }
+    m.entry(site.clone()).or_insert_with(|| SiteActivity::idle(site.clone()))
 }
 
 /// One state change a [`MemStore`] wrote (`from: None`: the row was created).
@@ -316,7 +308,7 @@ impl Store for MemStore {
 
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
         let mut st = self.lock();
-        let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| not_found("batch", p.batch_id))?;
+        let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
         let runs: Vec<(HostRunRecord, Option<JobRecord>)> = st
             .runs_by_batch
             .get(&p.batch_id)
@@ -369,7 +361,7 @@ impl Store for MemStore {
 
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError> {
         let mut st = self.lock();
-        let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| not_found("batch", p.batch_id))?;
+        let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
         let fx = if p.paused {
             machine::decide_pause(batch, &p.principal, &p.reason, p.now)?
         } else {
@@ -490,7 +482,11 @@ impl Store for MemStore {
 
     async fn host_run_flag_straggler(&self, p: StragglerFlagParams) -> Result<bool, StoreError> {
         let mut st = self.lock();
-        let run = st.host_runs.get(&p.host_run_id).cloned().ok_or_else(|| not_found("host run", p.host_run_id))?;
+        let run = st
+            .host_runs
+            .get(&p.host_run_id)
+            .cloned()
+            .ok_or_else(|| StoreError::not_found("host run", p.host_run_id))?;
         let Some(kind) = st
             .jobs_by_run
             .get(&run.id)
@@ -839,7 +835,7 @@ impl Inventory for MemStore {
 
     async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
         let mut st = self.lock();
-        let h = st.hosts.get_mut(name).ok_or_else(|| not_found("host", name))?;
+        let h = st.hosts.get_mut(name).ok_or_else(|| StoreError::not_found("host", name))?;
         h.state = state;
         Ok(())
     }

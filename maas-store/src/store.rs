@@ -255,7 +255,7 @@ impl SqlStore {
             Some(spec) => spec,
             None => {
                 let spec_row = self.one(c, "SELECT spec FROM maas_batches WHERE id = ?", vec![s(&id)]).await?;
-                let spec = Arc::new(rows::spec(&spec_row.ok_or_else(|| not_found("batch", &id))?)?);
+                let spec = Arc::new(rows::spec(&spec_row.ok_or_else(|| StoreError::not_found("batch", &id))?)?);
                 let mut cache = self.specs.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= SPEC_CACHE {
                     cache.clear();
@@ -281,7 +281,7 @@ impl SqlStore {
 
     async fn run_row(&self, c: &impl ConnectionTrait, id: HostRunId) -> Result<HostRunRecord, StoreError> {
         let sql = format!("SELECT * FROM maas_host_runs WHERE id = ?{}", self.lock());
-        let row = self.one(c, &sql, vec![s(id)]).await?.ok_or_else(|| not_found("host run", id))?;
+        let row = self.one(c, &sql, vec![s(id)]).await?.ok_or_else(|| StoreError::not_found("host run", id))?;
         rows::run(&row)
     }
 
@@ -313,10 +313,13 @@ impl SqlStore {
         pending: &mut Vec<NewEvent>,
         decide: impl Fn(JobContext) -> Result<Option<Effects>, TransitionError>,
     ) -> Result<Result<Option<JobRecord>, TransitionError>, StoreError> {
-        let peek = self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))?;
-        let seen = self.batch_row(c, peek.batch_id, false).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
+        let peek = self.job_row(c, id, false).await?.ok_or_else(|| StoreError::not_found("job", id))?;
+        let seen = self
+            .batch_row(c, peek.batch_id, false)
+            .await?
+            .ok_or_else(|| StoreError::not_found("batch", peek.batch_id))?;
         let host_run = self.run_row(c, peek.host_run_id).await?;
-        let job = self.job_row(c, id, true).await?.ok_or_else(|| not_found("job", id))?;
+        let job = self.job_row(c, id, true).await?.ok_or_else(|| StoreError::not_found("job", id))?;
         let next = self.job_at(c, job.host_run_id, job.position + 1).await?;
         let ctx = JobContext { batch: seen.clone(), host_run: host_run.clone(), job: job.clone(), next: next.clone() };
         let mut fx = match decide(ctx) {
@@ -325,8 +328,10 @@ impl SqlStore {
             Err(e) => return Ok(Err(e)),
         };
         if fx.changes_batch(&seen) {
-            let batch =
-                self.batch_row(c, peek.batch_id, true).await?.ok_or_else(|| not_found("batch", peek.batch_id))?;
+            let batch = self
+                .batch_row(c, peek.batch_id, true)
+                .await?
+                .ok_or_else(|| StoreError::not_found("batch", peek.batch_id))?;
             fx = match decide(JobContext { batch, host_run, job, next }) {
                 Ok(Some(fx)) => fx,
                 Ok(None) => return Ok(Ok(None)),
@@ -461,13 +466,15 @@ impl SqlStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         for ids in runs.chunks(CHUNK) {
+            // maas-core's `cancel_unfinished`, as one statement.
             let sql = format!(
-                "UPDATE maas_jobs SET state = 'cancelled', finished_at = ? WHERE host_run_id IN ({}) \
-                 AND state IN ('blocked', 'available', 'waiting')",
-                placeholders(ids.len())
+                "UPDATE maas_jobs SET state = ?, finished_at = ? WHERE host_run_id IN ({}) AND state IN ({})",
+                placeholders(ids.len()),
+                placeholders(machine::CANCELLABLE.len())
             );
-            let mut v = vec![t(now)];
+            let mut v = vec![s(JobState::Cancelled.as_str()), t(now)];
             v.extend(ids.iter().map(s));
+            v.extend(machine::CANCELLABLE.iter().map(|st| s(st.as_str())));
             self.exec(c, &sql, v).await?;
         }
         Ok(())
@@ -510,7 +517,8 @@ impl SqlStore {
             let mut pairs = Vec::with_capacity(queued.len());
             for row in &queued {
                 let run = rows::run(row)?;
-                let head = self.job_at(c, run.id, 0).await?.ok_or_else(|| not_found("head job of", run.id))?;
+                let head =
+                    self.job_at(c, run.id, 0).await?.ok_or_else(|| StoreError::not_found("head job of", run.id))?;
                 pairs.push((run, head));
             }
             fx = machine::start_queued_runs(batch, pairs, now, &self.rules)?;
@@ -637,17 +645,7 @@ impl SqlStore {
 
 fn site_entry(m: &mut BTreeMap<String, SiteActivity>, site: String) -> Result<&mut SiteActivity, StoreError> {
     let parsed: Site = site.parse().map_err(|e| rows::corrupt("site", e))?;
-    Ok(m.entry(site).or_insert(SiteActivity {
-        site: parsed,
-        hosts_in_flight: 0,
-        jobs_queued: 0,
-        jobs_running: 0,
-        jobs_waiting: 0,
-    }))
-}
-
-fn not_found(what: &'static str, id: impl ToString) -> StoreError {
-    StoreError::NotFound { what, id: id.to_string() }
+    Ok(m.entry(site).or_insert(SiteActivity::idle(parsed)))
 }
 
 fn in_list<T: ToString>(items: &[T]) -> (String, Vec<Value>) {
@@ -666,7 +664,8 @@ impl Store for SqlStore {
 
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
         write_txn!(self, c, {
-            let batch = self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| not_found("batch", p.batch_id))?;
+            let batch =
+                self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
             let sql = format!(
                 "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state IN ('queued', 'running') ORDER BY ordinal{}",
                 self.lock()
@@ -681,7 +680,7 @@ impl Store for SqlStore {
             let mut pending = Vec::new();
             self.apply(c, fx, p.now, &mut pending).await?;
             self.append_events(c, pending).await?;
-            self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| not_found("batch", p.batch_id))
+            self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| StoreError::not_found("batch", p.batch_id))
         })
     }
 
@@ -786,7 +785,8 @@ impl Store for SqlStore {
 
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError> {
         write_txn!(self, c, {
-            let batch = self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| not_found("batch", p.batch_id))?;
+            let batch =
+                self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
             let fx = if p.paused {
                 machine::decide_pause(batch, &p.principal, &p.reason, p.now)?
             } else {
@@ -795,7 +795,7 @@ impl Store for SqlStore {
             let mut pending = Vec::new();
             self.apply(c, fx, p.now, &mut pending).await?;
             self.append_events(c, pending).await?;
-            self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| not_found("batch", p.batch_id))
+            self.batch_row(c, p.batch_id, false).await?.ok_or_else(|| StoreError::not_found("batch", p.batch_id))
         })
     }
 
@@ -997,8 +997,7 @@ impl Store for SqlStore {
         // One group is one transaction (its statement locks rows in id order). A longer call
         // is split in host-run order (one unlocked read), so concurrent calls take the
         // groups' locks in one order and rarely deadlock (and retry when they do).
-        let mut order: Vec<(HostRunId, JobId, usize)> =
-            p.completions.iter().enumerate().map(|(i, d)| (HostRunId(d.job_id.0), d.job_id, i)).collect();
+        let mut order: Vec<usize> = (0..p.completions.len()).collect();
         if p.completions.len() > COMPLETION_GROUP {
             let ids: Vec<JobId> = p.completions.iter().map(|c| c.job_id).collect();
             let mut run_of: BTreeMap<JobId, HostRunId> = BTreeMap::new();
@@ -1009,14 +1008,17 @@ impl Store for SqlStore {
                     run_of.insert(rows::job_id(&row, "id")?, HostRunId(rows::job_id(&row, "host_run_id")?.0));
                 }
             }
-            for (run, id, _) in &mut order {
-                *run = *run_of.get(id).ok_or_else(|| not_found("job", *id))?;
+            let mut keyed = Vec::with_capacity(order.len());
+            for i in order {
+                let id = p.completions[i].job_id;
+                keyed.push((*run_of.get(&id).ok_or_else(|| StoreError::not_found("job", id))?, i));
             }
-            order.sort();
+            keyed.sort();
+            order = keyed.into_iter().map(|(_, i)| i).collect();
         }
         let mut results: Vec<Option<Result<(), TransitionError>>> = vec![None; p.completions.len()];
         for group in order.chunks(COMPLETION_GROUP) {
-            let group: Vec<(usize, &JobCompletion)> = group.iter().map(|(_, _, i)| (*i, &p.completions[*i])).collect();
+            let group: Vec<(usize, &JobCompletion)> = group.iter().map(|i| (*i, &p.completions[*i])).collect();
             let decided = write_txn!(self, c, { self.complete_group(c, &group, p.now).await })?;
             for (i, r) in decided {
                 results[i] = Some(r);
@@ -1172,7 +1174,7 @@ impl Store for SqlStore {
             })
             .await??;
             self.append_events(c, pending).await?;
-            self.job_row(c, id, false).await?.ok_or_else(|| not_found("job", id))
+            self.job_row(c, id, false).await?.ok_or_else(|| StoreError::not_found("job", id))
         })
     }
 
@@ -1361,11 +1363,15 @@ impl Store for SqlStore {
             .await;
         match inserted {
             Ok(_) => Ok((
-                self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?,
+                self.ticket_find(&kind, ticket.batch_id, &host)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("ticket", &kind))?,
                 true,
             )),
             Err(e) if is_unique_violation(&e) => Ok((
-                self.ticket_find(&kind, ticket.batch_id, &host).await?.ok_or_else(|| not_found("ticket", &kind))?,
+                self.ticket_find(&kind, ticket.batch_id, &host)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("ticket", &kind))?,
                 false,
             )),
             Err(e) => Err(e),
@@ -1474,7 +1480,7 @@ impl Inventory for SqlStore {
     async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
         write_txn!(self, c, {
             if self.one(c, "SELECT hostname FROM maas_hosts WHERE hostname = ?", vec![s(name)]).await?.is_none() {
-                return Err(not_found("host", name));
+                return Err(StoreError::not_found("host", name));
             }
             self.exec(c, "UPDATE maas_hosts SET state = ? WHERE hostname = ?", vec![s(rows::enum_str(&state)), s(name)])
                 .await

@@ -58,6 +58,13 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// `what` (a job, a host run, a batch) with `id` does not exist.
+    pub fn not_found(what: &'static str, id: impl ToString) -> Self {
+        StoreError::NotFound { what, id: id.to_string() }
+    }
+}
+
 fn describe_conflicts(conflicts: &[Conflict]) -> String {
     // Group by holder and collapse the names: "web[0790-0800].dc1 (batch X)".
     let mut by_holder: std::collections::BTreeMap<BatchId, Vec<&str>> = std::collections::BTreeMap::new();
@@ -365,6 +372,13 @@ pub struct SiteActivity {
     pub jobs_running: u32,
     /// Jobs parked for a callback.
     pub jobs_waiting: u32,
+}
+
+impl SiteActivity {
+    /// Nothing in flight in `site`.
+    pub fn idle(site: Site) -> Self {
+        SiteActivity { site, hosts_in_flight: 0, jobs_queued: 0, jobs_running: 0, jobs_waiting: 0 }
+    }
 }
 
 /// A stored ticket.

@@ -26,7 +26,7 @@ use maas_core::ports::store::{JobCompletion, StoreError};
 use maas_core::time::Timestamp;
 use sea_orm::ConnectionTrait;
 
-use super::{CHUNK, RACED, SqlStore, in_list, not_found, placeholders};
+use super::{CHUNK, RACED, SqlStore, in_list, placeholders};
 use crate::rows::{self, n, s};
 
 /// Rows read under lock (`was`) and as the decisions so far leave them (`now`).
@@ -60,30 +60,27 @@ impl Overlay {
     /// Folds a decision's effects in; returns how many queued host runs it starts.
     fn absorb(&mut self, fx: Effects, now: Timestamp) -> Result<u32, StoreError> {
         for j in fx.jobs {
-            let slot = self.jobs.get_mut(&(j.host_run_id, j.position)).ok_or_else(|| not_found("job", j.id))?;
+            let slot =
+                self.jobs.get_mut(&(j.host_run_id, j.position)).ok_or_else(|| StoreError::not_found("job", j.id))?;
             slot.1 = j;
         }
         for r in fx.host_runs {
             let id = r.id;
-            self.runs.get_mut(&id).ok_or_else(|| not_found("host run", id))?.1 = r;
+            self.runs.get_mut(&id).ok_or_else(|| StoreError::not_found("host run", id))?.1 = r;
         }
         for run in fx.cancel_jobs_of {
-            // The `Effects::cancel_jobs_of` contract: unfinished jobs become cancelled now;
-            // here for the loaded ones, by one statement at flush for the rest.
+            // `Effects::cancel_jobs_of`: here for the loaded jobs, by one statement at flush
+            // for the rest.
             self.cancelled_runs.push(run);
-            for ((r, _), (_, job)) in self.jobs.range_mut((run, 0)..=(run, u32::MAX)) {
-                debug_assert_eq!(*r, run);
-                if matches!(job.state, JobState::Blocked | JobState::Available | JobState::Waiting) {
-                    job.state = JobState::Cancelled;
-                    job.finished_at = Some(now);
-                }
+            for (_, (_, job)) in self.jobs.range_mut((run, 0)..=(run, u32::MAX)) {
+                machine::cancel_unfinished(job, now);
             }
         }
         self.released_claims.extend(fx.released_claims);
         self.events.extend(fx.events);
         if let Some(b) = fx.batch {
             let id = b.id;
-            self.batches.get_mut(&id).ok_or_else(|| not_found("batch", id))?.1 = b;
+            self.batches.get_mut(&id).ok_or_else(|| StoreError::not_found("batch", id))?.1 = b;
         }
         Ok(fx.start_queued)
     }
@@ -156,12 +153,12 @@ impl SqlStore {
             let mut decided = Vec::with_capacity(group.len());
             for &(i, done) in group {
                 let &(run_id, position) =
-                    ov.position_of.get(&done.job_id).ok_or_else(|| not_found("job", done.job_id))?;
-                let run = ov.runs.get(&run_id).ok_or_else(|| not_found("host run", run_id))?.1.clone();
+                    ov.position_of.get(&done.job_id).ok_or_else(|| StoreError::not_found("job", done.job_id))?;
+                let run = ov.runs.get(&run_id).ok_or_else(|| StoreError::not_found("host run", run_id))?.1.clone();
                 let (_, batch, locked) =
-                    ov.batches.get(&run.batch_id).ok_or_else(|| not_found("batch", run.batch_id))?;
+                    ov.batches.get(&run.batch_id).ok_or_else(|| StoreError::not_found("batch", run.batch_id))?;
                 let (batch, locked) = (batch.clone(), *locked);
-                let job = ov.job(run_id, position).ok_or_else(|| not_found("job", done.job_id))?.clone();
+                let job = ov.job(run_id, position).ok_or_else(|| StoreError::not_found("job", done.job_id))?.clone();
                 let next = ov.job(run_id, position + 1).cloned();
                 let ctx = JobContext { batch: batch.clone(), host_run: run, job, next };
                 let fx = match machine::check_fence(&ctx.job, done.attempt)
@@ -180,7 +177,8 @@ impl SqlStore {
                 let mut start = ov.absorb(fx, now)?;
                 while start > 0 && locked {
                     let pairs = self.queued_runs(c, &mut ov, &mut started, batch.id, start).await?;
-                    let current = ov.batches.get(&batch.id).ok_or_else(|| not_found("batch", batch.id))?.1.clone();
+                    let current =
+                        ov.batches.get(&batch.id).ok_or_else(|| StoreError::not_found("batch", batch.id))?.1.clone();
                     start = ov.absorb(machine::start_queued_runs(current, pairs, now, &self.rules)?, now)?;
                 }
             }
@@ -260,7 +258,7 @@ impl SqlStore {
                     heads.insert(head.host_run_id, head);
                 }
                 for run in more {
-                    let head = heads.remove(&run.id).ok_or_else(|| not_found("head job of", run.id))?;
+                    let head = heads.remove(&run.id).ok_or_else(|| StoreError::not_found("head job of", run.id))?;
                     known.push((run, head));
                 }
                 known.sort_by_key(|(r, _)| r.ordinal);

@@ -724,6 +724,26 @@ impl Store for MemStore {
         Ok(by_site.into_values().collect())
     }
 
+    async fn stats_queues(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let st = self.lock();
+        let mut by_queue: BTreeMap<(Site, StepKind), QueueDepth> = BTreeMap::new();
+        for (site, kind, _, id) in &st.available {
+            let q = by_queue.entry((site.clone(), *kind)).or_insert_with(|| QueueDepth {
+                site: site.clone(),
+                kind: *kind,
+                queued: 0,
+                oldest_enqueued_at: None,
+            });
+            q.queued += 1;
+            let since = st.jobs.get(id).and_then(|j| j.enqueued_at);
+            q.oldest_enqueued_at = match (q.oldest_enqueued_at, since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(by_queue.into_values().collect())
+    }
+
     async fn stats_steps(&self, p: StatsParams) -> Result<Vec<StepSample>, StoreError> {
         let st = self.lock();
         let mut out: Vec<StepSample> = st

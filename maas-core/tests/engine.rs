@@ -380,10 +380,32 @@ async fn eta_stats_and_the_live_watch_stream() {
     let install = stats.steps.iter().find(|s| s.step == Some(plan::StepKind::AwaitInstall)).unwrap();
     assert!(install.durations.p50 >= Duration::from_secs(600) && install.durations.p95 <= Duration::from_secs(760));
     assert!(!stats.host_runs.is_empty());
+    let counters = sim.engine().counters();
+    // Every step but the install wait (resolved by the callback) was claimed and completed once.
+    let count = |waits: bool| {
+        let is_wait = |s: &&maas_core::engine::DurationStats| s.step == Some(plan::StepKind::AwaitInstall);
+        stats.steps.iter().filter(|s| is_wait(s) == waits).map(|s| s.durations.count as u64).sum::<u64>()
+    };
+    let claimed = count(false);
+    assert_eq!(count(true), 10);
+    assert!(counters.claims > 0, "{counters:?}");
+    assert_eq!((counters.jobs_claimed, counters.jobs_completed, counters.completions_stale), (claimed, claimed, 0));
+    assert!(sim.engine().queue_depths().await.unwrap().is_empty(), "nothing is queued once settled");
+    let backlog = sim.engine().outbox_backlog().await.unwrap();
+    assert!(backlog.iter().any(|b| b.consumer == "tickets"), "{backlog:?}");
+    assert!(backlog.iter().all(|b| b.cursor > 0 && b.oldest_pending_at.is_none()), "caught up: {backlog:?}");
     // A second wave of 20 hosts, 10 at a time: about two install lengths.
     let mut req = reimage("sim[000001-000020].dc2");
     req.rollout.max_in_flight = 10;
     let id = sim.submit_as("alice", req).await.unwrap();
+    let queues = sim.engine().queue_depths().await.unwrap();
+    assert_eq!(
+        queues.iter().map(|q| (q.site.as_str(), q.kind)).collect::<Vec<_>>(),
+        [("dc2", plan::StepKind::Preflight)]
+    );
+    assert!(queues[0].queued >= 10 && queues[0].oldest_enqueued_at.is_some(), "{queues:?}");
+    let backlog = sim.engine().outbox_backlog().await.unwrap();
+    assert!(backlog.iter().all(|b| b.oldest_pending_at.is_some()), "the new batch's events wait: {backlog:?}");
     let eta = sim.engine().eta(id).await.unwrap().unwrap();
     assert!(eta.samples >= 60, "{eta:?}");
     assert!(eta.remaining >= Duration::from_secs(2 * 600) && eta.remaining <= Duration::from_secs(2 * 900), "{eta:?}");

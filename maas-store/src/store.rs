@@ -1271,6 +1271,33 @@ impl Store for SqlStore {
         Ok(by_site.into_values().collect())
     }
 
+    async fn stats_queues(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let rows = self
+            .all(
+                &self.db,
+                "SELECT site, kind, COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM maas_jobs \
+                 WHERE state = 'available' GROUP BY site, kind",
+                vec![],
+            )
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let site: String = col(r, "site")?;
+                let kind: String = col(r, "kind")?;
+                Ok(QueueDepth {
+                    site: site.parse().map_err(|e| rows::corrupt("site", e))?,
+                    kind: StepKind::parse(&kind)
+                        .ok_or_else(|| rows::corrupt("kind", format!("unknown step {kind:?}")))?,
+                    queued: col::<i64>(r, "n")? as u32,
+                    oldest_enqueued_at: col::<Option<i64>>(r, "oldest")?.map(Timestamp::from_millis),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by(|a, b| (&a.site, a.kind).cmp(&(&b.site, b.kind)));
+        Ok(out)
+    }
+
     async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError> {
         let mut sql = String::from(
             "SELECT r.*, b.action AS batch_action FROM maas_host_runs r JOIN maas_batches b ON b.id = r.batch_id \

@@ -135,6 +135,17 @@ pub struct BatchStats {
     pub steps: Vec<DurationStats>,
 }
 
+/// One outbox consumer's position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxBacklog {
+    /// The consumer (`notify:NAME` or `tickets`).
+    pub consumer: String,
+    /// The last event it took.
+    pub cursor: u64,
+    /// When the oldest event it has not taken was written (`None`: it is caught up).
+    pub oldest_pending_at: Option<Timestamp>,
+}
+
 /// What is in flight in one site, and whether anyone is there to run it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveSite {
@@ -516,6 +527,23 @@ impl Engine {
                 .live_workers = n;
         }
         Ok(out.into_values().collect())
+    }
+
+    /// Per outbox consumer (each notifier as `notify:NAME`, and `tickets`): how far it has
+    /// taken events, and when the oldest event it has not taken yet was written.
+    pub async fn outbox_backlog(&self) -> Result<Vec<OutboxBacklog>, EngineError> {
+        let mut out = Vec::new();
+        for consumer in super::leader::outbox_consumers(&self.inner) {
+            let cursor = self.inner.store.event_cursor_get(&consumer).await?;
+            let next = self.inner.store.event_list(EventListParams { after: cursor, batch_id: None, limit: 1 }).await?;
+            out.push(OutboxBacklog { consumer, cursor, oldest_pending_at: next.first().map(|e| e.at) });
+        }
+        Ok(out)
+    }
+
+    /// Runnable jobs per site and step kind, with the oldest one's enqueue time.
+    pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, EngineError> {
+        Ok(self.inner.store.stats_queues().await?)
     }
 
     /// When an unfinished batch should finish, from historical step durations for its

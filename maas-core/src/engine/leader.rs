@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::estimate;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, Inner};
 use crate::action::Action;
 use crate::batch::BatchRequest;
 use crate::host::HostState;
@@ -31,6 +31,18 @@ use crate::time::Timestamp;
 
 const TICKETS_CONSUMER: &str = "tickets";
 const PAGE: usize = 500;
+
+/// The outbox cursor name of the notifier registered as `name`.
+fn notifier_consumer(name: &str) -> String {
+    format!("notify:{name}")
+}
+
+/// Every outbox consumer of this engine: its notifiers, then tickets.
+pub(crate) fn outbox_consumers(inner: &Inner) -> Vec<String> {
+    let mut all: Vec<String> = inner.notifiers.iter().map(|(name, _)| notifier_consumer(name)).collect();
+    all.push(TICKETS_CONSUMER.to_string());
+    all
+}
 
 /// What one [`Singletons::tick`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,6 +163,7 @@ impl Singletons {
     /// Rescues expired leases and waits.
     pub async fn rescue(&self, now: Timestamp) -> Result<RescueReport, EngineError> {
         let r = self.engine.inner.store.job_rescue_expired(JobRescueParams { now, limit: 10_000 }).await?;
+        self.engine.inner.counters.rescued(r.retried.len(), r.failed.len(), r.wait_expired.len());
         if r != RescueReport::default() {
             self.engine.changed();
         }
@@ -193,6 +206,7 @@ impl Singletons {
             }
         }
         if flagged > 0 {
+            inner.counters.stragglers(flagged);
             self.engine.changed();
         }
         Ok(flagged)
@@ -205,7 +219,7 @@ impl Singletons {
         let mut delivered = 0;
         let mut failures = Vec::new();
         'notifiers: for (name, notifier) in &inner.notifiers {
-            let consumer = format!("notify:{name}");
+            let consumer = notifier_consumer(name);
             loop {
                 let after = inner.store.event_cursor_get(&consumer).await?;
                 let events = inner.store.event_list(EventListParams { after, batch_id: None, limit: PAGE }).await?;
@@ -248,9 +262,9 @@ impl Singletons {
     /// every consumer.
     pub async fn retain(&self, now: Timestamp) -> Result<PurgeReport, EngineError> {
         let inner = &self.engine.inner;
-        let mut through = inner.store.event_cursor_get(TICKETS_CONSUMER).await?;
-        for (name, _) in &inner.notifiers {
-            through = through.min(inner.store.event_cursor_get(&format!("notify:{name}")).await?);
+        let mut through = u64::MAX;
+        for consumer in outbox_consumers(inner) {
+            through = through.min(inner.store.event_cursor_get(&consumer).await?);
         }
         let p =
             PurgeParams { finished_before: now.minus(inner.config.retention), events_through: through, limit: 1000 };

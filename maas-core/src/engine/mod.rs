@@ -14,6 +14,7 @@
 //! Nothing here reads a clock or draws entropy except through the [`Clock`] and the seeded
 //! [`IdGenerator`] it was built with, so [`crate::sim`] runs all of it deterministically.
 
+mod counters;
 pub mod estimate;
 pub mod facade;
 pub mod leader;
@@ -27,6 +28,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+pub use self::counters::CounterSnapshot;
+use self::counters::Counters;
 
 use crate::authz::{AllowAll, Authorizer, Denied};
 use crate::batch::Limits;
@@ -42,7 +46,8 @@ use crate::time::Clock;
 use crate::validate::ValidationReport;
 
 pub use facade::{
-    ActiveSite, BatchStats, BatchView, DryRunHost, DryRunReport, DurationStats, Eta, HostRunView, Submitted,
+    ActiveSite, BatchStats, BatchView, DryRunHost, DryRunReport, DurationStats, Eta, HostRunView, OutboxBacklog,
+    Submitted,
 };
 pub use leader::{Singletons, SingletonsHandle, TickReport};
 pub use pool::{PoolConfig, PoolHandle, PoolReport, WorkerPool};
@@ -240,6 +245,8 @@ pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     /// Pinged after every write this instance makes, so watchers wake at once.
     pub(crate) changed: Notify,
+    /// This instance's activity counters.
+    pub(crate) counters: Counters,
 }
 
 /// The maas engine. Cheap to clone; every clone is the same engine.
@@ -294,6 +301,11 @@ impl Engine {
             rules: Rules::default(),
             config: EngineConfig::default(),
         }
+    }
+
+    /// What this instance's workers and singletons did since the engine was built.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.inner.counters.snapshot()
     }
 
     /// The settings.
@@ -370,6 +382,7 @@ impl EngineBuilder {
                 rules: self.rules,
                 config: self.config,
                 changed: Notify::new(),
+                counters: Counters::default(),
             }),
         }
     }

@@ -158,7 +158,9 @@ impl Worker {
             now,
             lease: self.engine.inner.config.lease,
         };
-        self.engine.inner.store.job_claim(p).await
+        let jobs = self.engine.inner.store.job_claim(p).await?;
+        self.engine.inner.counters.claimed(jobs.len());
+        Ok(jobs)
     }
 
     /// The inventory records of the claimed jobs' hosts, in one call.
@@ -202,6 +204,7 @@ impl Worker {
                 Err(e) => report.stale.push((id, e)),
             }
         }
+        self.engine.inner.counters.completed(report.applied, report.stale.len());
         Ok(report)
     }
 

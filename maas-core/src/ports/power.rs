@@ -149,6 +149,19 @@ pub enum PowerError {
 }
 
 impl PowerError {
+    /// The error's class as a stable label: `unreachable`, `authentication`, `busy`,
+    /// `rejected`, `timeout` or `unsupported`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            PowerError::Unreachable { .. } => "unreachable",
+            PowerError::Authentication { .. } => "authentication",
+            PowerError::Busy { .. } => "busy",
+            PowerError::Rejected { .. } => "rejected",
+            PowerError::Timeout { .. } => "timeout",
+            PowerError::Unsupported(_) => "unsupported",
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, PowerError::Unreachable { .. } | PowerError::Busy { .. } | PowerError::Timeout { .. })

@@ -374,6 +374,19 @@ pub struct SiteActivity {
     pub jobs_waiting: u32,
 }
 
+/// The runnable jobs of one site and step kind: the queue workers claim from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// The site.
+    pub site: Site,
+    /// The step kind.
+    pub kind: StepKind,
+    /// Jobs available to claim (including ones backing off).
+    pub queued: u32,
+    /// When the longest-waiting of them became runnable.
+    pub oldest_enqueued_at: Option<Timestamp>,
+}
+
 impl SiteActivity {
     /// Nothing in flight in `site`.
     pub fn idle(site: Site) -> Self {
@@ -517,6 +530,8 @@ pub trait Store: Send + Sync {
 
     /// Work in flight, per site (sites with nothing in flight may be absent).
     async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError>;
+    /// Runnable jobs per site and step kind, ordered by site then kind.
+    async fn stats_queues(&self) -> Result<Vec<QueueDepth>, StoreError>;
     /// Finished host runs in a time window.
     async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError>;
     /// Succeeded steps finished in a time window.

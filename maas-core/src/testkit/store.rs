@@ -912,7 +912,7 @@ pub async fn stragglers_are_flagged_once_per_step(t: Harness) {
 }
 
 /// Step samples cover succeeded steps in the window with the batch's action and the host's
-/// SKU; activity counts what is in flight per site.
+/// SKU; activity counts what is in flight per site, queue depths what waits per site and kind.
 pub async fn step_samples_and_site_activity(t: Harness) {
     let dc1 = t.add_hosts("dc1", 2).await;
     let dc2 = t.add_hosts("dc2", 1).await;
@@ -925,6 +925,9 @@ pub async fn step_samples_and_site_activity(t: Harness) {
     let (a1, a2) = (get("dc1"), get("dc2"));
     assert_eq!((a1.hosts_in_flight, a1.jobs_running, a1.jobs_queued, a1.jobs_waiting), (2, 1, 1, 0));
     assert_eq!((a2.hosts_in_flight, a2.jobs_running, a2.jobs_queued), (1, 0, 1));
+    let queues = t.store.stats_queues().await.unwrap();
+    let queues: Vec<_> = queues.iter().map(|q| (q.site.as_str(), q.kind, q.queued, q.oldest_enqueued_at)).collect();
+    assert_eq!(queues, [("dc1", StepKind::Preflight, 1, Some(start)), ("dc2", StepKind::Preflight, 1, Some(start))]);
     t.clock.advance(Duration::from_secs(7));
     t.complete(&running[0], JobOutcome::Succeeded).await.unwrap();
     let samples = t.store.stats_steps(StatsParams { finished_from: Some(start), finished_until: None }).await.unwrap();

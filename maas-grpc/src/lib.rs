@@ -8,10 +8,15 @@
 //! - [`tls`]: certificates and keys loaded (and checked) at startup.
 //! - [`devcerts`]: a development CA with server and client certificates.
 //! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
-//! - [`webhook`]: outbox events POSTed with an HMAC-SHA256 signature.
+//! - [`webhook`]: outbox events (all, a team's, or tickets) POSTed with an HMAC-SHA256
+//!   signature.
+//! - [`config`]: `maasd`'s TOML configuration, its defaults and its checks.
+//! - [`logging`]: tracing output, text or JSON.
 
+pub mod config;
 pub mod devcerts;
 pub mod identity;
+pub mod logging;
 pub mod metrics;
 pub mod service;
 pub mod tls;

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use maas_core::action::{Action, WipeMethod};
+use maas_core::action::{Action, ActionKind, WipeMethod};
 use maas_core::authz::Principal;
 use maas_core::batch::{BatchRequest, ForceInUse};
-use maas_core::engine::{BatchView, Engine, EngineError};
+use maas_core::engine::{BatchView, DurationStats, Engine, EngineError};
 use maas_core::host::{BmcEndpoint, Host, HostState};
 use maas_core::id::BatchId;
 use maas_core::machine::JobOutcome;
@@ -22,7 +22,7 @@ use maas_core::model::{BatchRecord, BatchState, Event};
 use maas_core::names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
 use maas_core::plan::StepKind;
 use maas_core::ports::inventory::HostFilter;
-use maas_core::ports::store::{BatchListParams, StoreError};
+use maas_core::ports::store::{BatchListParams, StatsParams, StoreError};
 use maas_core::priority::PriorityClass;
 use maas_core::time::Timestamp;
 use maas_core::validate::{Problem, ValidationReport};
@@ -214,6 +214,24 @@ fn view(v: BatchView, only: &[String]) -> pb::Batch {
     out
 }
 
+fn duration_stats(d: &DurationStats) -> pb::DurationStats {
+    let p = &d.durations;
+    pb::DurationStats {
+        action: d.action.to_string(),
+        step: d.step.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        sku: d.sku.to_string(),
+        site: d.site.to_string(),
+        durations: Some(pb::Percentiles {
+            count: p.count as u32,
+            p50_seconds: p.p50.as_secs_f64(),
+            p90_seconds: p.p90.as_secs_f64(),
+            p95_seconds: p.p95.as_secs_f64(),
+            p99_seconds: p.p99.as_secs_f64(),
+            max_seconds: p.max.as_secs_f64(),
+        }),
+    }
+}
+
 fn event(e: &Event) -> pb::Event {
     pb::Event {
         seq: e.seq,
@@ -346,12 +364,22 @@ impl pb::maas_server::Maas for MaasService {
             .map(|s| BatchState::parse(s).ok_or_else(|| Status::invalid_argument(format!("unknown batch state {s:?}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let limit = if r.limit == 0 { 50 } else { r.limit.min(1000) as usize };
+        let action = (!r.action.is_empty())
+            .then(|| {
+                ActionKind::parse(&r.action).ok_or_else(|| {
+                    let known: Vec<&str> = ActionKind::ALL.iter().map(|a| a.as_str()).collect();
+                    Status::invalid_argument(format!("action: unknown action {:?} ({})", r.action, known.join(", ")))
+                })
+            })
+            .transpose()?;
         let params = BatchListParams {
             submitter: (!r.submitter.is_empty()).then_some(r.submitter),
             states,
+            action,
+            created_from: r.created_from_ms.map(Timestamp::from_millis),
+            created_until: r.created_until_ms.map(Timestamp::from_millis),
             before: if r.before_id.is_empty() { None } else { Some(batch_id(&r.before_id)?) },
             limit,
-            ..Default::default()
         };
         let list = self.engine.list_batches(params).await.map_err(status)?;
         let next =
@@ -417,6 +445,28 @@ impl pb::maas_server::Maas for MaasService {
             other => status(other),
         })?;
         Ok(Response::new(pb::ReportInstallResultResponse { job_state: job.state.to_string() }))
+    }
+
+    async fn batch_stats(
+        &self,
+        request: Request<pb::BatchStatsRequest>,
+    ) -> Result<Response<pb::BatchStatsResponse>, Status> {
+        self.principal(&request)?;
+        let r = request.into_inner();
+        let window = StatsParams {
+            finished_from: r.from_ms.map(Timestamp::from_millis),
+            finished_until: r.until_ms.map(Timestamp::from_millis),
+        };
+        let stats = self.engine.batch_stats(window).await.map_err(status)?;
+        Ok(Response::new(pb::BatchStatsResponse {
+            batches_by_state: stats.batches_by_state.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            succeeded: stats.succeeded,
+            failed: stats.failed,
+            cancelled: stats.cancelled,
+            success_rate: stats.success_rate,
+            host_runs: stats.host_runs.iter().map(duration_stats).collect(),
+            steps: stats.steps.iter().map(duration_stats).collect(),
+        }))
     }
 
     async fn active_counts(

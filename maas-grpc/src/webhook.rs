@@ -2,40 +2,36 @@
 //! with HMAC-SHA256 (`X-Maas-Signature: sha256=<hex>` over the exact body), at least once
 //! and in order (the outbox redelivers the whole slice after any failure, with backoff).
 //! Receivers deduplicate by `seq`. For https, put a TLS-terminating proxy in front.
+//!
+//! A notifier takes a [`Selection`]: every event, only the events of batches some
+//! principals submitted (a team's own hook), or tickets (failure budgets, wedged hosts,
+//! stragglers) as `{"seq": .., "ticket": {..}}` objects. A delivery with nothing selected
+//! posts nothing.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use maas_core::model::Event;
+use maas_core::engine::leader::ticket_for;
+use maas_core::id::BatchId;
+use maas_core::model::{Event, EventKind};
 use maas_core::ports::services::{Notifier, NotifyError};
+use maas_core::ports::store::Store;
 use ring::hmac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Where and how to deliver.
-pub struct WebhookNotifier {
+/// An `http://host[:port]/path` URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
     host: String,
     port: u16,
     path: String,
-    key: hmac::Key,
-    timeout: Duration,
 }
 
-impl std::fmt::Debug for WebhookNotifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebhookNotifier(http://{}:{}{})", self.host, self.port, self.path)
-    }
-}
-
-/// The signature header value for `body` under `secret`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
-impl WebhookNotifier {
-    /// A notifier POSTing to `url` (`http://host[:port]/path`), signing with `secret`.
-    pub fn new(url: &str, secret: &[u8]) -> Result<Self, String> {
+impl Endpoint {
+    /// Parses `url`; only `http://` is supported.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
         let rest =
             url.strip_prefix("http://").ok_or_else(|| format!("webhook URL {url:?}: only http:// is supported"))?;
         let (authority, path) = match rest.find('/') {
@@ -49,25 +45,131 @@ impl WebhookNotifier {
         if host.is_empty() {
             return Err(format!("webhook URL {url:?}: no host"));
         }
+        Ok(Endpoint { host, port, path })
+    }
+}
+
+/// Which events a webhook receives.
+#[derive(Clone)]
+pub enum Selection {
+    /// Every event.
+    All,
+    /// Events of batches these principals submitted; the store answers who submitted a
+    /// batch (remembered per batch).
+    Submitters {
+        /// The principals.
+        names: BTreeSet<String>,
+        /// Where batches are looked up.
+        store: Arc<dyn Store>,
+    },
+    /// Tickets derived from events (stragglers too when `stragglers`).
+    Tickets {
+        /// Straggler events raise tickets.
+        stragglers: bool,
+    },
+}
+
+/// Where and how to deliver.
+pub struct WebhookNotifier {
+    endpoint: Endpoint,
+    key: hmac::Key,
+    timeout: Duration,
+    selection: Selection,
+    submitter_of: Mutex<HashMap<BatchId, Option<String>>>,
+}
+
+impl std::fmt::Debug for WebhookNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Endpoint { host, port, path } = &self.endpoint;
+        write!(f, "WebhookNotifier(http://{host}:{port}{path})")
+    }
+}
+
+fn hex_tag(key: &hmac::Key, body: &[u8]) -> String {
+    let tag = hmac::sign(key, body);
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The signature header value for `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    format!("sha256={}", hex_tag(&hmac::Key::new(hmac::HMAC_SHA256, secret), body))
+}
+
+impl WebhookNotifier {
+    /// A notifier POSTing every event to `url` (`http://host[:port]/path`), signing with
+    /// `secret`.
+    pub fn new(url: &str, secret: &[u8]) -> Result<Self, String> {
         Ok(WebhookNotifier {
-            host,
-            port,
-            path,
+            endpoint: Endpoint::parse(url)?,
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             timeout: Duration::from_secs(10),
+            selection: Selection::All,
+            submitter_of: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Delivers only what `selection` selects.
+    pub fn select(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    async fn submitted_by_one_of(&self, e: &Event, names: &BTreeSet<String>, store: &Arc<dyn Store>) -> bool {
+        if let EventKind::BatchAccepted { submitter, .. } = &e.kind {
+            self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).insert(e.batch_id, Some(submitter.clone()));
+        }
+        let known = self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).get(&e.batch_id).cloned();
+        let submitter = match known {
+            Some(s) => s,
+            None => {
+                // A purged batch has no submitter to match: its events are not selected.
+                let s = store.batch_get(e.batch_id).await.ok().flatten().map(|b| b.submitter);
+                self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).insert(e.batch_id, s.clone());
+                s
+            }
+        };
+        submitter.is_some_and(|s| names.contains(&s))
+    }
+
+    /// The body for `events` under the selection (`None`: nothing selected).
+    async fn body(&self, events: &[Event]) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        let json = match &self.selection {
+            Selection::All => serde_json::to_vec(events)?,
+            Selection::Submitters { names, store } => {
+                let mut chosen = Vec::new();
+                for e in events {
+                    if self.submitted_by_one_of(e, names, store).await {
+                        chosen.push(e);
+                    }
+                }
+                if chosen.is_empty() {
+                    return Ok(None);
+                }
+                serde_json::to_vec(&chosen)?
+            }
+            Selection::Tickets { stragglers } => {
+                let tickets: Vec<_> = events
+                    .iter()
+                    .filter_map(|e| {
+                        ticket_for(e, *stragglers).map(|t| serde_json::json!({ "seq": e.seq, "ticket": t }))
+                    })
+                    .collect();
+                if tickets.is_empty() {
+                    return Ok(None);
+                }
+                serde_json::to_vec(&tickets)?
+            }
+        };
+        Ok(Some(json))
+    }
+
     async fn post(&self, body: &[u8], first: u64, last: u64) -> Result<u16, std::io::Error> {
-        let mut stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-        let tag = hmac::sign(&self.key, body);
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let Endpoint { host, port, path } = &self.endpoint;
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+        let hex = hex_tag(&self.key, body);
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
              X-Maas-Signature: sha256={hex}\r\nX-Maas-Delivery: {first}-{last}\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.host,
-            self.port,
             body.len()
         );
         stream.write_all(head.as_bytes()).await?;
@@ -85,7 +187,8 @@ impl WebhookNotifier {
 impl Notifier for WebhookNotifier {
     async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(()) };
-        let body = serde_json::to_vec(events).map_err(|e| NotifyError(format!("encoding events: {e}")))?;
+        let body = self.body(events).await.map_err(|e| NotifyError(format!("encoding events: {e}")))?;
+        let Some(body) = body else { return Ok(()) };
         match tokio::time::timeout(self.timeout, self.post(&body, first.seq, last.seq)).await {
             Ok(Ok(code)) if (200..300).contains(&code) => Ok(()),
             Ok(Ok(code)) => Err(NotifyError(format!("webhook {self:?} answered HTTP {code}"))),
@@ -101,13 +204,61 @@ mod tests {
 
     #[test]
     fn urls_and_signatures() {
-        let w = WebhookNotifier::new("http://127.0.0.1:8080/hooks/maas", b"k").unwrap();
+        let w = Endpoint::parse("http://127.0.0.1:8080/hooks/maas").unwrap();
         assert_eq!((w.host.as_str(), w.port, w.path.as_str()), ("127.0.0.1", 8080, "/hooks/maas"));
+        assert_eq!(Endpoint::parse("http://hooks").unwrap().port, 80);
         assert!(WebhookNotifier::new("https://x/", b"k").unwrap_err().contains("only http://"));
         // RFC 4231 test case 2.
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[tokio::test]
+    async fn selections_choose_submitters_and_tickets() {
+        use maas_core::action::Action;
+        use maas_core::id::IdGenerator;
+        use maas_core::machine::Rules;
+        use maas_core::memstore::MemStore;
+        use maas_core::names::Hostname;
+        use maas_core::plan::StepKind;
+        use maas_core::time::{ManualClock, Timestamp};
+
+        let ids = IdGenerator::new(Arc::new(ManualClock::new(Timestamp::from_millis(0))), 7);
+        let (alices, unknown) = (ids.batch(), ids.batch());
+        let host = Hostname::new("web001.dc1").unwrap();
+        let at = Timestamp::from_millis(5);
+        let events = vec![
+            Event {
+                seq: 1,
+                batch_id: alices,
+                at,
+                kind: EventKind::BatchAccepted { action: Action::PowerCycle, hosts: 1, submitter: "alice".into() },
+            },
+            Event { seq: 2, batch_id: unknown, at, kind: EventKind::HostStarted { host: host.clone() } },
+            Event {
+                seq: 3,
+                batch_id: alices,
+                at,
+                kind: EventKind::HostFailed { host, step: StepKind::PowerCycle, error: "dead".into(), wedged: true },
+            },
+        ];
+        let seqs = |body: Option<Vec<u8>>| -> Vec<u64> {
+            let v: serde_json::Value = serde_json::from_slice(&body.unwrap()).unwrap();
+            v.as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+        };
+        let store: Arc<dyn Store> = Arc::new(MemStore::new(Rules::default()));
+        let hook = |selection| WebhookNotifier::new("http://127.0.0.1:1/", b"k").unwrap().select(selection);
+        assert_eq!(seqs(hook(Selection::All).body(&events).await.unwrap()), [1, 2, 3]);
+        let alice = Selection::Submitters { names: ["alice".to_string()].into(), store: store.clone() };
+        assert_eq!(seqs(hook(alice).body(&events).await.unwrap()), [1, 3], "the unknown batch is not alice's");
+        let bob = Selection::Submitters { names: ["bob".to_string()].into(), store };
+        assert_eq!(hook(bob).body(&events).await.unwrap(), None, "nothing selected posts nothing");
+        let tickets = hook(Selection::Tickets { stragglers: true }).body(&events).await.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&tickets).unwrap();
+        assert_eq!(v[0]["seq"], 3);
+        assert_eq!(v[0]["ticket"]["kind"], "wedged_host");
+        assert_eq!(v.as_array().unwrap().len(), 1);
     }
 }

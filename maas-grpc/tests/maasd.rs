@@ -48,7 +48,12 @@ fn start(name: &str) -> Maasd {
     let _ = std::fs::remove_dir_all(&dir);
     write_dev_certs(&dir.join("certs"), &["alice", "bob", "olga"]).unwrap();
     std::fs::write(dir.join("policy.json"), POLICY).unwrap();
-    spawn(&dir, name, &[])
+    spawn(&dir, name, &sim_hosts())
+}
+
+/// The flags that register 40 simulated hosts (sim000001.dc1 ...).
+fn sim_hosts() -> Vec<String> {
+    vec!["--sim-hosts".into(), "40".into()]
 }
 
 /// Starts maasd on the database, certificates and policy in `dir`, with `extra` flags.
@@ -65,7 +70,7 @@ fn spawn(dir: &Path, name: &str, extra: &[String]) -> Maasd {
         .arg(dir.join("certs"))
         .arg("--policy")
         .arg(dir.join("policy.json"))
-        .args(["--sim-hosts", "40", "--workers", "2", "--instance", name])
+        .args(["--workers", "2", "--instance", name])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("maasd.log")).unwrap())
@@ -259,7 +264,7 @@ fn plaintext_on_a_non_loopback_address_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--plaintext is refused on 0.0.0.0:0"), "{stderr}");
+    assert!(stderr.contains("plaintext is refused on 0.0.0.0:0"), "{stderr}");
     assert!(!Path::new("unused.db").exists(), "refused before opening anything");
 }
 
@@ -404,10 +409,31 @@ async fn metrics_scrape_as_prometheus_exposition_format() {
     let d = start("metrics");
     assert_eq!(http_get(d.metrics_port, "/healthz").0, 200);
     assert_eq!(http_get(d.metrics_port, "/readyz").0, 200);
-    let mut alice = client(&d, "alice").await;
+    let (mut alice, mut olga) = (client(&d, "alice").await, client(&d, "olga").await);
     let id = alice.submit_batch(reboot("sim[000001-000004].dc1")).await.unwrap().into_inner().batch_id;
     let mut events = alice.watch_batch(pb::WatchBatchRequest { batch_id: id, after: 0 }).await.unwrap().into_inner();
     while tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("events").is_some() {}
+    // A host in dc2, where no worker runs: its first step stays queued.
+    olga.import_hosts(pb::ImportHostsRequest { hosts: vec![host("web9.dc2", "web")] }).await.unwrap();
+    let queued = alice.submit_batch(reboot("web9.dc2")).await.unwrap().into_inner();
+    assert!(queued.warnings.iter().any(|w| w.contains("dc2")), "{:?}", queued.warnings);
+
+    // BatchStats: the finished batch's hosts and their durations.
+    let stats = alice.batch_stats(pb::BatchStatsRequest::default()).await.unwrap().into_inner();
+    assert_eq!((stats.succeeded, stats.failed, stats.success_rate), (4, 0, Some(1.0)));
+    assert_eq!(stats.batches_by_state.get("completed"), Some(&1));
+    assert_eq!(stats.batches_by_state.get("running"), Some(&1));
+    // By SKU: the simulated hosts alternate gen11 and gen10.
+    let runs: Vec<(&str, &str, &str, u32)> = stats
+        .host_runs
+        .iter()
+        .map(|r| (r.action.as_str(), r.site.as_str(), r.sku.as_str(), r.durations.as_ref().unwrap().count))
+        .collect();
+    assert_eq!(runs, [("reboot", "dc1", "gen10", 2), ("reboot", "dc1", "gen11", 2)]);
+    let steps: Vec<&str> = stats.steps.iter().map(|s| s.step.as_str()).collect();
+    assert!(steps.contains(&"power_cycle") && steps.contains(&"verify"), "{steps:?}");
+    let later = pb::BatchStatsRequest { from_ms: Some(i64::MAX / 2), until_ms: None };
+    assert_eq!(alice.batch_stats(later).await.unwrap().into_inner().succeeded, 0, "the window filters");
     // The outbox reaches the metrics notifier, and the gauges refresh, within seconds.
     let value = |samples: &[(String, String, f64)], name: &str, label: &str| {
         samples.iter().find(|(n, l, _)| n == name && l.contains(label)).map(|s| s.2)
@@ -419,18 +445,184 @@ async fn metrics_scrape_as_prometheus_exposition_format() {
         samples = parse_exposition(&body);
         if value(&samples, "maas_host_runs_total", "outcome=\"succeeded\"") == Some(4.0)
             && value(&samples, "maas_live_workers", "site=\"dc1\"") == Some(2.0)
+            && value(&samples, "maas_queue_depth", "site=\"dc2\"") == Some(1.0)
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let sum = |name: &str, label: &str| -> f64 {
+        samples.iter().filter(|(n, l, _)| n == name && l.contains(label)).map(|s| s.2).sum()
+    };
     let value = |name: &str, label: &str| {
         value(&samples, name, label).unwrap_or_else(|| panic!("{name}{{{label}}} missing from the scrape"))
     };
     assert_eq!(value("maas_host_runs_total", "outcome=\"succeeded\""), 4.0);
-    assert_eq!(value("maas_host_run_seconds_count", "outcome=\"succeeded\""), 4.0);
-    assert_eq!(value("maas_batches_accepted_total", "action=\"reboot\""), 1.0);
+    assert_eq!(
+        value("maas_host_run_seconds_count", "action=\"reboot\",sku=\"gen10\",site=\"dc1\",outcome=\"succeeded\""),
+        2.0
+    );
+    assert_eq!(sum("maas_host_run_seconds_count", "outcome=\"succeeded\""), 4.0);
+    assert_eq!(sum("maas_step_seconds_count", "step=\"power_cycle\""), 4.0);
+    assert_eq!(value("maas_batches_accepted_total", "action=\"reboot\""), 2.0);
+    assert_eq!(value("maas_batches", "state=\"running\",action=\"reboot\""), 1.0);
     assert_eq!(value("maas_live_workers", "site=\"dc1\""), 2.0);
+    assert_eq!(value("maas_queue_depth", "site=\"dc2\",kind=\"preflight\""), 1.0);
+    assert!(value("maas_queue_oldest_seconds", "site=\"dc2\",kind=\"preflight\"") >= 0.0);
+    // 4 hosts x 3 steps, claimed and completed by this process's workers.
+    assert_eq!(value("maas_jobs_claimed_total", ""), 12.0);
+    assert_eq!(value("maas_jobs_completed_total", ""), 12.0);
+    assert!(value("maas_claims_total", "") >= 1.0);
+    assert_eq!(value("maas_lease_rescues_total", "outcome=\"retried\""), 0.0);
+    assert!(value("maas_rpc_total", "method=\"maas.v1.Maas/SubmitBatch\",code=\"Ok\"") >= 2.0);
+    assert!(value("maas_rpc_seconds_count", "method=\"maas.v1.Maas/BatchStats\"") >= 2.0);
+    // preflight probes, the cycle, and verify's status polls, against the simulated BMCs.
+    assert!(value("maas_bmc_command_seconds_count", "op=\"power\"") >= 4.0);
+    assert!(value("maas_outbox_lag_seconds", "consumer=\"tickets\"") >= 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_limits_and_oversize_requests() {
+    let dir = std::env::temp_dir().join(format!("maasd-test-limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+
+    // A typo in the file is refused at startup, naming the key.
+    std::fs::write(dir.join("bad.toml"), "[limits]\nmax_batch_host = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_maasd")).arg("--config").arg(dir.join("bad.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_batch_host") && stderr.contains("bad.toml"), "{stderr}");
+
+    // The file sets the limits; flags (the listen address, the store) override it.
+    let toml = "sim_hosts = 40\nlisten = \"127.0.0.1:1\"\n\
+                [limits]\nmax_batch_hosts = 3\nexpansion_cap = 10\nmax_message_bytes = 2048\n\
+                [log]\nformat = \"json\"\n";
+    std::fs::write(dir.join("maasd.toml"), toml).unwrap();
+    let d = spawn(&dir, "limits", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    let mut alice = client(&d, "alice").await;
+
+    let err = alice.submit_batch(reboot("sim[000001-000005].dc1")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("the batch has 5 hosts; the limit is 3"), "{err:?}");
+    let err = alice.submit_batch(reboot("sim[000001-000020].dc1")).await.unwrap_err();
+    assert!(err.message().contains("expands to 20 names; the limit is 10"), "{err:?}");
+    let mut huge = reboot("sim000001.dc1");
+    huge.comment = "x".repeat(4096);
+    let err = alice.submit_batch(huge).await.unwrap_err();
+    assert!(
+        matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted),
+        "an oversize message is refused by size: {err:?}"
+    );
+    assert!(err.message().contains("too large") && err.message().contains("2048"), "{err:?}");
+    assert_eq!(batch_count(&mut alice).await, 0, "nothing was written");
+    alice.submit_batch(reboot("sim[000001-000003].dc1")).await.expect("within the limits");
+
+    // Logs are JSON lines, as configured.
+    let log = std::fs::read_to_string(dir.join("maasd.log")).unwrap();
+    let line = log.lines().find(|l| l.contains("serving maas.v1") && l.starts_with('{')).expect("a JSON log line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["security"], "mTLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_submitter_webhook_gets_only_that_submitters_batches() {
+    const SECRET: &[u8] = b"team-hook-secret";
+    let (team_port, team) = receiver(SECRET);
+    let (all_port, everyone) = receiver(SECRET);
+    let dir = std::env::temp_dir().join(format!("maasd-test-teamhook-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice", "carol"]).unwrap();
+    std::fs::write(
+        dir.join("policy.json"),
+        r#"{"members": {"alice": ["web-sre"], "carol": ["web-sre"]}, "grants": [{"group": "web-sre", "pools": ["web"]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("hook.secret"), SECRET).unwrap();
+    let secret = dir.join("hook.secret").display().to_string();
+    let toml = format!(
+        "sim_hosts = 40\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:{team_port}/alice\"\nsecret_file = \"{secret}\"\nsubmitters = [\"alice\"]\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:{all_port}/all\"\nsecret_file = \"{secret}\"\n"
+    );
+    std::fs::write(dir.join("maasd.toml"), toml).unwrap();
+    let d = spawn(&dir, "teamhook", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    let (mut alice, mut carol) = (client(&d, "alice").await, client(&d, "carol").await);
+    let finish = |c: &mut MaasClient<Channel>, id: String| {
+        let mut c = c.clone();
+        async move {
+            let mut events =
+                c.watch_batch(pb::WatchBatchRequest { batch_id: id, after: 0 }).await.unwrap().into_inner();
+            while tokio::time::timeout(Duration::from_secs(30), events.next()).await.expect("events").is_some() {}
+        }
+    };
+    // Carol's batch first, then alice's: the outbox delivers in order, so once the team hook
+    // has alice's last event it has been offered all of carol's.
+    let carols = carol.submit_batch(reboot("sim[000001-000002].dc1")).await.unwrap().into_inner().batch_id;
+    finish(&mut carol, carols.clone()).await;
+    let alices = alice.submit_batch(reboot("sim[000003-000004].dc1")).await.unwrap().into_inner().batch_id;
+    finish(&mut alice, alices.clone()).await;
+    let done =
+        |seen: &Deliveries, id: &str| seen.lock().unwrap().iter().any(|(_, b, k)| b == id && k == "batch_completed");
+    for _ in 0..300 {
+        if done(&team, &alices) && done(&everyone, &alices) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done(&team, &alices), "the team hook sees alice's batch: {:?}", team.lock().unwrap());
+    assert!(done(&everyone, &carols) && done(&everyone, &alices), "the global hook sees both");
+    let batches: std::collections::BTreeSet<String> = team.lock().unwrap().iter().map(|(_, b, _)| b.clone()).collect();
+    assert_eq!(batches, [alices].into(), "the team hook never sees carol's batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_ipmi_configured_maasd_drives_real_bmcs() {
+    let bmcs = maas_ipmi::harness::SimFleet::start_local(2).expect("ipmi_sim (./scripts/test installs openipmi)");
+    let dir = std::env::temp_dir().join(format!("maasd-test-ipmi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice", "olga"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    let (user, password) = (maas_ipmi::harness::USER, maas_ipmi::harness::PASSWORD);
+    std::fs::write(dir.join("bmc-secrets"), format!("lab {user} {password}\n")).unwrap();
+    let toml = format!("[ipmi]\nsecrets_file = \"{}\"\ndeadline_secs = 10\n", dir.join("bmc-secrets").display());
+    std::fs::write(dir.join("maasd.toml"), toml).unwrap();
+    let d = spawn(&dir, "ipmi", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    let (mut alice, mut olga) = (client(&d, "alice").await, client(&d, "olga").await);
+    let hosts = bmcs
+        .bmcs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| pb::Host {
+            hostname: format!("lab{i}.dc1"),
+            site: "dc1".into(),
+            pool: "web".into(),
+            sku: "gen10".into(),
+            bmc_address: b.address.clone(),
+            bmc_port: u32::from(b.port),
+            credentials_ref: "lab".into(),
+            ..Default::default()
+        })
+        .collect();
+    olga.import_hosts(pb::ImportHostsRequest { hosts }).await.unwrap();
+    let power_on = pb::SubmitBatchRequest {
+        action: Some(pb::Action { kind: Some(Kind::PowerOn(pb::action::PowerOn {})) }),
+        hosts: vec!["lab[0-1].dc1".into()],
+        ..Default::default()
+    };
+    let id = alice.submit_batch(power_on).await.unwrap().into_inner().batch_id;
+    let mut events =
+        alice.watch_batch(pb::WatchBatchRequest { batch_id: id.clone(), after: 0 }).await.unwrap().into_inner();
+    while tokio::time::timeout(Duration::from_secs(60), events.next()).await.expect("events").is_some() {}
+    let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+    assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded), ("completed", 2), "{b:?}");
+    for bmc in &bmcs.bmcs {
+        assert!(bmc.recorded_power(), "the simulator recorded power on: {:?}", bmc.calls());
+        assert!(bmc.calls().iter().any(|c| c == "set power 1"), "{:?}", bmc.calls());
+    }
+    println!("maasd powered on 2 ipmi_sim BMCs over IPMI: {:?}", bmcs.bmcs[0].calls());
 }
 
 /// What the receiver saw: (seq, batch id, kind) per event delivered.
@@ -495,12 +687,13 @@ async fn webhook_sees_every_event_of_a_batch_across_a_restart() {
     write_dev_certs(&dir.join("certs"), &["alice"]).unwrap();
     std::fs::write(dir.join("policy.json"), POLICY).unwrap();
     std::fs::write(dir.join("hook.secret"), SECRET).unwrap();
-    let flags = vec![
+    let mut flags = sim_hosts();
+    flags.extend([
         "--webhook-url".to_string(),
         format!("http://127.0.0.1:{hook_port}/maas"),
         "--webhook-secret-file".to_string(),
         dir.join("hook.secret").display().to_string(),
-    ];
+    ]);
     let mut first = spawn(&dir, "hook1", &flags);
     first.owns_dir = false;
     let mut alice = client(&first, "alice").await;

@@ -2,145 +2,225 @@
 //! leader singletons, on one store. Several `maasd` on one PostgreSQL or MySQL server
 //! scale out (claims skip each other's rows; leader rows elect one of each singleton).
 //!
-//! Defaults work out of the box for development: `sqlite://maasd.db`, a simulated fleet
-//! (`--sim-hosts`), and certificates from `maasctl dev-certs` in `./certs`.
+//! Configuration: a TOML file (`--config`, see [`maas_grpc::config`]), then `MAASD_*`
+//! environment variables, then flags. Defaults work out of the box for development:
+//! `sqlite://maasd.db`, a simulated fleet (`--sim-hosts`), and certificates from
+//! `maasctl dev-certs` in `./certs`. With an `[ipmi]` section the fleet is real BMCs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use maas_core::engine::{Engine, PoolConfig, Singletons, WorkerConfig, WorkerPool};
+use maas_core::engine::{Engine, EngineConfig, PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_core::id::IdGenerator;
 use maas_core::machine::Rules;
-use maas_core::names::{Pool, Site};
 use maas_core::ports::inventory::Inventory;
+use maas_core::ports::power::PowerDriver;
+use maas_core::ports::services::Secrets;
+use maas_core::ports::store::Store;
 use maas_core::sim::fleet_hosts;
 use maas_core::simfleet::{FaultPlan, SimFleet};
 use maas_core::time::SystemClock;
+use maas_grpc::config::{Config, LogFormat, Role, WebhookConfig};
 use maas_grpc::identity::Policy;
+use maas_grpc::metrics::{MeteredPower, MetricsNotifier, RpcMetricsLayer};
 use maas_grpc::pb::maas_server::MaasServer;
 use maas_grpc::service::{Authentication, MaasService};
 use maas_grpc::tls::TlsFiles;
+use maas_grpc::webhook::{Selection, WebhookNotifier};
+use maas_ipmi::{EnvSecrets, FileSecrets, IpmiPowerDriver};
 use maas_store::{OpenOptions, SqlStore};
-
-/// What this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Role {
-    /// The API only.
-    Api,
-    /// Workers and singletons only.
-    Worker,
-    /// Everything.
-    All,
-}
 
 #[derive(Debug, Parser)]
 #[command(name = "maasd", version, about = "The maas daemon: gRPC API (mTLS), workers and singletons")]
 struct Args {
-    /// Where the API listens.
-    #[arg(long, env = "MAASD_LISTEN", default_value = "127.0.0.1:7443")]
-    listen: SocketAddr,
-    /// The store (sqlite://FILE, postgres://..., mysql://...).
-    #[arg(long, env = "MAASD_DB", default_value = "sqlite://maasd.db")]
-    db: String,
-    /// Directory with ca.pem, server.pem and server-key.pem (see `maasctl dev-certs`).
-    #[arg(long, env = "MAASD_CERTS", default_value = "certs")]
-    certs: PathBuf,
+    /// A TOML configuration file; environment variables and flags override it.
+    #[arg(long, env = "MAASD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the API listens [default: 127.0.0.1:7443].
+    #[arg(long, env = "MAASD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The store (sqlite://FILE, postgres://..., mysql://...) [default: sqlite://maasd.db].
+    #[arg(long, env = "MAASD_DB")]
+    db: Option<String>,
+    /// Directory with ca.pem, server.pem and server-key.pem (see `maasctl dev-certs`) [default: certs].
+    #[arg(long, env = "MAASD_CERTS")]
+    certs: Option<PathBuf>,
     /// The policy file (JSON: members, ou_groups, grants).
     #[arg(long, env = "MAASD_POLICY")]
     policy: Option<PathBuf>,
-    /// Serve without TLS (development only; refused unless --listen is a loopback address).
+    /// Serve without TLS (development only; refused unless the listen address is loopback).
     #[arg(long)]
     plaintext: bool,
-    /// With --plaintext, the principal every caller acts as.
-    #[arg(long, default_value = "local")]
-    plaintext_principal: String,
-    /// What this process runs.
-    #[arg(long, value_enum, default_value = "all")]
-    role: Role,
-    /// Worker pools to run, as SITE/POOL (repeatable).
-    #[arg(long = "pool", default_value = "dc1/web")]
+    /// With --plaintext, the principal every caller acts as [default: local].
+    #[arg(long)]
+    plaintext_principal: Option<String>,
+    /// What this process runs [default: all].
+    #[arg(long, value_enum, env = "MAASD_ROLE")]
+    role: Option<Role>,
+    /// Worker pools to run, as SITE/POOL (repeatable; replaces the configured list) [default: dc1/web].
+    #[arg(long = "pool")]
     pools: Vec<String>,
-    /// Workers per pool.
-    #[arg(long, default_value_t = 4)]
-    workers: usize,
+    /// Workers per pool [default: 4].
+    #[arg(long, env = "MAASD_WORKERS")]
+    workers: Option<usize>,
     /// Register this many simulated hosts (sim000001.dc1, ...) with simulated BMCs.
-    #[arg(long, default_value_t = 0)]
-    sim_hosts: usize,
-    /// This instance's name (worker ids, leader rows).
-    #[arg(long, env = "MAASD_INSTANCE", default_value = "maasd")]
-    instance: String,
-    /// POST every outbox event (JSON, HMAC-SHA256 signed) to this http:// URL.
-    #[arg(long, env = "MAASD_WEBHOOK_URL")]
+    #[arg(long)]
+    sim_hosts: Option<usize>,
+    /// This instance's name (worker ids, leader rows) [default: maasd].
+    #[arg(long, env = "MAASD_INSTANCE")]
+    instance: Option<String>,
+    /// Also POST every outbox event (JSON, HMAC-SHA256 signed) to this http:// URL.
+    #[arg(long, env = "MAASD_WEBHOOK_URL", requires = "webhook_secret_file")]
     webhook_url: Option<String>,
-    /// The file holding the webhook signing secret.
+    /// The file holding that webhook's signing secret.
     #[arg(long, env = "MAASD_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
-    /// Where /metrics, /healthz and /readyz are served (plain HTTP; "off" to disable).
-    #[arg(long, env = "MAASD_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
-    metrics_listen: String,
+    /// Where /metrics, /healthz and /readyz are served (plain HTTP; "off" to disable) [default: 127.0.0.1:9464].
+    #[arg(long, env = "MAASD_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Log line format [default: text].
+    #[arg(long, value_enum, env = "MAASD_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter (info, debug, warn,maas_grpc=debug); RUST_LOG wins [default: info].
+    #[arg(long, env = "MAASD_LOG")]
+    log_level: Option<String>,
+    /// Most hosts in one batch [default: 10000].
+    #[arg(long, env = "MAASD_MAX_BATCH_HOSTS")]
+    max_batch_hosts: Option<usize>,
+    /// Largest gRPC request in bytes [default: 4194304].
+    #[arg(long, env = "MAASD_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+}
+
+impl Args {
+    /// The file's configuration (or the defaults) with the environment and flags on top.
+    fn config(self) -> Result<Config, String> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => { $(if let Some(v) = self.$field { $target = v; })* };
+        }
+        set! {
+            listen => c.listen, db => c.db, certs => c.certs, plaintext_principal => c.plaintext_principal,
+            role => c.role, workers => c.workers.per_pool, sim_hosts => c.sim_hosts, instance => c.instance,
+            metrics_listen => c.metrics.listen, log_format => c.log.format, log_level => c.log.level,
+            max_batch_hosts => c.limits.max_batch_hosts, max_message_bytes => c.limits.max_message_bytes,
+        }
+        if self.policy.is_some() {
+            c.policy = self.policy;
+        }
+        c.plaintext |= self.plaintext;
+        if !self.pools.is_empty() {
+            c.workers.pools = self.pools;
+        }
+        if let (Some(url), Some(secret_file)) = (self.webhook_url, self.webhook_secret_file) {
+            c.webhooks.push(WebhookConfig { url, secret_file, submitters: Vec::new(), tickets: false });
+        }
+        Ok(c)
+    }
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("maasd: {message}");
+    tracing::error!("{message}");
     std::process::exit(2);
+}
+
+/// The notifier for one `[[webhooks]]` entry, with its outbox consumer name (stable
+/// across restarts and reordering: it is the URL and what it receives).
+fn webhook(w: &WebhookConfig, store: &Arc<SqlStore>, stragglers: bool) -> (String, WebhookNotifier) {
+    let secret = std::fs::read(&w.secret_file)
+        .unwrap_or_else(|e| fail(format!("webhook secret {}: {e}", w.secret_file.display())));
+    let hook = WebhookNotifier::new(&w.url, secret.trim_ascii()).unwrap_or_else(|e| fail(e));
+    if w.tickets {
+        (format!("tickets:{}", w.url), hook.select(Selection::Tickets { stragglers }))
+    } else if w.submitters.is_empty() {
+        (format!("webhook:{}", w.url), hook)
+    } else {
+        let names = w.submitters.iter().cloned().collect();
+        let store: Arc<dyn Store> = store.clone();
+        (format!("webhook:{}:{}", w.url, w.submitters.join(",")), hook.select(Selection::Submitters { names, store }))
+    }
 }
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    if args.plaintext && !args.listen.ip().is_loopback() {
-        fail(format!(
-            "--plaintext is refused on {}: plaintext serves only on a loopback address (127.0.0.1, ::1)",
-            args.listen
-        ));
-    }
+    let config = Args::parse().config().unwrap_or_else(|e| fail(e));
     // Everything that can be wrong with the configuration fails here, before serving.
-    let policy = match &args.policy {
+    config.check().unwrap_or_else(|e| fail(e));
+    maas_grpc::logging::init(config.log.format, &config.log.level).unwrap_or_else(|e| fail(e));
+    let policy = match &config.policy {
         Some(path) => Policy::load(path).unwrap_or_else(|e| fail(e)),
         None => Policy::default(),
     };
-    let tls = (!args.plaintext).then(|| {
+    let tls = (!config.plaintext).then(|| {
         TlsFiles {
-            cert: args.certs.join("server.pem"),
-            key: args.certs.join("server-key.pem"),
-            ca: Some(args.certs.join("ca.pem")),
+            cert: config.certs.join("server.pem"),
+            key: config.certs.join("server-key.pem"),
+            ca: Some(config.certs.join("ca.pem")),
         }
         .server()
         .unwrap_or_else(|e| {
-            fail(format!("{e} (make development certificates with `maasctl dev-certs {}`)", args.certs.display()))
+            fail(format!("{e} (make development certificates with `maasctl dev-certs {}`)", config.certs.display()))
         })
     });
-    let store =
-        Arc::new(SqlStore::open(&args.db, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| fail(e)));
-    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
-    if args.sim_hosts > 0 {
-        store.host_upsert_many(fleet_hosts(&fleet, 1, args.sim_hosts)).await.unwrap_or_else(|e| fail(e));
-    }
-    let metrics_addr: Option<SocketAddr> = match args.metrics_listen.as_str() {
-        "off" => None,
-        a => Some(a.parse().unwrap_or_else(|e| fail(format!("--metrics-listen {a:?}: {e}")))),
+    let pools = config.pools().unwrap_or_else(|e| fail(e));
+    let metrics_addr = config.metrics_addr().unwrap_or_else(|e| fail(e));
+    let store = Arc::new(
+        SqlStore::open(&config.db, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| fail(e)),
+    );
+
+    // The fleet: real BMCs over IPMI when configured, else the simulated fleet.
+    let (power, ipmi): (Arc<dyn PowerDriver>, Option<Arc<IpmiPowerDriver>>) = match &config.ipmi {
+        Some(section) => {
+            let secrets: Arc<dyn Secrets> = match &section.secrets_file {
+                Some(f) => Arc::new(FileSecrets::new(f)),
+                None => Arc::new(EnvSecrets),
+            };
+            let driver = Arc::new(
+                IpmiPowerDriver::new(secrets, section.driver_config()).unwrap_or_else(|e| fail(format!("ipmi: {e}"))),
+            );
+            (driver.clone(), Some(driver))
+        }
+        None => {
+            let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+            if config.sim_hosts > 0 {
+                store.host_upsert_many(fleet_hosts(&fleet, 1, config.sim_hosts)).await.unwrap_or_else(|e| fail(e));
+            }
+            (fleet, None)
+        }
     };
     let prometheus =
         metrics_addr.map(|_| maas_grpc::metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}"))));
+    let power: Arc<dyn PowerDriver> = if prometheus.is_some() { Arc::new(MeteredPower::new(power)) } else { power };
+
     let clock = Arc::new(SystemClock::new());
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let engine_config = EngineConfig {
+        limits: config.core_limits(),
+        console_check: config.ipmi.as_ref().is_some_and(|i| i.console_check),
+        ..EngineConfig::default()
+    };
+    let stragglers = engine_config.stragglers.ticket;
     let mut builder =
-        Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, seed))
+        Engine::builder(store.clone(), store.clone(), power, clock.clone(), IdGenerator::new(clock.clone(), seed))
             .authorizer(Arc::new(policy.authorizer()))
-            .notifier("metrics", Arc::new(maas_grpc::metrics::MetricsNotifier::default()));
-    if let Some(url) = &args.webhook_url {
-        let secret = match &args.webhook_secret_file {
-            Some(f) => std::fs::read(f).unwrap_or_else(|e| fail(format!("webhook secret {}: {e}", f.display()))),
-            None => fail("--webhook-url needs --webhook-secret-file"),
-        };
-        let secret: Vec<u8> = secret.trim_ascii().to_vec();
-        let hook = maas_grpc::webhook::WebhookNotifier::new(url, &secret).unwrap_or_else(|e| fail(e));
-        builder = builder.notifier("webhook", Arc::new(hook));
+            .config(engine_config);
+    if prometheus.is_some() {
+        builder = builder.notifier("metrics", Arc::new(MetricsNotifier::new(store.clone(), clock)));
+    }
+    for w in &config.webhooks {
+        let (name, hook) = webhook(w, &store, stragglers);
+        builder = builder.notifier(&name, Arc::new(hook));
     }
     let engine = builder.build();
+
     // Shutdown (SIGTERM or Ctrl-C) reaches every server through one channel.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -153,9 +233,10 @@ async fn main() {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        tracing::info!("shutdown requested");
         let _ = stop_tx.send(true);
     });
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
     if let (Some(addr), Some(handle)) = (metrics_addr, prometheus) {
         tokio::spawn(maas_grpc::metrics::refresh(engine.clone(), Duration::from_secs(5)));
         let (ready, until) = (ready.clone(), stopped(stop_rx.clone()));
@@ -164,38 +245,36 @@ async fn main() {
                 fail(format!("metrics on {addr}: {e}"));
             }
         });
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
 
-    let mut pools = Vec::new();
+    let mut running_pools = Vec::new();
     let mut singletons = None;
-    if args.role != Role::Api {
-        for spec in &args.pools {
-            let (site, pool) =
-                spec.split_once('/').unwrap_or_else(|| fail(format!("--pool {spec:?}: expected SITE/POOL")));
-            let site = Site::new(site).unwrap_or_else(|e| fail(format!("--pool {spec:?}: {e}")));
-            let pool = Pool::new(pool).unwrap_or_else(|e| fail(format!("--pool {spec:?}: {e}")));
-            pools.push(WorkerPool::start(
+    if config.role != Role::Api {
+        for spec in pools {
+            tracing::info!(site = %spec.site, pool = %spec.pool, workers = config.workers.per_pool, "starting a worker pool");
+            running_pools.push(WorkerPool::start(
                 &engine,
                 PoolConfig {
-                    site,
-                    pool,
-                    workers: args.workers,
+                    site: spec.site,
+                    pool: spec.pool,
+                    workers: config.workers.per_pool,
                     worker: WorkerConfig::default(),
                     restart_delay: Duration::from_secs(1),
-                    instance: args.instance.clone(),
+                    instance: config.instance.clone(),
                 },
             ));
         }
-        singletons = Some(Singletons::new(engine.clone(), args.instance.clone()).start(Duration::from_millis(500)));
+        singletons = Some(Singletons::new(engine.clone(), config.instance.clone()).start(Duration::from_millis(500)));
     }
 
     let shutdown = stopped(stop_rx.clone());
-    if args.role == Role::Worker {
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    if config.role == Role::Worker {
+        ready.store(true, Ordering::Relaxed);
         shutdown.await;
     } else {
-        let auth = if args.plaintext {
-            Authentication::Fixed(policy.principal(&args.plaintext_principal, &[]))
+        let auth = if config.plaintext {
+            Authentication::Fixed(policy.principal(&config.plaintext_principal, &[]))
         } else {
             Authentication::ClientCertificate
         };
@@ -206,32 +285,45 @@ async fn main() {
             .register_encoded_file_descriptor_set(maas_grpc::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .unwrap_or_else(|e| fail(format!("reflection: {e}")));
-        let mut builder = tonic::transport::Server::builder();
+        let mut server = tonic::transport::Server::builder();
         if let Some(tls) = tls {
-            builder = builder.tls_config(tls).unwrap_or_else(|e| fail(format!("TLS: {e}")));
+            server = server.tls_config(tls).unwrap_or_else(|e| fail(format!("TLS: {e}")));
         }
-        eprintln!(
-            "maasd: serving maas.v1 on {} ({}), store {}",
-            args.listen,
-            if args.plaintext { "plaintext, loopback only" } else { "mTLS" },
-            maas_store::redact(&args.db)
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .unwrap_or_else(|e| fail(format!("listening on {}: {e}", config.listen)));
+        let listen = listener.local_addr().unwrap_or(config.listen);
+        tracing::info!(
+            %listen,
+            security = if config.plaintext { "plaintext, loopback only" } else { "mTLS" },
+            store = %maas_store::redact(&config.db),
+            fleet = if ipmi.is_some() { "ipmi" } else { "simulated" },
+            role = ?config.role,
+            "serving maas.v1"
         );
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        let served = builder
+        eprintln!("maasd: serving maas.v1 on {listen}");
+        ready.store(true, Ordering::Relaxed);
+        let max = config.limits.max_message_bytes;
+        let served = server
+            .layer(RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(MaasServer::new(service).max_decoding_message_size(4 << 20))
-            .serve_with_shutdown(args.listen, shutdown)
+            .add_service(MaasServer::new(service).max_decoding_message_size(max))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
             .await;
         if let Err(e) = served {
-            fail(format!("serving on {}: {e}", args.listen));
+            fail(format!("serving on {listen}: {e}"));
         }
     }
-    eprintln!("maasd: shutting down: handing back unfinished jobs");
-    for pool in pools {
+    tracing::info!("shutting down: handing back unfinished jobs");
+    for pool in running_pools {
         pool.shutdown().await;
     }
     if let Some(s) = singletons {
         s.shutdown().await;
     }
+    if let Some(driver) = ipmi {
+        driver.close_all().await;
+    }
+    tracing::info!("stopped");
 }

@@ -1,0 +1,471 @@
+//! `maasd`'s configuration: a TOML file, then `MAASD_*` environment variables, then flags,
+//! each overriding the one before. Every field has a default that works out of the box
+//! (SQLite file, simulated fleet, development certificates in `./certs`), unknown keys are
+//! refused (a typo never silently falls back to a default), and [`Config::check`] finds
+//! every inconsistency before the daemon opens anything.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7443"
+//! db = "postgres://maas@db1/maas"
+//! certs = "/etc/maas/certs"
+//! policy = "/etc/maas/policy.json"
+//! role = "all"                    # api | worker | all
+//! instance = "maasd-a"
+//!
+//! [log]
+//! format = "json"                 # text | json
+//! level = "info"                  # a tracing filter: "info,maas_grpc=debug"
+//!
+//! [limits]
+//! max_batch_hosts = 10000         # hosts in one batch
+//! expansion_cap = 100000          # names one request's hostlists may expand to
+//! max_message_bytes = 4194304     # largest gRPC request
+//!
+//! [workers]
+//! pools = ["dc1/web", "dc1/db"]   # SITE/POOL
+//! per_pool = 8
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9464"       # or "off"
+//!
+//! [ipmi]                          # present: real BMCs over IPMI instead of the simulated fleet
+//! secrets_file = "/etc/maas/bmc-secrets"   # `ref user password` lines; absent: MAAS_BMC_<REF>_USER/_PASSWORD
+//! deadline_secs = 20
+//!
+//! [[webhooks]]                    # every event of alice's and bob's batches
+//! url = "http://hooks.internal:8080/maas"
+//! secret_file = "/etc/maas/hook-secret"
+//! submitters = ["alice", "bob"]
+//!
+//! [[webhooks]]                    # tickets only (failure budgets, wedged hosts, stragglers)
+//! url = "http://tickets.internal/maas"
+//! secret_file = "/etc/maas/ticket-secret"
+//! tickets = true
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use maas_core::batch::Limits;
+use maas_core::names::{Pool, Site};
+use serde::Deserialize;
+
+/// What one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The API only.
+    Api,
+    /// Workers and singletons only.
+    Worker,
+    /// Everything.
+    All,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The store URL (`sqlite://FILE`, `postgres://...`, `mysql://...`).
+    pub db: String,
+    /// Directory with `ca.pem`, `server.pem` and `server-key.pem`.
+    pub certs: PathBuf,
+    /// The policy file (JSON: members, ou_groups, grants); absent: nobody has rights.
+    pub policy: Option<PathBuf>,
+    /// Serve without TLS (refused unless `listen` is a loopback address).
+    pub plaintext: bool,
+    /// With `plaintext`, the principal every caller acts as.
+    pub plaintext_principal: String,
+    /// What this process runs.
+    pub role: Role,
+    /// This instance's name (worker ids, leader rows).
+    pub instance: String,
+    /// Register this many simulated hosts (`sim000001.dc1`, ...) with simulated BMCs.
+    pub sim_hosts: usize,
+    /// Logging.
+    pub log: LogConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Worker pools.
+    pub workers: WorkersConfig,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// Real BMCs (absent: the simulated fleet).
+    pub ipmi: Option<IpmiSection>,
+    /// Webhook notifiers.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `warn,maas_grpc=debug`).
+    pub level: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most hosts in one batch.
+    pub max_batch_hosts: usize,
+    /// Most names one request's hostlists may expand to (checked before expanding).
+    pub expansion_cap: usize,
+    /// Largest gRPC request, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// `[workers]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Pools to run, as `SITE/POOL`.
+    pub pools: Vec<String>,
+    /// Workers per pool.
+    pub per_pool: usize,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, or `off`.
+    pub listen: String,
+}
+
+/// `[ipmi]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpmiSection {
+    /// A file of `ref user password` lines; absent: `MAAS_BMC_<REF>_USER` / `_PASSWORD`.
+    pub secrets_file: Option<PathBuf>,
+    /// One call's deadline, retries included.
+    pub deadline_secs: u64,
+    /// How long one packet waits for its answer.
+    pub packet_timeout_ms: u64,
+    /// Attempts after the first for retryable failures.
+    pub retries: u32,
+    /// BMC calls in flight at once.
+    pub max_concurrent: usize,
+    /// The least time between two commands to one BMC.
+    pub min_interval_ms: u64,
+    /// Probe every host's BMC before accepting a batch.
+    pub console_check: bool,
+}
+
+/// `[[webhooks]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host[:port]/path`.
+    pub url: String,
+    /// The file holding the HMAC signing secret.
+    pub secret_file: PathBuf,
+    /// Only events of batches these principals submitted (empty: everyone's).
+    #[serde(default)]
+    pub submitters: Vec<String>,
+    /// Tickets instead of events.
+    #[serde(default)]
+    pub tickets: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            db: "sqlite://maasd.db".into(),
+            certs: PathBuf::from("certs"),
+            policy: None,
+            plaintext: false,
+            plaintext_principal: "local".into(),
+            role: Role::All,
+            instance: "maasd".into(),
+            sim_hosts: 0,
+            log: LogConfig::default(),
+            limits: LimitsConfig::default(),
+            workers: WorkersConfig::default(),
+            metrics: MetricsConfig::default(),
+            ipmi: None,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let core = Limits::default();
+        LimitsConfig {
+            max_batch_hosts: core.max_batch_hosts,
+            expansion_cap: core.expansion_cap,
+            max_message_bytes: 4 << 20,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig { pools: vec!["dc1/web".into()], per_pool: 4 }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+impl Default for IpmiSection {
+    fn default() -> Self {
+        let d = maas_ipmi::IpmiConfig::default();
+        IpmiSection {
+            secrets_file: None,
+            deadline_secs: d.deadline.as_secs(),
+            packet_timeout_ms: d.packet_timeout.as_millis() as u64,
+            retries: d.retries,
+            max_concurrent: d.max_concurrent,
+            min_interval_ms: d.min_interval.as_millis() as u64,
+            console_check: false,
+        }
+    }
+}
+
+impl IpmiSection {
+    /// The driver settings.
+    pub fn driver_config(&self) -> maas_ipmi::IpmiConfig {
+        maas_ipmi::IpmiConfig {
+            deadline: Duration::from_secs(self.deadline_secs),
+            packet_timeout: Duration::from_millis(self.packet_timeout_ms),
+            retries: self.retries,
+            max_concurrent: self.max_concurrent,
+            min_interval: Duration::from_millis(self.min_interval_ms),
+            ..maas_ipmi::IpmiConfig::default()
+        }
+    }
+}
+
+/// A worker pool to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Its site.
+    pub site: Site,
+    /// Its pool.
+    pub pool: Pool,
+}
+
+impl Config {
+    /// Reads a TOML file (every key optional; unknown keys refused).
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    }
+
+    /// maas-core's request limits for this configuration.
+    pub fn core_limits(&self) -> Limits {
+        Limits {
+            max_batch_hosts: self.limits.max_batch_hosts,
+            expansion_cap: self.limits.expansion_cap,
+            ..Limits::default()
+        }
+    }
+
+    /// The worker pools, parsed.
+    pub fn pools(&self) -> Result<Vec<PoolSpec>, String> {
+        self.workers
+            .pools
+            .iter()
+            .map(|spec| {
+                let (site, pool) =
+                    spec.split_once('/').ok_or_else(|| format!("workers.pools: {spec:?}: expected SITE/POOL"))?;
+                Ok(PoolSpec {
+                    site: Site::new(site).map_err(|e| format!("workers.pools: {spec:?}: {e}"))?,
+                    pool: Pool::new(pool).map_err(|e| format!("workers.pools: {spec:?}: {e}"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The metrics address (`None`: off).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match self.metrics.listen.as_str() {
+            "off" => Ok(None),
+            a => a.parse().map(Some).map_err(|e| format!("metrics.listen {a:?}: {e} (an address:port, or \"off\")")),
+        }
+    }
+
+    /// Every inconsistency, found before anything is opened.
+    pub fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.plaintext && !self.listen.ip().is_loopback() {
+            problems.push(format!(
+                "plaintext is refused on {}: plaintext serves only on a loopback address (127.0.0.1, ::1)",
+                self.listen
+            ));
+        }
+        if self.ipmi.is_some() && self.sim_hosts > 0 {
+            problems.push("sim_hosts needs the simulated fleet; remove [ipmi] or set sim_hosts = 0".into());
+        }
+        if self.limits.max_batch_hosts == 0 || self.limits.expansion_cap == 0 {
+            problems.push("limits.max_batch_hosts and limits.expansion_cap must be at least 1".into());
+        }
+        if self.limits.max_message_bytes < 1024 {
+            problems.push(format!("limits.max_message_bytes = {} is below 1024", self.limits.max_message_bytes));
+        }
+        if self.workers.per_pool == 0 && self.role != Role::Api {
+            problems.push("workers.per_pool must be at least 1 (or role = \"api\")".into());
+        }
+        if let Err(e) = self.pools() {
+            problems.push(e);
+        }
+        if let Err(e) = self.metrics_addr() {
+            problems.push(e);
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level {:?}: {e}", self.log.level));
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if let Err(e) = crate::webhook::Endpoint::parse(&w.url) {
+                problems.push(format!("webhooks[{i}].url: {e}"));
+            }
+            if w.tickets && !w.submitters.is_empty() {
+                problems.push(format!("webhooks[{i}]: tickets = true takes no submitters"));
+            }
+            if self.webhooks[..i]
+                .iter()
+                .any(|o| (&o.url, o.tickets, &o.submitters) == (&w.url, w.tickets, &w.submitters))
+            {
+                problems.push(format!("webhooks[{i}] repeats an earlier webhook ({})", w.url));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults_and_checks() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        c.check().unwrap();
+        assert_eq!(c.pools().unwrap()[0].site.as_str(), "dc1");
+        assert_eq!(c.metrics_addr().unwrap(), Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:8443"
+            db = "postgres://maas@db/maas"
+            role = "worker"
+            [log]
+            format = "json"
+            level = "warn,maas_grpc=debug"
+            [limits]
+            max_batch_hosts = 500
+            [workers]
+            pools = ["dc2/db"]
+            per_pool = 16
+            [metrics]
+            listen = "off"
+            [ipmi]
+            secrets_file = "/etc/maas/bmc"
+            deadline_secs = 5
+            [[webhooks]]
+            url = "http://127.0.0.1:9000/h"
+            secret_file = "s"
+            submitters = ["alice"]
+            [[webhooks]]
+            url = "http://127.0.0.1:9001/t"
+            secret_file = "t"
+            tickets = true
+            "#,
+        )
+        .unwrap();
+        c.check().unwrap();
+        assert_eq!((c.role, c.log.format, c.limits.max_batch_hosts), (Role::Worker, LogFormat::Json, 500));
+        assert_eq!(c.limits.expansion_cap, LimitsConfig::default().expansion_cap, "unset keys keep defaults");
+        assert_eq!(c.core_limits().max_batch_hosts, 500);
+        assert_eq!(c.metrics_addr().unwrap(), None);
+        let ipmi = c.ipmi.unwrap();
+        assert_eq!((ipmi.deadline_secs, ipmi.retries), (5, IpmiSection::default().retries));
+        assert_eq!(ipmi.driver_config().deadline, Duration::from_secs(5));
+        assert_eq!(c.webhooks.len(), 2);
+        assert!(c.webhooks[1].tickets);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::from_toml("listne = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.contains("listne"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_batch_host = 3").unwrap_err();
+        assert!(e.contains("max_batch_host"), "{e}");
+        let e = Config::from_toml("role = \"boss\"").unwrap_err();
+        assert!(e.contains("boss"), "{e}");
+        let e = Config::from_toml("listen = \"nowhere\"").unwrap_err();
+        assert!(e.contains("listen") || e.contains("nowhere"), "{e}");
+    }
+
+    #[test]
+    fn check_reports_every_problem() {
+        let c = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:7443"
+            plaintext = true
+            sim_hosts = 3
+            [ipmi]
+            [workers]
+            pools = ["nopool"]
+            [metrics]
+            listen = "here"
+            [[webhooks]]
+            url = "https://x/"
+            secret_file = "s"
+            [[webhooks]]
+            url = "https://x/"
+            secret_file = "t"
+            "#,
+        )
+        .unwrap();
+        let e = c.check().unwrap_err();
+        for needle in [
+            "plaintext is refused",
+            "sim_hosts",
+            "SITE/POOL",
+            "metrics.listen",
+            "webhooks[0].url",
+            "webhooks[1] repeats",
+        ] {
+            assert!(e.contains(needle), "{needle:?} missing from {e}");
+        }
+    }
+}

@@ -736,3 +736,93 @@ async fn webhook_sees_every_event_of_a_batch_across_a_restart() {
     }
     panic!("the webhook missed events: batch had {all:?}, webhook saw {:?}", seen.lock().unwrap());
 }
+
+/// Runs maasctl as `user` against `d`; returns (exit code, stdout, stderr).
+fn maasctl(d: &Maasd, user: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_maasctl"))
+        .arg("--server")
+        .arg(format!("https://localhost:{}", d.port))
+        .arg("--certs")
+        .arg(d.dir.join("certs"))
+        .args(["--user", user])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn maasctl_commands_json_and_exit_codes() {
+    let d = start("maasctl");
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("{e}: {s}")) };
+
+    // hosts import (CSV, as an admin), then list them back as JSON lines.
+    let csv = d.dir.join("hosts.csv");
+    std::fs::write(
+        &csv,
+        "hostname,site,pool,sku,bmc_address,bmc_port,credentials_ref\n\
+         db1.dc3,dc3,db,gen10,10.3.0.1,623,r3\ndb2.dc3,dc3,db,gen10,10.3.0.2,6230,r3\n",
+    )
+    .unwrap();
+    let (code, out, err) = maasctl(&d, "olga", &["--json", "hosts", "import", csv.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["written"], 2);
+    let (code, _, err) = maasctl(&d, "alice", &["hosts", "import", csv.to_str().unwrap()]);
+    assert_eq!(code, 1, "a refused import exits 1: {err}");
+    assert!(err.contains("admin"), "{err}");
+    let (code, out, _) = maasctl(&d, "alice", &["--json", "hosts", "list", "--site", "dc3"]);
+    assert_eq!(code, 0);
+    let listed: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!((listed[1]["hostname"].as_str(), listed[1]["bmc_port"].as_u64()), (Some("db2.dc3"), Some(6230)));
+    let (code, _, err) = maasctl(&d, "olga", &["hosts", "set-state", "db2.dc3", "defunct"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = maasctl(&d, "alice", &["hosts", "list", "--state", "defunct"]);
+    assert!(out.starts_with("db2.dc3"), "{out}");
+
+    // submit --wait: the summary at the end, exit 0 when every host succeeded.
+    let (code, out, err) = maasctl(&d, "alice", &["--json", "submit", "--wait", "reboot", "sim[000001-000003].dc1"]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json(out.lines().last().unwrap());
+    assert_eq!((summary["state"].as_str(), summary["counts"]["succeeded"].as_u64()), (Some("completed"), Some(3)));
+    assert!(out.lines().any(|l| l.contains("host_succeeded")), "events stream as JSON lines: {out}");
+    // A dry run with problems and an overlapping or unknown host exit 1; bad usage exits 2.
+    let (code, out, _) = maasctl(&d, "alice", &["submit", "--dry-run", "reboot", "ghost.dc1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ghost.dc1"), "{out}");
+    let (code, _, err) = maasctl(&d, "alice", &["submit", "explode", "sim000001.dc1"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = maasctl(&d, "bob", &["submit", "reboot", "sim000001.dc1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bob lacks permission"), "{err}");
+
+    // stats, active, tickets, list.
+    let (code, out, _) = maasctl(&d, "alice", &["--json", "stats", "--since", "1h"]);
+    assert_eq!(code, 0);
+    let stats = json(&out);
+    assert_eq!((stats["succeeded"].as_u64(), stats["success_rate"].as_f64()), (Some(3), Some(1.0)));
+    let (code, out, _) = maasctl(&d, "alice", &["stats"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("success rate 100.0%"), "{out}");
+    let (code, out, _) = maasctl(&d, "alice", &["--json", "active"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().map(json).any(|s| s["site"] == "dc1" && s["live_workers"] == 2), "{out}");
+    assert_eq!(maasctl(&d, "alice", &["tickets"]).0, 0);
+    let (_, out, _) = maasctl(&d, "alice", &["list", "--action", "reboot", "--since", "1h"]);
+    assert_eq!(out.lines().filter(|l| l.contains(" reboot completed by alice")).count(), 1, "{out}");
+    let (code, _, err) = maasctl(&d, "alice", &["list", "--action", "explode"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown action \"explode\""), "{err}");
+
+    // Completions, and a server that is not there (exit 2).
+    let out = Command::new(env!("CARGO_BIN_EXE_maasctl")).args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("maasctl"));
+    let out = Command::new(env!("CARGO_BIN_EXE_maasctl"))
+        .args(["--server", &format!("https://localhost:{}", free_port()), "--certs"])
+        .arg(d.dir.join("certs"))
+        .args(["--user", "alice", "active"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,12 +1,15 @@
 //! `maasctl`: the command line for maas's gRPC API.
 //!
-//! Exit codes: 0 success; 1 the request was refused (rejected, denied, not found) or a
-//! waited-for batch did not complete; 2 usage or connection errors.
+//! Exit codes: 0 success; 1 the request was refused (rejected, denied, not found), a dry
+//! run found problems, or a waited-for batch did not complete cleanly; 2 usage,
+//! configuration or connection errors. `--json` prints one JSON document (or one per line
+//! for streams) on stdout for every command. `maasctl completions bash|zsh|fish` prints
+//! shell completions.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 use maas_grpc::pb::maas_client::MaasClient;
 use maas_grpc::pb::{self, action::Kind};
@@ -85,9 +88,42 @@ enum Command {
         /// Only these states.
         #[arg(long)]
         state: Vec<String>,
+        /// Only this submitter's.
+        #[arg(long)]
+        submitter: Option<String>,
+        /// Only this action (reimage, reboot, power_on, power_off, power_cycle, wipe_disks, decommission).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only batches created within this long (30m, 24h, 7d).
+        #[arg(long, value_parser = age)]
+        since: Option<Duration>,
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+    },
+    /// Outcomes, success rate and duration percentiles over a window.
+    Stats {
+        /// The window: host runs finished (and batches created) within this long (30m, 24h, 7d).
+        #[arg(long, value_parser = age, default_value = "24h")]
+        since: Duration,
+    },
+    /// Per site: hosts in flight, jobs queued, running and waiting, live workers.
+    Active,
+    /// Tickets raised (failure budgets, wedged hosts, stragglers), newest first.
+    Tickets {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Inventory: list, import, set a host's state.
+    Hosts {
+        #[command(subcommand)]
+        command: HostsCommand,
+    },
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Cancel a batch.
     Cancel {
@@ -115,6 +151,141 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum HostsCommand {
+    /// Hosts by site, pool and state (every page).
+    List {
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only this state (ready, allocated, defunct, decommissioned).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Add or replace hosts from a JSON file (an array of host objects) or a CSV file with
+    /// a header row (hostname,site,rack,pool,owner_group,sku,bmc_address,bmc_port,credentials_ref,state).
+    Import {
+        /// The file (`-`: stdin, JSON).
+        file: PathBuf,
+    },
+    /// Set a host's state (ready, allocated, defunct, decommissioned).
+    SetState {
+        /// The host.
+        hostname: String,
+        /// The state.
+        state: String,
+    },
+}
+
+/// A host record in an import file: the API's fields, all optional but the required ones
+/// (the server validates every record and names the bad ones).
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct HostRecord {
+    hostname: String,
+    site: String,
+    rack: String,
+    pool: String,
+    owner_group: String,
+    sku: String,
+    bmc_address: String,
+    bmc_port: u32,
+    credentials_ref: String,
+    state: String,
+}
+
+impl From<HostRecord> for pb::Host {
+    fn from(h: HostRecord) -> pb::Host {
+        pb::Host {
+            hostname: h.hostname,
+            site: h.site,
+            rack: h.rack,
+            pool: h.pool,
+            owner_group: h.owner_group,
+            sku: h.sku,
+            bmc_address: h.bmc_address,
+            bmc_port: h.bmc_port,
+            credentials_ref: h.credentials_ref,
+            state: h.state,
+        }
+    }
+}
+
+impl From<&pb::Host> for HostRecord {
+    fn from(h: &pb::Host) -> HostRecord {
+        HostRecord {
+            hostname: h.hostname.clone(),
+            site: h.site.clone(),
+            rack: h.rack.clone(),
+            pool: h.pool.clone(),
+            owner_group: h.owner_group.clone(),
+            sku: h.sku.clone(),
+            bmc_address: h.bmc_address.clone(),
+            bmc_port: h.bmc_port,
+            credentials_ref: h.credentials_ref.clone(),
+            state: h.state.clone(),
+        }
+    }
+}
+
+/// Parses an import file: JSON (an array of objects) or, for `.csv`, a header row and
+/// comma-separated records. Errors name the line or record.
+fn read_hosts(path: &std::path::Path) -> Result<Vec<pb::Host>, String> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    let records: Vec<HostRecord> = if path.extension().is_some_and(|e| e == "csv") {
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let header: Vec<&str> = lines.next().ok_or("the CSV file is empty")?.1.split(',').map(str::trim).collect();
+        lines
+            .map(|(n, line)| {
+                let values: Vec<&str> = line.split(',').map(str::trim).collect();
+                if values.len() != header.len() {
+                    return Err(format!("line {}: {} fields, the header has {}", n + 1, values.len(), header.len()));
+                }
+                let object: serde_json::Map<String, serde_json::Value> = header
+                    .iter()
+                    .zip(&values)
+                    .map(|(k, v)| {
+                        let value = match (*k, v.parse::<u32>()) {
+                            ("bmc_port", Ok(port)) => serde_json::Value::from(port),
+                            _ => serde_json::Value::from(*v),
+                        };
+                        (k.to_string(), value)
+                    })
+                    .collect();
+                serde_json::from_value(object.into()).map_err(|e| format!("line {}: {e}", n + 1))
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    Ok(records.into_iter().map(pb::Host::from).collect())
+}
+
+/// `30s`, `15m`, `24h`, `7d`.
+fn age(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number and s, m, h or d (24h)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn usage(message: impl std::fmt::Display) -> ! {
@@ -210,6 +381,149 @@ fn show_batch(b: &pb::Batch, json: bool) {
     }
 }
 
+/// A live progress bar for one batch (on stderr, when it is a terminal), fed by its events.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    json: bool,
+    counts: std::cell::Cell<(u64, u64, u64)>,
+}
+
+impl Progress {
+    fn new(batch: &str, hosts: usize, json: bool) -> Progress {
+        let bar = if json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(hosts as u64) };
+        let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} hosts {msg} ({elapsed})")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(batch.chars().take(8).collect::<String>());
+        Progress { bar, json, counts: std::cell::Cell::new((0, 0, 0)) }
+    }
+
+    fn event(&self, e: &pb::Event) {
+        let (mut ok, mut failed, mut cancelled) = self.counts.get();
+        match e.kind.as_str() {
+            "batch_accepted" => {
+                let hosts = serde_json::from_str::<serde_json::Value>(&e.json).ok().and_then(|v| v["hosts"].as_u64());
+                if let Some(n) = hosts {
+                    self.bar.set_length(n);
+                }
+            }
+            "host_succeeded" => ok += 1,
+            "host_failed" => {
+                failed += 1;
+                self.bar.println(format!("failed: {}", e.json));
+            }
+            "host_cancelled" => cancelled += 1,
+            "batch_paused" | "straggler_flagged" => self.bar.println(format!("{}: {}", e.kind, e.json)),
+            _ => {}
+        }
+        self.counts.set((ok, failed, cancelled));
+        self.bar.set_position(ok + failed + cancelled);
+        self.bar.set_message(format!("{ok} ok, {failed} failed, {cancelled} cancelled"));
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"seq": e.seq, "kind": e.kind, "event": serde_json::from_str::<serde_json::Value>(&e.json).unwrap_or_default()})
+            );
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
+fn show_stats(r: &pb::BatchStatsResponse, json: bool) {
+    let rows = |list: &[pb::DurationStats]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|d| {
+                let p = d.durations.unwrap_or_default();
+                serde_json::json!({"action": d.action, "step": d.step, "sku": d.sku, "site": d.site, "count": p.count,
+                    "p50_seconds": p.p50_seconds, "p90_seconds": p.p90_seconds, "p95_seconds": p.p95_seconds,
+                    "p99_seconds": p.p99_seconds, "max_seconds": p.max_seconds})
+            })
+            .collect()
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"batches_by_state": r.batches_by_state, "succeeded": r.succeeded, "failed": r.failed,
+                "cancelled": r.cancelled, "success_rate": r.success_rate, "host_runs": rows(&r.host_runs), "steps": rows(&r.steps)})
+        );
+        return;
+    }
+    let states: Vec<String> = r.batches_by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("batches: {}", if states.is_empty() { "none".to_string() } else { states.join(", ") });
+    let rate = r.success_rate.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
+    println!("hosts: {} succeeded, {} failed, {} cancelled; success rate {rate}", r.succeeded, r.failed, r.cancelled);
+    for (title, list) in [("host runs", &r.host_runs), ("steps", &r.steps)] {
+        if list.is_empty() {
+            continue;
+        }
+        println!("{title}:");
+        println!(
+            "  {:<13} {:<15} {:<10} {:<8} {:>6} {:>9} {:>9} {:>9}",
+            "action", "step", "sku", "site", "n", "p50 s", "p95 s", "max s"
+        );
+        for d in list {
+            let p = d.durations.unwrap_or_default();
+            println!(
+                "  {:<13} {:<15} {:<10} {:<8} {:>6} {:>9.1} {:>9.1} {:>9.1}",
+                d.action, d.step, d.sku, d.site, p.count, p.p50_seconds, p.p95_seconds, p.max_seconds
+            );
+        }
+    }
+}
+
+async fn hosts(client: &mut MaasClient<Channel>, command: &HostsCommand, json: bool) {
+    match command {
+        HostsCommand::List { site, pool, state } => {
+            let mut after = String::new();
+            loop {
+                let request = pb::ListHostsRequest {
+                    site: site.clone().unwrap_or_default(),
+                    pool: pool.clone().unwrap_or_default(),
+                    state: state.clone().unwrap_or_default(),
+                    after: after.clone(),
+                    limit: 1000,
+                };
+                let page = client.list_hosts(request).await.unwrap_or_else(|s| refused(s)).into_inner().hosts;
+                for h in &page {
+                    if json {
+                        println!("{}", serde_json::to_string(&HostRecord::from(h)).unwrap_or_default());
+                    } else {
+                        println!(
+                            "{:<28} {:<8} {:<10} {:<10} {:<14} {}:{}",
+                            h.hostname, h.site, h.pool, h.sku, h.state, h.bmc_address, h.bmc_port
+                        );
+                    }
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after = last.hostname.clone(),
+                    _ => break,
+                }
+            }
+        }
+        HostsCommand::Import { file } => {
+            let hosts = read_hosts(file).unwrap_or_else(|e| usage(e));
+            let r = client.import_hosts(pb::ImportHostsRequest { hosts }).await.unwrap_or_else(|s| refused(s));
+            let written = r.into_inner().written;
+            if json {
+                println!("{}", serde_json::json!({ "written": written }));
+            } else {
+                println!("{written} hosts written");
+            }
+        }
+        HostsCommand::SetState { hostname, state } => {
+            let request = pb::SetHostStateRequest { hostname: hostname.clone(), state: state.clone() };
+            client.set_host_state(request).await.unwrap_or_else(|s| refused(s));
+            if json {
+                println!("{}", serde_json::json!({ "hostname": hostname, "state": state }));
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -219,6 +533,10 @@ async fn main() {
         for f in written {
             println!("{}", f.display());
         }
+        return;
+    }
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "maasctl", &mut std::io::stdout());
         return;
     }
     let mut client = connect(&cli).await;
@@ -275,12 +593,11 @@ async fn main() {
                     .await
                     .unwrap_or_else(|s| refused(s))
                     .into_inner();
+                let progress = Progress::new(&r.batch_id, r.expanded_hosts.len(), cli.json);
                 while let Some(e) = events.next().await {
-                    let e = e.unwrap_or_else(|s| refused(s));
-                    if !cli.json {
-                        eprintln!("{} {}", e.kind, e.json);
-                    }
+                    progress.event(&e.unwrap_or_else(|s| refused(s)));
                 }
+                progress.finish();
                 let b = client
                     .get_batch(pb::GetBatchRequest { batch_id: r.batch_id, hostnames: vec![] })
                     .await
@@ -301,16 +618,62 @@ async fn main() {
                 .into_inner();
             show_batch(&b, cli.json);
         }
-        Command::List { state, limit } => {
-            let r = client
-                .list_batches(pb::ListBatchesRequest { states: state.clone(), limit: *limit, ..Default::default() })
-                .await
-                .unwrap_or_else(|s| refused(s))
-                .into_inner();
+        Command::List { state, submitter, action, since, limit } => {
+            let request = pb::ListBatchesRequest {
+                states: state.clone(),
+                submitter: submitter.clone().unwrap_or_default(),
+                action: action.clone().unwrap_or_default(),
+                created_from_ms: since.map(|d| now_ms() - d.as_millis() as i64),
+                limit: *limit,
+                ..Default::default()
+            };
+            let r = client.list_batches(request).await.unwrap_or_else(|s| refused(s)).into_inner();
             for b in &r.batches {
                 show_batch(b, cli.json);
             }
         }
+        Command::Stats { since } => {
+            let request = pb::BatchStatsRequest { from_ms: Some(now_ms() - since.as_millis() as i64), until_ms: None };
+            let r = client.batch_stats(request).await.unwrap_or_else(|s| refused(s)).into_inner();
+            show_stats(&r, cli.json);
+        }
+        Command::Active => {
+            let r = client.active_counts(pb::ActiveCountsRequest {}).await.unwrap_or_else(|s| refused(s)).into_inner();
+            for s in &r.sites {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"site": s.site, "hosts_in_flight": s.hosts_in_flight, "jobs_queued": s.jobs_queued,
+                            "jobs_running": s.jobs_running, "jobs_waiting": s.jobs_waiting, "live_workers": s.live_workers})
+                    );
+                } else {
+                    println!(
+                        "{:<10} {} hosts in flight; jobs {} queued, {} running, {} waiting; {} live workers",
+                        s.site, s.hosts_in_flight, s.jobs_queued, s.jobs_running, s.jobs_waiting, s.live_workers
+                    );
+                }
+            }
+        }
+        Command::Tickets { limit } => {
+            let r = client
+                .list_tickets(pb::ListTicketsRequest { limit: *limit })
+                .await
+                .unwrap_or_else(|s| refused(s))
+                .into_inner();
+            for t in &r.tickets {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": t.id, "kind": t.kind, "batch_id": t.batch_id, "host": t.host,
+                            "step": t.step, "summary": t.summary, "at_ms": t.at_ms})
+                    );
+                } else {
+                    println!("{} {:<14} {}", t.id, t.kind, t.summary);
+                }
+            }
+        }
+        Command::Hosts { command } => hosts(&mut client, command, cli.json).await,
+        Command::Completions { .. } => unreachable!("handled above"),
         Command::Cancel { batch, reason } => {
             let b = client
                 .cancel_batch(pb::CancelBatchRequest { batch_id: batch.clone(), reason: reason.clone() })

@@ -479,6 +479,23 @@ async fn metrics_scrape_as_prometheus_exposition_format() {
     // preflight probes, the cycle, and verify's status polls, against the simulated BMCs.
     assert!(value("maas_bmc_command_seconds_count", "op=\"power\"") >= 4.0);
     assert!(value("maas_outbox_lag_seconds", "consumer=\"tickets\"") >= 0.0);
+
+    // Every metric the Grafana dashboard queries is exported (those counting rare events
+    // appear with their first event).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../deploy/grafana/maas-dashboard.json")).unwrap();
+    let rare = ["maas_bmc_errors_total", "maas_stragglers_total"];
+    let mut queried = std::collections::BTreeSet::new();
+    for target in dashboard["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"].as_str().unwrap();
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("maas_")) {
+            queried.insert(word.to_string());
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    for name in queried.iter().filter(|n| !rare.contains(&n.as_str())) {
+        assert!(samples.iter().any(|(n, _, _)| n == name), "the dashboard queries {name}, which is not exported");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

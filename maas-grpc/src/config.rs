@@ -381,6 +381,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_checks() {
+        let c = Config::from_toml(include_str!("../../deploy/maasd.example.toml")).unwrap();
+        c.check().unwrap();
+        let defaults = Config::default();
+        assert_eq!((&c.limits, &c.workers, &c.log), (&defaults.limits, &defaults.workers, &defaults.log));
+        assert_eq!(c.ipmi.as_ref().map(|i| i.driver_config().deadline), Some(Duration::from_secs(20)));
+        assert_eq!(c.webhooks.len(), 3);
+    }
+
+    #[test]
     fn a_full_file_parses() {
         let c = Config::from_toml(
             r#"

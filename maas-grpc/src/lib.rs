@@ -4,6 +4,7 @@
 //! - [`pb`]: the generated protobuf and tonic code (compiled by protox in build.rs).
 //! - [`service`]: the `Maas` service — each RPC converts at the edge and calls the engine
 //!   as the principal of the client certificate.
+//! - [`server`]: the service with health, reflection, size limits and RPC metrics.
 //! - [`identity`]: principals from client certificates and the policy file.
 //! - [`tls`]: certificates and keys loaded (and checked) at startup.
 //! - [`devcerts`]: a development CA with server and client certificates.
@@ -18,6 +19,7 @@ pub mod devcerts;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod server;
 pub mod service;
 pub mod tls;
 pub mod webhook;

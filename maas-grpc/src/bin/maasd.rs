@@ -26,8 +26,7 @@ use maas_core::simfleet::{FaultPlan, SimFleet};
 use maas_core::time::SystemClock;
 use maas_grpc::config::{Config, LogFormat, Role, WebhookConfig};
 use maas_grpc::identity::Policy;
-use maas_grpc::metrics::{MeteredPower, MetricsNotifier, RpcMetricsLayer};
-use maas_grpc::pb::maas_server::MaasServer;
+use maas_grpc::metrics::{MeteredPower, MetricsNotifier};
 use maas_grpc::service::{Authentication, MaasService};
 use maas_grpc::tls::TlsFiles;
 use maas_grpc::webhook::{Selection, WebhookNotifier};
@@ -279,16 +278,6 @@ async fn main() {
             Authentication::ClientCertificate
         };
         let service = MaasService::new(engine.clone(), Arc::new(policy), auth);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<MaasServer<MaasService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(maas_grpc::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .unwrap_or_else(|e| fail(format!("reflection: {e}")));
-        let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            server = server.tls_config(tls).unwrap_or_else(|e| fail(format!("TLS: {e}")));
-        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .unwrap_or_else(|e| fail(format!("listening on {}: {e}", config.listen)));
@@ -303,14 +292,7 @@ async fn main() {
         );
         eprintln!("maasd: serving maas.v1 on {listen}");
         ready.store(true, Ordering::Relaxed);
-        let max = config.limits.max_message_bytes;
-        let served = server
-            .layer(RpcMetricsLayer)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(MaasServer::new(service).max_decoding_message_size(max))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-            .await;
+        let served = maas_grpc::server::serve(listener, service, tls, config.limits.max_message_bytes, shutdown).await;
         if let Err(e) = served {
             fail(format!("serving on {listen}: {e}"));
         }

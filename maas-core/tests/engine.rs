@@ -574,3 +574,53 @@ async fn graceful_shutdown_hands_unfinished_jobs_back_without_spending_an_attemp
         assert!(j.lease_owner.is_none());
     }
 }
+
+/// A notifier that always fails, counting its attempts.
+struct Down(Arc<AtomicUsize>);
+
+#[async_trait]
+impl maas_core::ports::services::Notifier for Down {
+    async fn deliver(&self, _: &[model::Event]) -> Result<(), maas_core::ports::services::NotifyError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(maas_core::ports::services::NotifyError("connection refused".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_notifier_is_retried_with_doubling_backoff_and_does_not_hold_back_others() {
+    use maas_core::engine::leader::{NOTIFY_BACKOFF_MAX, notify_backoff};
+    let base = Duration::from_secs(1);
+    assert_eq!([1, 2, 3, 4].map(|f| notify_backoff(f, base).as_secs()), [1, 2, 4, 8]);
+    assert_eq!(notify_backoff(40, base), NOTIFY_BACKOFF_MAX);
+
+    let store = Arc::new(MemStore::default());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    store.host_upsert_many(fleet_hosts(&fleet, 1, 2)).await.unwrap();
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_000_000)));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let engine =
+        Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock.clone(), 5))
+            .notifier("down", Arc::new(Down(attempts.clone())))
+            .build();
+    engine.submit(&alice(), &reboot("sim000001.dc1")).await.unwrap();
+    let singletons = engine::Singletons::new(engine.clone(), "leader");
+    // Try every 100 ms for 20 s: attempts at 0, 1, 3, 7 and 15 s.
+    let mut at = Vec::new();
+    for tick in 0..200 {
+        let before = attempts.load(Ordering::SeqCst);
+        let result = singletons.deliver_outbox().await;
+        if attempts.load(Ordering::SeqCst) > before {
+            let e = result.unwrap_err().to_string();
+            assert!(e.contains("down: notifier: connection refused (failure"), "{e}");
+            at.push(tick * 100);
+        } else {
+            assert!(result.is_ok(), "a waiting notifier is not an error");
+        }
+        clock.advance(Duration::from_millis(100));
+    }
+    assert_eq!(at, [0, 1_000, 3_000, 7_000, 15_000]);
+    // The ticket consumer was not held back by the failing notifier.
+    let backlog = engine.outbox_backlog().await.unwrap();
+    let pending = |c: &str| backlog.iter().find(|b| b.consumer == c).unwrap().oldest_pending_at;
+    assert!(pending("notify:down").is_some() && pending("tickets").is_none(), "{backlog:?}");
+}

@@ -6,7 +6,9 @@
 //! - `stragglers`: a host slower at its current step than `factor` x the p95 of its batch
 //!   peers' durations for that step is flagged (once per step) and, by policy, ticketed.
 //! - `outbox`: events go to every notifier (at least once, in order, each notifier with its
-//!   own cursor), and failure-budget pauses, wedged hosts and stragglers raise tickets.
+//!   own cursor; a failing one is retried with doubling backoff, [`notify_backoff`], without
+//!   holding the others back), and failure-budget pauses, wedged hosts and stragglers raise
+//!   tickets.
 //! - `retention`: finished batches older than the retention are purged.
 //! - `reclaim`: defunct, unallocated hosts are reimaged by `system:reclaim` and return to
 //!   their pool when the reimage succeeds.
@@ -70,6 +72,18 @@ pub struct Singletons {
     engine: Engine,
     owner: String,
     last: HashMap<&'static str, Timestamp>,
+    /// Per failing notifier: consecutive failures and when to try it again.
+    notify_backoff: std::sync::Mutex<HashMap<String, (u32, Timestamp)>>,
+}
+
+/// The longest wait between two deliveries to a failing notifier.
+pub const NOTIFY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long to wait before the next delivery to a notifier that failed `failures` times in
+/// a row: the outbox period `base`, doubling per failure, at most [`NOTIFY_BACKOFF_MAX`].
+pub fn notify_backoff(failures: u32, base: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings).min(NOTIFY_BACKOFF_MAX)
 }
 
 /// A running singleton loop.
@@ -90,7 +104,7 @@ impl SingletonsHandle {
 impl Singletons {
     /// The singletons of the instance `owner` (unique per instance).
     pub fn new(engine: Engine, owner: impl Into<String>) -> Self {
-        Singletons { engine, owner: owner.into(), last: HashMap::new() }
+        Singletons { engine, owner: owner.into(), last: HashMap::new(), notify_backoff: Default::default() }
     }
 
     /// Runs every task that is due and led by this instance.
@@ -213,26 +227,41 @@ impl Singletons {
     }
 
     /// Delivers new outbox events to each notifier and raises tickets; returns (events
-    /// delivered, tickets raised).
+    /// delivered, tickets raised). A notifier that fails is tried again after
+    /// [`notify_backoff`] (doubling per failure), with the same events; the others go on.
     pub async fn deliver_outbox(&self) -> Result<(usize, usize), EngineError> {
         let inner = &self.engine.inner;
+        let now = inner.clock.now();
         let mut delivered = 0;
         let mut failures = Vec::new();
         'notifiers: for (name, notifier) in &inner.notifiers {
+            let waiting = {
+                let b = self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner());
+                b.get(name).is_some_and(|(_, retry_at)| now < *retry_at)
+            };
+            if waiting {
+                continue;
+            }
             let consumer = notifier_consumer(name);
             loop {
                 let after = inner.store.event_cursor_get(&consumer).await?;
                 let events = inner.store.event_list(EventListParams { after, batch_id: None, limit: PAGE }).await?;
                 let Some(last) = events.last().map(|e| e.seq) else { break };
                 if let Err(e) = notifier.deliver(&events).await {
-                    // Not delivered: the same events are retried on the next period. Other
+                    // Not delivered: the same events go again after the backoff. Other
                     // notifiers are not held back by this one.
-                    failures.push(format!("{name}: {e}"));
+                    let mut b = self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner());
+                    let entry = b.entry(name.clone()).or_insert((0, now));
+                    entry.0 += 1;
+                    let wait = notify_backoff(entry.0, inner.config.intervals.outbox);
+                    entry.1 = now.plus(wait);
+                    failures.push(format!("{name}: {e} (failure {}, next try in {wait:?})", entry.0));
                     continue 'notifiers;
                 }
                 inner.store.event_cursor_set(&consumer, last).await?;
                 delivered += events.len();
             }
+            self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         }
         let mut tickets = 0;
         loop {

@@ -8,6 +8,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["maas/v1/maas.proto"], ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("maas_v1_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Host records are also files (`maasctl hosts import`, `hosts list --json`).
+        .type_attribute(
+            "maas.v1.Host",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default, deny_unknown_fields)]",
+        )
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -475,6 +475,11 @@ impl EventKind {
             EventKind::BatchCancelled { .. } => "batch_cancelled",
         }
     }
+
+    /// Whether this is its batch's final event (nothing about the batch follows it).
+    pub fn ends_batch(&self) -> bool {
+        matches!(self, EventKind::BatchCompleted { .. } | EventKind::BatchCancelled { .. })
+    }
 }
 
 /// An event to append (the store assigns its sequence number).

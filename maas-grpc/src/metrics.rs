@@ -23,7 +23,7 @@
 //!   `maas_bmc_errors_total{op,class}` (unreachable, authentication, busy, rejected,
 //!   timeout, unsupported).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -164,9 +164,9 @@ async fn refresh_once(engine: &Engine) {
     }
     if let Ok(queues) = engine.queue_depths().await {
         // Queues that emptied since the last refresh read 0, not their last value.
-        static SEEN: Mutex<BTreeMap<(String, &'static str), ()>> = Mutex::new(BTreeMap::new());
+        static SEEN: Mutex<BTreeSet<(String, &'static str)>> = Mutex::new(BTreeSet::new());
         let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        for v in seen.keys() {
+        for v in seen.iter() {
             metrics::gauge!("maas_queue_depth", "site" => v.0.clone(), "kind" => v.1).set(0.0);
             metrics::gauge!("maas_queue_oldest_seconds", "site" => v.0.clone(), "kind" => v.1).set(0.0);
         }
@@ -175,7 +175,7 @@ async fn refresh_once(engine: &Engine) {
             metrics::gauge!("maas_queue_depth", "site" => site.clone(), "kind" => kind).set(f64::from(q.queued));
             metrics::gauge!("maas_queue_oldest_seconds", "site" => site.clone(), "kind" => kind)
                 .set(age(q.oldest_enqueued_at));
-            seen.insert((site, kind), ());
+            seen.insert((site, kind));
         }
     }
     for state in [BatchState::Running, BatchState::Paused, BatchState::Cancelling] {

@@ -128,6 +128,10 @@ impl WebhookNotifier {
                 s
             }
         };
+        if e.kind.ends_batch() {
+            // Nothing about the batch follows: the cache holds unfinished batches only.
+            self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.batch_id);
+        }
         submitter.is_some_and(|s| names.contains(&s))
     }
 
@@ -252,7 +256,13 @@ mod tests {
         let hook = |selection| WebhookNotifier::new("http://127.0.0.1:1/", b"k").unwrap().select(selection);
         assert_eq!(seqs(hook(Selection::All).body(&events).await.unwrap()), [1, 2, 3]);
         let alice = Selection::Submitters { names: ["alice".to_string()].into(), store: store.clone() };
-        assert_eq!(seqs(hook(alice).body(&events).await.unwrap()), [1, 3], "the unknown batch is not alice's");
+        let alices_hook = hook(alice);
+        assert_eq!(seqs(alices_hook.body(&events).await.unwrap()), [1, 3], "the unknown batch is not alice's");
+        assert_eq!(alices_hook.submitter_of.lock().unwrap().len(), 2, "both batches' submitters are remembered");
+        let summary = maas_core::model::BatchSummary { total: 1, succeeded: 0, failed: 1, cancelled: 0 };
+        let end = Event { seq: 4, batch_id: alices, at, kind: EventKind::BatchCompleted { summary } };
+        assert_eq!(seqs(alices_hook.body(&[end]).await.unwrap()), [4]);
+        assert!(!alices_hook.submitter_of.lock().unwrap().contains_key(&alices), "a finished batch is forgotten");
         let bob = Selection::Submitters { names: ["bob".to_string()].into(), store };
         assert_eq!(hook(bob).body(&events).await.unwrap(), None, "nothing selected posts nothing");
         let tickets = hook(Selection::Tickets { stragglers: true }).body(&events).await.unwrap().unwrap();

@@ -600,8 +600,7 @@ impl Engine {
                 loop {
                     if let Some(e) = buf.next() {
                         after = e.seq;
-                        let last = batch.is_some()
-                            && matches!(e.kind, EventKind::BatchCompleted { .. } | EventKind::BatchCancelled { .. });
+                        let last = batch.is_some() && e.kind.ends_batch();
                         return Some((Ok(e), (engine, after, last, buf)));
                     }
                     if done {

@@ -182,57 +182,6 @@ enum HostsCommand {
     },
 }
 
-/// A host record in an import file: the API's fields, all optional but the required ones
-/// (the server validates every record and names the bad ones).
-#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-struct HostRecord {
-    hostname: String,
-    site: String,
-    rack: String,
-    pool: String,
-    owner_group: String,
-    sku: String,
-    bmc_address: String,
-    bmc_port: u32,
-    credentials_ref: String,
-    state: String,
-}
-
-impl From<HostRecord> for pb::Host {
-    fn from(h: HostRecord) -> pb::Host {
-        pb::Host {
-            hostname: h.hostname,
-            site: h.site,
-            rack: h.rack,
-            pool: h.pool,
-            owner_group: h.owner_group,
-            sku: h.sku,
-            bmc_address: h.bmc_address,
-            bmc_port: h.bmc_port,
-            credentials_ref: h.credentials_ref,
-            state: h.state,
-        }
-    }
-}
-
-impl From<&pb::Host> for HostRecord {
-    fn from(h: &pb::Host) -> HostRecord {
-        HostRecord {
-            hostname: h.hostname.clone(),
-            site: h.site.clone(),
-            rack: h.rack.clone(),
-            pool: h.pool.clone(),
-            owner_group: h.owner_group.clone(),
-            sku: h.sku.clone(),
-            bmc_address: h.bmc_address.clone(),
-            bmc_port: h.bmc_port,
-            credentials_ref: h.credentials_ref.clone(),
-            state: h.state.clone(),
-        }
-    }
-}
-
 /// Parses an import file: JSON (an array of objects) or, for `.csv`, a header row and
 /// comma-separated records. Errors name the line or record.
 fn read_hosts(path: &std::path::Path) -> Result<Vec<pb::Host>, String> {
@@ -241,7 +190,7 @@ fn read_hosts(path: &std::path::Path) -> Result<Vec<pb::Host>, String> {
     } else {
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
     };
-    let records: Vec<HostRecord> = if path.extension().is_some_and(|e| e == "csv") {
+    let hosts: Vec<pb::Host> = if path.extension().is_some_and(|e| e == "csv") {
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         let header: Vec<&str> = lines.next().ok_or("the CSV file is empty")?.1.split(',').map(str::trim).collect();
         lines
@@ -267,7 +216,7 @@ fn read_hosts(path: &std::path::Path) -> Result<Vec<pb::Host>, String> {
     } else {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     };
-    Ok(records.into_iter().map(pb::Host::from).collect())
+    Ok(hosts)
 }
 
 /// `30s`, `15m`, `24h`, `7d`.
@@ -490,7 +439,7 @@ async fn hosts(client: &mut MaasClient<Channel>, command: &HostsCommand, json: b
                 let page = client.list_hosts(request).await.unwrap_or_else(|s| refused(s)).into_inner().hosts;
                 for h in &page {
                     if json {
-                        println!("{}", serde_json::to_string(&HostRecord::from(h)).unwrap_or_default());
+                        println!("{}", serde_json::to_string(h).unwrap_or_default());
                     } else {
                         println!(
                             "{:<28} {:<8} {:<10} {:<10} {:<14} {}:{}",

@@ -125,9 +125,9 @@ impl Args {
     }
 }
 
+/// Startup and fatal errors: one plain line on stderr (logging may not be set up yet), exit 2.
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("maasd: {message}");
-    tracing::error!("{message}");
     std::process::exit(2);
 }
 
@@ -290,7 +290,6 @@ async fn main() {
             role = ?config.role,
             "serving maas.v1"
         );
-        eprintln!("maasd: serving maas.v1 on {listen}");
         ready.store(true, Ordering::Relaxed);
         let served = maas_grpc::server::serve(listener, service, tls, config.limits.max_message_bytes, shutdown).await;
         if let Err(e) = served {

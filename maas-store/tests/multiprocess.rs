@@ -263,8 +263,20 @@ async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
     victim.wait().unwrap();
     let acked: Vec<String> = std::fs::read_to_string(&acks).unwrap().lines().map(String::from).collect();
     assert!(acked.len() >= 10, "the victim acknowledged {} batches before the kill", acked.len());
-    let running =
-        store.job_list(JobListParams { states: vec![JobState::Running], ..Default::default() }).await.unwrap();
+    // A COMMIT the victim sent just before the kill may still be applied by the server
+    // after the process is gone: read the leased jobs once two reads 500 ms apart agree.
+    let leased = || async {
+        store.job_list(JobListParams { states: vec![JobState::Running], ..Default::default() }).await.unwrap()
+    };
+    let mut running = leased().await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = leased().await;
+        if again == running {
+            break;
+        }
+        running = again;
+    }
     let survivor = spawn_instance(&url, hosts, "survivor", &logs[1], None);
     wait(survivor, Duration::from_secs(300));
     for id in &acked {

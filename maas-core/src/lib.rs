@@ -51,6 +51,6 @@ pub use model::{BatchRecord, BatchState, Event, EventKind, HostRunRecord, HostRu
 pub use names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
 pub use ports::{Inventory, PowerDriver, Store, StoreError};
 pub use priority::{PriorityClass, PriorityPolicy};
-pub use simfleet::{FaultPlan, SimFleet};
+pub use simfleet::{FaultPlan, SimFleet, SimInstaller};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use validate::{Problem, ValidationReport};

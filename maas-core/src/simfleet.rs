@@ -207,3 +207,81 @@ impl PowerDriver for SimFleet {
         self.command(bmc, false, |b| ProbeReport { power: b.power, firmware: Some("maas-sim 1.0".into()) })
     }
 }
+
+/// The simulated fleet's installers, in real time: a [`Provisioner`] that, for each install
+/// or wipe it is asked to prepare, draws an [`InstallPlan`] from the fleet and — once
+/// [`SimInstaller::start`] runs — reports the outcome through the engine's callback after
+/// the drawn time, as a real installer calls back. A refused callback (it raced the
+/// power-cycle report) is retried 5 times, a second apart, as installers do.
+///
+/// The deterministic simulator plays installers on its own clock instead; this is for
+/// the real-time engines: `maasd` on a simulated fleet and the embedded Python engine.
+#[derive(Debug)]
+pub struct SimInstaller {
+    fleet: std::sync::Arc<SimFleet>,
+    sender: tokio::sync::mpsc::UnboundedSender<(String, InstallPlan)>,
+    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, InstallPlan)>>>,
+}
+
+impl SimInstaller {
+    /// Installers for `fleet` (its fault plan says how long installs take and how often
+    /// they fail).
+    pub fn new(fleet: std::sync::Arc<SimFleet>) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        SimInstaller { fleet, sender, receiver: Mutex::new(Some(receiver)) }
+    }
+
+    /// Starts calling back through `engine` (on the current tokio runtime). Abort the
+    /// handle to stop; `None` if it was already started.
+    pub fn start(&self, engine: crate::engine::Engine) -> Option<tokio::task::JoinHandle<()>> {
+        let mut receiver = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(tokio::spawn(async move {
+            let mut installs = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    next = receiver.recv() => match next {
+                        Some((token, plan)) => {
+                            installs.spawn(call_back(engine.clone(), token, plan));
+                        }
+                        None => break,
+                    },
+                    Some(_) = installs.join_next(), if !installs.is_empty() => {}
+                }
+            }
+        }))
+    }
+}
+
+/// One simulated installer: waits out the install, then reports its outcome.
+async fn call_back(engine: crate::engine::Engine, token: String, plan: InstallPlan) {
+    tokio::time::sleep(plan.takes).await;
+    let outcome = if plan.succeeds {
+        crate::machine::JobOutcome::Succeeded
+    } else {
+        crate::machine::JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
+    };
+    for _ in 0..6 {
+        if engine.report_wait_result(&token, outcome.clone()).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[async_trait]
+impl crate::ports::services::Provisioner for SimInstaller {
+    async fn prepare(
+        &self,
+        _host: &crate::host::Host,
+        _image: &crate::plan::BootImage,
+        token: &str,
+    ) -> Result<(), crate::ports::services::ProvisionError> {
+        // The receiver only goes away with the runtime; then there is nobody to call back.
+        let _ = self.sender.send((token.to_string(), self.fleet.plan_install()));
+        Ok(())
+    }
+
+    async fn clear(&self, _host: &crate::names::Hostname) -> Result<(), crate::ports::services::ProvisionError> {
+        Ok(())
+    }
+}

@@ -5,6 +5,9 @@
 //! - [`service`]: the `Maas` service — each RPC converts at the edge and calls the engine
 //!   as the principal of the client certificate.
 //! - [`server`]: the service with health, reflection, size limits and RPC metrics.
+//! - [`client`]: one client type for a remote `maasd` or an in-process service, and the
+//!   shared request vocabulary (action and priority names, rejection details).
+//! - [`embedded`]: maas in one process on a simulated fleet, behind an in-process client.
 //! - [`identity`]: principals from client certificates and the policy file.
 //! - [`tls`]: certificates and keys loaded (and checked) at startup.
 //! - [`devcerts`]: a development CA with server and client certificates.
@@ -14,8 +17,10 @@
 //! - [`config`]: `maasd`'s TOML configuration, its defaults and its checks.
 //! - [`logging`]: tracing output, text or JSON.
 
+pub mod client;
 pub mod config;
 pub mod devcerts;
+pub mod embedded;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
-use maas_grpc::pb::maas_client::MaasClient;
-use maas_grpc::pb::{self, action::Kind};
+use maas_grpc::client::{self, Client};
+use maas_grpc::pb;
 use maas_grpc::tls::TlsFiles;
-use prost::Message;
-use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Parser)]
 #[command(name = "maasctl", version, about = "Submit and follow batches of destructive actions on bare-metal hosts")]
@@ -244,10 +242,8 @@ fn usage(message: impl std::fmt::Display) -> ! {
 
 fn refused(status: tonic::Status) -> ! {
     eprintln!("maasctl: {}", status.message());
-    if let Ok(r) = pb::Rejection::decode(status.details()) {
-        for c in &r.conflicts {
-            eprintln!("  conflict: {} is held by batch {}", c.hostname, c.batch_id);
-        }
+    for c in client::rejection(&status).map(|r| r.conflicts).unwrap_or_default() {
+        eprintln!("  conflict: {} is held by batch {}", c.hostname, c.batch_id);
     }
     let code = match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::Unknown => 2,
@@ -256,52 +252,14 @@ fn refused(status: tonic::Status) -> ! {
     std::process::exit(code);
 }
 
-async fn connect(cli: &Cli) -> MaasClient<Channel> {
-    let mut endpoint = Endpoint::from_shared(cli.server.clone()).unwrap_or_else(|e| usage(format!("--server: {e}")));
-    if !cli.plaintext {
-        let host = endpoint.uri().host().unwrap_or("localhost").to_string();
-        let files = TlsFiles {
-            cert: cli.certs.join(format!("{}.pem", cli.user)),
-            key: cli.certs.join(format!("{}-key.pem", cli.user)),
-            ca: Some(cli.certs.join("ca.pem")),
-        };
-        let tls = files.client(&host).unwrap_or_else(|e| usage(e));
-        endpoint = endpoint.tls_config(tls).unwrap_or_else(|e| usage(format!("TLS: {e}")));
-    }
-    let channel = endpoint
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap_or_else(|e| usage(format!("cannot connect to {}: {e}", cli.server)));
-    MaasClient::new(channel)
-}
-
-fn action(spec: &str) -> pb::Action {
-    let kind = match spec {
-        "reboot" => Kind::Reboot(pb::action::Reboot { soft: false }),
-        "reboot-soft" => Kind::Reboot(pb::action::Reboot { soft: true }),
-        "power-on" => Kind::PowerOn(pb::action::PowerOn {}),
-        "power-off" => Kind::PowerOff(pb::action::PowerOff { soft: false }),
-        "power-off-soft" => Kind::PowerOff(pb::action::PowerOff { soft: true }),
-        "power-cycle" => Kind::PowerCycle(pb::action::PowerCycle {}),
-        "wipe" => Kind::WipeDisks(pb::action::Wipe { method: 0 }),
-        "decommission" => Kind::Decommission(pb::action::Wipe { method: 0 }),
-        other => match other.strip_prefix("reimage:") {
-            Some(os) => Kind::Reimage(pb::action::Reimage { os: os.to_string(), install_timeout_secs: None }),
-            None => usage(format!("unknown action {other:?} (reimage:OS, reboot, power-on, ...)")),
-        },
+async fn connect(cli: &Cli) -> Client {
+    let files = TlsFiles {
+        cert: cli.certs.join(format!("{}.pem", cli.user)),
+        key: cli.certs.join(format!("{}-key.pem", cli.user)),
+        ca: Some(cli.certs.join("ca.pem")),
     };
-    pb::Action { kind: Some(kind) }
-}
-
-fn priority(p: &str) -> i32 {
-    (match p {
-        "low" => pb::Priority::Low,
-        "normal" => pb::Priority::Normal,
-        "high" => pb::Priority::High,
-        "urgent" => pb::Priority::Urgent,
-        other => usage(format!("unknown priority {other:?} (low, normal, high, urgent)")),
-    }) as i32
+    let tls = (!cli.plaintext).then_some(&files);
+    client::connect(&cli.server, tls, Duration::from_secs(5)).await.unwrap_or_else(|e| usage(e))
 }
 
 fn show_batch(b: &pb::Batch, json: bool) {
@@ -424,7 +382,7 @@ fn show_stats(r: &pb::BatchStatsResponse, json: bool) {
     }
 }
 
-async fn hosts(client: &mut MaasClient<Channel>, command: &HostsCommand, json: bool) {
+async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
     match command {
         HostsCommand::List { site, pool, state } => {
             let mut after = String::new();
@@ -503,9 +461,9 @@ async fn main() {
             wait,
         } => {
             let request = pb::SubmitBatchRequest {
-                action: Some(action(a)),
+                action: Some(client::action(a).unwrap_or_else(|e| usage(e))),
                 hosts: hosts.clone(),
-                priority: priority(p),
+                priority: client::priority(p).unwrap_or_else(|e| usage(e)) as i32,
                 max_in_flight: *max_in_flight,
                 failure_budget: *failure_budget,
                 idempotency_key: idempotency_key.clone(),

@@ -11,11 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // Host records are also files (`maasctl hosts import`, `hosts list --json`).
-        .type_attribute(
-            "maas.v1.Host",
-            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default, deny_unknown_fields)]",
-        )
+        // Every message is also JSON with the proto's field names: host records are files
+        // (`maasctl hosts import`, `hosts list --json`), and the Python module exchanges
+        // requests and answers with its Rust half as JSON.
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .message_attribute(".", "#[serde(default)]")
+        .message_attribute("maas.v1.Host", "#[serde(deny_unknown_fields)]")
+        .enum_attribute("maas.v1.Action.kind", "#[serde(rename_all = \"snake_case\")]")
         .compile_fds(fds)?;
     Ok(())
 }

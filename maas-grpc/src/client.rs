@@ -17,13 +17,28 @@ use crate::pb::{self, action::Kind};
 use crate::service::MaasService;
 use crate::tls::TlsFiles;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A transport failure (a concrete type: with a boxed trait object as the service's error,
+/// futures of client calls cannot be proven `Send` in generic code, rust-lang/rust#102211).
+#[derive(Debug)]
+pub struct TransportError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// Either transport: a network channel or the service itself.
 pub type Transport = tower::util::BoxCloneSyncService<
     http::Request<tonic::body::Body>,
     http::Response<tonic::body::Body>,
-    BoxError,
+    TransportError,
 >;
 
 /// A `maas.v1` client. Cloning is cheap, and clones share the connection, so each thread
@@ -68,7 +83,7 @@ pub async fn connect(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -
         address: address.to_string(),
         detail: error_chain(&e),
     })?;
-    Ok(MaasClient::new(Transport::new(channel.map_err(BoxError::from))))
+    Ok(MaasClient::new(Transport::new(channel.map_err(|e| TransportError(e.into())))))
 }
 
 /// A client for `service` in this process: the same requests, checks and answers as over

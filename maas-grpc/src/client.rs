@@ -79,10 +79,11 @@ pub async fn connect(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -
         let host = endpoint.uri().host().ok_or_else(|| bad("it names no host".into()))?.to_string();
         endpoint = endpoint.tls_config(files.client(&host)?).map_err(|e| bad(format!("TLS: {e}")))?;
     }
-    let channel = endpoint.connect_timeout(timeout).connect().await.map_err(|e| ConnectError::Unreachable {
-        address: address.to_string(),
-        detail: error_chain(&e),
-    })?;
+    let channel = endpoint
+        .connect_timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| ConnectError::Unreachable { address: address.to_string(), detail: error_chain(&e) })?;
     Ok(MaasClient::new(Transport::new(channel.map_err(|e| TransportError(e.into())))))
 }
 

@@ -74,7 +74,10 @@ impl std::fmt::Debug for Embedded {
 impl Embedded {
     /// Starts everything on `store` (on the current tokio runtime). The simulated hosts
     /// the store does not have yet are added; hosts it has keep their state.
-    pub async fn start<S: Store + Inventory + 'static>(store: Arc<S>, config: &EmbeddedConfig) -> Result<Self, StoreError> {
+    pub async fn start<S: Store + Inventory + 'static>(
+        store: Arc<S>,
+        config: &EmbeddedConfig,
+    ) -> Result<Self, StoreError> {
         let fleet = Arc::new(SimFleet::new(config.seed, config.faults));
         let hosts = fleet_hosts(&fleet, config.sites, config.hosts_per_site);
         let names: Vec<Hostname> = hosts.iter().map(|h| h.hostname.clone()).collect();

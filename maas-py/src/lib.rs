@@ -257,9 +257,9 @@ impl Session {
                         .map_err(|e| format!("{url}: {e}"))?;
                     Embedded::start(Arc::new(store), &config).await.map_err(|e| e.to_string())
                 }
-                None => Embedded::start(Arc::new(MemStore::new(Rules::default())), &config)
-                    .await
-                    .map_err(|e| e.to_string()),
+                None => {
+                    Embedded::start(Arc::new(MemStore::new(Rules::default())), &config).await.map_err(|e| e.to_string())
+                }
             }
         };
         let embedded = match block(py, &runtime, None, starting) {

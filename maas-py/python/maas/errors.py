@@ -6,7 +6,8 @@ as attributes, not only in its message:
   one.
 - :class:`OverlapError`: a ``ValidationError`` whose hosts are held by other active
   batches; ``conflicts``, ``hosts`` and ``batches`` say which.
-- :class:`PermissionDenied` (also a ``PermissionError``).
+- :class:`PermissionDenied` (also a ``PermissionError``): with ``unauthorized`` listing
+  what was missing when a submission was refused only for permissions.
 - :class:`NotFound` (also a ``LookupError``).
 - :class:`InvalidState`: the batch cannot do that now (resume a finished batch).
 - :class:`IdempotencyConflict`: the idempotency key was used with another request.
@@ -79,7 +80,17 @@ class OverlapError(ValidationError):
 
 
 class PermissionDenied(MaasError, PermissionError):
-    """The caller may not do this (or the server did not accept its certificate)."""
+    """The caller may not do this (or the server did not accept its certificate). When a
+    submission was refused only for permissions, ``report`` is the whole rejection and
+    ``unauthorized`` says what was missing, host by host."""
+
+    def __init__(self, message: str, *, code: str = "Local", report: Optional[Rejection] = None) -> None:
+        super().__init__(message, code=code)
+        self.report = report
+
+    @property
+    def unauthorized(self) -> List[str]:
+        return self.report.unauthorized if self.report else []
 
 
 class NotFound(MaasError, LookupError):
@@ -110,7 +121,12 @@ def _from_status(code: str, message: str, details: Optional[str]) -> MaasError:
     """The exception for a gRPC status (called by the Rust half for every refused or
     failed call). ``details`` is the Rejection as JSON, when the status carried one."""
     report = Rejection._from_wire(json.loads(details)) if details else None
-    if code in ("InvalidArgument", "OutOfRange", "FailedPrecondition") and report is not None:
+    if report is not None:
+        only_permissions = report.unauthorized and not (
+            report.conflicts or report.unknown_hosts or report.decommissioned_hosts or report.in_use_hosts or report.other
+        )
+        if only_permissions:
+            return PermissionDenied(message, code=code, report=report)
         kind = OverlapError if report.conflicts else ValidationError
         return kind(message, code=code, report=report)
     if code in ("InvalidArgument", "OutOfRange"):

@@ -1,0 +1,134 @@
+"""maas.Client against a real maasd over mTLS (started by the `maasd` fixture with
+certificates from `maasctl dev-certs`): submit, watch, wait, cancel, overlap and
+permission errors with their attributes, pandas, and four threads at once.
+
+The server's simulated fleet is sim000001.dc1 ... sim000060.dc1 in pool web; maasd in
+simulated mode leaves installs to the installer's callback, so a reimage holds its
+hosts until it is cancelled."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+import maas
+from conftest import Maasd
+
+
+def test_submit_watch_and_wait(maasd: Maasd) -> None:
+    with maasd.client("alice") as alice:
+        sub = alice.submit("sim[000001-000004].dc1", "reboot", comment="kernel update")
+        kinds = [e.kind for e in alice.watch(sub.batch_id)]
+        assert kinds[0] == "batch_accepted" and kinds[-1] == "batch_completed"
+        assert kinds.count("host_succeeded") == 4, kinds
+        batch = alice.wait(sub.batch_id, timeout=30)
+        assert batch.state == "completed" and batch.submitter == "alice" and batch.counts.succeeded == 4
+        assert sorted(h.hostname for h in batch.hosts) == [f"sim00000{i}.dc1" for i in range(1, 5)]
+
+
+def test_wait_shows_progress_and_returns_the_finished_batch(maasd: Maasd, capsys: pytest.CaptureFixture) -> None:
+    with maasd.client("alice") as alice:
+        sub = alice.submit("sim[000005-000010].dc1", "power-cycle", max_in_flight=2)
+        batch = alice.wait(sub.batch_id, timeout=60, progress=True)
+        assert batch.finished and batch.counts.succeeded == 6
+        err = capsys.readouterr().err
+        assert "6/6 hosts: 6 succeeded, 0 failed, 0 cancelled" in err, err
+
+
+def test_cancel_and_overlap_error_attributes(maasd: Maasd) -> None:
+    with maasd.client("alice") as alice:
+        holder = alice.submit("sim[000020-000024].dc1", "reimage:ubuntu-24.04")
+        before = len(alice.batches())
+        with pytest.raises(maas.OverlapError) as overlap:
+            alice.submit(["sim000023.dc1", "sim000024.dc1", "sim000025.dc1"], "reboot")
+        e = overlap.value
+        assert e.hosts == ["sim000023.dc1", "sim000024.dc1"] and e.batches == [holder.batch_id]
+        assert e.code == "FailedPrecondition" and e.report is not None and "sim[000023-000024].dc1 are held" in e.report.summary
+        assert len(alice.batches()) == before, "a refused batch writes nothing"
+
+        alice.cancel(holder.batch_id, reason="wrong image")
+        cancelled = alice.wait(holder.batch_id, timeout=60, progress=False)
+        assert cancelled.state == "cancelled" and cancelled.counts.cancelled + cancelled.counts.failed == 5
+        # Released: the same hosts are accepted now.
+        assert alice.dry_run(["sim000023.dc1", "sim000024.dc1"], "reboot").acceptable
+
+
+def test_permission_errors(maasd: Maasd) -> None:
+    with maasd.client("bob") as bob:  # bob may act on pool db only
+        with pytest.raises(maas.PermissionDenied) as denied:
+            bob.submit("sim000030.dc1", "reboot")
+        assert isinstance(denied.value, PermissionError)
+        assert denied.value.unauthorized == ["sim000030.dc1: bob lacks permission: reboot on pool web in site dc1"]
+        with pytest.raises(maas.PermissionDenied):
+            bob.import_hosts([maas.Host("db001.dc1", "dc1", "db", "gen11", "10.9.0.1")])
+    with maasd.client("olga") as olga:  # an admin may
+        assert olga.import_hosts([maas.Host("db001.dc1", "dc1", "db", "gen11", "10.9.0.1")]) == 1
+        assert [h.hostname for h in olga.hosts(pool="db")] == ["db001.dc1"]
+
+
+def test_unreachable_and_untrusted_servers_raise_unavailable(maasd: Maasd, tmp_path) -> None:
+    started = time.monotonic()
+    with pytest.raises(maas.Unavailable, match="cannot connect"):
+        maas.Client("https://localhost:9", cert=maasd.certs / "alice.pem", key=maasd.certs / "alice-key.pem",
+                    ca=maasd.certs / "ca.pem", timeout=3)
+    assert time.monotonic() - started < 10
+    with pytest.raises(maas.ValidationError, match="together"):
+        maas.Client(maasd.address, cert=maasd.certs / "alice.pem")
+    with pytest.raises(maas.ValidationError, match="cannot read"):
+        maas.Client(maasd.address, cert=tmp_path / "none.pem", key=tmp_path / "none-key.pem", ca=maasd.certs / "ca.pem")
+
+
+def test_results_load_into_pandas(maasd: Maasd) -> None:
+    with maasd.client("olga") as olga:
+        sub = olga.submit("sim[000040-000042].dc1", "power-off")
+        olga.wait(sub.batch_id, timeout=60, progress=False)
+        frame = pd.DataFrame(olga.batches(limit=500).to_records())
+        assert sub.batch_id in set(frame["id"]) and str(frame["created_at"].dt.tz) == "UTC"
+        assert frame.set_index("id").loc[sub.batch_id, "succeeded"] == 3
+        hosts = pd.DataFrame(olga.hosts().to_records())
+        assert {"hostname", "site", "pool", "sku", "state"} <= set(hosts.columns) and len(hosts) >= 60
+        stats = olga.stats()
+        runs = pd.DataFrame(stats.host_runs.to_records())
+        assert stats.succeeded >= 3 and {"action", "sku", "p95_seconds"} <= set(runs.columns)
+        assert pd.DataFrame(olga.active().to_records())["site"].tolist() == ["dc1"]
+
+
+def test_batches_pages_for_the_caller(maasd: Maasd) -> None:
+    with maasd.client("olga") as olga:
+        ids = [olga.submit(f"sim0000{50 + i}.dc1", "power-on").batch_id for i in range(5)]
+        mine = olga.batches(submitter="olga", action="power_on", page_size=2)
+        assert [b.id for b in mine][:5] == ids[::-1]
+        assert len(olga.batches(submitter="olga", action="power_on", limit=3, page_size=2)) == 3
+
+
+def test_four_threads_submit_at_once_through_one_client(maasd: Maasd) -> None:
+    alice = maasd.client("alice")
+    barrier = threading.Barrier(4)
+    won: list = []
+    lost: list = []
+    errors: list = []
+
+    def submitter() -> None:
+        try:
+            barrier.wait()
+            try:
+                won.append(alice.submit("sim[000055-000058].dc1", "reimage:ubuntu-24.04").batch_id)
+            except maas.OverlapError as e:
+                lost.append(e)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=submitter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert len(won) == 1 and len(lost) == 3, (won, lost)
+    assert all(e.batches == won and len(e.hosts) == 4 for e in lost)
+    alice.cancel(won[0])
+    assert alice.wait(won[0], timeout=60, progress=False).state == "cancelled"
+    alice.close()

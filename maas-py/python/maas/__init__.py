@@ -15,59 +15,8 @@ their details as attributes.
 
 from ._native import __version__
 from .client import Client, Engine
-from .errors import (
-    IdempotencyConflict,
-    InvalidState,
-    MaasError,
-    NotFound,
-    OverlapError,
-    PermissionDenied,
-    Unavailable,
-    ValidationError,
-    WaitTimeout,
-)
-from .results import (
-    Batch,
-    Conflict,
-    Counts,
-    DryRun,
-    Durations,
-    Event,
-    Host,
-    HostRun,
-    Records,
-    Rejection,
-    SiteActivity,
-    Stats,
-    Submission,
-    Ticket,
-)
+from . import errors, results
+from .errors import *  # noqa: F403 - the exception hierarchy, listed in errors.__all__
+from .results import *  # noqa: F403 - the result types, listed in results.__all__
 
-__all__ = [
-    "__version__",
-    "Client",
-    "Engine",
-    "MaasError",
-    "ValidationError",
-    "OverlapError",
-    "PermissionDenied",
-    "NotFound",
-    "InvalidState",
-    "IdempotencyConflict",
-    "Unavailable",
-    "WaitTimeout",
-    "Batch",
-    "Conflict",
-    "Counts",
-    "DryRun",
-    "Durations",
-    "Event",
-    "Host",
-    "HostRun",
-    "Records",
-    "Rejection",
-    "SiteActivity",
-    "Stats",
-    "Submission",
-    "Ticket",
-]
+__all__ = ["__version__", "Client", "Engine", *errors.__all__, *results.__all__]

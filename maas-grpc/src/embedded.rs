@@ -32,7 +32,7 @@ pub struct EmbeddedConfig {
     pub user: String,
     /// BMC faults, and how long installs and wipes take and how often they fail.
     pub faults: FaultPlan,
-    /// The seed faults and install outcomes are drawn from.
+    /// The seed BMC faults and install outcomes are drawn from (ids are not).
     pub seed: u64,
 }
 
@@ -96,7 +96,9 @@ impl Embedded {
             store,
             fleet.clone(),
             clock.clone(),
-            IdGenerator::new(clock, config.seed ^ 0x6d61_6173),
+            // Ids and callback tokens must not repeat across engines on one store, so their
+            // bits do not come from the (replayable) fault seed.
+            IdGenerator::new(clock, id_seed()),
         )
         .provisioner(installer.clone())
         .build();
@@ -149,6 +151,12 @@ impl Embedded {
         self.singletons.shutdown().await;
         self.installer.abort();
     }
+}
+
+/// Random bits for ids and callback tokens: the time in nanoseconds and the process id.
+fn id_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use maas::engine::{PoolConfig, WorkerConfig, WorkerPool};
+use maas::engine::WorkerPool;
 use maas::machine::JobOutcome;
 use maas::plan::StepKind;
 use maas::ports::inventory::Inventory;
 use maas::ports::store::*;
-use maas::sim::fleet_hosts;
 use maas::*;
+use maas_sim::fleet_hosts;
+use maas_sim::{FaultPlan, MemStore, SimFleet};
 
 const PER_BATCH: usize = 5_000;
 
@@ -145,7 +146,7 @@ fn main() {
     }
     if want("wave") {
         let started = Instant::now();
-        let report = rt.block_on(maas::sim::reimage_wave(size.wave, 4, 8)).unwrap_or_else(|e| panic!("{e}"));
+        let report = rt.block_on(maas_sim::sim::reimage_wave(size.wave, 4, 8)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.succeeded_hosts, size.wave, "every host of the wave is reimaged");
         println!(
             "{}-host simulated reimage wave: {} hosts reimaged, {} worker jobs + {} install callbacks in {:.1} s wall ({:.1} h simulated), peak RSS {:.0} MiB",

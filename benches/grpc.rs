@@ -23,9 +23,10 @@ use maas::grpc::pb::{self, maas_client::MaasClient};
 use maas::grpc::service::{Authentication, MaasService};
 use maas::grpc::tls::TlsFiles;
 use maas::ports::inventory::Inventory;
-use maas::sim::fleet_hosts;
 use maas::store::{OpenOptions, SqlStore};
 use maas::*;
+use maas_sim::fleet_hosts;
+use maas_sim::{FaultPlan, SimFleet};
 use tonic::transport::{Channel, Endpoint};
 
 const PER_SUBMIT: usize = 100;

@@ -30,9 +30,10 @@ use maas::machine::{self, HostTarget, JobOutcome};
 use maas::plan::StepKind;
 use maas::ports::inventory::Inventory;
 use maas::ports::store::*;
-use maas::sim::fleet_hosts;
 use maas::store::{OpenOptions, SqlStore};
 use maas::*;
+use maas_sim::fleet_hosts;
+use maas_sim::{FaultPlan, SimFleet};
 
 /// Full size under `cargo bench`, a smoke run under `cargo test --all-targets`.
 struct Size {

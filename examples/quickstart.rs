@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use maas::engine::BatchView;
 use maas::ports::store::{BatchListParams, StatsParams};
-use maas::sim::{SimConfig, Simulation};
 use maas::store::{OpenOptions, SqlStore};
 use maas::*;
+use maas_sim::FaultPlan;
+use maas_sim::{SimConfig, Simulation};
 
 const ROUND: Duration = Duration::from_secs(30);
 

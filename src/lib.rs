@@ -1,19 +1,46 @@
 //! maas: lifecycle of bare-metal server fleets — batches of destructive actions (reimage,
 //! reboot, power, wipe, decommission) run safely on sets of hosts.
 //!
-//! This root crate re-exports the SDK: [`maas_core`] (the domain, decisions, engine, seams,
-//! the in-memory store and the simulated fleet) at the top level, the SQL stores as
-//! [`store`] (feature `store`) and the IPMI power driver as [`ipmi`] (feature `ipmi`), both
-//! on by default; the gRPC API (service, server, generated client, TLS helpers) as
-//! [`grpc`] (feature `grpc`). Python arrives in a later release (see README.md).
+//! This root crate is the SDK's front door. It re-exports a chosen surface:
+//!
+//! - The domain and its pure decisions and policies (from maas-core), as modules —
+//!   [`action`], [`authz`], [`batch`], [`config`], [`estimate`], [`host`], [`hostlist`],
+//!   [`id`], [`machine`], [`model`], [`names`], [`overlap`], [`plan`], [`policy`],
+//!   [`ports`] (the seams), [`priority`], [`rng`], [`time`], [`validate`] — and their
+//!   everyday types at the top level ([`BatchRequest`], [`Host`], [`Store`], ...).
+//! - The runtime (maas-engine) as [`engine`], with [`Engine`], [`EngineError`],
+//!   [`WorkerPool`], [`Singletons`] and [`SystemClock`] at the top level.
+//! - The SQL stores as [`store`] (feature `store`), the IPMI power driver as [`ipmi`]
+//!   (feature `ipmi`), the gRPC API (service, server, client, TLS helpers) as [`grpc`]
+//!   (feature `grpc`) — all on by default.
+//! - The simulation kit as `sim` (feature `sim`, off by default): the in-memory store,
+//!   the simulated fleet, the deterministic simulator and the conformance suites.
+//!
+//! Python is the separate package `maas` (maas-py), built with maturin.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use maas_core as core;
-pub use maas_core::*;
+pub use maas_core::{
+    Action, ActionKind, AllowAll, Authorizer, BatchId, BatchRecord, BatchRequest, BatchSpec, BatchState, BmcEndpoint,
+    Clock, Denied, EngineConfig, Event, EventKind, ForceInUse, Group, GroupPolicy, Host, HostRunId, HostRunRecord,
+    HostRunState, HostState, Hostname, IdGenerator, Inventory, JobId, JobOutcome, JobRecord, JobState, Limits,
+    ManualClock, OsRelease, Permission, Pool, PoolConfig, PowerDriver, Principal, PriorityClass, PriorityPolicy,
+    Problem, Rack, RolloutPolicy, Rules, Site, Sku, Store, StoreError, Timestamp, ValidationReport, WipeMethod,
+    WorkerConfig,
+};
+pub use maas_core::{
+    action, authz, batch, config, estimate, host, hostlist, id, machine, model, names, overlap, plan, policy, ports,
+    priority, rng, time, validate,
+};
+
+pub use maas_engine as engine;
+pub use maas_engine::{Engine, EngineError, Singletons, SystemClock, WorkerPool};
+
 #[cfg(feature = "grpc")]
 pub use maas_grpc as grpc;
 #[cfg(feature = "ipmi")]
 pub use maas_ipmi as ipmi;
+#[cfg(feature = "sim")]
+pub use maas_sim as sim;
 #[cfg(feature = "store")]
 pub use maas_store as store;

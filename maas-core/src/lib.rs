@@ -1,56 +1,53 @@
 //! maas-core: the domain of maas — batches of destructive actions on bare-metal hosts —
-//! as pure, tested decisions behind small seams.
+//! as pure, tested decisions and policies behind small seams. No runtime, no I/O, no clock.
 //!
 //! - Domain: [`names`], [`host`], [`action`], [`batch`], [`hostlist`].
 //! - Decisions: [`validate`] (the whole report), [`overlap`], [`priority`] (aging queue
 //!   keys), [`plan`] (each action's chain of steps), [`model`] + [`machine`] (the job,
-//!   host-run and batch state machines, as functions from rows to rows).
+//!   host-run and batch state machines, as functions from rows to rows), [`estimate`]
+//!   (percentiles, stragglers, ETAs).
+//! - Policies: [`policy`] — the worker, leader and pool-supervision state machines, sans-IO,
+//!   driven by the runtime (maas-engine) and the simulator (maas-sim) alike; [`config`],
+//!   the settings they decide with.
 //! - Seams: [`ports`] (`Store`, `Inventory`, `PowerDriver`, `Provisioner`, `Notifier`,
 //!   `Ticketing`, `Authorizer` in [`authz`], `Secrets`, and `Clock` in [`time`]).
-//! - Reference implementations: [`memstore::MemStore`], [`simfleet::SimFleet`].
-//! - `testkit` feature: the conformance suites every backend and driver must pass.
 //!
-//! maas-core reads no clock (time comes from a [`time::Clock`]), draws no entropy (a seeded
-//! [`rng::SimRng`]), and knows nothing of SQL, gRPC, Python or IPMI.
+//! maas-core reads no clock (time comes from a [`time::Clock`] or as `now`), never sleeps,
+//! draws no entropy (a seeded [`rng::SimRng`]), depends on no runtime, and knows nothing
+//! of SQL, gRPC, Python, IPMI or HTTP. `tests/tidy.rs` keeps it that way.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod action;
 pub mod authz;
 pub mod batch;
-pub mod engine;
+pub mod config;
+pub mod estimate;
 pub mod host;
 pub mod hostlist;
 pub mod id;
 pub mod machine;
-pub mod memstore;
 pub mod model;
 pub mod names;
 pub mod overlap;
 pub mod plan;
+pub mod policy;
 pub mod ports;
 pub mod priority;
 pub mod rng;
-pub mod sim;
-pub mod simfleet;
 pub mod time;
 pub mod validate;
-
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 pub use action::{Action, ActionKind, WipeMethod};
 pub use authz::{AllowAll, Authorizer, Denied, GroupPolicy, Permission, Principal};
 pub use batch::{BatchRequest, BatchSpec, ForceInUse, Limits, RolloutPolicy};
-pub use engine::{Engine, EngineConfig, EngineError};
+pub use config::{EngineConfig, PoolConfig, WorkerConfig};
 pub use host::{BmcEndpoint, Host, HostState};
 pub use id::{BatchId, HostRunId, IdGenerator, JobId};
 pub use machine::{JobOutcome, Rules};
-pub use memstore::MemStore;
 pub use model::{BatchRecord, BatchState, Event, EventKind, HostRunRecord, HostRunState, JobRecord, JobState};
 pub use names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
 pub use ports::{Inventory, PowerDriver, Store, StoreError};
 pub use priority::{PriorityClass, PriorityPolicy};
-pub use simfleet::{FaultPlan, SimFleet, SimInstaller};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, ManualClock, Timestamp};
 pub use validate::{Problem, ValidationReport};

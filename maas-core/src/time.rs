@@ -3,16 +3,18 @@
 //!
 //! Everything in the core takes `now` as an argument or reads it from a `Clock` it was
 //! given, so the whole engine can run on a [`ManualClock`] in a deterministic simulation.
-//! [`SystemClock`] is the one place that reads the operating system's clock (a tidy test
-//! and `clippy.toml` keep it that way).
+//! maas-core never reads the operating system's clock: the runtime (maas-engine's
+//! `SystemClock`) does, and a tidy test and `clippy.toml` keep it that way.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -107,33 +109,6 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
 }
 
-/// The operating system's wall clock, made monotonic (a step backwards reads as no change).
-#[derive(Debug, Default)]
-pub struct SystemClock {
-    last: AtomicI64,
-}
-
-impl SystemClock {
-    /// A new system clock.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)] // The one sanctioned read of the system clock.
-    fn now(&self) -> Timestamp {
-        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(duration_millis).unwrap_or(0);
-        let prev = self.last.fetch_max(wall, Ordering::Relaxed);
-        Timestamp(prev.max(wall))
-    }
-
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        // tokio's timer reads the monotonic clock itself; that read only ever delays.
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
 /// A clock that moves only when told to: for tests and the deterministic simulator.
 /// Clones share the same time.
 ///
@@ -143,7 +118,8 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
     now: Arc<AtomicI64>,
-    moved: Arc<Notify>,
+    /// Sleepers to wake when the clock moves (runtime-agnostic: plain wakers).
+    sleepers: Arc<Mutex<Vec<Waker>>>,
     instant_sleep: Arc<AtomicBool>,
 }
 
@@ -163,13 +139,18 @@ impl ManualClock {
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
         self.now.fetch_add(duration_millis(d), Ordering::SeqCst);
-        self.moved.notify_waiters();
+        self.wake_sleepers();
     }
 
     /// Sets the clock to `t` if `t` is later than the current reading.
     pub fn advance_to(&self, t: Timestamp) {
         self.now.fetch_max(t.0, Ordering::SeqCst);
-        self.moved.notify_waiters();
+        self.wake_sleepers();
+    }
+
+    fn wake_sleepers(&self) {
+        let woken = std::mem::take(&mut *self.sleepers.lock().unwrap_or_else(|p| p.into_inner()));
+        woken.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -179,22 +160,26 @@ impl Clock for ManualClock {
     }
 
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        let clock = self.clone();
-        let until = self.now().plus(d);
-        Box::pin(async move {
-            if clock.instant_sleep.load(Ordering::SeqCst) {
-                return;
-            }
-            loop {
-                let moved = clock.moved.notified();
-                tokio::pin!(moved);
-                moved.as_mut().enable();
-                if clock.now() >= until {
-                    return;
-                }
-                moved.await;
-            }
-        })
+        Box::pin(ManualSleep { clock: self.clone(), until: self.now().plus(d) })
+    }
+}
+
+/// A [`ManualClock`] sleep: ready once the clock reads `until` (at once when simulated).
+struct ManualSleep {
+    clock: ManualClock,
+    until: Timestamp,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.clock.instant_sleep.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        // Register before reading the time, so an advance in between is not missed.
+        self.clock.sleepers.lock().unwrap_or_else(|p| p.into_inner()).push(cx.waker().clone());
+        if self.clock.now() >= self.until { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -225,17 +210,29 @@ mod tests {
         assert_eq!(c.now().as_millis(), 3_001);
     }
 
-    #[tokio::test]
-    async fn manual_sleep_waits_for_the_clock_and_simulated_sleep_does_not() {
+    #[test]
+    fn manual_sleep_waits_for_the_clock_and_simulated_sleep_does_not() {
+        use futures::FutureExt;
         let c = ManualClock::new(Timestamp::from_millis(0));
-        let sleeper = tokio::spawn(c.sleep(Duration::from_secs(10)));
-        tokio::task::yield_now().await;
+        let mut sleeper = c.sleep(Duration::from_secs(10));
+        assert!((&mut sleeper).now_or_never().is_none());
         c.advance(Duration::from_secs(5));
-        tokio::task::yield_now().await;
-        assert!(!sleeper.is_finished());
+        assert!((&mut sleeper).now_or_never().is_none());
         c.advance(Duration::from_secs(5));
-        sleeper.await.unwrap();
-        ManualClock::simulated(Timestamp::EPOCH).sleep(Duration::from_secs(3600)).await;
+        assert!(sleeper.now_or_never().is_some());
+        assert!(ManualClock::simulated(Timestamp::EPOCH).sleep(Duration::from_secs(3600)).now_or_never().is_some());
+    }
+
+    #[test]
+    fn advancing_wakes_a_pending_sleeper() {
+        let c = ManualClock::new(Timestamp::EPOCH);
+        let mover = c.clone();
+        let t = std::thread::spawn(move || futures::executor::block_on(c.sleep(Duration::from_secs(1))));
+        while !t.is_finished() {
+            mover.advance(Duration::from_millis(100));
+            std::thread::yield_now();
+        }
+        t.join().unwrap();
     }
 
     #[test]

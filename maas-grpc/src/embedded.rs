@@ -7,13 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use maas_core::engine::{PoolConfig, Singletons, SingletonsHandle, WorkerConfig, WorkerPool};
 use maas_core::id::IdGenerator;
 use maas_core::names::{Hostname, Pool};
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::store::Store;
-use maas_core::sim::fleet_hosts;
-use maas_core::{Engine, FaultPlan, Principal, SimFleet, SimInstaller, StoreError, SystemClock};
+use maas_core::{Principal, StoreError};
+use maas_engine::{Engine, SystemClock};
+use maas_engine::{PoolConfig, Singletons, SingletonsHandle, WorkerConfig, WorkerPool};
+use maas_sim::sim::fleet_hosts;
+use maas_sim::{FaultPlan, SimFleet, SimInstaller};
 
 use crate::client::{self, Client};
 use crate::identity::Policy;
@@ -60,7 +62,7 @@ pub struct Embedded {
     client: Client,
     engine: Engine,
     fleet: Arc<SimFleet>,
-    pools: Vec<maas_core::engine::PoolHandle>,
+    pools: Vec<maas_engine::PoolHandle>,
     singletons: SingletonsHandle,
     installer: tokio::task::JoinHandle<()>,
 }
@@ -166,7 +168,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reimage_runs_to_completion_through_the_in_process_api() {
-        let store = Arc::new(maas_core::MemStore::new(maas_core::Rules::default()));
+        let store = Arc::new(maas_sim::MemStore::new(maas_core::Rules::default()));
         let config = EmbeddedConfig {
             hosts_per_site: 6,
             faults: FaultPlan {

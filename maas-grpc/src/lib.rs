@@ -7,7 +7,8 @@
 //! - [`server`]: the service with health, reflection, size limits and RPC metrics.
 //! - [`client`]: one client type for a remote `maasd` or an in-process service, and the
 //!   shared request vocabulary (action and priority names, rejection details).
-//! - [`embedded`]: maas in one process on a simulated fleet, behind an in-process client.
+//! - `embedded` (feature `sim`): maas in one process on a simulated fleet, behind an
+//!   in-process client.
 //! - [`identity`]: principals from client certificates and the policy file.
 //! - [`tls`]: certificates and keys loaded (and checked) at startup.
 //! - [`devcerts`]: a development CA with server and client certificates.
@@ -20,6 +21,7 @@
 pub mod client;
 pub mod config;
 pub mod devcerts;
+#[cfg(feature = "sim")]
 pub mod embedded;
 pub mod identity;
 pub mod logging;

@@ -37,13 +37,13 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use maas_core::engine::Engine;
 use maas_core::host::BmcEndpoint;
 use maas_core::model::{BatchState, Event, EventKind};
 use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
 use maas_core::ports::services::{Notifier, NotifyError};
 use maas_core::ports::store::{BatchListParams, StatsParams, Store};
 use maas_core::time::{Clock, Timestamp};
+use maas_engine::Engine;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tonic::codegen::http;
 

@@ -14,7 +14,6 @@ use futures::{Stream, StreamExt};
 use maas_core::action::{Action, ActionKind, WipeMethod};
 use maas_core::authz::Principal;
 use maas_core::batch::{BatchRequest, ForceInUse};
-use maas_core::engine::{BatchView, DurationStats, Engine, EngineError};
 use maas_core::host::{BmcEndpoint, Host, HostState};
 use maas_core::id::BatchId;
 use maas_core::machine::JobOutcome;
@@ -26,6 +25,7 @@ use maas_core::ports::store::{BatchListParams, StatsParams, StoreError};
 use maas_core::priority::PriorityClass;
 use maas_core::time::Timestamp;
 use maas_core::validate::{Problem, ValidationReport};
+use maas_engine::{BatchView, DurationStats, Engine, EngineError};
 use prost::Message;
 use tonic::{Request, Response, Status};
 

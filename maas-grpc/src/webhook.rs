@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use maas_core::engine::leader::ticket_for;
 use maas_core::id::BatchId;
 use maas_core::model::{Event, EventKind};
+use maas_core::policy::leader::ticket_for;
 use maas_core::ports::services::{Notifier, NotifyError};
 use maas_core::ports::store::Store;
 use ring::hmac;
@@ -224,10 +224,10 @@ mod tests {
         use maas_core::action::Action;
         use maas_core::id::IdGenerator;
         use maas_core::machine::Rules;
-        use maas_core::memstore::MemStore;
         use maas_core::names::Hostname;
         use maas_core::plan::StepKind;
         use maas_core::time::{ManualClock, Timestamp};
+        use maas_sim::memstore::MemStore;
 
         let ids = IdGenerator::new(Arc::new(ManualClock::new(Timestamp::from_millis(0))), 7);
         let (alices, unknown) = (ids.batch(), ids.batch());

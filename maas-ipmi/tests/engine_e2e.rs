@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use maas_core::engine::{self, EngineConfig, PoolConfig, WorkerConfig, WorkerPool};
 use maas_core::host::{Host, HostState};
 use maas_core::machine::JobOutcome;
 use maas_core::names::{Hostname, OsRelease, Pool, Site, Sku};
@@ -14,8 +13,10 @@ use maas_core::plan::BootImage;
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::services::{ProvisionError, Provisioner};
 use maas_core::*;
+use maas_engine::{Engine, EngineConfig, PoolConfig, SystemClock, VerifyPolicy, WorkerConfig, WorkerPool};
 use maas_ipmi::harness::{PASSWORD, SimFleet, USER};
 use maas_ipmi::{IpmiConfig, IpmiPowerDriver, StaticSecrets};
+use maas_sim::MemStore;
 
 /// Records which host was told to install, with its callback token.
 #[derive(Default)]
@@ -91,7 +92,7 @@ async fn the_engine_reboots_and_reimages_ipmi_sim_hosts() {
     let clock = Arc::new(SystemClock::new());
     let config = EngineConfig {
         console_check: true,
-        verify: engine::VerifyPolicy {
+        verify: VerifyPolicy {
             interval: Duration::from_millis(100),
             deadline: Duration::from_secs(10),
             soft_deadline: Duration::from_secs(10),

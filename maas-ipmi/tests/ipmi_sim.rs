@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use maas_core::host::BmcEndpoint;
 use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerState};
 use maas_core::ports::services::{Credentials, Secrets, SecretsError};
-use maas_core::testkit::power::{PowerFixture, exercise, wait_for};
 use maas_ipmi::harness::{PASSWORD, SimFleet, USER};
 use maas_ipmi::{IpmiConfig, IpmiPowerDriver};
+use maas_sim::testkit::power::{PowerFixture, exercise, wait_for};
 
 /// "good" has the simulators' credentials, "bad" a wrong password.
 struct TestSecrets(HashMap<&'static str, (&'static str, &'static str)>);

@@ -17,11 +17,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use maas_core::{FaultPlan, MemStore, Rules};
+use maas_core::Rules;
 use maas_grpc::client::{self, Client};
 use maas_grpc::embedded::{Embedded, EmbeddedConfig};
 use maas_grpc::pb;
 use maas_grpc::tls::TlsFiles;
+use maas_sim::{FaultPlan, MemStore};
 use maas_store::{OpenOptions, SqlStore};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;

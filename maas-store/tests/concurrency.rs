@@ -12,7 +12,7 @@ use maas_core::action::Action;
 use maas_core::names::Hostname;
 use maas_core::ports::store::*;
 use maas_core::rng::SimRng;
-use maas_core::testkit::store::Harness;
+use maas_sim::testkit::store::Harness;
 use maas_store::SqlStore;
 
 async fn fresh(url: &str, tag: &str) -> Arc<SqlStore> {

@@ -9,7 +9,7 @@ use maas_core::machine::Rules;
 mod common;
 
 use common::server_url;
-use maas_core::testkit::store::{Backend, exercise};
+use maas_sim::testkit::store::{Backend, exercise};
 use maas_store::{OpenOptions, SqlStore};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

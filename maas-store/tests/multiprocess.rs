@@ -17,14 +17,16 @@ mod common;
 
 use async_trait::async_trait;
 use common::server_url;
-use maas_core::engine::{PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_core::host::BmcEndpoint;
 use maas_core::machine::Rules;
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::*;
 use maas_core::ports::store::*;
-use maas_core::sim::fleet_hosts;
 use maas_core::*;
+use maas_engine::{Engine, SingletonIntervals, SystemClock};
+use maas_engine::{PoolConfig, Singletons, WorkerConfig, WorkerPool};
+use maas_sim::sim::fleet_hosts;
+use maas_sim::{FaultPlan, SimFleet};
 use maas_store::{OpenOptions, SqlStore};
 use sea_orm::ConnectionTrait;
 
@@ -64,7 +66,7 @@ fn engine_config(lease: Duration) -> EngineConfig {
     EngineConfig {
         lease,
         leader_ttl: Duration::from_secs(2),
-        intervals: engine::SingletonIntervals {
+        intervals: SingletonIntervals {
             rescue: Duration::from_millis(300),
             outbox: Duration::from_millis(500),
             ..Default::default()

@@ -14,16 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use maas_core::engine::{Engine, EngineConfig, PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_core::id::IdGenerator;
 use maas_core::machine::Rules;
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::Secrets;
 use maas_core::ports::store::Store;
-use maas_core::sim::fleet_hosts;
-use maas_core::simfleet::{FaultPlan, SimFleet};
-use maas_core::time::SystemClock;
+use maas_engine::SystemClock;
+use maas_engine::{Engine, EngineConfig, PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_grpc::config::{Config, LogFormat, Role, WebhookConfig};
 use maas_grpc::identity::Policy;
 use maas_grpc::metrics::{MeteredPower, MetricsNotifier};
@@ -187,13 +185,7 @@ async fn main() {
             );
             (driver.clone(), Some(driver))
         }
-        None => {
-            let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
-            if config.sim_hosts > 0 {
-                store.host_upsert_many(fleet_hosts(&fleet, 1, config.sim_hosts)).await.unwrap_or_else(|e| fail(e));
-            }
-            (fleet, None)
-        }
+        None => (simulated_fleet(&store, config.sim_hosts).await, None),
     };
     let prometheus =
         metrics_addr.map(|_| maas_grpc::metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}"))));
@@ -307,4 +299,21 @@ async fn main() {
         driver.close_all().await;
     }
     tracing::info!("stopped");
+}
+
+/// The simulated fleet, with `hosts` simulated hosts registered (`sim000001.dc1`, ...).
+#[cfg(feature = "sim")]
+async fn simulated_fleet(store: &Arc<SqlStore>, hosts: usize) -> Arc<dyn PowerDriver> {
+    use maas_sim::{SimFleet, sim::fleet_hosts};
+    let fleet = Arc::new(SimFleet::new(1, maas_sim::FaultPlan::none()));
+    if hosts > 0 {
+        store.host_upsert_many(fleet_hosts(&fleet, 1, hosts)).await.unwrap_or_else(|e| fail(e));
+    }
+    fleet
+}
+
+/// Without the `sim` feature there is no simulated fleet: `[ipmi]` is required.
+#[cfg(not(feature = "sim"))]
+async fn simulated_fleet(_store: &Arc<SqlStore>, _hosts: usize) -> Arc<dyn PowerDriver> {
+    fail("no [ipmi] section, and this maasd was built without the simulated fleet (cargo feature `sim`)")
 }

@@ -6,23 +6,23 @@ use std::time::Duration;
 use futures::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::estimate::{self, Percentiles};
-use super::{Engine, EngineError};
-use crate::action::ActionKind;
-use crate::authz::{AllowAll, Authorizer, Permission, Principal};
-use crate::batch::{BatchRequest, BatchSpec};
-use crate::host::{Host, HostState};
-use crate::id::BatchId;
-use crate::machine::{self, HostTarget, JobOutcome};
-use crate::model::*;
-use crate::names::{Hostname, Pool, Site, Sku};
-use crate::overlap::Conflict;
-use crate::plan::{PlannedStep, StepKind, plan_for};
-use crate::ports::inventory::HostFilter;
-use crate::ports::services::Ticket;
-use crate::ports::store::*;
-use crate::time::Timestamp;
-use crate::validate::{Problem, ValidationContext, ValidationReport, expand_hosts, validate_batch};
+use crate::{Engine, EngineError};
+use maas_core::action::ActionKind;
+use maas_core::authz::{AllowAll, Authorizer, Permission, Principal};
+use maas_core::batch::{BatchRequest, BatchSpec};
+use maas_core::estimate::{self, Percentiles};
+use maas_core::host::{Host, HostState};
+use maas_core::id::BatchId;
+use maas_core::machine::{self, HostTarget, JobOutcome};
+use maas_core::model::*;
+use maas_core::names::{Hostname, Pool, Site, Sku};
+use maas_core::overlap::Conflict;
+use maas_core::plan::{PlannedStep, StepKind, plan_for};
+use maas_core::ports::inventory::HostFilter;
+use maas_core::ports::services::Ticket;
+use maas_core::ports::store::*;
+use maas_core::time::Timestamp;
+use maas_core::validate::{Problem, ValidationContext, ValidationReport, expand_hosts, validate_batch};
 
 /// An accepted submission.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,7 +350,7 @@ impl Engine {
         let runs =
             self.inner.store.host_run_list(HostRunListParams { batch_id: Some(id), ..Default::default() }).await?;
         let jobs = self.inner.store.job_list(JobListParams { batch_id: Some(id), ..Default::default() }).await?;
-        let current: HashMap<(crate::id::HostRunId, u32), &JobRecord> =
+        let current: HashMap<(maas_core::id::HostRunId, u32), &JobRecord> =
             jobs.iter().map(|j| ((j.host_run_id, j.position), j)).collect();
         let hosts = runs
             .into_iter()
@@ -533,7 +533,7 @@ impl Engine {
     /// taken events, and when the oldest event it has not taken yet was written.
     pub async fn outbox_backlog(&self) -> Result<Vec<OutboxBacklog>, EngineError> {
         let mut out = Vec::new();
-        for consumer in super::leader::outbox_consumers(&self.inner) {
+        for consumer in crate::leader::outbox_consumers(&self.inner) {
             let cursor = self.inner.store.event_cursor_get(&consumer).await?;
             let next = self.inner.store.event_list(EventListParams { after: cursor, batch_id: None, limit: 1 }).await?;
             out.push(OutboxBacklog { consumer, cursor, oldest_pending_at: next.first().map(|e| e.at) });

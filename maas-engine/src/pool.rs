@@ -1,35 +1,18 @@
-//! Worker pools: `workers` supervised [`Worker`] tasks for one site and pool. A worker
-//! task that panics or fails is replaced (after `restart_delay`), so the pool keeps its
-//! configured size; shutdown lets running jobs finish or hands them back.
+//! Worker pools: `workers` supervised [`Worker`] tasks for one site and pool. maas-core's
+//! [`Supervisor`] decides (a worker task that panics or fails is replaced after
+//! `restart_delay`, nothing is replaced once shutting down); this file spawns and joins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{Engine, Worker, WorkerConfig};
-use crate::names::{Pool, Site};
-
-/// One pool of workers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolConfig {
-    /// Its site.
-    pub site: Site,
-    /// Its pool ("cluster type"); the kinds it takes are read from the store.
-    pub pool: Pool,
-    /// How many workers it keeps running.
-    pub workers: usize,
-    /// Each worker's pacing.
-    pub worker: WorkerConfig,
-    /// Wait before replacing a crashed worker.
-    pub restart_delay: Duration,
-    /// This process's name, prefixed to worker ids (unique per instance).
-    pub instance: String,
-}
+use crate::{Engine, Worker};
+use maas_core::config::PoolConfig;
+use maas_core::policy::{SlotDecision, Supervisor};
 
 /// What a pool went through.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,18 +68,16 @@ impl WorkerPool {
         let counter = restarts.clone();
         let engine = engine.clone();
         let supervisor = tokio::spawn(async move {
+            let mut policy = Supervisor::new(cfg);
             let mut set = JoinSet::new();
             let mut slots = HashMap::new();
-            let mut generation = 0u64;
-            let spawn = |set: &mut JoinSet<_>, slot: usize, generation: u64| {
-                let id = format!("{}/{}/{}/{slot}.{generation}", cfg.instance, cfg.site, cfg.pool);
+            let spawn = |set: &mut JoinSet<_>, cfg: &PoolConfig, id: String| {
                 let w = Worker::new(engine.clone(), id, cfg.site.clone(), cfg.pool.clone(), cfg.worker.clone());
                 set.spawn(w.run(rx.clone())).id()
             };
-            for slot in 0..cfg.workers {
-                slots.insert(spawn(&mut set, slot, generation), slot);
+            for (slot, id) in policy.initial() {
+                slots.insert(spawn(&mut set, policy.config(), id), slot);
             }
-            let mut report = PoolReport::default();
             while let Some(done) = set.join_next_with_id().await {
                 let (task, why) = match done {
                     Ok((task, Ok(()))) => (task, None),
@@ -105,19 +86,18 @@ impl WorkerPool {
                 };
                 let Some(slot) = slots.remove(&task) else { continue };
                 if *rx.borrow() {
-                    continue;
+                    policy.handle_shutdown();
                 }
-                // A worker stopped without being asked to: replace it.
-                generation += 1;
-                report.restarts += 1;
-                counter.fetch_add(1, Ordering::Relaxed);
-                report.crashes.push(format!("worker slot {slot}: {}", why.unwrap_or_else(|| "exited".into())));
-                engine.clock().sleep(cfg.restart_delay).await;
-                if !*rx.borrow() {
-                    slots.insert(spawn(&mut set, slot, generation), slot);
+                let clock = engine.clock();
+                if let SlotDecision::Replace { slot, worker_id, at } = policy.handle_stopped(slot, why, clock.now()) {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    clock.sleep(at.since(clock.now())).await;
+                    if !*rx.borrow() {
+                        slots.insert(spawn(&mut set, policy.config(), worker_id), slot);
+                    }
                 }
             }
-            report
+            PoolReport { restarts: policy.restarts(), crashes: policy.crashes().to_vec() }
         });
         PoolHandle { shutdown: tx, supervisor, restarts }
     }

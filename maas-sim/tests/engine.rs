@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use maas_core::authz::{Grant, GroupPolicy, Principal};
-use maas_core::engine::{EngineError, PoolConfig, WorkerConfig, WorkerPool};
 use maas_core::host::{BmcEndpoint, HostState};
 use maas_core::machine::JobOutcome;
 use maas_core::model::PauseReason;
@@ -17,9 +16,12 @@ use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::power::*;
 use maas_core::ports::services::TicketKind;
 use maas_core::ports::store::*;
-use maas_core::sim::{SimConfig, Simulation, fleet_hosts};
 use maas_core::validate::Problem;
 use maas_core::*;
+use maas_engine::*;
+use maas_engine::{EngineError, PoolConfig, WorkerConfig, WorkerPool};
+use maas_sim::sim::{SimConfig, Simulation, fleet_hosts};
+use maas_sim::*;
 
 const ROUND: Duration = Duration::from_secs(5);
 
@@ -378,12 +380,16 @@ async fn eta_stats_and_the_live_watch_stream() {
     let stats = sim.engine().batch_stats(StatsParams::default()).await.unwrap();
     assert_eq!((stats.succeeded, stats.failed, stats.success_rate), (10, 0, Some(1.0)));
     let install = stats.steps.iter().find(|s| s.step == Some(plan::StepKind::AwaitInstall)).unwrap();
-    assert!(install.durations.p50 >= Duration::from_secs(600) && install.durations.p95 <= Duration::from_secs(760));
+    assert!(
+        install.durations.p50 >= Duration::from_secs(600) && install.durations.p95 <= Duration::from_secs(760),
+        "{:?}",
+        install.durations
+    );
     assert!(!stats.host_runs.is_empty());
     let counters = sim.engine().counters();
     // Every step but the install wait (resolved by the callback) was claimed and completed once.
     let count = |waits: bool| {
-        let is_wait = |s: &&maas_core::engine::DurationStats| s.step == Some(plan::StepKind::AwaitInstall);
+        let is_wait = |s: &&maas_engine::DurationStats| s.step == Some(plan::StepKind::AwaitInstall);
         stats.steps.iter().filter(|s| is_wait(s) == waits).map(|s| s.durations.count as u64).sum::<u64>()
     };
     let claimed = count(false);
@@ -490,8 +496,8 @@ async fn real_engine(driver: Flaky, hosts: usize) -> (Engine, Arc<MemStore>) {
     let clock = Arc::new(SystemClock::new());
     let config = EngineConfig {
         lease: Duration::from_millis(600),
-        intervals: engine::SingletonIntervals { rescue: Duration::from_millis(50), ..Default::default() },
-        verify: engine::VerifyPolicy {
+        intervals: SingletonIntervals { rescue: Duration::from_millis(50), ..Default::default() },
+        verify: VerifyPolicy {
             interval: Duration::from_millis(10),
             deadline: Duration::from_millis(200),
             soft_deadline: Duration::from_millis(200),
@@ -531,7 +537,7 @@ async fn a_pool_replaces_a_crashed_worker_and_the_crashed_jobs_are_rescued() {
         Flaky { inner: SimFleet::new(1, FaultPlan::none()), panics_left: AtomicUsize::new(1), delay: Duration::ZERO };
     let (engine, _store) = real_engine(driver, 6).await;
     let pool = WorkerPool::start(&engine, pool_config(2, Duration::from_secs(1)));
-    let mut singletons = engine::Singletons::new(engine.clone(), "test");
+    let mut singletons = Singletons::new(engine.clone(), "test");
     let id = engine.submit(&alice(), &reboot("sim[000001-000006].dc1")).await.unwrap().batch.id;
     let mut state = BatchState::Running;
     for _ in 0..300 {
@@ -588,7 +594,7 @@ impl maas_core::ports::services::Notifier for Down {
 
 #[tokio::test]
 async fn a_failing_notifier_is_retried_with_doubling_backoff_and_does_not_hold_back_others() {
-    use maas_core::engine::leader::{NOTIFY_BACKOFF_MAX, notify_backoff};
+    use maas_core::policy::leader::{NOTIFY_BACKOFF_MAX, notify_backoff};
     let base = Duration::from_secs(1);
     assert_eq!([1, 2, 3, 4].map(|f| notify_backoff(f, base).as_secs()), [1, 2, 4, 8]);
     assert_eq!(notify_backoff(40, base), NOTIFY_BACKOFF_MAX);
@@ -603,7 +609,7 @@ async fn a_failing_notifier_is_retried_with_doubling_backoff_and_does_not_hold_b
             .notifier("down", Arc::new(Down(attempts.clone())))
             .build();
     engine.submit(&alice(), &reboot("sim000001.dc1")).await.unwrap();
-    let singletons = engine::Singletons::new(engine.clone(), "leader");
+    let singletons = Singletons::new(engine.clone(), "leader");
     // Try every 100 ms for 20 s: attempts at 0, 1, 3, 7 and 15 s.
     let mut at = Vec::new();
     for tick in 0..200 {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use maas_core::machine::{self, HostTarget, Rules};
 use maas_core::ports::store::*;
 use maas_core::*;
+use maas_sim::MemStore;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! Process-local activity counters of one [`Engine`](super::Engine): what this instance's
+//! Process-local activity counters of one [`Engine`](crate::Engine): what this instance's
 //! workers claimed and completed, and what its singletons rescued and flagged. Shells
 //! export them (maasd as Prometheus counters); maas-core keeps them as plain atomics so it
 //! depends on no metrics library. They count since the engine was built and never go down.

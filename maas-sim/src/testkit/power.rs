@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::host::BmcEndpoint;
-use crate::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerState};
+use maas_core::host::BmcEndpoint;
+use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerState};
 
 /// What each behaviour gets.
 pub struct PowerFixture {

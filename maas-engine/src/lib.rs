@@ -1,21 +1,25 @@
-//! The engine: the SDK's main entry point and **the API boundary** every shell (gRPC,
-//! Python, CLI) calls. It turns the pure decisions of maas-core into a running system on
-//! any [`Store`], [`Inventory`] and [`PowerDriver`]:
+//! maas-engine: the runtime. A small tokio executor around maas-core's sans-IO policies —
+//! it turns timers and I/O into events for the core's state machines and carries out the
+//! actions they return — and **the API boundary** every shell (gRPC, Python, CLI) calls:
 //!
 //! - [`Engine`] — the facade: submit (with a dry run), query, cancel, pause/resume,
 //!   statistics, ETAs, live watching, callbacks, audit and tickets ([`facade`]).
-//! - [`Worker`] and [`WorkerPool`] — claim runnable jobs for a site and its pool's kinds,
-//!   run them through the drivers with verified power outcomes, extend leases, complete in
-//!   batches; pools supervise their workers and shut down gracefully ([`worker`], [`pool`]).
-//! - [`Singletons`] — the leader-only periodic tasks: lease rescue, straggler scan, outbox
-//!   delivery with tickets, retention and the server-reclaim workflow ([`leader`]).
-//! - [`estimate`] — percentiles and completion estimates, as pure functions.
+//! - [`Worker`] and [`WorkerPool`] — drive maas-core's [`WorkerMachine`] (what to claim,
+//!   when to heartbeat, flush and hand back) with real store calls and step executions;
+//!   pools supervise their workers by maas-core's [`Supervisor`] ([`worker`], [`pool`]).
+//! - [`Singletons`] — the leader-only periodic tasks, scheduled by maas-core's
+//!   [`LeaderSchedule`] ([`leader`]).
+//! - [`steps`] — what each step does through the drivers.
+//! - [`SystemClock`] — the one reader of the operating system's clock.
 //!
 //! Nothing here reads a clock or draws entropy except through the [`Clock`] and the seeded
-//! [`IdGenerator`] it was built with, so [`crate::sim`] runs all of it deterministically.
+//! [`IdGenerator`] it was built with, so maas-sim runs the facade, the steps and the same
+//! core policies deterministically.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+mod clock;
 mod counters;
-pub mod estimate;
 pub mod facade;
 pub mod leader;
 pub mod pool;
@@ -23,168 +27,36 @@ pub mod steps;
 pub mod worker;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+pub use self::clock::SystemClock;
 pub use self::counters::CounterSnapshot;
 use self::counters::Counters;
 
-use crate::authz::{AllowAll, Authorizer, Denied};
-use crate::batch::Limits;
-use crate::id::{BatchId, IdGenerator};
-use crate::machine::Rules;
-use crate::names::OsRelease;
-use crate::ports::inventory::Inventory;
-use crate::ports::power::PowerDriver;
-use crate::ports::services::{Notifier, Provisioner, Ticket, Ticketing, TicketingError};
-use crate::ports::store::{Store, StoreError};
-use crate::priority::PriorityClass;
-use crate::time::Clock;
-use crate::validate::ValidationReport;
+use maas_core::authz::{AllowAll, Authorizer, Denied};
+use maas_core::id::{BatchId, IdGenerator};
+use maas_core::machine::Rules;
+use maas_core::ports::inventory::Inventory;
+use maas_core::ports::power::PowerDriver;
+use maas_core::ports::services::{Notifier, Provisioner, Ticket, Ticketing, TicketingError};
+use maas_core::ports::store::{Store, StoreError};
+use maas_core::time::Clock;
+use maas_core::validate::ValidationReport;
 
 pub use facade::{
     ActiveSite, BatchStats, BatchView, DryRunHost, DryRunReport, DurationStats, Eta, HostRunView, OutboxBacklog,
     Submitted,
 };
 pub use leader::{Singletons, SingletonsHandle, TickReport};
-pub use pool::{PoolConfig, PoolHandle, PoolReport, WorkerPool};
-pub use worker::{Worker, WorkerConfig};
-
-/// How power outcomes are verified: poll the BMC until it reports the target state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifyPolicy {
-    /// Between polls.
-    pub interval: Duration,
-    /// Give up after this long (hard power operations).
-    pub deadline: Duration,
-    /// Give up after this long for a soft (ACPI) power off, which waits for the OS.
-    pub soft_deadline: Duration,
-}
-
-impl Default for VerifyPolicy {
-    fn default() -> Self {
-        VerifyPolicy {
-            interval: Duration::from_secs(2),
-            deadline: Duration::from_secs(120),
-            soft_deadline: Duration::from_secs(600),
-        }
-    }
-}
-
-impl VerifyPolicy {
-    /// How many polls fit in `deadline` (at least one).
-    pub fn polls(&self, deadline: Duration) -> u32 {
-        let interval = self.interval.as_millis().max(1);
-        (deadline.as_millis() / interval).clamp(1, 10_000) as u32
-    }
-}
-
-/// When a host run counts as a straggler.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct StragglerPolicy {
-    /// Slower than `factor` x the p95 of its batch peers' durations for the same step.
-    pub factor: f64,
-    /// Only with at least this many finished peers for that step.
-    pub min_peers: usize,
-    /// Raise a ticket for each flagged straggler.
-    pub ticket: bool,
-}
-
-impl Default for StragglerPolicy {
-    fn default() -> Self {
-        StragglerPolicy { factor: 3.0, min_peers: 5, ticket: true }
-    }
-}
-
-/// The server-reclaim workflow: defunct, unallocated hosts are reimaged by the system and
-/// returned to their pool (their state goes back to `ready`) when the reimage succeeds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReclaimPolicy {
-    /// The release reclaimed hosts get.
-    pub os: OsRelease,
-    /// Most hosts per reclaim batch.
-    pub max_hosts_per_batch: usize,
-    /// The reclaim batches' priority.
-    pub priority: PriorityClass,
-}
-
-/// How often each singleton runs (on the leader).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SingletonIntervals {
-    /// Lease and wait rescue.
-    pub rescue: Duration,
-    /// Straggler scan.
-    pub stragglers: Duration,
-    /// Outbox delivery and tickets.
-    pub outbox: Duration,
-    /// Retention.
-    pub retention: Duration,
-    /// Reclaim workflow.
-    pub reclaim: Duration,
-}
-
-impl Default for SingletonIntervals {
-    fn default() -> Self {
-        SingletonIntervals {
-            rescue: Duration::from_secs(5),
-            stragglers: Duration::from_secs(60),
-            outbox: Duration::from_secs(1),
-            retention: Duration::from_secs(3600),
-            reclaim: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Engine-wide settings. `Default` gives the values the design and seeds describe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EngineConfig {
-    /// Size and sanity limits on requests.
-    pub limits: Limits,
-    /// Probe every host's BMC before accepting a batch.
-    pub console_check: bool,
-    /// Concurrent probes during a console check.
-    pub console_check_concurrency: usize,
-    /// A site is live while some worker heartbeat is fresher than this.
-    pub worker_freshness: Duration,
-    /// Job lease length (workers extend it while running).
-    pub lease: Duration,
-    /// Power verification.
-    pub verify: VerifyPolicy,
-    /// Straggler detection.
-    pub stragglers: StragglerPolicy,
-    /// Finished batches are purged this long after they finish.
-    pub retention: Duration,
-    /// The reclaim workflow (`None`: off).
-    pub reclaim: Option<ReclaimPolicy>,
-    /// Leader lease length.
-    pub leader_ttl: Duration,
-    /// Singleton periods.
-    pub intervals: SingletonIntervals,
-    /// Window of history behind ETAs.
-    pub eta_history: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            limits: Limits::default(),
-            console_check: false,
-            console_check_concurrency: 64,
-            worker_freshness: Duration::from_secs(180),
-            lease: Duration::from_secs(60),
-            verify: VerifyPolicy::default(),
-            stragglers: StragglerPolicy::default(),
-            retention: Duration::from_secs(30 * 24 * 3600),
-            reclaim: None,
-            leader_ttl: Duration::from_secs(30),
-            intervals: SingletonIntervals::default(),
-            eta_history: Duration::from_secs(14 * 24 * 3600),
-        }
-    }
-}
+pub use maas_core::config::{
+    EngineConfig, PoolConfig, ReclaimPolicy, SingletonIntervals, StragglerPolicy, VerifyPolicy, WorkerConfig,
+};
+pub use maas_core::estimate;
+pub use maas_core::policy::{LeaderSchedule, Supervisor, WorkerMachine};
+pub use pool::{PoolHandle, PoolReport, WorkerPool};
+pub use worker::Worker;
 
 /// An engine failure, for shells to map onto their status codes.
 #[derive(Debug, thiserror::Error)]

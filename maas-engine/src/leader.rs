@@ -1,43 +1,41 @@
-//! Singleton periodic tasks. Each runs only on the instance holding its TTL'd leader row,
-//! so any number of instances may run [`Singletons`]:
+//! Singleton periodic tasks, carried out. maas-core's [`LeaderSchedule`] says which task is
+//! due, [`NotifierBackoff`] which notifier may be tried, [`ticket_for`] which events raise
+//! tickets. Each task runs only on the instance holding its TTL'd leader row, so any number
+//! of instances may run [`Singletons`]:
 //!
 //! - `rescuer`: expired leases become retries with backoff (or failures), expired waits
 //!   fail.
 //! - `stragglers`: a host slower at its current step than `factor` x the p95 of its batch
 //!   peers' durations for that step is flagged (once per step) and, by policy, ticketed.
 //! - `outbox`: events go to every notifier (at least once, in order, each notifier with its
-//!   own cursor; a failing one is retried with doubling backoff, [`notify_backoff`], without
+//!   own cursor; a failing one is retried with doubling backoff, [`maas_core::policy::leader::notify_backoff`], without
 //!   holding the others back), and failure-budget pauses, wedged hosts and stragglers raise
 //!   tickets.
 //! - `retention`: finished batches older than the retention are purged.
 //! - `reclaim`: defunct, unallocated hosts are reimaged by `system:reclaim` and return to
 //!   their pool when the reimage succeeds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::estimate;
-use super::{Engine, EngineError, Inner};
-use crate::action::Action;
-use crate::batch::BatchRequest;
-use crate::host::HostState;
-use crate::id::BatchId;
-use crate::model::*;
-use crate::ports::inventory::HostFilter;
-use crate::ports::services::{Ticket, TicketKind};
-use crate::ports::store::*;
-use crate::time::Timestamp;
+use crate::{Engine, EngineError, Inner};
+use maas_core::action::Action;
+use maas_core::batch::BatchRequest;
+use maas_core::estimate;
+use maas_core::host::HostState;
+use maas_core::id::BatchId;
+use maas_core::model::*;
+use maas_core::policy::leader::{
+    LeaderSchedule, LeaderTask, NotifierBackoff, TICKETS_CONSUMER, notifier_consumer, step_began, ticket_for,
+};
+use maas_core::ports::inventory::HostFilter;
+use maas_core::ports::store::*;
+use maas_core::time::Timestamp;
 
-const TICKETS_CONSUMER: &str = "tickets";
 const PAGE: usize = 500;
-
-/// The outbox cursor name of the notifier registered as `name`.
-fn notifier_consumer(name: &str) -> String {
-    format!("notify:{name}")
-}
 
 /// Every outbox consumer of this engine: its notifiers, then tickets.
 pub(crate) fn outbox_consumers(inner: &Inner) -> Vec<String> {
@@ -67,23 +65,13 @@ pub struct TickReport {
     pub errors: Vec<String>,
 }
 
-/// The singleton tasks of one instance.
+/// The singleton tasks of one instance: maas-core's [`LeaderSchedule`] says which are due,
+/// the leader rows say which this instance leads, and this carries them out.
 pub struct Singletons {
     engine: Engine,
     owner: String,
-    last: HashMap<&'static str, Timestamp>,
-    /// Per failing notifier: consecutive failures and when to try it again.
-    notify_backoff: std::sync::Mutex<HashMap<String, (u32, Timestamp)>>,
-}
-
-/// The longest wait between two deliveries to a failing notifier.
-pub const NOTIFY_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-/// How long to wait before the next delivery to a notifier that failed `failures` times in
-/// a row: the outbox period `base`, doubling per failure, at most [`NOTIFY_BACKOFF_MAX`].
-pub fn notify_backoff(failures: u32, base: Duration) -> Duration {
-    let doublings = failures.saturating_sub(1).min(20);
-    base.saturating_mul(1 << doublings).min(NOTIFY_BACKOFF_MAX)
+    schedule: LeaderSchedule,
+    notify_backoff: std::sync::Mutex<NotifierBackoff>,
 }
 
 /// A running singleton loop.
@@ -104,58 +92,49 @@ impl SingletonsHandle {
 impl Singletons {
     /// The singletons of the instance `owner` (unique per instance).
     pub fn new(engine: Engine, owner: impl Into<String>) -> Self {
-        Singletons { engine, owner: owner.into(), last: HashMap::new(), notify_backoff: Default::default() }
+        let schedule = LeaderSchedule::new(engine.inner.config.intervals);
+        Singletons { engine, owner: owner.into(), schedule, notify_backoff: Default::default() }
     }
 
     /// Runs every task that is due and led by this instance.
     pub async fn tick(&mut self, now: Timestamp) -> TickReport {
-        let iv = self.engine.inner.config.intervals;
         let mut report = TickReport::default();
-        let tasks: [(&'static str, Duration); 5] = [
-            ("rescuer", iv.rescue),
-            ("stragglers", iv.stragglers),
-            ("outbox", iv.outbox),
-            ("retention", iv.retention),
-            ("reclaim", iv.reclaim),
-        ];
-        for (name, every) in tasks {
-            if self.last.get(name).is_some_and(|t| now.since(*t) < every) {
-                continue;
-            }
-            match self.lead(name, now).await {
+        for task in self.schedule.due(now) {
+            match self.lead(task, now).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    report.errors.push(format!("{name}: leader election: {e}"));
+                    report.errors.push(format!("{task}: leader election: {e}"));
                     continue;
                 }
             }
-            self.last.insert(name, now);
-            report.ran.push(name);
-            let result = match name {
-                "rescuer" => self.rescue(now).await.map(|r| report.rescued = r),
-                "stragglers" => self.scan_stragglers(now).await.map(|n| report.stragglers = n),
-                "outbox" => self.deliver_outbox().await.map(|(d, t)| {
+            self.schedule.ran(task, now);
+            report.ran.push(task.as_str());
+            let result = match task {
+                LeaderTask::Rescuer => self.rescue(now).await.map(|r| report.rescued = r),
+                LeaderTask::Stragglers => self.scan_stragglers(now).await.map(|n| report.stragglers = n),
+                LeaderTask::Outbox => self.deliver_outbox().await.map(|(d, t)| {
                     report.delivered = d;
                     report.tickets = t;
                 }),
-                "retention" => self.retain(now).await.map(|p| report.purged = p),
-                _ => self.reclaim().await.map(|b| report.reclaimed = b),
+                LeaderTask::Retention => self.retain(now).await.map(|p| report.purged = p),
+                LeaderTask::Reclaim => self.reclaim().await.map(|b| report.reclaimed = b),
             };
             if let Err(e) = result {
-                report.errors.push(format!("{name}: {e}"));
+                report.errors.push(format!("{task}: {e}"));
             }
         }
         report
     }
 
-    async fn lead(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
+    async fn lead(&self, task: LeaderTask, now: Timestamp) -> Result<bool, StoreError> {
         let ttl = self.engine.inner.config.leader_ttl;
-        let p = LeaderElectParams { name: name.into(), owner: self.owner.clone(), now, ttl };
+        let p = LeaderElectParams { name: task.as_str().into(), owner: self.owner.clone(), now, ttl };
         self.engine.inner.store.leader_attempt_elect(p).await
     }
 
-    /// Runs the loop on the current tokio runtime, ticking every `poll`.
+    /// Runs the loop on the current tokio runtime: ticks, then sleeps until the next task
+    /// is due (at most `poll`, so leader rows freed by others are taken up).
     pub fn start(mut self, poll: Duration) -> SingletonsHandle {
         let (tx, mut rx) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -167,8 +146,8 @@ impl Singletons {
                     r = rx.changed() => if r.is_err() { break },
                 }
             }
-            for name in ["rescuer", "stragglers", "outbox", "retention", "reclaim"] {
-                let _ = self.engine.inner.store.leader_resign(name, &self.owner).await;
+            for task in LeaderTask::ALL {
+                let _ = self.engine.inner.store.leader_resign(task.as_str(), &self.owner).await;
             }
         });
         SingletonsHandle { shutdown: tx, task }
@@ -235,10 +214,7 @@ impl Singletons {
         let mut delivered = 0;
         let mut failures = Vec::new();
         'notifiers: for (name, notifier) in &inner.notifiers {
-            let waiting = {
-                let b = self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner());
-                b.get(name).is_some_and(|(_, retry_at)| now < *retry_at)
-            };
+            let waiting = !self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner()).may_deliver(name, now);
             if waiting {
                 continue;
             }
@@ -250,18 +226,18 @@ impl Singletons {
                 if let Err(e) = notifier.deliver(&events).await {
                     // Not delivered: the same events go again after the backoff. Other
                     // notifiers are not held back by this one.
-                    let mut b = self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner());
-                    let entry = b.entry(name.clone()).or_insert((0, now));
-                    entry.0 += 1;
-                    let wait = notify_backoff(entry.0, inner.config.intervals.outbox);
-                    entry.1 = now.plus(wait);
-                    failures.push(format!("{name}: {e} (failure {}, next try in {wait:?})", entry.0));
+                    let (failures_in_row, wait) = self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner()).failed(
+                        name,
+                        now,
+                        inner.config.intervals.outbox,
+                    );
+                    failures.push(format!("{name}: {e} (failure {failures_in_row}, next try in {wait:?})"));
                     continue 'notifiers;
                 }
                 inner.store.event_cursor_set(&consumer, last).await?;
                 delivered += events.len();
             }
-            self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+            self.notify_backoff.lock().unwrap_or_else(|p| p.into_inner()).delivered(name);
         }
         let mut tickets = 0;
         loop {
@@ -324,29 +300,4 @@ impl Singletons {
         let submitted = self.engine.submit_as_system("reclaim", &req).await?;
         Ok(Some(submitted.batch.id))
     }
-}
-
-/// When a job's current step began: its attempt's start, or the start of its wait.
-fn step_began(j: &JobRecord) -> Option<Timestamp> {
-    if j.kind.is_wait() { j.enqueued_at } else { j.started_at }
-}
-
-/// The ticket an event raises, if any.
-pub fn ticket_for(e: &Event, stragglers: bool) -> Option<Ticket> {
-    let (kind, host, step, summary) = match &e.kind {
-        EventKind::HostFailed { host, step, error, wedged: true } => {
-            (TicketKind::WedgedHost, Some(host.clone()), Some(*step), format!("{host} wedged at {step}: {error}"))
-        }
-        EventKind::BatchPaused { reason: reason @ PauseReason::FailureBudget { .. } } => {
-            (TicketKind::FailureBudget, None, None, format!("batch {} paused: {reason}", e.batch_id))
-        }
-        EventKind::StragglerFlagged { host, step } if stragglers => (
-            TicketKind::Straggler,
-            Some(host.clone()),
-            Some(*step),
-            format!("{host} is slow at {step} against its batch peers (batch {})", e.batch_id),
-        ),
-        _ => return None,
-    };
-    Some(Ticket { kind, batch_id: e.batch_id, host, step, summary, at: e.at })
 }

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use super::Engine;
-use crate::host::{Host, HostState};
-use crate::machine::JobOutcome;
-use crate::model::JobRecord;
-use crate::plan::StepKind;
-use crate::ports::power::{BootDevice, PowerError, PowerOp, PowerState};
-use crate::ports::services::ProvisionError;
-use crate::ports::store::JobListParams;
+use crate::Engine;
+use maas_core::host::{Host, HostState};
+use maas_core::machine::JobOutcome;
+use maas_core::model::JobRecord;
+use maas_core::plan::StepKind;
+use maas_core::ports::power::{BootDevice, PowerError, PowerOp, PowerState};
+use maas_core::ports::services::ProvisionError;
+use maas_core::ports::store::JobListParams;
 
 /// Why a step failed, and whether another attempt may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +45,8 @@ impl From<ProvisionError> for StepFailure {
     }
 }
 
-impl From<crate::ports::store::StoreError> for StepFailure {
-    fn from(e: crate::ports::store::StoreError) -> Self {
+impl From<maas_core::ports::store::StoreError> for StepFailure {
+    fn from(e: maas_core::ports::store::StoreError) -> Self {
         StepFailure { error: e.to_string(), retryable: true }
     }
 }

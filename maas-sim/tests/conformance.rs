@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use maas_core::host::BmcEndpoint;
 use maas_core::ports::PowerState;
-use maas_core::testkit::{power, store};
-use maas_core::{FaultPlan, MemStore, SimFleet};
+use maas_sim::testkit::{power, store};
+use maas_sim::{FaultPlan, MemStore, SimFleet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memstore_passes_the_store_conformance_suite() {

@@ -5,19 +5,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::action::Action;
-use crate::authz::Principal;
-use crate::batch::{BatchSpec, RolloutPolicy};
-use crate::host::{BmcEndpoint, Host, HostState};
-use crate::id::IdGenerator;
-use crate::machine::{self, HostTarget, JobOutcome, Rules, TransitionError};
-use crate::model::*;
-use crate::names::{Hostname, OsRelease, Pool, Site, Sku};
-use crate::plan::StepKind;
-use crate::ports::inventory::{HostFilter, Inventory};
-use crate::ports::store::*;
-use crate::priority::PriorityClass;
-use crate::time::{Clock, ManualClock, Timestamp};
+use maas_core::action::Action;
+use maas_core::authz::Principal;
+use maas_core::batch::{BatchSpec, RolloutPolicy};
+use maas_core::host::{BmcEndpoint, Host, HostState};
+use maas_core::id::IdGenerator;
+use maas_core::machine::{self, HostTarget, JobOutcome, Rules, TransitionError};
+use maas_core::model::*;
+use maas_core::names::{Hostname, OsRelease, Pool, Site, Sku};
+use maas_core::plan::StepKind;
+use maas_core::ports::inventory::{HostFilter, Inventory};
+use maas_core::ports::store::*;
+use maas_core::priority::PriorityClass;
+use maas_core::time::{Clock, ManualClock, Timestamp};
 
 /// A backend under test: a [`Store`] that is also the [`Inventory`].
 pub trait Backend: Store + Inventory {}
@@ -254,7 +254,7 @@ pub async fn overlap_error_names_every_conflicting_host_and_holder(t: Harness) {
     let first = t.submit(&hosts[..2], reboot(), |_| {}).await.unwrap().batch;
     let err = t.submit(&hosts[..3], reboot(), |_| {}).await.unwrap_err();
     let StoreError::Overlap { conflicts } = err else { panic!("expected overlap, got {err}") };
-    let mut got: Vec<(String, crate::id::BatchId)> =
+    let mut got: Vec<(String, maas_core::id::BatchId)> =
         conflicts.iter().map(|c| (c.host.to_string(), c.held_by)).collect();
     got.sort();
     assert_eq!(got, vec![(hosts[0].to_string(), first.id), (hosts[1].to_string(), first.id)]);
@@ -813,7 +813,7 @@ pub async fn batch_list_filters_and_pages(t: Harness) {
     assert_eq!(page2.iter().map(|b| b.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
     let reboots = t
         .store
-        .batch_list(BatchListParams { action: Some(crate::action::ActionKind::Reboot), ..Default::default() })
+        .batch_list(BatchListParams { action: Some(maas_core::action::ActionKind::Reboot), ..Default::default() })
         .await
         .unwrap();
     assert_eq!(reboots.len(), 3);
@@ -933,7 +933,10 @@ pub async fn step_samples_and_site_activity(t: Harness) {
     let samples = t.store.stats_steps(StatsParams { finished_from: Some(start), finished_until: None }).await.unwrap();
     assert_eq!(samples.len(), 1);
     let s = &samples[0];
-    assert_eq!((s.kind, s.action, s.sku.as_str()), (StepKind::Preflight, crate::action::ActionKind::Reboot, "gen9"));
+    assert_eq!(
+        (s.kind, s.action, s.sku.as_str()),
+        (StepKind::Preflight, maas_core::action::ActionKind::Reboot, "gen9")
+    );
     assert_eq!(s.finished_at.since(s.started_at), Duration::from_secs(7));
     let later = StatsParams { finished_from: Some(t.now().plus(Duration::from_secs(1))), finished_until: None };
     assert!(t.store.stats_steps(later).await.unwrap().is_empty());
@@ -941,7 +944,7 @@ pub async fn step_samples_and_site_activity(t: Harness) {
 
 /// Tickets are idempotent per (kind, batch, host) and listed newest first.
 pub async fn tickets_are_idempotent_and_listed_newest_first(t: Harness) {
-    use crate::ports::services::{Ticket, TicketKind};
+    use maas_core::ports::services::{Ticket, TicketKind};
     let hosts = t.add_hosts("dc1", 1).await;
     let batch = t.submit(&hosts, reboot(), |_| {}).await.unwrap().batch;
     let ticket = |kind, host: Option<Hostname>| Ticket {

@@ -7,17 +7,17 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::host::{Host, HostState};
-use crate::id::{BatchId, HostRunId, JobId};
-use crate::machine::{self, Effects, JobContext, Rules, TransitionError};
-use crate::model::*;
-use crate::names::{Hostname, Pool, Site};
-use crate::overlap::Conflict;
-use crate::plan::StepKind;
-use crate::ports::inventory::{HostFilter, Inventory};
-use crate::ports::services::{Ticket, TicketKind};
-use crate::ports::store::*;
-use crate::time::Timestamp;
+use maas_core::host::{Host, HostState};
+use maas_core::id::{BatchId, HostRunId, JobId};
+use maas_core::machine::{self, Effects, JobContext, Rules, TransitionError};
+use maas_core::model::*;
+use maas_core::names::{Hostname, Pool, Site};
+use maas_core::overlap::Conflict;
+use maas_core::plan::StepKind;
+use maas_core::ports::inventory::{HostFilter, Inventory};
+use maas_core::ports::services::{Ticket, TicketKind};
+use maas_core::ports::store::*;
+use maas_core::time::Timestamp;
 
 #[derive(Default)]
 struct State {

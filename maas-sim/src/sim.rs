@@ -15,25 +15,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::action::{Action, WipeMethod};
-use crate::authz::Principal;
-use crate::batch::{BatchRequest, RolloutPolicy};
-use crate::engine::{Engine, EngineConfig, EngineError, ReclaimPolicy, Singletons, Worker, WorkerConfig};
-use crate::host::{BmcEndpoint, Host, HostState};
-use crate::id::{BatchId, IdGenerator, JobId};
-use crate::machine::{JobOutcome, Rules};
+use maas_core::action::{Action, WipeMethod};
+use maas_core::authz::Principal;
+use maas_core::batch::{BatchRequest, RolloutPolicy};
+use maas_core::host::{BmcEndpoint, Host, HostState};
+use maas_core::id::{BatchId, IdGenerator, JobId};
+use maas_core::machine::{JobOutcome, Rules, TransitionError};
+use maas_core::model::*;
+use maas_core::names::{Hostname, OsRelease, Pool, Site, Sku};
+use maas_core::plan::{BootImage, StepKind};
+use maas_core::policy::{WorkerAction, WorkerMachine};
+use maas_core::ports::inventory::Inventory;
+use maas_core::ports::power::PowerState;
+use maas_core::ports::services::{Notifier, NotifyError, ProvisionError, Provisioner};
+use maas_core::ports::store::*;
+use maas_core::priority::PriorityClass;
+use maas_core::rng::SimRng;
+use maas_core::time::{Clock, ManualClock, Timestamp};
+use maas_engine::worker::Performed;
+use maas_engine::{Engine, EngineConfig, EngineError, ReclaimPolicy, Singletons, Worker, WorkerConfig};
+
 use crate::memstore::{MemStore, Transition};
-use crate::model::*;
-use crate::names::{Hostname, OsRelease, Pool, Site, Sku};
-use crate::plan::{BootImage, StepKind};
-use crate::ports::inventory::Inventory;
-use crate::ports::power::PowerState;
-use crate::ports::services::{Notifier, NotifyError, ProvisionError, Provisioner};
-use crate::ports::store::*;
-use crate::priority::PriorityClass;
-use crate::rng::SimRng;
 use crate::simfleet::{FaultPlan, SimFleet};
-use crate::time::{Clock, ManualClock, Timestamp};
 
 /// A store the simulator can run on: any [`Store`] that is also the [`Inventory`].
 /// Invariant checking needs the in-memory store's transition log, so it runs only on
@@ -74,6 +77,9 @@ pub struct SimConfig {
     pub allocated_every: usize,
     /// Finished batches are purged this long after they finish.
     pub retention: Duration,
+    /// How long a worker asked to shut down lets its steps finish before handing the rest
+    /// back (simulated steps take up to 15 s).
+    pub shutdown_grace: Duration,
 }
 
 impl SimConfig {
@@ -123,6 +129,9 @@ impl SimConfig {
             defunct_every: 17,
             allocated_every: 23,
             retention: Duration::from_secs(1800),
+            // Half the seeds give shutdowns too little grace for their steps, so workers
+            // hand work back with outcomes still buffered.
+            shutdown_grace: Duration::from_secs(if seed.is_multiple_of(2) { 1 } else { 10 }),
         }
     }
 }
@@ -289,7 +298,12 @@ pub struct Simulation {
     checker: Checker,
     report: SimReport,
     start: Timestamp,
+    worker_policy: WorkerPolicy,
 }
+
+/// The worker policy the simulator polls: maas-core's [`WorkerMachine::poll_action`],
+/// unless a test swaps in a variant (to prove the simulator catches a broken policy).
+pub type WorkerPolicy = fn(&mut WorkerMachine, Timestamp) -> Option<WorkerAction>;
 
 const LEASE: Duration = Duration::from_secs(120);
 
@@ -335,7 +349,7 @@ impl Simulation {
                 max_hosts_per_batch: 4,
                 priority: PriorityClass::Low,
             }),
-            stragglers: crate::engine::StragglerPolicy { factor: 3.0, min_peers: 3, ticket: true },
+            stragglers: maas_engine::StragglerPolicy { factor: 3.0, min_peers: 3, ticket: true },
             ..EngineConfig::default()
         };
         let engine = Engine::builder(
@@ -373,6 +387,7 @@ impl Simulation {
             checker: Checker::default(),
             report: SimReport::default(),
             start,
+            worker_policy: WorkerMachine::poll_action,
         };
         for s in 1..=sim.cfg.sites {
             for slot in 0..sim.cfg.workers_per_site {
@@ -397,10 +412,18 @@ impl Simulation {
             capacity,
             flush_size: capacity,
             flush_interval: Duration::from_secs(2),
+            shutdown_grace: self.cfg.shutdown_grace,
             ..Default::default()
         };
         let pool = Pool::new("web").unwrap_or_else(|_| unreachable!());
         Worker::new(self.engine.clone(), format!("dc{s}/web/{slot}.{generation}"), site(s), pool, cfg)
+    }
+
+    /// Polls `policy` instead of [`WorkerMachine::poll_action`] for every worker's next
+    /// action: for tests that prove a broken policy is caught.
+    pub fn with_worker_policy(mut self, policy: WorkerPolicy) -> Self {
+        self.worker_policy = policy;
+        self
     }
 
     /// The engine under simulation.
@@ -555,7 +578,8 @@ impl Simulation {
                 let i = self.rng.below(2) as usize;
                 self.leader_tick(i).await;
             }
-            760..=779 if faults => self.crash_or_restart().await,
+            760..=771 if faults => self.crash_or_restart().await,
+            772..=779 if faults => self.stop_gracefully(),
             780..=789 if faults => self.stall().await,
             790..=799 => self.remap_pool().await,
             800..=809 if faults => {
@@ -623,7 +647,11 @@ impl Simulation {
     async fn all_settled(&self) -> bool {
         let batches = self.batches().await;
         let live: BTreeSet<BatchId> = batches.iter().filter(|b| !b.state.is_terminal()).map(|b| b.id).collect();
-        live.is_empty() && self.workers.iter().all(|w| w.in_flight.is_empty() && w.worker.buffered() == 0)
+        live.is_empty()
+            && self.workers.iter().all(|w| {
+                let m = w.worker.machine();
+                w.in_flight.is_empty() && m.running() == 0 && m.buffered() == 0
+            })
     }
 
     fn random_request(&mut self) -> (Principal, BatchRequest) {
@@ -650,7 +678,7 @@ impl Simulation {
         req.rollout =
             RolloutPolicy { max_in_flight: 1 + self.rng.below(4) as u32, failure_budget: self.rng.below(3) as u32 };
         if self.rng.chance(0.3) {
-            req.force = Some(crate::batch::ForceInUse { reason: "simulated maintenance".into() });
+            req.force = Some(maas_core::batch::ForceInUse { reason: "simulated maintenance".into() });
         }
         if self.rng.chance(0.5) {
             req.idempotency_key = Some(format!("key-{}", self.rng.below(1_000_000)));
@@ -758,6 +786,10 @@ impl Simulation {
         self.trace(format!("resume {}: {}", b.id, outcome(r.map(|b| b.state))));
     }
 
+    /// One turn of worker `w`: the steps whose simulated time is up finish, then every
+    /// action its policy (maas-core's `WorkerMachine`, unless a test swapped it) has due is
+    /// carried out by maas-engine's `Worker::perform`, as in production; the checker sees
+    /// every claim, heartbeat, flush, hand-back and stop.
     async fn worker_tick(&mut self, w: usize) -> Result<(), String> {
         let now = self.clock.now();
         if !self.workers[w].alive || self.workers[w].stalled_until.is_some_and(|t| now < t) {
@@ -765,48 +797,93 @@ impl Simulation {
         }
         self.workers[w].stalled_until = None;
         let sw = &mut self.workers[w];
-        sw.worker.refresh(now).await.map_err(|e| e.to_string())?;
-        // Finished steps are recorded; leases of the rest are extended.
-        let (done, still): (Vec<_>, Vec<_>) = sw.in_flight.drain(..).partition(|(_, at, _)| *at <= now);
+        let (mut done, still): (Vec<_>, Vec<_>) = sw.in_flight.drain(..).partition(|(_, at, _)| *at <= now);
         sw.in_flight = still;
-        for (job, _, outcome) in done {
-            sw.worker.record(&job, outcome, now);
+        // Each step finished at its own time, as the runtime would have seen it.
+        done.sort_by_key(|(job, at, _)| (*at, job.id));
+        for (job, at, outcome) in done {
+            sw.worker.machine_mut().handle_step_finished(job.id, outcome, at);
         }
-        let ids: Vec<JobId> = sw.in_flight.iter().map(|(j, _, _)| j.id).collect();
-        let held = sw.worker.extend(now, ids).await.map_err(|e| e.to_string())?;
         let id = sw.worker.id().to_string();
-        self.checker.extended(&id, &held, now.plus(LEASE));
-        let sw = &mut self.workers[w];
-        let mut flushed = 0;
-        if sw.worker.flush_due(now) || self.rng.chance(0.3) {
-            let jobs = sw.worker.buffered_jobs();
-            let r = sw.worker.flush(now).await.map_err(|e| e.to_string())?;
-            flushed = r.applied;
-            self.report.completed += r.applied;
-            self.checker.flushed(&id, &jobs);
+        let mut did = Vec::new();
+        // Bounded: a policy that never runs out of due actions is a failure, not a hang.
+        for _ in 0..32 {
+            let Some(action) = (self.worker_policy)(self.workers[w].worker.machine_mut(), now) else {
+                return self.worker_turn_done(w, did);
+            };
+            let claim = match &action {
+                WorkerAction::Claim(p) => Some((p.limit, self.claim_candidates(w, &p.kinds, now))),
+                _ => None,
+            };
+            let flushing: Vec<JobId> = match &action {
+                WorkerAction::Flush(p) => p.completions.iter().map(|c| c.job_id).collect(),
+                _ => Vec::new(),
+            };
+            did.push(action.name());
+            let performed = self.workers[w].worker.perform(action, now).await.map_err(|e| e.to_string())?;
+            match performed {
+                Performed::Noted => {}
+                Performed::Claimed(jobs) => {
+                    if let Some((limit, Some(before))) = claim {
+                        let records: Vec<JobRecord> = jobs.iter().map(|(j, _)| j.clone()).collect();
+                        self.checker.claimed(&id, &records, before, limit, now, LEASE)?;
+                    }
+                    for (job, host) in jobs {
+                        let outcome = self.engine.run_step_on(&job, host).await;
+                        let takes = Duration::from_millis(self.rng.below(15_000));
+                        self.workers[w].in_flight.push((job, now.plus(takes), outcome));
+                    }
+                }
+                Performed::Extended(held) => self.checker.extended(&id, &held, now.plus(LEASE)),
+                Performed::Flushed(r) => {
+                    self.report.completed += r.applied;
+                    self.checker.flushed(&id, &flushing, &r.stale)?;
+                }
+                Performed::HandedBack(released) => {
+                    self.workers[w].in_flight.clear();
+                    self.checker.handed_back(&id, &released);
+                }
+                Performed::Stopped => {
+                    self.workers[w].alive = false;
+                    self.workers[w].in_flight.clear();
+                    if let Some(mem) = &self.mem {
+                        Checker::stopped_gracefully(mem, &id)?;
+                    }
+                    self.trace(format!("worker {id} stopped gracefully"));
+                    return self.worker_turn_done(w, did);
+                }
+            }
         }
-        let sw = &mut self.workers[w];
-        let room = self.cfg.worker_capacity.saturating_sub(sw.in_flight.len());
-        let before = match &self.mem {
-            Some(mem) if self.cfg.check => Some(self.checker.claim_candidates(mem, &self.workers[w], now)),
-            _ => None,
-        };
-        let sw = &mut self.workers[w];
-        let jobs = sw.worker.claim(now, room).await.map_err(|e| e.to_string())?;
-        if let Some(before) = before {
-            self.checker.claimed(&id, &jobs, before, room, now, LEASE)?;
-        }
-        let mut claimed = Vec::new();
-        let mut hosts = self.workers[w].worker.hosts_of(&jobs).await.map_err(|e| e.to_string())?;
-        for job in jobs {
-            let outcome = self.engine.run_step_on(&job, hosts.remove(&job.hostname)).await;
-            let takes = Duration::from_millis(self.rng.below(15_000));
-            claimed.push(format!("{}:{}", job.hostname, job.kind));
-            self.workers[w].in_flight.push((job, now.plus(takes), outcome));
-        }
+        Err(format!("worker {id}'s policy still had actions due after 32 in one turn: {did:?}"))
+    }
+
+    fn worker_turn_done(&mut self, w: usize, did: Vec<&'static str>) -> Result<(), String> {
         self.schedule_installs();
-        self.trace(format!("worker {id}: flushed {flushed}, claimed [{}]", claimed.join(" ")));
+        let sw = &self.workers[w];
+        let m = sw.worker.machine();
+        let line = format!("worker {}: {} running {} buffered {}", m.id(), did.join(","), m.running(), m.buffered());
+        self.trace(line);
         Ok(())
+    }
+
+    /// Available jobs worker `w` could take now, in claim order (when checking).
+    fn claim_candidates(&self, w: usize, kinds: &[StepKind], now: Timestamp) -> Option<Vec<(i64, JobId)>> {
+        let mem = self.mem.as_ref().filter(|_| self.cfg.check)?;
+        Some(self.checker.claim_candidates(mem, &site(self.workers[w].site), kinds, now))
+    }
+
+    /// Asks a live worker to shut down gracefully: it stops claiming, lets its steps
+    /// finish for its grace, hands the rest back, flushes, and stops.
+    fn stop_gracefully(&mut self) {
+        let w = self.rng.below(self.workers.len() as u64) as usize;
+        if !self.workers[w].alive {
+            return;
+        }
+        let now = self.clock.now();
+        let sw = &mut self.workers[w];
+        sw.worker.machine_mut().handle_shutdown(now);
+        let id = sw.worker.id().to_string();
+        self.trace(format!("worker {id} is asked to shut down"));
     }
 
     fn schedule_installs(&mut self) {
@@ -971,8 +1048,8 @@ impl FaultPlan {
 }
 
 /// Whether `req` asks for exactly the batch `spec` describes (what the fingerprint covers).
-fn same_spec(req: &BatchRequest, spec: &crate::batch::BatchSpec) -> bool {
-    let (mut hosts, problems) = crate::validate::expand_hosts(req, &crate::batch::Limits::default());
+fn same_spec(req: &BatchRequest, spec: &maas_core::batch::BatchSpec) -> bool {
+    let (mut hosts, problems) = maas_core::validate::expand_hosts(req, &maas_core::batch::Limits::default());
     let mut theirs = spec.hosts.clone();
     hosts.sort();
     theirs.sort();
@@ -1012,6 +1089,8 @@ fn outcome_of(r: Result<JobState, EngineError>) -> String {
 pub struct Checker {
     /// Per job: the worker holding it, its attempt and when its lease ends.
     holders: HashMap<JobId, (String, u32, Timestamp)>,
+    /// Jobs each worker handed back on shutdown.
+    handed_back: BTreeSet<(String, JobId)>,
     /// Events checked so far.
     events_after: u64,
     all_events: Vec<u64>,
@@ -1052,23 +1131,57 @@ impl Checker {
     }
 
     /// The worker's completions of `jobs` are in the store (applied, or refused as stale):
-    /// it no longer runs them.
-    fn flushed(&mut self, owner: &str, jobs: &[JobId]) {
+    /// it no longer runs them. None of them may be a job it handed back: a step whose
+    /// outcome was buffered must be flushed, never released to run again.
+    fn flushed(&mut self, owner: &str, jobs: &[JobId], stale: &[(JobId, TransitionError)]) -> Result<(), String> {
         for id in jobs {
+            if self.holders.get(id).is_some_and(|h| h.0 == owner) {
+                self.holders.remove(id);
+            }
+        }
+        for (id, why) in stale {
+            if self.handed_back.contains(&(owner.to_string(), *id)) {
+                return Err(format!(
+                    "worker {owner} handed back job {id} although its step had finished (outcome refused: {why}): \
+                     the step runs twice"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker released `jobs` on shutdown.
+    fn handed_back(&mut self, owner: &str, jobs: &[JobId]) {
+        for id in jobs {
+            self.handed_back.insert((owner.to_string(), *id));
             if self.holders.get(id).is_some_and(|h| h.0 == owner) {
                 self.holders.remove(id);
             }
         }
     }
 
-    /// Available jobs the worker could take now, in claim order.
-    fn claim_candidates(&self, store: &MemStore, w: &SimWorker, now: Timestamp) -> Vec<(i64, JobId)> {
-        let site = site(w.site);
-        let kinds = w.worker.kinds();
+    /// A worker that stopped gracefully holds no lease any more: every job it ran was
+    /// flushed or handed back, none is left for the rescuer.
+    fn stopped_gracefully(store: &MemStore, owner: &str) -> Result<(), String> {
+        let left: Vec<JobId> = store
+            .jobs_snapshot()
+            .into_iter()
+            .filter(|j| j.state == JobState::Running && j.lease_owner.as_deref() == Some(owner))
+            .map(|j| j.id)
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("worker {owner} stopped gracefully but still holds the leases of {left:?}"))
+        }
+    }
+
+    /// Available jobs of `site` and `kinds` a worker could take now, in claim order.
+    fn claim_candidates(&self, store: &MemStore, site: &Site, kinds: &[StepKind], now: Timestamp) -> Vec<(i64, JobId)> {
         let mut c: Vec<(i64, JobId)> = store
             .jobs_snapshot()
             .into_iter()
-            .filter(|j| j.state == JobState::Available && j.site == site && kinds.contains(&j.kind) && j.run_at <= now)
+            .filter(|j| j.state == JobState::Available && &j.site == site && kinds.contains(&j.kind) && j.run_at <= now)
             .map(|j| (j.key, j.id))
             .collect();
         c.sort_unstable();
@@ -1260,6 +1373,7 @@ impl Checker {
                 }
             }
             EventKind::BatchAccepted { .. } | EventKind::StragglerFlagged { .. } => {}
+            other => return Err(format!("the checker does not know event {other:?}: teach it")),
         }
         Ok(())
     }
@@ -1295,6 +1409,7 @@ pub async fn reimage_wave(hosts: usize, sites: usize, workers_per_site: usize) -
         defunct_every: 0,
         allocated_every: 0,
         retention: Duration::from_secs(30 * 24 * 3600),
+        shutdown_grace: Duration::from_secs(10),
     };
     let mut sim = Simulation::new(cfg).await;
     // Batches of at most 5,000 hosts (the default limit is 10,000 per batch).

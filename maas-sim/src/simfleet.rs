@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::host::BmcEndpoint;
-use crate::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
-use crate::rng::SimRng;
+use maas_core::host::BmcEndpoint;
+use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
+use maas_core::rng::SimRng;
 
 /// Fault probabilities (0..=1) per BMC command, and install behaviour.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -233,7 +233,7 @@ impl SimInstaller {
 
     /// Starts calling back through `engine` (on the current tokio runtime). Abort the
     /// handle to stop; `None` if it was already started.
-    pub fn start(&self, engine: crate::engine::Engine) -> Option<tokio::task::JoinHandle<()>> {
+    pub fn start(&self, engine: maas_engine::Engine) -> Option<tokio::task::JoinHandle<()>> {
         let mut receiver = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         Some(tokio::spawn(async move {
             let mut installs = tokio::task::JoinSet::new();
@@ -253,12 +253,12 @@ impl SimInstaller {
 }
 
 /// One simulated installer: waits out the install, then reports its outcome.
-async fn call_back(engine: crate::engine::Engine, token: String, plan: InstallPlan) {
+async fn call_back(engine: maas_engine::Engine, token: String, plan: InstallPlan) {
     tokio::time::sleep(plan.takes).await;
     let outcome = if plan.succeeds {
-        crate::machine::JobOutcome::Succeeded
+        maas_core::machine::JobOutcome::Succeeded
     } else {
-        crate::machine::JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
+        maas_core::machine::JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
     };
     for _ in 0..6 {
         if engine.report_wait_result(&token, outcome.clone()).await.is_ok() {
@@ -269,19 +269,22 @@ async fn call_back(engine: crate::engine::Engine, token: String, plan: InstallPl
 }
 
 #[async_trait]
-impl crate::ports::services::Provisioner for SimInstaller {
+impl maas_core::ports::services::Provisioner for SimInstaller {
     async fn prepare(
         &self,
-        _host: &crate::host::Host,
-        _image: &crate::plan::BootImage,
+        _host: &maas_core::host::Host,
+        _image: &maas_core::plan::BootImage,
         token: &str,
-    ) -> Result<(), crate::ports::services::ProvisionError> {
+    ) -> Result<(), maas_core::ports::services::ProvisionError> {
         // The receiver only goes away with the runtime; then there is nobody to call back.
         let _ = self.sender.send((token.to_string(), self.fleet.plan_install()));
         Ok(())
     }
 
-    async fn clear(&self, _host: &crate::names::Hostname) -> Result<(), crate::ports::services::ProvisionError> {
+    async fn clear(
+        &self,
+        _host: &maas_core::names::Hostname,
+    ) -> Result<(), maas_core::ports::services::ProvisionError> {
         Ok(())
     }
 }

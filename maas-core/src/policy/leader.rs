@@ -1,0 +1,222 @@
+//! The leader singletons' policy, sans-IO: which singleton task is due at `now`
+//! ([`LeaderSchedule`]), when a failing notifier may be tried again ([`NotifierBackoff`]),
+//! which events raise tickets ([`ticket_for`]) and which outbox cursors exist.
+//!
+//! maas-engine's `Singletons` carries the tasks out (leader election, store calls,
+//! deliveries); maas-sim drives the same `Singletons`, so the schedule is simulated too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::SingletonIntervals;
+use crate::model::{Event, EventKind, JobRecord, PauseReason};
+use crate::ports::services::{Ticket, TicketKind};
+use crate::time::Timestamp;
+
+/// A singleton task; each runs only on the instance holding its leader row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LeaderTask {
+    /// Expired leases become retries with backoff (or failures); expired waits fail.
+    Rescuer,
+    /// Host runs slow against their batch peers are flagged.
+    Stragglers,
+    /// Events go to every notifier; tickets are raised.
+    Outbox,
+    /// Finished batches older than the retention are purged.
+    Retention,
+    /// Defunct, unallocated hosts are reimaged and returned to their pool.
+    Reclaim,
+}
+
+impl LeaderTask {
+    /// Every task, in the order a tick runs them.
+    pub const ALL: [LeaderTask; 5] =
+        [LeaderTask::Rescuer, LeaderTask::Stragglers, LeaderTask::Outbox, LeaderTask::Retention, LeaderTask::Reclaim];
+
+    /// Its name: the leader row's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaderTask::Rescuer => "rescuer",
+            LeaderTask::Stragglers => "stragglers",
+            LeaderTask::Outbox => "outbox",
+            LeaderTask::Retention => "retention",
+            LeaderTask::Reclaim => "reclaim",
+        }
+    }
+
+    /// How often it runs.
+    pub fn period(self, iv: &SingletonIntervals) -> Duration {
+        match self {
+            LeaderTask::Rescuer => iv.rescue,
+            LeaderTask::Stragglers => iv.stragglers,
+            LeaderTask::Outbox => iv.outbox,
+            LeaderTask::Retention => iv.retention,
+            LeaderTask::Reclaim => iv.reclaim,
+        }
+    }
+}
+
+impl fmt::Display for LeaderTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When each singleton task last ran on this instance, and so which are due.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderSchedule {
+    intervals: SingletonIntervals,
+    last: BTreeMap<LeaderTask, Timestamp>,
+}
+
+impl LeaderSchedule {
+    /// A schedule with these periods; every task is due at once.
+    pub fn new(intervals: SingletonIntervals) -> Self {
+        LeaderSchedule { intervals, last: BTreeMap::new() }
+    }
+
+    /// The tasks due at `now` (each must still win its leader election to run).
+    pub fn due(&self, now: Timestamp) -> Vec<LeaderTask> {
+        LeaderTask::ALL
+            .into_iter()
+            .filter(|t| self.last.get(t).is_none_or(|at| now.since(*at) >= t.period(&self.intervals)))
+            .collect()
+    }
+
+    /// `task` ran (this instance led it) at `now`. A task this instance did not lead stays
+    /// due, so it runs as soon as the leader row is free.
+    pub fn ran(&mut self, task: LeaderTask, now: Timestamp) {
+        self.last.insert(task, now);
+    }
+
+    /// When the next task falls due.
+    pub fn next_due(&self) -> Timestamp {
+        LeaderTask::ALL
+            .into_iter()
+            .map(|t| self.last.get(&t).map_or(Timestamp::EPOCH, |at| at.plus(t.period(&self.intervals))))
+            .min()
+            .unwrap_or(Timestamp::EPOCH)
+    }
+}
+
+/// The longest wait between two deliveries to a failing notifier.
+pub const NOTIFY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How long to wait before the next delivery to a notifier that failed `failures` times in
+/// a row: the outbox period `base`, doubling per failure, at most [`NOTIFY_BACKOFF_MAX`].
+pub fn notify_backoff(failures: u32, base: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(20);
+    base.saturating_mul(1 << doublings).min(NOTIFY_BACKOFF_MAX)
+}
+
+/// Per failing notifier: consecutive failures and when to try it again. A failing notifier
+/// is retried after [`notify_backoff`] without holding the others back.
+#[derive(Debug, Clone, Default)]
+pub struct NotifierBackoff {
+    failing: HashMap<String, (u32, Timestamp)>,
+}
+
+impl NotifierBackoff {
+    /// Whether `notifier` may be tried at `now`.
+    pub fn may_deliver(&self, notifier: &str, now: Timestamp) -> bool {
+        self.failing.get(notifier).is_none_or(|(_, retry_at)| now >= *retry_at)
+    }
+
+    /// `notifier` failed at `now` (the outbox period is `base`): returns its consecutive
+    /// failures and the wait before the next try.
+    pub fn failed(&mut self, notifier: &str, now: Timestamp, base: Duration) -> (u32, Duration) {
+        let entry = self.failing.entry(notifier.to_string()).or_insert((0, now));
+        entry.0 += 1;
+        let wait = notify_backoff(entry.0, base);
+        entry.1 = now.plus(wait);
+        (entry.0, wait)
+    }
+
+    /// `notifier` took everything: its failures are forgotten.
+    pub fn delivered(&mut self, notifier: &str) {
+        self.failing.remove(notifier);
+    }
+}
+
+/// The outbox cursor of the ticket raiser.
+pub const TICKETS_CONSUMER: &str = "tickets";
+
+/// The outbox cursor name of the notifier registered as `name`.
+pub fn notifier_consumer(name: &str) -> String {
+    format!("notify:{name}")
+}
+
+/// When a job's current step began: its attempt's start, or the start of its wait.
+pub fn step_began(j: &JobRecord) -> Option<Timestamp> {
+    if j.kind.is_wait() { j.enqueued_at } else { j.started_at }
+}
+
+/// The ticket an event raises, if any (stragglers only when `stragglers` is on).
+pub fn ticket_for(e: &Event, stragglers: bool) -> Option<Ticket> {
+    let (kind, host, step, summary) = match &e.kind {
+        EventKind::HostFailed { host, step, error, wedged: true } => {
+            (TicketKind::WedgedHost, Some(host.clone()), Some(*step), format!("{host} wedged at {step}: {error}"))
+        }
+        EventKind::BatchPaused { reason: reason @ PauseReason::FailureBudget { .. } } => {
+            (TicketKind::FailureBudget, None, None, format!("batch {} paused: {reason}", e.batch_id))
+        }
+        EventKind::StragglerFlagged { host, step } if stragglers => (
+            TicketKind::Straggler,
+            Some(host.clone()),
+            Some(*step),
+            format!("{host} is slow at {step} against its batch peers (batch {})", e.batch_id),
+        ),
+        _ => return None,
+    };
+    Some(Ticket { kind, batch_id: e.batch_id, host, step, summary, at: e.at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_millis(s * 1000)
+    }
+
+    #[test]
+    fn every_task_is_due_at_first_then_by_its_period() {
+        let mut s = LeaderSchedule::new(SingletonIntervals::default());
+        assert_eq!(s.due(t(0)), LeaderTask::ALL.to_vec());
+        for task in LeaderTask::ALL {
+            s.ran(task, t(0));
+        }
+        assert!(s.due(t(0)).is_empty());
+        assert_eq!(s.next_due(), t(1), "the outbox runs every second");
+        assert_eq!(s.due(t(5)), vec![LeaderTask::Rescuer, LeaderTask::Outbox]);
+    }
+
+    #[test]
+    fn a_task_not_led_stays_due() {
+        let mut s = LeaderSchedule::new(SingletonIntervals::default());
+        s.ran(LeaderTask::Outbox, t(0));
+        assert!(s.due(t(0)).contains(&LeaderTask::Rescuer));
+        assert_eq!(s.next_due(), Timestamp::EPOCH);
+    }
+
+    #[test]
+    fn a_failing_notifier_backs_off_doubling_to_a_cap_and_recovers() {
+        let base = Duration::from_secs(1);
+        let mut b = NotifierBackoff::default();
+        assert!(b.may_deliver("hook", t(0)));
+        assert_eq!(b.failed("hook", t(0), base), (1, Duration::from_secs(1)));
+        assert!(!b.may_deliver("hook", Timestamp::from_millis(999)));
+        assert!(b.may_deliver("hook", t(1)));
+        assert_eq!(b.failed("hook", t(1), base), (2, Duration::from_secs(2)));
+        assert_eq!(b.failed("hook", t(3), base), (3, Duration::from_secs(4)));
+        assert!(b.may_deliver("other", t(3)), "others are not held back");
+        for n in 4..40 {
+            b.failed("hook", t(3), base);
+            assert!(notify_backoff(n, base) <= NOTIFY_BACKOFF_MAX);
+        }
+        assert_eq!(notify_backoff(39, base), NOTIFY_BACKOFF_MAX);
+        b.delivered("hook");
+        assert!(b.may_deliver("hook", t(3)));
+    }
+}

@@ -1,0 +1,213 @@
+//! A worker: the executor around one maas-core [`WorkerMachine`]. The machine decides what
+//! to do next (claim, heartbeat, flush, hand back); [`Worker::perform`] carries each store
+//! action out and reports the result back; [`Worker::run`] runs the claimed steps
+//! concurrently through the drivers and sleeps until the machine's next timeout, a step
+//! finishing or a shutdown request.
+//!
+//! maas-sim drives the same machine and the same [`Worker::perform`], with its own notion
+//! of how long a step takes, so the simulator exercises the production policy.
+
+use std::collections::HashMap;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+
+use crate::Engine;
+use maas_core::config::WorkerConfig;
+use maas_core::host::Host;
+use maas_core::id::JobId;
+use maas_core::machine::{JobOutcome, TransitionError};
+use maas_core::model::JobRecord;
+use maas_core::names::{Hostname, Pool, Site};
+use maas_core::policy::{WorkerAction, WorkerMachine};
+use maas_core::ports::store::*;
+use maas_core::time::Timestamp;
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Completions applied.
+    pub applied: usize,
+    /// Completions refused because the attempt no longer held the job (its lease expired
+    /// and it was rescued): the worker's result is discarded, by design.
+    pub stale: Vec<(JobId, TransitionError)>,
+}
+
+/// What carrying out one [`WorkerAction`] produced, for the driver to act on.
+#[derive(Debug)]
+pub enum Performed {
+    /// A bookkeeping action (registry heartbeat, kinds read).
+    Noted,
+    /// Jobs leased, each with its host as the inventory has it now (`None`: the host left
+    /// the inventory); the driver starts running them.
+    Claimed(Vec<(JobRecord, Option<Host>)>),
+    /// Leases extended; the jobs still held.
+    Extended(Vec<JobId>),
+    /// Buffered outcomes recorded.
+    Flushed(FlushReport),
+    /// Jobs released (shutdown); the driver abandons their steps.
+    HandedBack(Vec<JobId>),
+    /// The worker is done.
+    Stopped,
+}
+
+/// One worker of a pool, in one site.
+pub struct Worker {
+    engine: Engine,
+    machine: WorkerMachine,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("machine", &self.machine).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker named `id` (unique across the deployment) for `site` and `pool`.
+    pub fn new(engine: Engine, id: impl Into<String>, site: Site, pool: Pool, cfg: WorkerConfig) -> Self {
+        let lease = engine.inner.config.lease;
+        Worker { engine, machine: WorkerMachine::new(id, site, pool, cfg, lease) }
+    }
+
+    /// Its id (the lease owner on its jobs).
+    pub fn id(&self) -> &str {
+        self.machine.id()
+    }
+
+    /// Its policy state.
+    pub fn machine(&self) -> &WorkerMachine {
+        &self.machine
+    }
+
+    /// Its policy state, to feed events (steps finished, shutdown) and poll actions.
+    pub fn machine_mut(&mut self) -> &mut WorkerMachine {
+        &mut self.machine
+    }
+
+    /// Carries out `action` (from this worker's machine) against the store and reports the
+    /// result to the machine. On a store error the machine is left as it was, so the same
+    /// action comes back on the next poll.
+    pub async fn perform(&mut self, action: WorkerAction, now: Timestamp) -> Result<Performed, StoreError> {
+        let inner = &self.engine.inner;
+        let store = &inner.store;
+        match action {
+            WorkerAction::Register(p) => {
+                store.worker_heartbeat(p).await?;
+                self.machine.handle_registered(now);
+                Ok(Performed::Noted)
+            }
+            WorkerAction::ReadKinds(pool) => {
+                let kinds = store.pool_kinds_get(&pool).await?;
+                self.machine.handle_kinds(kinds, now);
+                Ok(Performed::Noted)
+            }
+            WorkerAction::Claim(p) => {
+                let limit = p.limit;
+                let jobs = store.job_claim(p).await?;
+                inner.counters.claimed(jobs.len());
+                // One inventory read for the whole claim, not one per job.
+                let mut hosts = self.hosts_of(&jobs).await?;
+                self.machine.handle_claimed(limit, &jobs, now);
+                let with_hosts = jobs.into_iter().map(|j| {
+                    let host = hosts.remove(&j.hostname);
+                    (j, host)
+                });
+                Ok(Performed::Claimed(with_hosts.collect()))
+            }
+            WorkerAction::Extend(p) => {
+                let held = store.job_heartbeat_many(p).await?;
+                self.machine.handle_extended(&held, now);
+                Ok(Performed::Extended(held))
+            }
+            WorkerAction::Flush(p) => {
+                let ids: Vec<JobId> = p.completions.iter().map(|c| c.job_id).collect();
+                let results = store.job_complete_many(p).await?;
+                self.machine.handle_flushed();
+                self.engine.changed();
+                let mut report = FlushReport::default();
+                for (id, r) in ids.into_iter().zip(results) {
+                    match r {
+                        Ok(()) => report.applied += 1,
+                        Err(e) => report.stale.push((id, e)),
+                    }
+                }
+                inner.counters.completed(report.applied, report.stale.len());
+                Ok(Performed::Flushed(report))
+            }
+            WorkerAction::HandBack(p) => {
+                let released = store.job_release_many(p).await?;
+                self.machine.handle_handed_back(&released);
+                self.engine.changed();
+                Ok(Performed::HandedBack(released))
+            }
+            WorkerAction::Stop => Ok(Performed::Stopped),
+        }
+    }
+
+    /// The inventory records of the claimed jobs' hosts, in one call.
+    async fn hosts_of(&self, jobs: &[JobRecord]) -> Result<HashMap<Hostname, Host>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let names: Vec<Hostname> = jobs.iter().map(|j| j.hostname.clone()).collect();
+        let hosts = self.engine.inner.inventory.host_get_many(&names).await?;
+        Ok(hosts.into_iter().map(|h| (h.hostname.clone(), h)).collect())
+    }
+
+    /// The production loop: carry out every action the machine has due, then wait for its
+    /// next timeout, a step finishing or `shutdown` turning true. Returns when the machine
+    /// stops (after a shutdown: running steps finished or handed back, outcomes flushed),
+    /// or with the first store error (the pool replaces the worker; its leases expire and
+    /// are rescued).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+        let clock = self.engine.inner.clock.clone();
+        let mut running: FuturesUnordered<BoxFuture<'static, (JobId, JobOutcome)>> = FuturesUnordered::new();
+        let mut watching = true;
+        loop {
+            let now = clock.now();
+            if *shutdown.borrow() {
+                self.machine.handle_shutdown(now);
+            }
+            while let Some(action) = self.machine.poll_action(now) {
+                match self.perform(action, now).await? {
+                    Performed::Claimed(jobs) => {
+                        for (job, host) in jobs {
+                            let engine = self.engine.clone();
+                            running.push(Box::pin(async move {
+                                let outcome = engine.run_step_on(&job, host).await;
+                                (job.id, outcome)
+                            }));
+                        }
+                    }
+                    // The steps still running were handed back: abandon them.
+                    Performed::HandedBack(_) => running = FuturesUnordered::new(),
+                    Performed::Stopped => return Ok(()),
+                    Performed::Noted | Performed::Extended(_) | Performed::Flushed(_) => {}
+                }
+            }
+            let nap = self.machine.poll_timeout().map_or(self.engine.inner.config.lease, |t| t.since(now));
+            let sleep = clock.sleep(nap);
+            tokio::select! {
+                Some((job, outcome)) = running.next(), if !running.is_empty() => {
+                    let now = clock.now();
+                    self.machine.handle_step_finished(job, outcome, now);
+                    // Take every other result that is ready too, before the next claim.
+                    while let Some(Some((job, outcome))) = running.next().now_or_never() {
+                        self.machine.handle_step_finished(job, outcome, now);
+                    }
+                }
+                _ = sleep => {}
+                changed = shutdown.changed(), if watching => {
+                    if changed.is_err() {
+                        // The pool is gone: stop as on a shutdown.
+                        watching = false;
+                        self.machine.handle_shutdown(clock.now());
+                    }
+                }
+            }
+        }
+    }
+}

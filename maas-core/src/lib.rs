@@ -22,6 +22,7 @@ pub mod action;
 pub mod authz;
 pub mod batch;
 pub mod config;
+pub mod effects;
 pub mod estimate;
 pub mod host;
 pub mod hostlist;

@@ -513,6 +513,66 @@ pub fn decide_job_outcome(
     Ok(fx)
 }
 
+/// The two ways a job in progress runs out of time, and what the rescuer does about each.
+/// The one owner of the expiry rule: stores pick candidates by [`Expiry::state`] and
+/// [`Expiry::deadline`] (an indexed range scan) and decide each, under their lock, with
+/// [`Expiry::decide`], which re-checks [`Expiry::is_due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Expiry {
+    /// A running job's lease ended: its worker is presumed dead (a failed, retryable
+    /// attempt).
+    Lease,
+    /// A waiting job's deadline passed without its callback (a final failure).
+    Wait,
+}
+
+impl Expiry {
+    /// Both, in the order the rescuer takes them.
+    pub const ALL: [Expiry; 2] = [Expiry::Lease, Expiry::Wait];
+
+    /// The state a job must be in to expire this way.
+    pub fn state(self) -> JobState {
+        match self {
+            Expiry::Lease => JobState::Running,
+            Expiry::Wait => JobState::Waiting,
+        }
+    }
+
+    /// The job's deadline under this expiry.
+    pub fn deadline(self, job: &JobRecord) -> Option<Timestamp> {
+        match self {
+            Expiry::Lease => job.lease_expires_at,
+            Expiry::Wait => job.wait_deadline,
+        }
+    }
+
+    /// Whether `job` has expired this way at `now`: in [`Expiry::state`], with its
+    /// deadline at or before `now`.
+    pub fn is_due(self, job: &JobRecord, now: Timestamp) -> bool {
+        job.state == self.state() && self.deadline(job).is_some_and(|t| t <= now)
+    }
+
+    /// What expiring implies, or `None` when the job is not (or no longer) due — a
+    /// heartbeat, completion or callback won the race.
+    pub fn decide(self, ctx: JobContext, now: Timestamp, rules: &Rules) -> Result<Option<Effects>, TransitionError> {
+        if !self.is_due(&ctx.job, now) {
+            return Ok(None);
+        }
+        match self {
+            Expiry::Lease => decide_lease_expired(ctx, now, rules).map(Some),
+            Expiry::Wait => decide_wait_expired(ctx, now, rules).map(Some),
+        }
+    }
+}
+
+/// Whether recording `outcome` for the current job of `run` could end the run: a failure,
+/// the chain's last step (`has_next` false), or a run whose cancel was requested. Stores
+/// that lock a batch only when a completion may change it use this to lock up front
+/// instead of deciding twice; the decision itself ([`decide_job_outcome`]) is the truth.
+pub fn may_end_host_run(run: &HostRunRecord, outcome: &JobOutcome, has_next: bool) -> bool {
+    run.cancel_requested || !has_next || matches!(outcome, JobOutcome::Failed { .. })
+}
+
 /// A lease ran out: the worker is presumed dead. Counts as a failed, retryable attempt.
 pub fn decide_lease_expired(ctx: JobContext, now: Timestamp, rules: &Rules) -> Result<Effects, TransitionError> {
     let error = format!(
@@ -745,3 +805,6 @@ pub fn decide_straggler(
 pub fn idempotent_match(existing: &BatchRecord, spec: &BatchSpec) -> bool {
     existing.fingerprint == spec.fingerprint()
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,13 +7,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use maas_core::effects::{ApplyEffects, EffectWrite};
 use maas_core::host::{Host, HostState};
 use maas_core::id::{BatchId, HostRunId, JobId};
-use maas_core::machine::{self, Effects, JobContext, Rules, TransitionError};
+use maas_core::machine::{self, Effects, Expiry, JobContext, Rules, TransitionError};
 use maas_core::model::*;
 use maas_core::names::{Hostname, Pool, Site};
 use maas_core::overlap::Conflict;
 use maas_core::plan::StepKind;
+use maas_core::policy::leader::{self, LeaderLease};
 use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::services::{Ticket, TicketKind};
 use maas_core::ports::store::*;
@@ -37,7 +39,7 @@ struct State {
     events: Vec<Event>,
     cursors: HashMap<String, u64>,
     audit: Vec<AuditRecord>,
-    leaders: HashMap<String, (String, Timestamp)>,
+    leaders: HashMap<String, LeaderLease>,
     pool_kinds: HashMap<Pool, Vec<StepKind>>,
     workers: BTreeMap<String, WorkerRecord>,
     last_seq: u64,
@@ -146,52 +148,49 @@ impl State {
         Ok(JobContext { batch, host_run, job, next })
     }
 
-    /// Applies a decision's effects, then starts queued host runs as the decision allows.
-    fn apply(&mut self, mut fx: Effects, now: Timestamp, rules: &Rules) -> Result<(), TransitionError> {
-        loop {
-            for job in fx.jobs.drain(..) {
-                self.put_job(job);
-            }
-            for run in fx.host_runs.drain(..) {
-                self.put_run(run);
-            }
-            for run_id in fx.cancel_jobs_of.drain(..) {
-                let ids = self.jobs_by_run.get(&run_id).cloned().unwrap_or_default();
-                for id in ids {
-                    if let Some(mut job) = self.jobs.get(&id).cloned()
-                        && machine::cancel_unfinished(&mut job, now)
-                    {
-                        self.put_job(job);
+    /// Applies a decision's effects through maas-core's [`ApplyEffects`] (which also
+    /// starts the queued host runs the decision allows).
+    fn apply(&mut self, fx: Effects, now: Timestamp, rules: &Rules) -> Result<(), TransitionError> {
+        let mut apply = ApplyEffects::new(fx, now, rules);
+        while let Some(write) = apply.next_write() {
+            match write {
+                EffectWrite::PutJobs(jobs) => jobs.into_iter().for_each(|j| self.put_job(j)),
+                EffectWrite::PutHostRuns(runs) => runs.into_iter().for_each(|r| self.put_run(r)),
+                EffectWrite::CancelUnfinishedJobsOf(runs) => {
+                    for run_id in runs {
+                        for id in self.jobs_by_run.get(&run_id).cloned().unwrap_or_default() {
+                            if let Some(mut job) = self.jobs.get(&id).cloned()
+                                && machine::cancel_unfinished(&mut job, now)
+                            {
+                                self.put_job(job);
+                            }
+                        }
                     }
                 }
+                EffectWrite::ReleaseClaims(hosts) => hosts.iter().for_each(|h| {
+                    self.claims.remove(h);
+                }),
+                EffectWrite::AppendEvents(events) => events.into_iter().for_each(|e| self.append_event(e)),
+                EffectWrite::PutBatch(batch) => self.put_batch(batch),
+                EffectWrite::LoadQueued { batch, count } => {
+                    let queued: Vec<(HostRunRecord, JobRecord)> = self
+                        .runs_by_batch
+                        .get(&batch)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| self.host_runs.get(id))
+                        .filter(|r| r.state == HostRunState::Queued)
+                        .take(count as usize)
+                        .filter_map(|r| {
+                            let head = self.jobs_by_run.get(&r.id)?.first()?;
+                            Some((r.clone(), self.jobs.get(head)?.clone()))
+                        })
+                        .collect();
+                    apply.queued_loaded(queued)?;
+                }
             }
-            for host in fx.released_claims.drain(..) {
-                self.claims.remove(&host);
-            }
-            for e in fx.events.drain(..) {
-                self.append_event(e);
-            }
-            let Some(batch) = fx.batch.take() else { return Ok(()) };
-            let batch_id = batch.id;
-            self.put_batch(batch.clone());
-            if fx.start_queued == 0 {
-                return Ok(());
-            }
-            let queued: Vec<(HostRunRecord, JobRecord)> = self
-                .runs_by_batch
-                .get(&batch_id)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.host_runs.get(id))
-                .filter(|r| r.state == HostRunState::Queued)
-                .take(fx.start_queued as usize)
-                .filter_map(|r| {
-                    let head = self.jobs_by_run.get(&r.id)?.first()?;
-                    Some((r.clone(), self.jobs.get(head)?.clone()))
-                })
-                .collect();
-            fx = machine::start_queued_runs(batch, queued, now, rules)?;
         }
+        Ok(())
     }
 }
 
@@ -615,26 +614,24 @@ impl Store for MemStore {
         let mut st = self.lock();
         let mut report = RescueReport::default();
         let limit = if p.limit == 0 { usize::MAX } else { p.limit };
-        let expired: Vec<JobId> =
-            st.leased.iter().take_while(|(t, _)| *t <= p.now).take(limit).map(|(_, id)| *id).collect();
-        for id in expired {
-            let ctx = st.job_context(id)?;
-            let fx = machine::decide_lease_expired(ctx, p.now, &self.rules)?;
-            st.apply(fx, p.now, &self.rules)?;
-            if st.jobs[&id].state == JobState::Failed {
-                report.failed.push(id);
-            } else {
-                report.retried.push(id);
+        // Candidates from the deadline indexes; maas-core's `Expiry` decides each.
+        for expiry in Expiry::ALL {
+            let index = match expiry {
+                Expiry::Lease => &st.leased,
+                Expiry::Wait => &st.waiting,
+            };
+            let room = limit.saturating_sub(report.retried.len() + report.failed.len() + report.wait_expired.len());
+            let due: Vec<JobId> = index.iter().take_while(|(t, _)| *t <= p.now).take(room).map(|(_, id)| *id).collect();
+            for id in due {
+                let ctx = st.job_context(id)?;
+                let Some(fx) = expiry.decide(ctx, p.now, &self.rules)? else { continue };
+                st.apply(fx, p.now, &self.rules)?;
+                match expiry {
+                    Expiry::Wait => report.wait_expired.push(id),
+                    Expiry::Lease if st.jobs[&id].state == JobState::Failed => report.failed.push(id),
+                    Expiry::Lease => report.retried.push(id),
+                }
             }
-        }
-        let room = limit.saturating_sub(report.retried.len() + report.failed.len());
-        let waits: Vec<JobId> =
-            st.waiting.iter().take_while(|(t, _)| *t <= p.now).take(room).map(|(_, id)| *id).collect();
-        for id in waits {
-            let ctx = st.job_context(id)?;
-            let fx = machine::decide_wait_expired(ctx, p.now, &self.rules)?;
-            st.apply(fx, p.now, &self.rules)?;
-            report.wait_expired.push(id);
         }
         Ok(report)
     }
@@ -650,19 +647,18 @@ impl Store for MemStore {
 
     async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError> {
         let mut st = self.lock();
-        let expires = p.now.plus(p.ttl);
-        match st.leaders.get(&p.name) {
-            Some((owner, until)) if owner != &p.owner && *until > p.now => Ok(false),
-            _ => {
-                st.leaders.insert(p.name, (p.owner, expires));
+        match leader::elect(st.leaders.get(&p.name), &p.owner, p.now, p.ttl) {
+            Some(lease) => {
+                st.leaders.insert(p.name, lease);
                 Ok(true)
             }
+            None => Ok(false),
         }
     }
 
     async fn leader_resign(&self, name: &str, owner: &str) -> Result<(), StoreError> {
         let mut st = self.lock();
-        if st.leaders.get(name).is_some_and(|(o, _)| o == owner) {
+        if st.leaders.get(name).is_some_and(|l| l.owner == owner) {
             st.leaders.remove(name);
         }
         Ok(())

@@ -13,13 +13,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use maas_core::effects::{ApplyEffects, EffectWrite};
 use maas_core::host::{Host, HostState};
 use maas_core::id::{BatchId, HostRunId, JobId};
-use maas_core::machine::{self, Effects, JobContext, Rules, TransitionError};
+use maas_core::machine::{self, Effects, Expiry, JobContext, Rules, TransitionError};
 use maas_core::model::*;
 use maas_core::names::{Hostname, Pool, Site};
 use maas_core::overlap::Conflict;
 use maas_core::plan::StepKind;
+use maas_core::policy::leader::{self, LeaderLease};
 use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::services::Ticket;
 use maas_core::ports::store::*;
@@ -113,6 +115,14 @@ fn is_unique_violation(e: &StoreError) -> bool {
     let StoreError::Backend { message, .. } = e else { return false };
     let m = message.to_ascii_lowercase();
     m.contains("unique") || m.contains("duplicate")
+}
+
+/// The column holding a job's deadline under `expiry` (maas-core's `Expiry::deadline`).
+fn expiry_column(expiry: Expiry) -> &'static str {
+    match expiry {
+        Expiry::Lease => "lease_expires_at",
+        Expiry::Wait => "wait_deadline",
+    }
 }
 
 fn placeholders(k: usize) -> String {
@@ -480,49 +490,64 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Writes a decision's effects, then starts queued host runs as it allows.
-    /// Events go to `pending`: callers append them last, just before commit, so the outbox
-    /// counter row (one lock every event-writing transaction takes) is always locked last
-    /// and held only for the commit.
+    /// Writes a decision's effects through maas-core's [`ApplyEffects`] (which also starts
+    /// the queued host runs the decision allows). Events go to `pending`: callers append
+    /// them last, just before commit, so the outbox counter row (one lock every
+    /// event-writing transaction takes) is always locked last and held only for the commit.
     async fn apply(
         &self,
         c: &impl ConnectionTrait,
-        mut fx: Effects,
+        fx: Effects,
         now: Timestamp,
         pending: &mut Vec<NewEvent>,
     ) -> Result<(), StoreError> {
-        loop {
-            for j in &fx.jobs {
-                self.put_job(c, j).await?;
+        let mut apply = ApplyEffects::new(fx, now, &self.rules);
+        while let Some(write) = apply.next_write() {
+            match write {
+                EffectWrite::PutJobs(jobs) => {
+                    for j in &jobs {
+                        self.put_job(c, j).await?;
+                    }
+                }
+                EffectWrite::PutHostRuns(runs) => {
+                    for r in &runs {
+                        self.put_run(c, r).await?;
+                    }
+                }
+                EffectWrite::CancelUnfinishedJobsOf(runs) => self.cancel_jobs_of(c, &runs, now).await?,
+                EffectWrite::ReleaseClaims(hosts) => self.release_claims(c, &hosts).await?,
+                EffectWrite::AppendEvents(mut events) => pending.append(&mut events),
+                EffectWrite::PutBatch(batch) => self.put_batch(c, &batch).await?,
+                EffectWrite::LoadQueued { batch, count } => {
+                    let sql = format!(
+                        "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state = ? ORDER BY ordinal LIMIT ?{}",
+                        self.lock()
+                    );
+                    let v = vec![s(batch), s(HostRunState::Queued.as_str()), n(count)];
+                    let queued = self.all(c, &sql, v).await?;
+                    let mut pairs = Vec::with_capacity(queued.len());
+                    for row in &queued {
+                        let run = rows::run(row)?;
+                        let head = self
+                            .job_at(c, run.id, 0)
+                            .await?
+                            .ok_or_else(|| StoreError::not_found("head job of", run.id))?;
+                        pairs.push((run, head));
+                    }
+                    apply.queued_loaded(pairs)?;
+                }
             }
-            for r in &fx.host_runs {
-                self.put_run(c, r).await?;
-            }
-            self.cancel_jobs_of(c, &fx.cancel_jobs_of, now).await?;
-            for hosts in fx.released_claims.chunks(CHUNK) {
-                let sql = format!("DELETE FROM maas_claims WHERE hostname IN ({})", placeholders(hosts.len()));
-                self.exec(c, &sql, hosts.iter().map(s).collect()).await?;
-            }
-            pending.append(&mut fx.events);
-            let Some(batch) = fx.batch.take() else { return Ok(()) };
-            self.put_batch(c, &batch).await?;
-            if fx.start_queued == 0 {
-                return Ok(());
-            }
-            let sql = format!(
-                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state = 'queued' ORDER BY ordinal LIMIT ?{}",
-                self.lock()
-            );
-            let queued = self.all(c, &sql, vec![s(batch.id), n(fx.start_queued)]).await?;
-            let mut pairs = Vec::with_capacity(queued.len());
-            for row in &queued {
-                let run = rows::run(row)?;
-                let head =
-                    self.job_at(c, run.id, 0).await?.ok_or_else(|| StoreError::not_found("head job of", run.id))?;
-                pairs.push((run, head));
-            }
-            fx = machine::start_queued_runs(batch, pairs, now, &self.rules)?;
         }
+        Ok(())
+    }
+
+    /// Deletes the claims on `hosts` (chunked `IN` lists).
+    async fn release_claims(&self, c: &impl ConnectionTrait, hosts: &[Hostname]) -> Result<(), StoreError> {
+        for hosts in hosts.chunks(CHUNK) {
+            let sql = format!("DELETE FROM maas_claims WHERE hostname IN ({})", placeholders(hosts.len()));
+            self.exec(c, &sql, hosts.iter().map(s).collect()).await?;
+        }
+        Ok(())
     }
 
     /// Active claims on any of `hosts` (chunked `IN` lists).
@@ -1103,61 +1128,30 @@ impl Store for SqlStore {
     async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError> {
         let limit = if p.limit == 0 { i64::MAX } else { p.limit as i64 };
         let mut report = RescueReport::default();
-        let expired = self
-            .all(
-                &self.db,
-                "SELECT id FROM maas_jobs WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at, id LIMIT ?",
-                vec![t(p.now), n(limit)],
-            )
-            .await?;
-        for row in expired {
-            let id = rows::job_id(&row, "id")?;
-            let outcome: Option<JobRecord> = write_txn!(self, c, {
-                let mut pending = Vec::new();
-                let decided = self
-                    .job_change(c, id, p.now, &mut pending, |ctx| {
-                        // Re-checked under the lock: a heartbeat or completion may have won.
-                        if ctx.job.state != JobState::Running || ctx.job.lease_expires_at.is_none_or(|t| t > p.now) {
-                            return Ok(None);
-                        }
-                        machine::decide_lease_expired(ctx, p.now, &self.rules).map(Some)
-                    })
-                    .await?;
-                self.append_events(c, pending).await?;
-                Ok(decided?)
-            })?;
-            let outcome = outcome.map(|j| j.state == JobState::Failed);
-            match outcome {
-                Some(true) => report.failed.push(id),
-                Some(false) => report.retried.push(id),
-                None => {}
-            }
-        }
-        let room = limit.saturating_sub((report.retried.len() + report.failed.len()) as i64);
-        let waits = self
-            .all(
-                &self.db,
-                "SELECT id FROM maas_jobs WHERE state = 'waiting' AND wait_deadline <= ? ORDER BY wait_deadline, id LIMIT ?",
-                vec![t(p.now), n(room)],
-            )
-            .await?;
-        for row in waits {
-            let id = rows::job_id(&row, "id")?;
-            let expired: bool = write_txn!(self, c, {
-                let mut pending = Vec::new();
-                let decided = self
-                    .job_change(c, id, p.now, &mut pending, |ctx| {
-                        if ctx.job.state != JobState::Waiting || ctx.job.wait_deadline.is_none_or(|t| t > p.now) {
-                            return Ok(None);
-                        }
-                        machine::decide_wait_expired(ctx, p.now, &self.rules).map(Some)
-                    })
-                    .await?;
-                self.append_events(c, pending).await?;
-                Ok(decided?.is_some())
-            })?;
-            if expired {
-                report.wait_expired.push(id);
+        // Candidates by an indexed range scan on maas-core's `Expiry` (state, deadline);
+        // each is decided by `Expiry::decide` under its host run's lock, which re-checks it.
+        for expiry in Expiry::ALL {
+            let done = (report.retried.len() + report.failed.len() + report.wait_expired.len()) as i64;
+            let column = expiry_column(expiry);
+            let sql =
+                format!("SELECT id FROM maas_jobs WHERE state = ? AND {column} <= ? ORDER BY {column}, id LIMIT ?");
+            let due = self.all(&self.db, &sql, vec![s(expiry.state().as_str()), t(p.now), n(limit - done)]).await?;
+            for row in due {
+                let id = rows::job_id(&row, "id")?;
+                let decided: Option<JobRecord> = write_txn!(self, c, {
+                    let mut pending = Vec::new();
+                    let decided = self
+                        .job_change(c, id, p.now, &mut pending, |ctx| expiry.decide(ctx, p.now, &self.rules))
+                        .await?;
+                    self.append_events(c, pending).await?;
+                    Ok(decided?)
+                })?;
+                match (expiry, decided) {
+                    (_, None) => {}
+                    (Expiry::Wait, Some(_)) => report.wait_expired.push(id),
+                    (Expiry::Lease, Some(j)) if j.state == JobState::Failed => report.failed.push(id),
+                    (Expiry::Lease, Some(_)) => report.retried.push(id),
+                }
             }
         }
         Ok(report)
@@ -1181,32 +1175,22 @@ impl Store for SqlStore {
     async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError> {
         let result = write_txn!(self, c, {
             let sql = format!("SELECT * FROM maas_leaders WHERE name = ?{}", self.lock());
-            let until = p.now.plus(p.ttl);
-            match self.one(c, &sql, vec![s(&p.name)]).await? {
-                None => {
-                    self.exec(
-                        c,
-                        "INSERT INTO maas_leaders (name, owner, expires_at) VALUES (?, ?, ?)",
-                        vec![s(&p.name), s(&p.owner), t(until)],
-                    )
-                    .await?;
-                    Ok(true)
-                }
-                Some(row) => {
-                    let owner: String = col(&row, "owner")?;
-                    let expires: i64 = col(&row, "expires_at")?;
-                    if owner != p.owner && expires > p.now.as_millis() {
-                        return Ok(false);
-                    }
-                    self.exec(
-                        c,
-                        "UPDATE maas_leaders SET owner = ?, expires_at = ? WHERE name = ?",
-                        vec![s(&p.owner), t(until), s(&p.name)],
-                    )
-                    .await?;
-                    Ok(true)
-                }
+            let current = match self.one(c, &sql, vec![s(&p.name)]).await? {
+                Some(row) => Some(LeaderLease {
+                    owner: col(&row, "owner")?,
+                    expires_at: Timestamp::from_millis(col(&row, "expires_at")?),
+                }),
+                None => None,
+            };
+            // maas-core decides; the row is written as decided.
+            let Some(lease) = leader::elect(current.as_ref(), &p.owner, p.now, p.ttl) else { return Ok(false) };
+            let v = vec![s(&lease.owner), t(lease.expires_at), s(&p.name)];
+            if current.is_some() {
+                self.exec(c, "UPDATE maas_leaders SET owner = ?, expires_at = ? WHERE name = ?", v).await?;
+            } else {
+                self.exec(c, "INSERT INTO maas_leaders (owner, expires_at, name) VALUES (?, ?, ?)", v).await?;
             }
+            Ok(true)
         });
         match result {
             // Another candidate inserted the row first: it leads.

@@ -100,6 +100,25 @@ impl LeaderSchedule {
     }
 }
 
+/// Who holds a singleton's leader row, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderLease {
+    /// The instance leading.
+    pub owner: String,
+    /// Its lease ends then unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// Leader election, the one rule every store applies under its lock: `owner` takes (or
+/// renews) the row when nobody holds it, it already holds it, or the holder's lease has
+/// run out; the new lease lasts `ttl`. `None`: another instance leads.
+pub fn elect(current: Option<&LeaderLease>, owner: &str, now: Timestamp, ttl: Duration) -> Option<LeaderLease> {
+    match current {
+        Some(held) if held.owner != owner && held.expires_at > now => None,
+        _ => Some(LeaderLease { owner: owner.to_string(), expires_at: now.plus(ttl) }),
+    }
+}
+
 /// The longest wait between two deliveries to a failing notifier.
 pub const NOTIFY_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -198,6 +217,23 @@ mod tests {
         s.ran(LeaderTask::Outbox, t(0));
         assert!(s.due(t(0)).contains(&LeaderTask::Rescuer));
         assert_eq!(s.next_due(), Timestamp::EPOCH);
+    }
+
+    #[test]
+    fn election_takes_a_free_or_expired_row_and_renews_its_own() {
+        let ttl = Duration::from_secs(30);
+        let held = |owner: &str, until: i64| LeaderLease { owner: owner.into(), expires_at: t(until) };
+        let cases: [(&str, Option<LeaderLease>, Option<i64>); 5] = [
+            ("nobody leads", None, Some(40)),
+            ("renews its own lease", Some(held("a", 20)), Some(40)),
+            ("another's live lease wins", Some(held("b", 20)), None),
+            ("another's lease ending now is over", Some(held("b", 10)), Some(40)),
+            ("another's expired lease is taken", Some(held("b", 5)), Some(40)),
+        ];
+        for (name, current, want) in cases {
+            let got = elect(current.as_ref(), "a", t(10), ttl).map(|l| l.expires_at);
+            assert_eq!(got, want.map(t), "{name}");
+        }
     }
 
     #[test]

@@ -18,8 +18,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use maas_core::effects::{ApplyEffects, EffectWrite};
 use maas_core::id::{BatchId, HostRunId, JobId};
-use maas_core::machine::{self, Effects, JobContext, TransitionError};
+use maas_core::machine::{self, JobContext, TransitionError};
 use maas_core::model::*;
 use maas_core::names::Hostname;
 use maas_core::ports::store::{JobCompletion, StoreError};
@@ -57,32 +58,48 @@ impl Overlay {
         self.jobs.get(&(run, position)).map(|(_, now)| now)
     }
 
-    /// Folds a decision's effects in; returns how many queued host runs it starts.
-    fn absorb(&mut self, fx: Effects, now: Timestamp) -> Result<u32, StoreError> {
-        for j in fx.jobs {
-            let slot =
-                self.jobs.get_mut(&(j.host_run_id, j.position)).ok_or_else(|| StoreError::not_found("job", j.id))?;
-            slot.1 = j;
-        }
-        for r in fx.host_runs {
-            let id = r.id;
-            self.runs.get_mut(&id).ok_or_else(|| StoreError::not_found("host run", id))?.1 = r;
-        }
-        for run in fx.cancel_jobs_of {
-            // `Effects::cancel_jobs_of`: here for the loaded jobs, by one statement at flush
-            // for the rest.
-            self.cancelled_runs.push(run);
-            for (_, (_, job)) in self.jobs.range_mut((run, 0)..=(run, u32::MAX)) {
-                machine::cancel_unfinished(job, now);
+    /// Folds one of maas-core's [`EffectWrite`]s in (every one but `LoadQueued`, which
+    /// the caller answers from the database).
+    fn write(&mut self, write: EffectWrite, now: Timestamp) -> Result<(), StoreError> {
+        match write {
+            EffectWrite::PutJobs(jobs) => {
+                for j in jobs {
+                    let slot = self
+                        .jobs
+                        .get_mut(&(j.host_run_id, j.position))
+                        .ok_or_else(|| StoreError::not_found("job", j.id))?;
+                    slot.1 = j;
+                }
+            }
+            EffectWrite::PutHostRuns(runs) => {
+                for r in runs {
+                    let id = r.id;
+                    self.runs.get_mut(&id).ok_or_else(|| StoreError::not_found("host run", id))?.1 = r;
+                }
+            }
+            EffectWrite::CancelUnfinishedJobsOf(runs) => {
+                for run in runs {
+                    // Here for the loaded jobs, by one statement at flush for the rest.
+                    self.cancelled_runs.push(run);
+                    for (_, (_, job)) in self.jobs.range_mut((run, 0)..=(run, u32::MAX)) {
+                        machine::cancel_unfinished(job, now);
+                    }
+                }
+            }
+            EffectWrite::ReleaseClaims(hosts) => self.released_claims.extend(hosts),
+            EffectWrite::AppendEvents(events) => self.events.extend(events),
+            EffectWrite::PutBatch(b) => {
+                let id = b.id;
+                self.batches.get_mut(&id).ok_or_else(|| StoreError::not_found("batch", id))?.1 = b;
+            }
+            EffectWrite::LoadQueued { batch, .. } => {
+                return Err(StoreError::Backend {
+                    message: format!("the overlay cannot load the queued runs of {batch} itself"),
+                    source: None,
+                });
             }
         }
-        self.released_claims.extend(fx.released_claims);
-        self.events.extend(fx.events);
-        if let Some(b) = fx.batch {
-            let id = b.id;
-            self.batches.get_mut(&id).ok_or_else(|| StoreError::not_found("batch", id))?.1 = b;
-        }
-        Ok(fx.start_queued)
+        Ok(())
     }
 }
 
@@ -113,18 +130,20 @@ impl SqlStore {
              AND (j.position = d.position OR j.position = d.position + 1) WHERE d.{done_ids}"
         );
         let chains: Vec<JobRecord> = self.all(c, &sql, v).await?.iter().map(rows::job).collect::<Result<_, _>>()?;
-        // A completion of a chain's last step, or a failure, ends a host run: lock its batch
-        // now rather than deciding twice.
+        // A completion that may end its host run (maas-core's `may_end_host_run`) will
+        // change the batch: lock those batches now rather than deciding twice.
         let ends: BTreeSet<HostRunId> = {
             let at: BTreeSet<(HostRunId, u32)> = chains.iter().map(|j| (j.host_run_id, j.position)).collect();
             let done: BTreeMap<JobId, &JobCompletion> = group.iter().map(|(_, d)| (d.job_id, *d)).collect();
+            let run_of: BTreeMap<HostRunId, &HostRunRecord> = runs.iter().map(|r| (r.id, r)).collect();
             chains
                 .iter()
                 .filter(|j| {
-                    done.get(&j.id).is_some_and(|d| {
-                        !at.contains(&(j.host_run_id, j.position + 1))
-                            || matches!(d.outcome, machine::JobOutcome::Failed { .. })
-                    })
+                    let has_next = at.contains(&(j.host_run_id, j.position + 1));
+                    match (done.get(&j.id), run_of.get(&j.host_run_id)) {
+                        (Some(d), Some(run)) => machine::may_end_host_run(run, &d.outcome, has_next),
+                        _ => false,
+                    }
                 })
                 .map(|j| j.host_run_id)
                 .collect()
@@ -174,12 +193,18 @@ impl SqlStore {
                 if !locked && fx.changes_batch(&batch) {
                     to_lock.insert(batch.id);
                 }
-                let mut start = ov.absorb(fx, now)?;
-                while start > 0 && locked {
-                    let pairs = self.queued_runs(c, &mut ov, &mut started, batch.id, start).await?;
-                    let current =
-                        ov.batches.get(&batch.id).ok_or_else(|| StoreError::not_found("batch", batch.id))?.1.clone();
-                    start = ov.absorb(machine::start_queued_runs(current, pairs, now, &self.rules)?, now)?;
+                let mut apply = ApplyEffects::new(fx, now, &self.rules);
+                while let Some(write) = apply.next_write() {
+                    match write {
+                        // Queued runs start only under the batch's lock; unlocked, this
+                        // pass is decided again once the batch is locked.
+                        EffectWrite::LoadQueued { .. } if !locked => break,
+                        EffectWrite::LoadQueued { batch, count } => {
+                            let pairs = self.queued_runs(c, &mut ov, &mut started, batch, count).await?;
+                            apply.queued_loaded(pairs)?;
+                        }
+                        write => ov.write(write, now)?,
+                    }
                 }
             }
             if to_lock.is_empty() {

@@ -633,11 +633,7 @@ impl Engine {
 
     /// Tickets raised (failure budgets, wedged hosts, stragglers), newest first.
     pub async fn tickets(&self, limit: usize) -> Result<Vec<(String, Ticket)>, EngineError> {
-        self.inner
-            .ticketing
-            .list(limit)
-            .await
-            .map_err(|e| EngineError::Store(StoreError::Backend { message: e.to_string(), source: None }))
+        Ok(self.inner.ticketing.list(limit).await?)
     }
 
     /// Replaces the step kinds a pool's workers take (admins only). Running workers pick the

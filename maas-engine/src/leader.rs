@@ -246,19 +246,14 @@ impl Singletons {
             let Some(last) = events.last().map(|e| e.seq) else { break };
             for e in &events {
                 if let Some(t) = ticket_for(e, inner.config.stragglers.ticket) {
-                    inner
-                        .ticketing
-                        .open(t)
-                        .await
-                        .map_err(|e| StoreError::Backend { message: e.to_string(), source: None })?;
+                    inner.ticketing.open(t).await?;
                     tickets += 1;
                 }
             }
             inner.store.event_cursor_set(TICKETS_CONSUMER, last).await?;
         }
         if !failures.is_empty() {
-            let message = format!("delivered {delivered} event(s); failed: {}", failures.join("; "));
-            return Err(EngineError::Store(StoreError::Backend { message, source: None }));
+            return Err(EngineError::Delivery { delivered, failures });
         }
         Ok((delivered, tickets))
     }

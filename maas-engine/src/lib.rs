@@ -75,6 +75,18 @@ pub enum EngineError {
     /// The store failed or refused (idempotency key reuse, illegal transition, ...).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The ticket system failed.
+    #[error(transparent)]
+    Ticketing(#[from] TicketingError),
+    /// Outbox delivery: some notifiers failed (each is retried after its backoff; the
+    /// others were not held back).
+    #[error("delivered {delivered} event(s); failed: {}", failures.join("; "))]
+    Delivery {
+        /// Events delivered, counted per notifier.
+        delivered: usize,
+        /// One line per failed notifier: its error and when it is tried again.
+        failures: Vec<String>,
+    },
 }
 
 /// The default [`Ticketing`]: tickets are rows in the engine's store, so they survive
@@ -94,11 +106,11 @@ impl StoreTicketing {
 #[async_trait]
 impl Ticketing for StoreTicketing {
     async fn open(&self, ticket: Ticket) -> Result<String, TicketingError> {
-        self.store.ticket_open(ticket).await.map(|(id, _)| id).map_err(|e| TicketingError(e.to_string()))
+        Ok(self.store.ticket_open(ticket).await.map(|(id, _)| id)?)
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<(String, Ticket)>, TicketingError> {
-        let rows = self.store.ticket_list(limit).await.map_err(|e| TicketingError(e.to_string()))?;
+        let rows = self.store.ticket_list(limit).await?;
         Ok(rows.into_iter().map(|r| (r.id, r.ticket)).collect())
     }
 }

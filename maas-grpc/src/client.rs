@@ -4,6 +4,7 @@
 //! requests ([`action`], [`priority`]) and for reading a refusal's structured details
 //! ([`rejection`]). `maasctl` and the Python module both use it.
 
+use crate::errors::UnknownWord;
 use std::time::Duration;
 
 use prost::Message;
@@ -120,7 +121,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// The action named by `spec`: `reimage:OS`, `reboot`, `reboot-soft`, `power-on`,
 /// `power-off`, `power-off-soft`, `power-cycle`, `wipe`, `decommission` (underscores work
 /// as dashes).
-pub fn action(spec: &str) -> Result<pb::Action, String> {
+pub fn action(spec: &str) -> Result<pb::Action, UnknownWord> {
     let normal = spec.trim().replace('_', "-");
     let kind = match normal.as_str() {
         "reboot" => Kind::Reboot(pb::action::Reboot { soft: false }),
@@ -136,10 +137,12 @@ pub fn action(spec: &str) -> Result<pb::Action, String> {
                 Kind::Reimage(pb::action::Reimage { os: os.to_string(), install_timeout_secs: None })
             }
             _ => {
-                return Err(format!(
-                    "unknown action {spec:?}: expected reimage:OS, reboot, reboot-soft, power-on, power-off, \
-                     power-off-soft, power-cycle, wipe or decommission"
-                ));
+                return Err(UnknownWord {
+                    what: "action",
+                    input: spec.to_string(),
+                    expected: "reimage:OS, reboot, reboot-soft, power-on, power-off, power-off-soft, power-cycle, \
+                               wipe or decommission",
+                });
             }
         },
     };
@@ -147,13 +150,15 @@ pub fn action(spec: &str) -> Result<pb::Action, String> {
 }
 
 /// The priority class named `name`: low, normal, high or urgent.
-pub fn priority(name: &str) -> Result<pb::Priority, String> {
+pub fn priority(name: &str) -> Result<pb::Priority, UnknownWord> {
     match name.trim() {
         "low" => Ok(pb::Priority::Low),
         "normal" => Ok(pb::Priority::Normal),
         "high" => Ok(pb::Priority::High),
         "urgent" => Ok(pb::Priority::Urgent),
-        other => Err(format!("unknown priority {other:?}: expected low, normal, high or urgent")),
+        other => {
+            Err(UnknownWord { what: "priority", input: other.to_string(), expected: "low, normal, high or urgent" })
+        }
     }
 }
 
@@ -178,9 +183,10 @@ mod tests {
             Some(Kind::Reimage(pb::action::Reimage { os: "ubuntu-24.04".into(), install_timeout_secs: None }))
         );
         let e = action("reimage:").unwrap_err();
-        assert!(e.contains("\"reimage:\"") && e.contains("power-cycle"), "{e}");
-        assert!(action("nuke").unwrap_err().contains("\"nuke\""));
+        assert_eq!((e.what, e.input.as_str()), ("action", "reimage:"));
+        assert!(e.to_string().contains("\"reimage:\"") && e.to_string().contains("power-cycle"), "{e}");
+        assert_eq!(action("nuke").unwrap_err().input, "nuke");
         assert_eq!(priority("urgent").unwrap(), pb::Priority::Urgent);
-        assert!(priority("asap").unwrap_err().contains("\"asap\""));
+        assert!(priority("asap").unwrap_err().to_string().contains("\"asap\""));
     }
 }

@@ -43,6 +43,7 @@
 //! tickets = true
 //! ```
 
+use crate::errors::ConfigError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -276,14 +277,18 @@ pub struct PoolSpec {
 
 impl Config {
     /// Reads a TOML file (every key optional; unknown keys refused).
-    pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-        Config::from_toml(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: Some(path.to_path_buf()), message },
+            other => other,
+        })
     }
 
     /// Parses TOML text.
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: None, message: e.to_string().trim_end().into() })
     }
 
     /// maas-core's request limits for this configuration.
@@ -296,31 +301,37 @@ impl Config {
     }
 
     /// The worker pools, parsed.
-    pub fn pools(&self) -> Result<Vec<PoolSpec>, String> {
+    pub fn pools(&self) -> Result<Vec<PoolSpec>, ConfigError> {
+        let bad = |spec: &str, message: String| ConfigError::Setting {
+            key: "workers.pools".into(),
+            message: format!("{spec:?}: {message}"),
+        };
         self.workers
             .pools
             .iter()
             .map(|spec| {
-                let (site, pool) =
-                    spec.split_once('/').ok_or_else(|| format!("workers.pools: {spec:?}: expected SITE/POOL"))?;
+                let (site, pool) = spec.split_once('/').ok_or_else(|| bad(spec, "expected SITE/POOL".into()))?;
                 Ok(PoolSpec {
-                    site: Site::new(site).map_err(|e| format!("workers.pools: {spec:?}: {e}"))?,
-                    pool: Pool::new(pool).map_err(|e| format!("workers.pools: {spec:?}: {e}"))?,
+                    site: Site::new(site).map_err(|e| bad(spec, e.to_string()))?,
+                    pool: Pool::new(pool).map_err(|e| bad(spec, e.to_string()))?,
                 })
             })
             .collect()
     }
 
     /// The metrics address (`None`: off).
-    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         match self.metrics.listen.as_str() {
             "off" => Ok(None),
-            a => a.parse().map(Some).map_err(|e| format!("metrics.listen {a:?}: {e} (an address:port, or \"off\")")),
+            a => a.parse().map(Some).map_err(|e| ConfigError::Setting {
+                key: "metrics.listen".into(),
+                message: format!("{a:?}: {e} (an address:port, or \"off\")"),
+            }),
         }
     }
 
     /// Every inconsistency, found before anything is opened.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.plaintext && !self.listen.ip().is_loopback() {
             problems.push(format!(
@@ -341,10 +352,10 @@ impl Config {
             problems.push("workers.per_pool must be at least 1 (or role = \"api\")".into());
         }
         if let Err(e) = self.pools() {
-            problems.push(e);
+            problems.push(e.to_string());
         }
         if let Err(e) = self.metrics_addr() {
-            problems.push(e);
+            problems.push(e.to_string());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level {:?}: {e}", self.log.level));
@@ -363,7 +374,7 @@ impl Config {
                 problems.push(format!("webhooks[{i}] repeats an earlier webhook ({})", w.url));
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid { problems }) }
     }
 }
 
@@ -435,13 +446,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let e = Config::from_toml("listne = \"127.0.0.1:1\"").unwrap_err();
+        let e = Config::from_toml("listne = \"127.0.0.1:1\"").unwrap_err().to_string();
         assert!(e.contains("listne"), "{e}");
-        let e = Config::from_toml("[limits]\nmax_batch_host = 3").unwrap_err();
+        let e = Config::from_toml("[limits]\nmax_batch_host = 3").unwrap_err().to_string();
         assert!(e.contains("max_batch_host"), "{e}");
-        let e = Config::from_toml("role = \"boss\"").unwrap_err();
+        let e = Config::from_toml("role = \"boss\"").unwrap_err().to_string();
         assert!(e.contains("boss"), "{e}");
-        let e = Config::from_toml("listen = \"nowhere\"").unwrap_err();
+        let e = Config::from_toml("listen = \"nowhere\"").unwrap_err().to_string();
         assert!(e.contains("listen") || e.contains("nowhere"), "{e}");
     }
 
@@ -466,7 +477,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        let e = c.check().unwrap_err();
+        let ConfigError::Invalid { problems } = c.check().unwrap_err() else { panic!("every problem at once") };
+        let e = problems.join("\n");
         for needle in [
             "plaintext is refused",
             "sim_hosts",

@@ -23,6 +23,7 @@ pub mod config;
 pub mod devcerts;
 #[cfg(feature = "sim")]
 pub mod embedded;
+pub mod errors;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

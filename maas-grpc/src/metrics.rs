@@ -44,14 +44,16 @@ use maas_core::ports::services::{Notifier, NotifyError};
 use maas_core::ports::store::{BatchListParams, StatsParams, Store};
 use maas_core::time::{Clock, Timestamp};
 use maas_engine::Engine;
+
+use crate::errors::SetupError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tonic::codegen::http;
 
 /// Installs the process-wide Prometheus recorder.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub fn install() -> Result<PrometheusHandle, SetupError> {
     let seconds = [0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0];
     let fast = [0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-    let e = |e: metrics_exporter_prometheus::BuildError| e.to_string();
+    let e = |e: metrics_exporter_prometheus::BuildError| SetupError { what: "metrics".into(), message: e.to_string() };
     PrometheusBuilder::new()
         .set_buckets(&seconds)
         .map_err(e)?
@@ -60,7 +62,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .set_buckets_for_metric(Matcher::Prefix("maas_bmc".into()), &fast)
         .map_err(e)?
         .install_recorder()
-        .map_err(|e| e.to_string())
+        .map_err(e)
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -89,7 +91,7 @@ impl MetricsNotifier {
         let from = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let until = self.clock.now();
         let window = StatsParams { finished_from: Some(from), finished_until: Some(until) };
-        let error = |e: maas_core::ports::store::StoreError| NotifyError(format!("reading durations: {e}"));
+        let error = |e: maas_core::ports::store::StoreError| NotifyError::Prepare { cause: e.into() };
         let runs = self.store.stats_host_runs(window.clone()).await.map_err(error)?;
         let steps = self.store.stats_steps(window).await.map_err(error)?;
         for r in runs {

@@ -8,6 +8,7 @@
 //! stragglers) as `{"seq": .., "ticket": {..}}` objects. A delivery with nothing selected
 //! posts nothing.
 
+use crate::errors::WebhookUrlError;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,19 +32,19 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Parses `url`; only `http://` is supported.
-    pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest =
-            url.strip_prefix("http://").ok_or_else(|| format!("webhook URL {url:?}: only http:// is supported"))?;
+    pub fn parse(url: &str) -> Result<Endpoint, WebhookUrlError> {
+        let bad = |reason| WebhookUrlError { url: url.to_string(), reason };
+        let rest = url.strip_prefix("http://").ok_or_else(|| bad("only http:// is supported"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| format!("webhook URL {url:?}: bad port"))?),
+            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
             None => (authority.to_string(), 80),
         };
         if host.is_empty() {
-            return Err(format!("webhook URL {url:?}: no host"));
+            return Err(bad("no host"));
         }
         Ok(Endpoint { host, port, path })
     }
@@ -98,7 +99,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 impl WebhookNotifier {
     /// A notifier POSTing every event to `url` (`http://host[:port]/path`), signing with
     /// `secret`.
-    pub fn new(url: &str, secret: &[u8]) -> Result<Self, String> {
+    pub fn new(url: &str, secret: &[u8]) -> Result<Self, WebhookUrlError> {
         Ok(WebhookNotifier {
             endpoint: Endpoint::parse(url)?,
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
@@ -191,13 +192,18 @@ impl WebhookNotifier {
 impl Notifier for WebhookNotifier {
     async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(()) };
-        let body = self.body(events).await.map_err(|e| NotifyError(format!("encoding events: {e}")))?;
+        let body = self.body(events).await.map_err(|e| NotifyError::Prepare { cause: e.into() })?;
         let Some(body) = body else { return Ok(()) };
         match tokio::time::timeout(self.timeout, self.post(&body, first.seq, last.seq)).await {
             Ok(Ok(code)) if (200..300).contains(&code) => Ok(()),
-            Ok(Ok(code)) => Err(NotifyError(format!("webhook {self:?} answered HTTP {code}"))),
-            Ok(Err(e)) => Err(NotifyError(format!("webhook {self:?}: {e}"))),
-            Err(_) => Err(NotifyError(format!("webhook {self:?}: no answer in {:?}", self.timeout))),
+            Ok(Ok(code)) => {
+                Err(NotifyError::Refused { receiver: format!("webhook {self:?}"), answer: format!("HTTP {code}") })
+            }
+            Ok(Err(e)) => Err(NotifyError::Unreachable { receiver: format!("webhook {self:?}"), cause: e.into() }),
+            Err(_) => Err(NotifyError::Unreachable {
+                receiver: format!("webhook {self:?}"),
+                cause: format!("no answer in {:?}", self.timeout).into(),
+            }),
         }
     }
 }
@@ -211,7 +217,7 @@ mod tests {
         let w = Endpoint::parse("http://127.0.0.1:8080/hooks/maas").unwrap();
         assert_eq!((w.host.as_str(), w.port, w.path.as_str()), ("127.0.0.1", 8080, "/hooks/maas"));
         assert_eq!(Endpoint::parse("http://hooks").unwrap().port, 80);
-        assert!(WebhookNotifier::new("https://x/", b"k").unwrap_err().contains("only http://"));
+        assert!(WebhookNotifier::new("https://x/", b"k").unwrap_err().to_string().contains("only http://"));
         // RFC 4231 test case 2.
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),

@@ -282,8 +282,8 @@ impl Session {
     /// SubmitBatchRequest as JSON without its action and priority, which are named.
     fn submit(&self, py: Python<'_>, request: &str, action: &str, priority: &str) -> PyResult<String> {
         let mut r: pb::SubmitBatchRequest = parse("submit", request)?;
-        r.action = Some(client::action(action).map_err(|e| local_error("ValidationError", e))?);
-        r.priority = client::priority(priority).map_err(|e| local_error("ValidationError", e))? as i32;
+        r.action = Some(client::action(action).map_err(|e| local_error("ValidationError", e.to_string()))?);
+        r.priority = client::priority(priority).map_err(|e| local_error("ValidationError", e.to_string()))? as i32;
         let mut c = self.client.clone();
         to_json(&self.run(py, async move { c.submit_batch(r).await })?)
     }

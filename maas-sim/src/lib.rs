@@ -19,5 +19,5 @@ pub mod simfleet;
 pub mod testkit;
 
 pub use memstore::MemStore;
-pub use sim::{SimConfig, SimFailure, SimReport, Simulation, fleet_hosts};
+pub use sim::{SimConfig, SimError, SimFailure, SimReport, Simulation, fleet_hosts};
 pub use simfleet::{FaultPlan, SimFleet, SimInstaller};

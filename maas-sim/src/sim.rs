@@ -189,7 +189,7 @@ impl RecordingNotifier {
 impl Notifier for RecordingNotifier {
     async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
         if *self.failing.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Err(NotifyError("webhook endpoint answered 503".into()));
+            return Err(NotifyError::Refused { receiver: "webhook".into(), answer: "HTTP 503".into() });
         }
         self.delivered.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(events);
         Ok(())
@@ -259,6 +259,25 @@ pub struct SimReport {
     pub simulated: Duration,
     /// Host runs that succeeded (of batches still in the store).
     pub succeeded_hosts: usize,
+}
+
+/// What went wrong in a scenario driven step by step ([`Simulation::round`],
+/// [`Simulation::settle`], [`Simulation::submit_as`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// An invariant was violated, or a store call failed, during a round.
+    #[error("{0}")]
+    Run(String),
+    /// Batches were still live after this many rounds.
+    #[error("not settled after {rounds} rounds")]
+    NotSettled {
+        /// Rounds run.
+        rounds: usize,
+    },
+    /// The engine refused (a submission's rejection report, say).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// A failed run: the violated invariant and the trace up to it.
@@ -455,29 +474,27 @@ impl Simulation {
 
     /// One drain round: every worker ticks, due installs call back, instance A's
     /// singletons tick, then time moves on `step`; invariants are checked.
-    pub async fn round(&mut self, step: Duration) -> Result<(), String> {
-        self.drain_round_by(step).await?;
-        self.check().await
+    pub async fn round(&mut self, step: Duration) -> Result<(), SimError> {
+        self.drain_round_by(step).await.map_err(SimError::Run)?;
+        self.check().await.map_err(SimError::Run)
     }
 
     /// Rounds until every batch is terminal (at most `max` rounds).
-    pub async fn settle(&mut self, step: Duration, max: usize) -> Result<usize, String> {
+    pub async fn settle(&mut self, step: Duration, max: usize) -> Result<usize, SimError> {
         for i in 0..max {
             if self.all_settled().await {
                 return Ok(i);
             }
             self.round(step).await?;
         }
-        Err(format!("not settled after {max} rounds"))
+        Err(SimError::NotSettled { rounds: max })
     }
 
     /// Submits as `who` through the facade (the checker learns of accepted batches).
-    pub async fn submit_as(&mut self, who: &str, req: BatchRequest) -> Result<BatchId, String> {
-        let r = self.engine.submit(&Principal::new(who, []), &req).await;
-        if let Ok(s) = &r {
-            self.accepted.insert(s.batch.id);
-        }
-        r.map(|s| s.batch.id).map_err(|e| e.to_string())
+    pub async fn submit_as(&mut self, who: &str, req: BatchRequest) -> Result<BatchId, SimError> {
+        let submitted = self.engine.submit(&Principal::new(who, []), &req).await?;
+        self.accepted.insert(submitted.batch.id);
+        Ok(submitted.batch.id)
     }
 
     /// Stops or restarts every worker of the simulation (for liveness scenarios).

@@ -588,7 +588,10 @@ struct Down(Arc<AtomicUsize>);
 impl maas_core::ports::services::Notifier for Down {
     async fn deliver(&self, _: &[model::Event]) -> Result<(), maas_core::ports::services::NotifyError> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Err(maas_core::ports::services::NotifyError("connection refused".into()))
+        Err(maas_core::ports::services::NotifyError::Unreachable {
+            receiver: "flaky".into(),
+            cause: "connection refused".into(),
+        })
     }
 }
 
@@ -617,7 +620,7 @@ async fn a_failing_notifier_is_retried_with_doubling_backoff_and_does_not_hold_b
         let result = singletons.deliver_outbox().await;
         if attempts.load(Ordering::SeqCst) > before {
             let e = result.unwrap_err().to_string();
-            assert!(e.contains("down: notifier: connection refused (failure"), "{e}");
+            assert!(e.contains("down: notifier: flaky unreachable: connection refused (failure"), "{e}");
             at.push(tick * 100);
         } else {
             assert!(result.is_ok(), "a waiting notifier is not an error");

@@ -8,6 +8,7 @@
 //! ARCHITECTURE.md for the statements and the lock order).
 
 pub mod entity;
+mod errors;
 mod rows;
 pub mod schema;
 mod store;

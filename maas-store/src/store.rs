@@ -27,10 +27,11 @@ use maas_core::ports::services::Ticket;
 use maas_core::ports::store::*;
 use maas_core::time::Timestamp;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, QueryResult,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, QueryResult,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
+use crate::errors::{backend as backend_err, is_unique_violation, transient};
 use crate::rows::{self, col, n, os, s, t};
 use crate::{OpenError, OpenOptions, entity};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -93,28 +94,6 @@ impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlStore").field("backend", &self.backend).finish_non_exhaustive()
     }
-}
-
-fn backend_err(e: DbErr) -> StoreError {
-    StoreError::Backend { message: e.to_string(), source: Some(Box::new(e)) }
-}
-
-/// In the message of a guarded write that found its row changed since it was read.
-const RACED: &str = "raced a concurrent change";
-
-/// Whether retrying the whole transaction may succeed.
-fn transient(e: &StoreError) -> bool {
-    let StoreError::Backend { message, .. } = e else { return false };
-    let m = message.to_ascii_lowercase();
-    ["deadlock", "could not serialize", "database is locked", "lock wait timeout", "try restarting transaction", RACED]
-        .iter()
-        .any(|p| m.contains(p))
-}
-
-fn is_unique_violation(e: &StoreError) -> bool {
-    let StoreError::Backend { message, .. } = e else { return false };
-    let m = message.to_ascii_lowercase();
-    m.contains("unique") || m.contains("duplicate")
 }
 
 /// The column holding a job's deadline under `expiry` (maas-core's `Expiry::deadline`).

@@ -38,10 +38,38 @@ pub trait Provisioner: Send + Sync {
     async fn clear(&self, host: &Hostname) -> Result<(), ProvisionError>;
 }
 
-/// A notification delivery failure (the outbox retries).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("notifier: {0}")]
-pub struct NotifyError(pub String);
+/// The cause a seam's failure carries along (a driver's or a library's error).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// A notification delivery failure, by kind (the outbox retries every kind).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// The receiver could not be reached or did not answer in time.
+    #[error("notifier: {receiver} unreachable: {cause}")]
+    Unreachable {
+        /// Who was called (an endpoint, with no secret in it).
+        receiver: String,
+        /// Why.
+        #[source]
+        cause: Cause,
+    },
+    /// The receiver answered, refusing the delivery.
+    #[error("notifier: {receiver} refused the delivery: {answer}")]
+    Refused {
+        /// Who was called.
+        receiver: String,
+        /// What it answered (an HTTP status, say).
+        answer: String,
+    },
+    /// The events could not be prepared for delivery (encoding, reading what to send).
+    #[error("notifier: preparing the delivery: {cause}")]
+    Prepare {
+        /// Why.
+        #[source]
+        cause: Cause,
+    },
+}
 
 /// Delivers outbox events to people and systems (webhooks, streams, chat).
 ///
@@ -85,10 +113,27 @@ pub struct Ticket {
     pub at: Timestamp,
 }
 
-/// A ticketing failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ticketing: {0}")]
-pub struct TicketingError(pub String);
+/// A ticketing failure, by kind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TicketingError {
+    /// The ticket system could not be reached.
+    #[error("ticketing: unreachable: {cause}")]
+    Unreachable {
+        /// Why.
+        #[source]
+        cause: Cause,
+    },
+    /// The ticket system refused the request.
+    #[error("ticketing: refused: {reason}")]
+    Refused {
+        /// What it said.
+        reason: String,
+    },
+    /// Tickets kept in the engine's store: the store failed.
+    #[error("ticketing: {0}")]
+    Store(#[from] crate::ports::store::StoreError),
+}
 
 /// Raises tickets for humans.
 ///

@@ -95,7 +95,7 @@ struct Args {
 
 impl Args {
     /// The file's configuration (or the defaults) with the environment and flags on top.
-    fn config(self) -> Result<Config, String> {
+    fn config(self) -> Result<Config, maas_grpc::errors::ConfigError> {
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),

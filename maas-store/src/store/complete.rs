@@ -27,7 +27,8 @@ use maas_core::ports::store::{JobCompletion, StoreError};
 use maas_core::time::Timestamp;
 use sea_orm::ConnectionTrait;
 
-use super::{CHUNK, RACED, SqlStore, in_list, placeholders};
+use super::{CHUNK, SqlStore, in_list, placeholders};
+use crate::errors::Raced;
 use crate::rows::{self, n, s};
 
 /// Rows read under lock (`was`) and as the decisions so far leave them (`now`).
@@ -325,10 +326,7 @@ impl SqlStore {
                 + self.set_rows(c, "maas_host_runs", rows::RUN_MUTABLE_COLUMNS, &["state", "step"], run_writes).await?;
         if written != expected {
             // A hand-back or a claim changed a job after it was read: decide again.
-            return Err(StoreError::Backend {
-                message: format!("completion {RACED} (wrote {written} of {expected} guarded rows)"),
-                source: None,
-            });
+            return Err(Raced { what: "completion", wrote: written, expected }.into());
         }
         self.cancel_jobs_of(c, &ov.cancelled_runs, now).await?;
         for (was, batch, locked) in ov.batches.values() {

@@ -299,12 +299,7 @@ impl MemStore {
 }
 
 #[async_trait]
-impl Store for MemStore {
-    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let st = self.lock();
-        Ok(st.audit.iter().rev().take(if limit == 0 { usize::MAX } else { limit }).cloned().collect())
-    }
-
+impl QueueStore for MemStore {
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
         let mut st = self.lock();
         let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
@@ -334,28 +329,6 @@ impl Store for MemStore {
         let st = self.lock();
         let id = st.idempotency.get(&(submitter.to_string(), key.to_string()));
         Ok(id.and_then(|id| st.batches.get(id)).cloned())
-    }
-
-    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
-        Ok(self.lock().batches.get(&id).cloned())
-    }
-
-    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError> {
-        let st = self.lock();
-        let limit = if p.limit == 0 { 100 } else { p.limit };
-        Ok(st
-            .batches
-            .values()
-            .rev()
-            .filter(|b| p.before.is_none_or(|before| b.id < before))
-            .filter(|b| p.submitter.as_ref().is_none_or(|s| &b.submitter == s))
-            .filter(|b| p.states.is_empty() || p.states.contains(&b.state))
-            .filter(|b| p.action.is_none_or(|a| b.action() == a))
-            .filter(|b| p.created_from.is_none_or(|t| b.created_at >= t))
-            .filter(|b| p.created_until.is_none_or(|t| b.created_at < t))
-            .take(limit)
-            .cloned()
-            .collect())
     }
 
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError> {
@@ -504,22 +477,6 @@ impl Store for MemStore {
         }
     }
 
-    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError> {
-        let st = self.lock();
-        let batch_ids: Vec<BatchId> = match p.batch_id {
-            Some(b) => vec![b],
-            None => st.batches.keys().copied().collect(),
-        };
-        Ok(batch_ids
-            .iter()
-            .flat_map(|b| st.runs_by_batch.get(b).into_iter().flatten())
-            .filter_map(|id| st.host_runs.get(id))
-            .filter(|r| p.hostnames.is_empty() || p.hostnames.contains(&r.hostname))
-            .filter(|r| p.states.is_empty() || p.states.contains(&r.state))
-            .cloned()
-            .collect())
-    }
-
     async fn job_claim(&self, p: JobClaimParams) -> Result<Vec<JobRecord>, StoreError> {
         let mut st = self.lock();
         let mut candidates: Vec<(i64, JobId)> = Vec::new();
@@ -575,26 +532,6 @@ impl Store for MemStore {
             }
         }
         Ok(held)
-    }
-
-    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
-        let st = self.lock();
-        let runs: Vec<HostRunId> = match (p.host_run_id, p.batch_id) {
-            (Some(r), _) => vec![r],
-            (None, Some(b)) => st.runs_by_batch.get(&b).cloned().unwrap_or_default(),
-            (None, None) => {
-                let mut all: Vec<&HostRunRecord> = st.host_runs.values().collect();
-                all.sort_by_key(|r| (r.batch_id, r.ordinal));
-                all.iter().map(|r| r.id).collect()
-            }
-        };
-        Ok(runs
-            .iter()
-            .flat_map(|r| st.jobs_by_run.get(r).into_iter().flatten())
-            .filter_map(|id| st.jobs.get(id))
-            .filter(|j| p.states.is_empty() || p.states.contains(&j.state))
-            .cloned()
-            .collect())
     }
 
     async fn job_release_many(&self, p: JobReleaseParams) -> Result<Vec<JobId>, StoreError> {
@@ -671,6 +608,99 @@ impl Store for MemStore {
     async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError> {
         self.lock().pool_kinds.insert(pool.clone(), kinds.to_vec());
         Ok(())
+    }
+
+    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError> {
+        let mut st = self.lock();
+        let key = (ticket.kind, ticket.batch_id, ticket.host.clone());
+        if let Some(id) = st.ticket_keys.get(&key) {
+            return Ok((id.clone(), false));
+        }
+        let id = format!("T-{:06}", st.tickets.len() + 1);
+        st.ticket_keys.insert(key, id.clone());
+        st.tickets.push(TicketRecord { id: id.clone(), ticket });
+        Ok((id, true))
+    }
+
+    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        let w = st.workers.entry(p.id.clone()).or_insert_with(|| WorkerRecord {
+            id: p.id.clone(),
+            site: p.site.clone(),
+            pool: p.pool.clone(),
+            started_at: p.now,
+            last_heartbeat: p.now,
+        });
+        w.site = p.site;
+        w.pool = p.pool;
+        w.last_heartbeat = w.last_heartbeat.max(p.now);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReportStore for MemStore {
+    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let st = self.lock();
+        Ok(st.audit.iter().rev().take(if limit == 0 { usize::MAX } else { limit }).cloned().collect())
+    }
+
+    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
+        Ok(self.lock().batches.get(&id).cloned())
+    }
+
+    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError> {
+        let st = self.lock();
+        let limit = if p.limit == 0 { 100 } else { p.limit };
+        Ok(st
+            .batches
+            .values()
+            .rev()
+            .filter(|b| p.before.is_none_or(|before| b.id < before))
+            .filter(|b| p.submitter.as_ref().is_none_or(|s| &b.submitter == s))
+            .filter(|b| p.states.is_empty() || p.states.contains(&b.state))
+            .filter(|b| p.action.is_none_or(|a| b.action() == a))
+            .filter(|b| p.created_from.is_none_or(|t| b.created_at >= t))
+            .filter(|b| p.created_until.is_none_or(|t| b.created_at < t))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError> {
+        let st = self.lock();
+        let batch_ids: Vec<BatchId> = match p.batch_id {
+            Some(b) => vec![b],
+            None => st.batches.keys().copied().collect(),
+        };
+        Ok(batch_ids
+            .iter()
+            .flat_map(|b| st.runs_by_batch.get(b).into_iter().flatten())
+            .filter_map(|id| st.host_runs.get(id))
+            .filter(|r| p.hostnames.is_empty() || p.hostnames.contains(&r.hostname))
+            .filter(|r| p.states.is_empty() || p.states.contains(&r.state))
+            .cloned()
+            .collect())
+    }
+
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
+        let st = self.lock();
+        let runs: Vec<HostRunId> = match (p.host_run_id, p.batch_id) {
+            (Some(r), _) => vec![r],
+            (None, Some(b)) => st.runs_by_batch.get(&b).cloned().unwrap_or_default(),
+            (None, None) => {
+                let mut all: Vec<&HostRunRecord> = st.host_runs.values().collect();
+                all.sort_by_key(|r| (r.batch_id, r.ordinal));
+                all.iter().map(|r| r.id).collect()
+            }
+        };
+        Ok(runs
+            .iter()
+            .flat_map(|r| st.jobs_by_run.get(r).into_iter().flatten())
+            .filter_map(|id| st.jobs.get(id))
+            .filter(|j| p.states.is_empty() || p.states.contains(&j.state))
+            .cloned()
+            .collect())
     }
 
     async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError> {
@@ -770,36 +800,9 @@ impl Store for MemStore {
         Ok(out)
     }
 
-    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError> {
-        let mut st = self.lock();
-        let key = (ticket.kind, ticket.batch_id, ticket.host.clone());
-        if let Some(id) = st.ticket_keys.get(&key) {
-            return Ok((id.clone(), false));
-        }
-        let id = format!("T-{:06}", st.tickets.len() + 1);
-        st.ticket_keys.insert(key, id.clone());
-        st.tickets.push(TicketRecord { id: id.clone(), ticket });
-        Ok((id, true))
-    }
-
     async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError> {
         let st = self.lock();
         Ok(st.tickets.iter().rev().take(if limit == 0 { usize::MAX } else { limit }).cloned().collect())
-    }
-
-    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError> {
-        let mut st = self.lock();
-        let w = st.workers.entry(p.id.clone()).or_insert_with(|| WorkerRecord {
-            id: p.id.clone(),
-            site: p.site.clone(),
-            pool: p.pool.clone(),
-            started_at: p.now,
-            last_heartbeat: p.now,
-        });
-        w.site = p.site;
-        w.pool = p.pool;
-        w.last_heartbeat = w.last_heartbeat.max(p.now);
-        Ok(())
     }
 
     async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<WorkerRecord>, StoreError> {

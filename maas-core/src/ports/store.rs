@@ -427,15 +427,18 @@ pub struct PurgeReport {
     pub events: usize,
 }
 
-/// Durable state of batches, chains, claims, leases and the outbox.
+/// The queue contract: what runs work — submitting, claiming, heartbeating, completing,
+/// rescuing, cancelling, pausing, the outbox, leader rows, the pool-kind mapping and the
+/// worker registry. Every method changes or guards state that another instance may race.
 ///
 /// # Contract
 /// - **Atomic.** Every method applies all of its writes or none. Writes that a decision
 ///   implies (chain advance, claim release, batch counters, outbox events) commit in the
 ///   same transaction as the change that implies them.
 /// - **Decisions come from maas-core.** A store loads the rows a change touches, calls the
-///   matching function of [`crate::machine`], and writes the returned effects; it decides
-///   nothing itself (except the ordering rule of `job_claim`, which is the queue key).
+///   matching function of [`crate::machine`], and writes the returned effects through
+///   [`crate::effects::ApplyEffects`]; it decides nothing itself (except the ordering rule
+///   of `job_claim`, which is the queue key).
 /// - **Overlap.** `batch_submit` inserts one claim per host under a unique key on hostname;
 ///   if any host is claimed it writes nothing and fails with [`StoreError::Overlap`] naming
 ///   every conflicting host and its holder. With an idempotency key already used by the
@@ -449,11 +452,10 @@ pub struct PurgeReport {
 ///   the reported attempt; otherwise that completion fails with
 ///   [`TransitionError::StaleAttempt`] and the others still apply.
 /// - **Leases.** `job_heartbeat_many` extends only leases held by `owner` and returns the
-///   ids it extended. `job_rescue_expired` treats expired leases as failed retryable
-///   attempts and expired waits as failures.
-/// - **Leader.** `leader_attempt_elect` returns `true` iff after the call `owner` holds the
-///   named lease: it takes a free or expired lease, extends its own, and never takes an
-///   unexpired lease of another owner.
+///   ids it extended. `job_rescue_expired` applies [`crate::machine::Expiry`]: expired
+///   leases are failed retryable attempts, expired waits are failures.
+/// - **Leader.** `leader_attempt_elect` applies [`crate::policy::leader::elect`]: it returns
+///   `true` iff after the call `owner` holds the named lease.
 /// - **Hand-back.** `job_release_many` returns held running jobs to `available` (see
 ///   [`crate::machine::hand_back`]) and returns the ids it released; others are skipped.
 /// - **Outbox.** Events get strictly increasing `seq` in commit order; `event_list` returns
@@ -468,40 +470,27 @@ pub struct PurgeReport {
 ///   audit trail and tickets are kept.
 /// - **Time.** A store never reads a clock: `now` comes in the params.
 #[async_trait]
-pub trait Store: Send + Sync {
-    /// The audit trail, newest first.
-    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
-
+pub trait QueueStore: Send + Sync {
     /// Cancels a batch (see [`crate::machine::decide_cancel`]).
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError>;
     /// The batch `submitter` created with idempotency key `key`, if any.
     async fn batch_find_by_key(&self, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError>;
-    /// One batch.
-    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError>;
-    /// Batches, newest first.
-    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError>;
     /// Pauses or resumes a batch.
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError>;
     /// Removes old finished batches (retention).
     async fn batch_purge_finished(&self, p: PurgeParams) -> Result<PurgeReport, StoreError>;
     /// Creates a batch with its claims and chains, atomically.
     async fn batch_submit(&self, p: BatchSubmitParams) -> Result<BatchSubmitted, StoreError>;
-
     /// Active claims on any of `hosts`.
     async fn claim_get_many(&self, hosts: &[Hostname]) -> Result<Vec<Claim>, StoreError>;
-
     /// Consumer `consumer`'s cursor (0 if new).
     async fn event_cursor_get(&self, consumer: &str) -> Result<u64, StoreError>;
     /// Moves `consumer`'s cursor forward to `seq` (never back).
     async fn event_cursor_set(&self, consumer: &str, seq: u64) -> Result<(), StoreError>;
     /// Outbox events after a position, ascending.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>, StoreError>;
-
     /// Flags a slow host run once per step; `true` if it was flagged now.
     async fn host_run_flag_straggler(&self, p: StragglerFlagParams) -> Result<bool, StoreError>;
-    /// Host runs, by batch and ordinal.
-    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError>;
-
     /// Leases runnable jobs to a worker.
     async fn job_claim(&self, p: JobClaimParams) -> Result<Vec<JobRecord>, StoreError>;
     /// Records outcomes, each fenced by its attempt; one result per completion, in order.
@@ -509,25 +498,46 @@ pub trait Store: Send + Sync {
     -> Result<Vec<Result<(), TransitionError>>, StoreError>;
     /// Extends leases; returns the ids still held by `owner`.
     async fn job_heartbeat_many(&self, p: JobHeartbeatManyParams) -> Result<Vec<JobId>, StoreError>;
-    /// Jobs, by host run and position.
-    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError>;
     /// Hands running jobs back unfinished; returns the ids released.
     async fn job_release_many(&self, p: JobReleaseParams) -> Result<Vec<JobId>, StoreError>;
     /// Rescues expired leases and waits.
     async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError>;
     /// Completes a waiting job from its callback token.
     async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError>;
-
     /// Tries to take or keep a leader lease.
     async fn leader_attempt_elect(&self, p: LeaderElectParams) -> Result<bool, StoreError>;
     /// Gives a leader lease up if `owner` holds it.
     async fn leader_resign(&self, name: &str, owner: &str) -> Result<(), StoreError>;
-
     /// The step kinds a pool's workers take (`None`: no mapping stored).
     async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError>;
     /// Replaces a pool's step kinds.
     async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError>;
+    /// Opens a ticket, or finds the same one; returns its id and whether it is new.
+    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError>;
+    /// Records a worker heartbeat (registers it on first call).
+    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError>;
+}
 
+/// Reporting: what people and dashboards read — batches, host runs and jobs, statistics,
+/// activity, tickets, the audit trail and the worker registry. Reads only.
+///
+/// # Contract
+/// - **Consistent.** Each call reads one committed state (no half-applied change).
+/// - **Ordered.** Lists come in the order each method names (newest first, or by batch
+///   and ordinal), so paging by the last id seen is stable.
+/// - **Time.** `now`, windows and freshness cut-offs come in the params.
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// The audit trail, newest first.
+    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// One batch.
+    async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError>;
+    /// Batches, newest first.
+    async fn batch_list(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, StoreError>;
+    /// Host runs, by batch and ordinal.
+    async fn host_run_list(&self, p: HostRunListParams) -> Result<Vec<HostRunRecord>, StoreError>;
+    /// Jobs, by host run and position.
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError>;
     /// Work in flight, per site (sites with nothing in flight may be absent).
     async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError>;
     /// Runnable jobs per site and step kind, ordered by site then kind.
@@ -536,14 +546,15 @@ pub trait Store: Send + Sync {
     async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError>;
     /// Succeeded steps finished in a time window.
     async fn stats_steps(&self, p: StatsParams) -> Result<Vec<StepSample>, StoreError>;
-
-    /// Opens a ticket, or finds the same one; returns its id and whether it is new.
-    async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError>;
     /// Tickets, newest first.
     async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError>;
-
-    /// Records a worker heartbeat (registers it on first call).
-    async fn worker_heartbeat(&self, p: WorkerHeartbeatParams) -> Result<(), StoreError>;
     /// Registered workers.
     async fn worker_list(&self, p: WorkerListParams) -> Result<Vec<WorkerRecord>, StoreError>;
 }
+
+/// Durable state of batches, chains, claims, leases and the outbox: the queue contract and
+/// reporting together, as the engine uses them. Implement [`QueueStore`] and
+/// [`ReportStore`]; this follows.
+pub trait Store: QueueStore + ReportStore {}
+
+impl<T: QueueStore + ReportStore + ?Sized> Store for T {}

@@ -20,6 +20,7 @@
 
 pub mod client;
 pub mod config;
+pub mod convert;
 pub mod devcerts;
 #[cfg(feature = "sim")]
 pub mod embedded;
@@ -29,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod service;
+mod status;
 pub mod tls;
 pub mod webhook;
 

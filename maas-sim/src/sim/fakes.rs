@@ -1,0 +1,110 @@
+//! The simulated world around the engine: a provisioner that remembers what it served, a
+//! notifier that records deliveries and fails on demand, and the fleet's host records.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use maas_core::host::{BmcEndpoint, Host, HostState};
+use maas_core::model::*;
+use maas_core::names::{Hostname, Pool, Site, Sku};
+use maas_core::plan::BootImage;
+use maas_core::ports::power::PowerState;
+use maas_core::ports::services::{Notifier, NotifyError, ProvisionError, Provisioner};
+
+use crate::simfleet::SimFleet;
+
+/// A provisioner that remembers what it was asked to serve, so the simulator can play the
+/// installer calling back.
+#[derive(Debug, Default)]
+pub struct SimProvisioner {
+    prepared: Mutex<Vec<(Hostname, BootImage, String)>>,
+}
+
+impl SimProvisioner {
+    /// Preparations since the last call.
+    pub fn take_prepared(&self) -> Vec<(Hostname, BootImage, String)> {
+        std::mem::take(&mut *self.prepared.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+#[async_trait]
+impl Provisioner for SimProvisioner {
+    async fn prepare(&self, host: &Host, image: &BootImage, token: &str) -> Result<(), ProvisionError> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).push((
+            host.hostname.clone(),
+            image.clone(),
+            token.to_string(),
+        ));
+        Ok(())
+    }
+
+    async fn clear(&self, _host: &Hostname) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+}
+
+/// A notifier that records deliveries and fails on demand.
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    delivered: Mutex<Vec<Event>>,
+    failing: Mutex<bool>,
+}
+
+impl RecordingNotifier {
+    /// Every event delivered, in delivery order (with repeats).
+    pub fn delivered(&self) -> Vec<Event> {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes deliveries fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = failing;
+    }
+}
+
+#[async_trait]
+impl Notifier for RecordingNotifier {
+    async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
+        if *self.failing.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(NotifyError::Refused { receiver: "webhook".into(), answer: "HTTP 503".into() });
+        }
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(events);
+        Ok(())
+    }
+}
+
+/// The hosts of a simulated fleet: `per_site` hosts `sim001.dc1` ... in each of `sites`
+/// sites, pool `web`, two SKUs, every BMC powered on in `fleet`.
+pub fn fleet_hosts(fleet: &SimFleet, sites: usize, per_site: usize) -> Vec<Host> {
+    let mut hosts = Vec::with_capacity(sites * per_site);
+    for s in 1..=sites {
+        for i in 1..=per_site {
+            let bmc = BmcEndpoint {
+                address: format!("10.{}.{}.{}", s, i / 250, i % 250),
+                port: 623,
+                credentials_ref: "bmc-default".into(),
+            };
+            fleet.add_bmc(&bmc, PowerState::On);
+            hosts.push(Host {
+                hostname: Hostname::new(&host_name(s, i)).unwrap_or_else(|_| unreachable!("valid by construction")),
+                site: site(s),
+                rack: None,
+                pool: Pool::new("web").unwrap_or_else(|_| unreachable!()),
+                owner_group: None,
+                sku: Sku::new(if i % 2 == 0 { "gen10" } else { "gen11" }).unwrap_or_else(|_| unreachable!()),
+                bmc,
+                state: HostState::Ready,
+            });
+        }
+    }
+    hosts
+}
+
+fn host_name(site: usize, i: usize) -> String {
+    format!("sim{i:06}.dc{site}")
+}
+
+pub(super) fn site(s: usize) -> Site {
+    Site::new(&format!("dc{s}")).unwrap_or_else(|_| unreachable!("valid by construction"))
+}

@@ -13,7 +13,7 @@ use ipmi_rs::rmcp::{
 use maas_core::ports::power::PowerError;
 
 /// The completion code byte of `code` (ipmi-rs only converts the other way).
-pub fn completion_byte(code: &CompletionErrorCode) -> u8 {
+pub(crate) fn completion_byte(code: &CompletionErrorCode) -> u8 {
     use CompletionErrorCode::*;
     match code {
         NodeBusy => 0xc0,
@@ -49,7 +49,7 @@ fn io(bmc: &str, e: &std::io::Error, timeout_ms: u64) -> PowerError {
 }
 
 /// A failed session opening.
-pub fn activation(bmc: &str, e: &ActivationError, timeout_ms: u64) -> PowerError {
+pub(crate) fn activation(bmc: &str, e: &ActivationError, timeout_ms: u64) -> PowerError {
     use ActivationError as A;
     use V2_0ActivationError as V2;
     match e {
@@ -96,7 +96,7 @@ fn receive(bmc: &str, e: &RmcpIpmiReceiveError, timeout_ms: u64) -> PowerError {
 }
 
 /// A failed command on an open session.
-pub fn command<E: std::fmt::Debug>(bmc: &str, e: &IpmiError<RmcpIpmiError, E>, timeout_ms: u64) -> PowerError {
+pub(crate) fn command<E: std::fmt::Debug>(bmc: &str, e: &IpmiError<RmcpIpmiError, E>, timeout_ms: u64) -> PowerError {
     match e {
         IpmiError::Connection(RmcpIpmiError::Receive(r)) => receive(bmc, r, timeout_ms),
         IpmiError::Connection(RmcpIpmiError::Send(

@@ -19,12 +19,12 @@ use serde::de::DeserializeOwned;
 use crate::entity;
 
 /// A store error for a row that does not decode (a corrupt or foreign row).
-pub fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Backend { message: format!("undecodable {what} row: {detail}"), source: None }
 }
 
 /// A column of `row`.
-pub fn col<T: TryGetable>(row: &QueryResult, name: &str) -> Result<T, StoreError> {
+pub(crate) fn col<T: TryGetable>(row: &QueryResult, name: &str) -> Result<T, StoreError> {
     row.try_get::<T>("", name).map_err(|e| corrupt(name, e))
 }
 
@@ -54,7 +54,7 @@ fn uuid_in(c: &str, s: &str) -> Result<uuid::Uuid, StoreError> {
 }
 
 /// A job id column (`id` of `maas_jobs`, or any column holding one).
-pub fn job_id(row: &QueryResult, c: &str) -> Result<JobId, StoreError> {
+pub(crate) fn job_id(row: &QueryResult, c: &str) -> Result<JobId, StoreError> {
     uuid(row, c).map(JobId)
 }
 
@@ -80,7 +80,7 @@ fn json<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<T, StoreError
 }
 
 /// The value in column `c`'s JSON text `s`.
-pub fn json_in<T: DeserializeOwned>(c: &str, s: &str) -> Result<T, StoreError> {
+pub(crate) fn json_in<T: DeserializeOwned>(c: &str, s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| corrupt(c, e))
 }
 
@@ -90,7 +90,7 @@ fn opt_json<T: DeserializeOwned>(row: &QueryResult, c: &str) -> Result<Option<T>
 }
 
 /// A serde enum as its bare string (`"available"`).
-pub fn enum_str<T: Serialize>(v: &T) -> String {
+pub(crate) fn enum_str<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
@@ -108,7 +108,7 @@ fn enum_in<T: DeserializeOwned>(c: &str, s: String) -> Result<T, StoreError> {
 }
 
 /// The PostgreSQL type of a column holding `v` (for `json_to_recordset` column lists).
-pub fn pg_type(v: &Value) -> &'static str {
+pub(crate) fn pg_type(v: &Value) -> &'static str {
     match v {
         Value::Bool(_) => "boolean",
         Value::BigInt(_) | Value::Int(_) => "bigint",
@@ -118,7 +118,7 @@ pub fn pg_type(v: &Value) -> &'static str {
 
 /// A bound value as JSON (for rows sent as one JSON document). Only the kinds of values
 /// this crate binds (text, integers, booleans, and their nulls) are accepted.
-pub fn json_value(v: &Value) -> Result<serde_json::Value, StoreError> {
+pub(crate) fn json_value(v: &Value) -> Result<serde_json::Value, StoreError> {
     Ok(match v {
         Value::Bool(Some(b)) => serde_json::Value::Bool(*b),
         Value::BigInt(Some(i)) => serde_json::Value::from(*i),
@@ -130,42 +130,42 @@ pub fn json_value(v: &Value) -> Result<serde_json::Value, StoreError> {
 }
 
 /// JSON text of `v`.
-pub fn to_json<T: Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
 /// A timestamp column value.
-pub fn t(v: Timestamp) -> Value {
+pub(crate) fn t(v: Timestamp) -> Value {
     Value::from(v.as_millis())
 }
 
 /// An optional timestamp column value.
-pub fn ot(v: Option<Timestamp>) -> Value {
+pub(crate) fn ot(v: Option<Timestamp>) -> Value {
     Value::from(v.map(Timestamp::as_millis))
 }
 
 /// A text column value.
-pub fn s(v: impl ToString) -> Value {
+pub(crate) fn s(v: impl ToString) -> Value {
     Value::from(v.to_string())
 }
 
 /// An optional text column value.
-pub fn os<T: ToString>(v: Option<T>) -> Value {
+pub(crate) fn os<T: ToString>(v: Option<T>) -> Value {
     Value::from(v.map(|v| v.to_string()))
 }
 
 /// An integer column value.
-pub fn n(v: impl Into<i64>) -> Value {
+pub(crate) fn n(v: impl Into<i64>) -> Value {
     Value::from(v.into())
 }
 
 /// The columns of `maas_jobs`, in [`job_values`] order.
-pub const JOB_COLUMNS: &str = "id, batch_id, host_run_id, hostname, site, position, kind, params, state, attempt, \
+pub(crate) const JOB_COLUMNS: &str = "id, batch_id, host_run_id, hostname, site, position, kind, params, state, attempt, \
      max_attempts, priority, queue_key, run_at, lease_owner, lease_expires_at, wait_token, wait_deadline, created_at, \
      enqueued_at, started_at, finished_at, last_error";
 
 /// A job's column values.
-pub fn job_values(j: &JobRecord) -> Vec<Value> {
+pub(crate) fn job_values(j: &JobRecord) -> Vec<Value> {
     vec![
         s(j.id),
         s(j.batch_id),
@@ -195,12 +195,12 @@ pub fn job_values(j: &JobRecord) -> Vec<Value> {
 
 /// The columns of `maas_jobs` a decision may change after submission (the id first), in
 /// [`job_mutable_values`] order. Set-based writes send only these.
-pub const JOB_MUTABLE_COLUMNS: &str = "id, state, attempt, max_attempts, queue_key, run_at, lease_owner, \
+pub(crate) const JOB_MUTABLE_COLUMNS: &str = "id, state, attempt, max_attempts, queue_key, run_at, lease_owner, \
      lease_expires_at, wait_token, wait_deadline, enqueued_at, started_at, finished_at, last_error";
 
 /// A job's [`JOB_MUTABLE_COLUMNS`] values, or `None` if `now` differs from `was` outside
 /// them (a decision that rewrote what never changes: refuse to half-write it).
-pub fn job_mutable_values(was: &JobRecord, now: &JobRecord) -> Option<Vec<Value>> {
+pub(crate) fn job_mutable_values(was: &JobRecord, now: &JobRecord) -> Option<Vec<Value>> {
     let same_identity = was.id == now.id
         && was.batch_id == now.batch_id
         && was.host_run_id == now.host_run_id
@@ -232,7 +232,7 @@ pub fn job_mutable_values(was: &JobRecord, now: &JobRecord) -> Option<Vec<Value>
 }
 
 /// A job from its row.
-pub fn job(row: &QueryResult) -> Result<JobRecord, StoreError> {
+pub(crate) fn job(row: &QueryResult) -> Result<JobRecord, StoreError> {
     let kind: String = col(row, "kind")?;
     let state: String = col(row, "state")?;
     Ok(JobRecord {
@@ -263,11 +263,11 @@ pub fn job(row: &QueryResult) -> Result<JobRecord, StoreError> {
 }
 
 /// The columns of `maas_host_runs`, in [`run_values`] order.
-pub const RUN_COLUMNS: &str = "id, batch_id, ordinal, hostname, site, pool, sku, state, step, cancel_requested, \
+pub(crate) const RUN_COLUMNS: &str = "id, batch_id, ordinal, hostname, site, pool, sku, state, step, cancel_requested, \
      started_at, finished_at, last_error, straggler_step";
 
 /// A host run's column values.
-pub fn run_values(r: &HostRunRecord) -> Vec<Value> {
+pub(crate) fn run_values(r: &HostRunRecord) -> Vec<Value> {
     vec![
         s(r.id),
         s(r.batch_id),
@@ -288,12 +288,12 @@ pub fn run_values(r: &HostRunRecord) -> Vec<Value> {
 
 /// The columns of `maas_host_runs` a decision may change (the id first), in
 /// [`run_mutable_values`] order.
-pub const RUN_MUTABLE_COLUMNS: &str =
+pub(crate) const RUN_MUTABLE_COLUMNS: &str =
     "id, state, step, cancel_requested, started_at, finished_at, last_error, straggler_step";
 
 /// A host run's [`RUN_MUTABLE_COLUMNS`] values, or `None` if `now` differs from `was`
 /// outside them.
-pub fn run_mutable_values(was: &HostRunRecord, now: &HostRunRecord) -> Option<Vec<Value>> {
+pub(crate) fn run_mutable_values(was: &HostRunRecord, now: &HostRunRecord) -> Option<Vec<Value>> {
     let same_identity = was.id == now.id
         && was.batch_id == now.batch_id
         && was.ordinal == now.ordinal
@@ -316,7 +316,7 @@ pub fn run_mutable_values(was: &HostRunRecord, now: &HostRunRecord) -> Option<Ve
 }
 
 /// A host run from its row.
-pub fn run(row: &QueryResult) -> Result<HostRunRecord, StoreError> {
+pub(crate) fn run(row: &QueryResult) -> Result<HostRunRecord, StoreError> {
     let state: String = col(row, "state")?;
     Ok(HostRunRecord {
         id: HostRunId(uuid(row, "id")?),
@@ -337,11 +337,11 @@ pub fn run(row: &QueryResult) -> Result<HostRunRecord, StoreError> {
 }
 
 /// The columns of `maas_batches`, in [`batch_values`] order.
-pub const BATCH_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, spec, state, pause_reason, \
+pub(crate) const BATCH_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, spec, state, pause_reason, \
      cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at";
 
 /// A batch's column values.
-pub fn batch_values(b: &BatchRecord) -> Vec<Value> {
+pub(crate) fn batch_values(b: &BatchRecord) -> Vec<Value> {
     vec![
         s(b.id),
         s(&b.submitter),
@@ -364,15 +364,15 @@ pub fn batch_values(b: &BatchRecord) -> Vec<Value> {
 }
 
 /// The columns of `maas_batches` except the (large, immutable) spec.
-pub const BATCH_HEAD_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, state, pause_reason, \
+pub(crate) const BATCH_HEAD_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, state, pause_reason, \
      cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at";
 
 /// The mutable columns of `maas_batches`, in [`batch_state_values`] order, then the id.
-pub const BATCH_STATE_SET: &str = "state = ?, pause_reason = ?, cancel_reason = ?, queued = ?, running = ?, \
+pub(crate) const BATCH_STATE_SET: &str = "state = ?, pause_reason = ?, cancel_reason = ?, queued = ?, running = ?, \
      succeeded = ?, failed = ?, cancelled = ?, updated_at = ?, finished_at = ?";
 
 /// A batch's mutable column values followed by its id (for `UPDATE ... WHERE id = ?`).
-pub fn batch_state_values(b: &BatchRecord) -> Vec<Value> {
+pub(crate) fn batch_state_values(b: &BatchRecord) -> Vec<Value> {
     vec![
         s(b.state.as_str()),
         os(b.pause_reason.as_ref().map(to_json)),
@@ -389,12 +389,12 @@ pub fn batch_state_values(b: &BatchRecord) -> Vec<Value> {
 }
 
 /// A batch spec from a row's `spec` column.
-pub fn spec(row: &QueryResult) -> Result<BatchSpec, StoreError> {
+pub(crate) fn spec(row: &QueryResult) -> Result<BatchSpec, StoreError> {
     json(row, "spec")
 }
 
 /// A batch from its row (any columns including [`BATCH_HEAD_COLUMNS`]) and its spec.
-pub fn batch(row: &QueryResult, spec: Arc<BatchSpec>) -> Result<BatchRecord, StoreError> {
+pub(crate) fn batch(row: &QueryResult, spec: Arc<BatchSpec>) -> Result<BatchRecord, StoreError> {
     let state: String = col(row, "state")?;
     Ok(BatchRecord {
         id: BatchId(uuid(row, "id")?),
@@ -418,7 +418,7 @@ pub fn batch(row: &QueryResult, spec: Arc<BatchSpec>) -> Result<BatchRecord, Sto
 }
 
 /// A claim from its row.
-pub fn claim(row: &QueryResult) -> Result<Claim, StoreError> {
+pub(crate) fn claim(row: &QueryResult) -> Result<Claim, StoreError> {
     Ok(Claim {
         hostname: name(row, "hostname")?,
         batch_id: BatchId(uuid(row, "batch_id")?),
@@ -428,7 +428,7 @@ pub fn claim(row: &QueryResult) -> Result<Claim, StoreError> {
 }
 
 /// An event from its row.
-pub fn event(row: &QueryResult) -> Result<Event, StoreError> {
+pub(crate) fn event(row: &QueryResult) -> Result<Event, StoreError> {
     Ok(Event {
         seq: col::<i64>(row, "seq")? as u64,
         batch_id: BatchId(uuid(row, "batch_id")?),
@@ -438,7 +438,7 @@ pub fn event(row: &QueryResult) -> Result<Event, StoreError> {
 }
 
 /// An audit entry from its entity.
-pub fn audit(m: entity::audit::Model) -> Result<AuditRecord, StoreError> {
+pub(crate) fn audit(m: entity::audit::Model) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
         at: Timestamp::from_millis(m.at),
         principal: m.principal,
@@ -452,7 +452,7 @@ pub fn audit(m: entity::audit::Model) -> Result<AuditRecord, StoreError> {
 }
 
 /// A worker from its entity.
-pub fn worker(m: entity::workers::Model) -> Result<WorkerRecord, StoreError> {
+pub(crate) fn worker(m: entity::workers::Model) -> Result<WorkerRecord, StoreError> {
     Ok(WorkerRecord {
         id: m.id,
         site: m.site.parse().map_err(|e| corrupt("site", e))?,
@@ -463,12 +463,12 @@ pub fn worker(m: entity::workers::Model) -> Result<WorkerRecord, StoreError> {
 }
 
 /// A ticket's id as people see it.
-pub fn ticket_id(id: i64) -> String {
+pub(crate) fn ticket_id(id: i64) -> String {
     format!("T-{id:06}")
 }
 
 /// A ticket from its entity.
-pub fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreError> {
+pub(crate) fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreError> {
     Ok(TicketRecord {
         id: ticket_id(m.id),
         ticket: Ticket {
@@ -483,11 +483,11 @@ pub fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreError> {
 }
 
 /// The columns of `maas_hosts`, in [`host_values`] order.
-pub const HOST_COLUMNS: &str =
+pub(crate) const HOST_COLUMNS: &str =
     "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state";
 
 /// A host's column values.
-pub fn host_values(h: &Host) -> Vec<Value> {
+pub(crate) fn host_values(h: &Host) -> Vec<Value> {
     vec![
         s(&h.hostname),
         s(&h.site),
@@ -503,7 +503,7 @@ pub fn host_values(h: &Host) -> Vec<Value> {
 }
 
 /// A host from its row.
-pub fn host(row: &QueryResult) -> Result<Host, StoreError> {
+pub(crate) fn host(row: &QueryResult) -> Result<Host, StoreError> {
     Ok(Host {
         hostname: name::<Hostname>(row, "hostname")?,
         site: name::<Site>(row, "site")?,

@@ -19,7 +19,7 @@ use crate::memstore::{MemStore, Transition};
 /// The invariant checker. It reads the store after every step and keeps what it needs to
 /// judge the next one.
 #[derive(Debug, Default)]
-pub struct Checker {
+pub(super) struct Checker {
     /// Per job: the worker holding it, its attempt and when its lease ends.
     holders: HashMap<JobId, (String, u32, Timestamp)>,
     /// Jobs each worker handed back on shutdown.

@@ -158,8 +158,8 @@ fn the_source_check_catches_what_it_bans() {
     assert!(banned_lines("ok.rs", "// tokio:: in a comment is fine\nfn now(now: Timestamp) {}").is_empty());
 }
 
-/// The workspace's crates and the workspace crates each depends on (normal dependencies).
-fn workspace_graph() -> HashMap<String, Vec<String>> {
+/// The workspace's packages, from `cargo metadata --no-deps`.
+fn workspace_packages() -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("Cargo.toml"))
@@ -167,7 +167,12 @@ fn workspace_graph() -> HashMap<String, Vec<String>> {
         .expect("cargo metadata runs");
     assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let packages = meta["packages"].as_array().unwrap();
+    meta["packages"].as_array().unwrap().clone()
+}
+
+/// The workspace's crates and the workspace crates each depends on (normal dependencies).
+fn workspace_graph() -> HashMap<String, Vec<String>> {
+    let packages = workspace_packages();
     let members: HashSet<String> = packages.iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
     packages
         .iter()
@@ -238,4 +243,17 @@ fn every_source_file_starts_with_a_module_doc() {
         .map(|f| f.display().to_string())
         .collect();
     assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
+}
+
+#[test]
+fn the_simulated_fleet_is_linked_only_behind_a_feature() {
+    for package in workspace_packages() {
+        let name = package["name"].as_str().unwrap();
+        for dep in package["dependencies"].as_array().unwrap() {
+            let normal = dep["kind"].is_null();
+            if normal && dep["name"] == "maas-sim" && !matches!(name, "maas-py") {
+                assert_eq!(dep["optional"], true, "{name} links maas-sim by default");
+            }
+        }
+    }
 }

@@ -338,9 +338,8 @@ impl Engine {
 
     /// Sites with a worker whose heartbeat is fresher than `worker_freshness`.
     pub async fn live_sites(&self, now: Timestamp) -> Result<BTreeSet<Site>, EngineError> {
-        let fresh_since = now.minus(self.inner.config.worker_freshness);
-        let workers =
-            self.inner.store.worker_list(WorkerListParams { site: None, fresh_since: Some(fresh_since) }).await?;
+        let live = WorkerListParams::live(now, self.inner.config.worker_freshness);
+        let workers = self.inner.store.worker_list(live).await?;
         Ok(workers.into_iter().map(|w| w.site).collect())
     }
 
@@ -501,9 +500,8 @@ impl Engine {
     /// Per site: hosts in flight, jobs queued / running / waiting, live workers.
     pub async fn active_counts(&self) -> Result<Vec<ActiveSite>, EngineError> {
         let now = self.inner.clock.now();
-        let fresh_since = now.minus(self.inner.config.worker_freshness);
         let workers =
-            self.inner.store.worker_list(WorkerListParams { site: None, fresh_since: Some(fresh_since) }).await?;
+            self.inner.store.worker_list(WorkerListParams::live(now, self.inner.config.worker_freshness)).await?;
         let mut live: BTreeMap<Site, u32> = BTreeMap::new();
         for w in workers {
             *live.entry(w.site).or_insert(0) += 1;

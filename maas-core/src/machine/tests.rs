@@ -297,3 +297,58 @@ fn applying_effects_that_start_nothing_never_asks_for_queued_runs() {
     let paused = decide_pause(nb.batch.clone(), &Principal::new("alice", []), "look", NOW).unwrap();
     assert_eq!(names(&writes(paused, vec![])), ["events", "batch"]);
 }
+
+#[test]
+fn cancel_pause_and_resume_move_the_batch() {
+    let nb = batch(2, 0);
+    let alice = Principal::new("alice", []);
+    let head = |i: usize| nb.jobs.iter().find(|j| j.host_run_id == nb.host_runs[i].id && j.position == 0).cloned();
+    let mid_step = running(&nb, 0).job;
+    let names = |fx: &Effects| fx.events.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
+    // (case, runs with their current jobs, batch state after, events, runs ended, runs marked)
+    type Case = (&'static str, Vec<(HostRunRecord, Option<JobRecord>)>, BatchState, Vec<&'static str>, usize, usize);
+    let cases: [Case; 2] = [
+        (
+            "a host mid-step is marked and ends when its step reports; a queued host ends now",
+            vec![(nb.host_runs[0].clone(), Some(mid_step)), (nb.host_runs[1].clone(), head(1))],
+            BatchState::Cancelling,
+            vec!["cancel_requested", "host_cancelled"],
+            1,
+            1,
+        ),
+        (
+            "with nothing mid-step every host ends now and the batch is cancelled",
+            vec![(nb.host_runs[0].clone(), head(0)), (nb.host_runs[1].clone(), head(1))],
+            BatchState::Cancelled,
+            vec!["cancel_requested", "host_cancelled", "host_cancelled", "batch_cancelled"],
+            2,
+            0,
+        ),
+    ];
+    for (name, runs, state, events, ended, marked) in cases {
+        let fx = decide_cancel(nb.batch.clone(), runs, &alice, "wrong hosts", NOW).unwrap();
+        assert_eq!(fx.batch.as_ref().unwrap().state, state, "{name}");
+        assert_eq!(names(&fx), events, "{name}");
+        assert_eq!(fx.host_runs.iter().filter(|r| r.state == HostRunState::Cancelled).count(), ended, "{name}");
+        assert_eq!(fx.host_runs.iter().filter(|r| r.cancel_requested).count(), marked, "{name}");
+        assert_eq!(fx.released_claims.len(), ended, "{name}: claims of ended hosts are released");
+    }
+    // Cancelling twice is a no-op; a finished batch cannot be cancelled, paused or resumed.
+    let mut cancelling = nb.batch.clone();
+    cancelling.state = BatchState::Cancelling;
+    assert_eq!(decide_cancel(cancelling, vec![], &alice, "again", NOW).unwrap(), Effects::default());
+    let mut done = nb.batch.clone();
+    done.state = BatchState::Completed;
+    assert!(matches!(
+        decide_cancel(done.clone(), vec![], &alice, "late", NOW),
+        Err(TransitionError::BatchFinished { .. })
+    ));
+    assert!(decide_pause(done.clone(), &alice, "late", NOW).is_err());
+    assert!(decide_resume(done, &alice, NOW).is_err());
+    // Pause, then resume: queued hosts may start again up to max_in_flight.
+    let paused = decide_pause(nb.batch.clone(), &alice, "look first", NOW).unwrap().batch.unwrap();
+    assert_eq!(paused.state, BatchState::Paused);
+    assert!(decide_pause(paused.clone(), &alice, "twice", NOW).is_err(), "a paused batch cannot pause again");
+    let resumed = decide_resume(paused, &alice, NOW).unwrap();
+    assert_eq!((resumed.batch.as_ref().unwrap().state, resumed.start_queued), (BatchState::Running, 0));
+}

@@ -290,6 +290,14 @@ pub struct WorkerListParams {
     pub fresh_since: Option<Timestamp>,
 }
 
+impl WorkerListParams {
+    /// The live workers at `now`, of every site. The one liveness rule: a worker is live
+    /// while its last heartbeat is at most `freshness` old.
+    pub fn live(now: Timestamp, freshness: Duration) -> Self {
+        WorkerListParams { site: None, fresh_since: Some(now.minus(freshness)) }
+    }
+}
+
 /// A finished host run, for statistics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRunSample {

@@ -69,12 +69,24 @@ pub struct IdParseError {
     pub input: String,
 }
 
+/// Where callback tokens come from. A token alone completes a waiting job, so in
+/// production it must be unpredictable: maas-engine's `OsTokens` draws it from the
+/// operating system's CSPRNG. maas-core draws no entropy itself; without a source,
+/// [`IdGenerator::token`] uses its seeded RNG, which is right only for simulations (they
+/// replay by seed).
+pub trait TokenSource: Send + Sync + fmt::Debug {
+    /// A fresh token: 128 random bits as 32 lowercase hex digits.
+    fn token(&self) -> String;
+}
+
 /// Makes UUIDv7 ids: 48 bits of milliseconds from the clock, a 12-bit counter that keeps
-/// ids strictly increasing within one millisecond, and 62 random bits from the seeded RNG.
+/// ids strictly increasing within one millisecond, and 62 random bits from the seeded RNG;
+/// and callback tokens, from its [`TokenSource`] when it has one.
 #[derive(Debug, Clone)]
 pub struct IdGenerator {
     clock: Arc<dyn Clock>,
     state: Arc<Mutex<IdState>>,
+    tokens: Option<Arc<dyn TokenSource>>,
 }
 
 #[derive(Debug)]
@@ -91,7 +103,14 @@ impl IdGenerator {
         IdGenerator {
             clock,
             state: Arc::new(Mutex::new(IdState { rng: SimRng::seed_from_u64(seed), last_ms: 0, counter: 0 })),
+            tokens: None,
         }
+    }
+
+    /// The same generator, drawing callback tokens from `tokens` (production: the OS CSPRNG).
+    pub fn with_tokens(mut self, tokens: Arc<dyn TokenSource>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// The next UUID; strictly greater than every earlier one from this generator.
@@ -128,11 +147,13 @@ impl IdGenerator {
         JobId(self.next_uuid())
     }
 
-    /// 128 bits as hex, for per-job callback tokens. The token alone completes a waiting
-    /// job, and its bits come from this generator's seeded RNG: in production the seed must
-    /// come from the operating system's entropy (the shell's job; maas-core draws none),
-    /// otherwise tokens are predictable. Simulations pass a fixed seed for replayability.
+    /// 128 bits as hex, for per-job callback tokens: from the [`TokenSource`] when one was
+    /// given ([`IdGenerator::with_tokens`]), else from the seeded RNG (simulations only:
+    /// such tokens are as predictable as the seed).
     pub fn token(&self) -> String {
+        if let Some(source) = &self.tokens {
+            return source.token();
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         format!("{:016x}{:016x}", st.rng.next_u64(), st.rng.next_u64())
     }
@@ -157,6 +178,26 @@ mod tests {
             assert!(next > prev, "{next} <= {prev}");
             prev = next;
         }
+    }
+
+    #[derive(Debug)]
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl TokenSource for Counting {
+        fn token(&self) -> String {
+            format!("{:032x}", self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn tokens_come_from_the_token_source_when_there_is_one() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(5)));
+        let seeded = IdGenerator::new(clock.clone(), 9);
+        let same_seed = IdGenerator::new(clock.clone(), 9);
+        assert_eq!(seeded.token(), same_seed.token(), "seeded tokens replay (simulations only)");
+        let sourced = IdGenerator::new(clock, 9).with_tokens(Arc::new(Counting(Default::default())));
+        assert_eq!(sourced.token(), format!("{:032x}", 0));
+        assert_eq!(sourced.token(), format!("{:032x}", 1));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`Singletons`] — the leader-only periodic tasks, scheduled by maas-core's
 //!   [`LeaderSchedule`] ([`leader`]).
 //! - [`steps`] — what each step does through the drivers.
-//! - [`SystemClock`] — the one reader of the operating system's clock.
+//! - [`SystemClock`] — the one reader of the operating system's clock; [`OsTokens`] — the
+//!   one reader of its random source (callback tokens, id seeds).
 //!
 //! Nothing here reads a clock or draws entropy except through the [`Clock`] and the seeded
 //! [`IdGenerator`] it was built with, so maas-sim runs the facade, the steps and the same
@@ -20,6 +21,7 @@
 
 mod clock;
 mod counters;
+mod entropy;
 pub mod facade;
 pub mod leader;
 pub mod pool;
@@ -34,6 +36,7 @@ use tokio::sync::Notify;
 pub use self::clock::SystemClock;
 pub use self::counters::CounterSnapshot;
 use self::counters::Counters;
+pub use self::entropy::OsTokens;
 
 use maas_core::authz::{AllowAll, Authorizer, Denied};
 use maas_core::id::{BatchId, IdGenerator};

@@ -12,7 +12,7 @@ use maas_core::names::{Hostname, Pool};
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::store::Store;
 use maas_core::{Principal, StoreError};
-use maas_engine::{Engine, SystemClock};
+use maas_engine::{Engine, OsTokens, SystemClock};
 use maas_engine::{PoolConfig, Singletons, SingletonsHandle, WorkerConfig, WorkerPool};
 use maas_sim::sim::fleet_hosts;
 use maas_sim::{FaultPlan, SimFleet, SimInstaller};
@@ -100,7 +100,7 @@ impl Embedded {
             clock.clone(),
             // Ids and callback tokens must not repeat across engines on one store, so their
             // bits do not come from the (replayable) fault seed.
-            IdGenerator::new(clock, id_seed()),
+            IdGenerator::new(clock, OsTokens::seed()).with_tokens(Arc::new(OsTokens)),
         )
         .provisioner(installer.clone())
         .build();
@@ -153,12 +153,6 @@ impl Embedded {
         self.singletons.shutdown().await;
         self.installer.abort();
     }
-}
-
-/// Random bits for ids and callback tokens: the time in nanoseconds and the process id.
-fn id_seed() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 #[cfg(test)]

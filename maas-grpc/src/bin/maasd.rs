@@ -21,7 +21,7 @@ use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::Secrets;
 use maas_core::ports::store::Store;
 use maas_engine::SystemClock;
-use maas_engine::{Engine, EngineConfig, PoolConfig, Singletons, WorkerConfig, WorkerPool};
+use maas_engine::{Engine, EngineConfig, OsTokens, PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_grpc::config::{Config, LogFormat, Role, WebhookConfig};
 use maas_grpc::identity::Policy;
 use maas_grpc::metrics::{MeteredPower, MetricsNotifier};
@@ -192,17 +192,21 @@ async fn main() {
     let power: Arc<dyn PowerDriver> = if prometheus.is_some() { Arc::new(MeteredPower::new(power)) } else { power };
 
     let clock = Arc::new(SystemClock::new());
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let engine_config = EngineConfig {
         limits: config.core_limits(),
         console_check: config.ipmi.as_ref().is_some_and(|i| i.console_check),
         ..EngineConfig::default()
     };
     let stragglers = engine_config.stragglers.ticket;
-    let mut builder =
-        Engine::builder(store.clone(), store.clone(), power, clock.clone(), IdGenerator::new(clock.clone(), seed))
-            .authorizer(Arc::new(policy.authorizer()))
-            .config(engine_config);
+    let mut builder = Engine::builder(
+        store.clone(),
+        store.clone(),
+        power,
+        clock.clone(),
+        IdGenerator::new(clock.clone(), OsTokens::seed()).with_tokens(Arc::new(OsTokens)),
+    )
+    .authorizer(Arc::new(policy.authorizer()))
+    .config(engine_config);
     if prometheus.is_some() {
         builder = builder.notifier("metrics", Arc::new(MetricsNotifier::new(store.clone(), clock)));
     }

@@ -353,6 +353,13 @@ impl Simulation {
 
     async fn drain_round(&mut self) -> Result<(), String> {
         self.resume_paused().await;
+        // A worker asked to shut down during the fault phase may finish stopping only now:
+        // its supervisor starts a replacement, as after a rolling restart.
+        for i in 0..self.workers.len() {
+            if !self.workers[i].alive {
+                self.restart(i);
+            }
+        }
         self.drain_round_by(Duration::from_secs(5)).await
     }
 

@@ -15,7 +15,6 @@
 //! - `reclaim`: defunct, unallocated hosts are reimaged by `system:reclaim` and return to
 //!   their pool when the reimage succeeds.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,12 +23,12 @@ use tokio::task::JoinHandle;
 use crate::{Engine, EngineError, Inner};
 use maas_core::action::Action;
 use maas_core::batch::BatchRequest;
-use maas_core::estimate;
 use maas_core::host::HostState;
 use maas_core::id::BatchId;
 use maas_core::model::*;
 use maas_core::policy::leader::{
-    LeaderSchedule, LeaderTask, NotifierBackoff, TICKETS_CONSUMER, notifier_consumer, step_began, ticket_for,
+    LeaderSchedule, LeaderTask, NotifierBackoff, TICKETS_CONSUMER, notifier_consumer, reclaim_candidates, stragglers,
+    ticket_for,
 };
 use maas_core::ports::inventory::HostFilter;
 use maas_core::ports::store::*;
@@ -141,8 +140,13 @@ impl Singletons {
             let clock = self.engine.inner.clock.clone();
             while !*rx.borrow() {
                 self.tick(clock.now()).await;
+                // Until the next task of ours falls due; a task led elsewhere stays due, so
+                // never wait longer than `poll` (nor spin on it).
+                let now = clock.now();
+                let next = self.schedule.next_due();
+                let nap = if next > now { next.since(now).min(poll) } else { poll };
                 tokio::select! {
-                    _ = clock.sleep(poll) => {}
+                    _ = clock.sleep(nap) => {}
                     r = rx.changed() => if r.is_err() { break },
                 }
             }
@@ -176,20 +180,10 @@ impl Singletons {
             for batch in &page {
                 let jobs =
                     inner.store.job_list(JobListParams { batch_id: Some(batch.id), ..Default::default() }).await?;
-                let mut peers: BTreeMap<u32, Vec<Duration>> = BTreeMap::new();
-                for j in jobs.iter().filter(|j| j.state == JobState::Succeeded) {
-                    if let (Some(from), Some(to)) = (step_began(j), j.finished_at) {
-                        peers.entry(j.position).or_default().push(to.since(from));
-                    }
-                }
-                for j in jobs.iter().filter(|j| matches!(j.state, JobState::Running | JobState::Waiting)) {
-                    let Some(began) = step_began(j) else { continue };
-                    let Some(durations) = peers.get_mut(&j.position) else { continue };
-                    if estimate::is_straggler(now.since(began), durations, policy.factor, policy.min_peers) {
-                        let p = StragglerFlagParams { host_run_id: j.host_run_id, position: j.position, now };
-                        if inner.store.host_run_flag_straggler(p).await? {
-                            flagged += 1;
-                        }
+                for (host_run_id, position) in stragglers(&jobs, now, &policy) {
+                    let p = StragglerFlagParams { host_run_id, position, now };
+                    if inner.store.host_run_flag_straggler(p).await? {
+                        flagged += 1;
                     }
                 }
             }
@@ -280,12 +274,8 @@ impl Singletons {
         let names: Vec<_> = defunct.iter().map(|h| h.hostname.clone()).collect();
         let claimed: std::collections::HashSet<_> =
             inner.store.claim_get_many(&names).await?.into_iter().map(|c| c.hostname).collect();
-        let free: Vec<String> = names
-            .into_iter()
-            .filter(|h| !claimed.contains(h))
-            .take(policy.max_hosts_per_batch.max(1))
-            .map(|h| h.to_string())
-            .collect();
+        let free: Vec<String> =
+            reclaim_candidates(&names, &claimed, policy.max_hosts_per_batch).iter().map(|h| h.to_string()).collect();
         if free.is_empty() {
             return Ok(None);
         }

@@ -5,12 +5,15 @@
 //! maas-engine's `Singletons` carries the tasks out (leader election, store calls,
 //! deliveries); maas-sim drives the same `Singletons`, so the schedule is simulated too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::SingletonIntervals;
-use crate::model::{Event, EventKind, JobRecord, PauseReason};
+use crate::config::{SingletonIntervals, StragglerPolicy};
+use crate::estimate;
+use crate::id::HostRunId;
+use crate::model::{Event, EventKind, JobRecord, JobState, PauseReason};
+use crate::names::Hostname;
 use crate::ports::services::{Ticket, TicketKind};
 use crate::time::Timestamp;
 
@@ -171,6 +174,33 @@ pub fn step_began(j: &JobRecord) -> Option<Timestamp> {
     if j.kind.is_wait() { j.enqueued_at } else { j.started_at }
 }
 
+/// The steps of one batch's `jobs` that straggle at `now`: running or waiting longer than
+/// `policy.factor` x the p95 of the same chain position's succeeded peers (with at least
+/// `policy.min_peers` of them). Returns each straggler's host run and chain position; the
+/// store flags each at most once ([`crate::machine::decide_straggler`]).
+pub fn stragglers(jobs: &[JobRecord], now: Timestamp, policy: &StragglerPolicy) -> Vec<(HostRunId, u32)> {
+    let mut peers: BTreeMap<u32, Vec<Duration>> = BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.state == JobState::Succeeded) {
+        if let (Some(from), Some(to)) = (step_began(j), j.finished_at) {
+            peers.entry(j.position).or_default().push(to.since(from));
+        }
+    }
+    let mut out = Vec::new();
+    for j in jobs.iter().filter(|j| matches!(j.state, JobState::Running | JobState::Waiting)) {
+        let (Some(began), Some(durations)) = (step_began(j), peers.get_mut(&j.position)) else { continue };
+        if estimate::is_straggler(now.since(began), durations, policy.factor, policy.min_peers) {
+            out.push((j.host_run_id, j.position));
+        }
+    }
+    out
+}
+
+/// The defunct hosts one reclaim batch takes: those no active batch claims, in the order
+/// given, at most `max` (at least one).
+pub fn reclaim_candidates(defunct: &[Hostname], claimed: &HashSet<Hostname>, max: usize) -> Vec<Hostname> {
+    defunct.iter().filter(|h| !claimed.contains(*h)).take(max.max(1)).cloned().collect()
+}
+
 /// The ticket an event raises, if any (stragglers only when `stragglers` is on).
 pub fn ticket_for(e: &Event, stragglers: bool) -> Option<Ticket> {
     let (kind, host, step, summary) = match &e.kind {
@@ -234,6 +264,56 @@ mod tests {
             let got = elect(current.as_ref(), "a", t(10), ttl).map(|l| l.expires_at);
             assert_eq!(got, want.map(t), "{name}");
         }
+    }
+
+    #[test]
+    fn stragglers_are_slow_against_finished_peers_of_the_same_step() {
+        use crate::id::{BatchId, JobId};
+        use crate::names::Site;
+        let run = |n: u128| HostRunId(uuid::Uuid::from_u128(n));
+        let job = |n: u128, state: JobState, began: i64, finished: Option<i64>| JobRecord {
+            id: JobId(uuid::Uuid::from_u128(n)),
+            batch_id: BatchId(uuid::Uuid::from_u128(1)),
+            host_run_id: run(n),
+            hostname: Hostname::new(&format!("h{n}.dc1")).unwrap(),
+            site: Site::new("dc1").unwrap(),
+            position: 1,
+            kind: crate::plan::StepKind::PowerCycle,
+            params: Default::default(),
+            state,
+            attempt: 1,
+            max_attempts: 3,
+            priority: crate::priority::PriorityClass::Normal,
+            key: 0,
+            run_at: t(0),
+            lease_owner: None,
+            lease_expires_at: None,
+            wait_token: None,
+            wait_deadline: None,
+            created_at: t(0),
+            enqueued_at: Some(t(0)),
+            started_at: Some(t(began)),
+            finished_at: finished.map(t),
+            last_error: None,
+        };
+        let policy = StragglerPolicy { factor: 3.0, min_peers: 3, ticket: true };
+        // Three peers took 10 s each; one host has been at it for 40 s, another for 20 s.
+        let mut jobs: Vec<JobRecord> = (10..13).map(|n| job(n, JobState::Succeeded, 0, Some(10))).collect();
+        jobs.push(job(20, JobState::Running, 0, None));
+        jobs.push(job(21, JobState::Running, 20, None));
+        assert_eq!(stragglers(&jobs, t(40), &policy), vec![(run(20), 1)]);
+        // Too few peers: nobody is judged.
+        assert!(stragglers(&jobs[1..], t(40), &policy).is_empty());
+    }
+
+    #[test]
+    fn reclaim_takes_unclaimed_defunct_hosts_up_to_the_cap() {
+        let h = |s: &str| Hostname::new(s).unwrap();
+        let defunct = [h("a"), h("b"), h("c"), h("d")];
+        let claimed: HashSet<Hostname> = [h("b")].into();
+        assert_eq!(reclaim_candidates(&defunct, &claimed, 2), vec![h("a"), h("c")]);
+        assert_eq!(reclaim_candidates(&defunct, &claimed, 0), vec![h("a")], "at least one");
+        assert!(reclaim_candidates(&defunct[1..2], &claimed, 5).is_empty());
     }
 
     #[test]

@@ -260,11 +260,12 @@ impl SqlStore {
             // Runs this or an earlier pass loaded are still queued in the database: skip them.
             let skip = known.len();
             let sql = format!(
-                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state = 'queued' ORDER BY ordinal LIMIT ?{}",
+                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state = ? ORDER BY ordinal LIMIT ?{}",
                 self.lock()
             );
             let want = count as usize - pairs.len();
-            let rows = self.all(c, &sql, vec![s(batch), n((skip + want) as i64)]).await?;
+            let v = vec![s(batch), s(HostRunState::Queued.as_str()), n((skip + want) as i64)];
+            let rows = self.all(c, &sql, v).await?;
             let mut more = Vec::new();
             for row in &rows {
                 let run = rows::run(row)?;

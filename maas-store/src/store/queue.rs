@@ -30,12 +30,18 @@ impl QueueStore for SqlStore {
         write_txn!(self, c, {
             let batch =
                 self.batch_row(c, p.batch_id, true).await?.ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
+            // The unfinished host runs (maas-core's non-terminal states).
+            let unfinished: Vec<HostRunState> =
+                HostRunState::ALL.iter().copied().filter(|st| !st.is_terminal()).collect();
             let sql = format!(
-                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state IN ('queued', 'running') ORDER BY ordinal{}",
+                "SELECT * FROM maas_host_runs WHERE batch_id = ? AND state IN ({}) ORDER BY ordinal{}",
+                placeholders(unfinished.len()),
                 self.lock()
             );
+            let mut v = vec![s(p.batch_id)];
+            v.extend(unfinished.iter().map(|st| s(st.as_str())));
             let mut runs = Vec::new();
-            for row in self.all(c, &sql, vec![s(p.batch_id)]).await? {
+            for row in self.all(c, &sql, v).await? {
                 let run = rows::run(&row)?;
                 let current = self.job_at(c, run.id, run.step).await?;
                 runs.push((run, current));
@@ -54,13 +60,15 @@ impl QueueStore for SqlStore {
 
     async fn batch_purge_finished(&self, p: PurgeParams) -> Result<PurgeReport, StoreError> {
         let limit = if p.limit == 0 { 100 } else { p.limit as i64 };
-        let rows = self
-            .all(
-                &self.db,
-                "SELECT id FROM maas_batches WHERE state IN ('completed', 'cancelled') AND finished_at < ? ORDER BY finished_at LIMIT ?",
-                vec![t(p.finished_before), n(limit)],
-            )
-            .await?;
+        // Finished batches: maas-core's terminal states.
+        let finished: Vec<BatchState> = BatchState::ALL.iter().copied().filter(|st| st.is_terminal()).collect();
+        let sql = format!(
+            "SELECT id FROM maas_batches WHERE state IN ({}) AND finished_at < ? ORDER BY finished_at LIMIT ?",
+            placeholders(finished.len())
+        );
+        let mut v: Vec<_> = finished.iter().map(|st| s(st.as_str())).collect();
+        v.extend([t(p.finished_before), n(limit)]);
+        let rows = self.all(&self.db, &sql, v).await?;
         let ids: Vec<String> = rows.iter().map(|r| col::<String>(r, "id")).collect::<Result<_, _>>()?;
         if ids.is_empty() {
             return Ok(PurgeReport::default());
@@ -343,26 +351,21 @@ impl QueueStore for SqlStore {
             let mut held = Vec::new();
             for chunk in p.job_ids.chunks(CHUNK) {
                 let (list, ids) = in_list(chunk);
+                // maas-core's `lease_is_held`: running under this owner.
+                let held_by = "state = ? AND lease_owner = ?";
                 let mut v = vec![t(p.now.plus(p.lease))];
                 v.extend(ids.clone());
-                v.push(s(&p.owner));
+                v.extend([s(machine::LeaseGrant::TO.as_str()), s(&p.owner)]);
                 self.exec(
                     c,
-                    &format!("UPDATE maas_jobs SET lease_expires_at = ? WHERE id IN ({list}) AND state = 'running' AND lease_owner = ?"),
+                    &format!("UPDATE maas_jobs SET lease_expires_at = ? WHERE id IN ({list}) AND {held_by}"),
                     v,
                 )
                 .await?;
                 let mut v = ids;
-                v.push(s(&p.owner));
-                for row in self
-                    .all(
-                        c,
-                        &format!(
-                            "SELECT id FROM maas_jobs WHERE id IN ({list}) AND state = 'running' AND lease_owner = ?"
-                        ),
-                        v,
-                    )
-                    .await?
+                v.extend([s(machine::LeaseGrant::TO.as_str()), s(&p.owner)]);
+                for row in
+                    self.all(c, &format!("SELECT id FROM maas_jobs WHERE id IN ({list}) AND {held_by}"), v).await?
                 {
                     held.push(rows::job_id(&row, "id")?);
                 }

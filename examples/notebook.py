@@ -69,10 +69,10 @@ print(result)
 assert result.state == "completed", result
 
 # %% [markdown]
-# ## 3. The wave: 40 hosts at a time, pause after 10 failures
+# ## 3. The wave: 40 hosts at a time, pause after 24 failures (10% of the wave)
 
 # %%
-submitted = api.submit(wave, "reimage:ubuntu-24.04", max_in_flight=40, failure_budget=10, idempotency_key="wave-1")
+submitted = api.submit(wave, "reimage:ubuntu-24.04", max_in_flight=40, failure_budget=24, idempotency_key="wave-1")
 
 # Someone else tries to reboot hosts the wave holds: refused, with the details.
 try:
@@ -81,7 +81,7 @@ except maas.OverlapError as e:
     print(f"refused: {len(e.hosts)} hosts held by batch {e.batches[0]}")
 
 # Submitting the wave again with the same idempotency key returns the same batch.
-assert api.submit(wave, "reimage:ubuntu-24.04", max_in_flight=40, failure_budget=10,
+assert api.submit(wave, "reimage:ubuntu-24.04", max_in_flight=40, failure_budget=24,
                   idempotency_key="wave-1").batch_id == submitted.batch_id
 
 done = api.wait(submitted.batch_id, timeout=600)

@@ -23,6 +23,7 @@ fn host(i: usize) -> Host {
         sku: Sku::new("gen9").unwrap(),
         bmc: BmcEndpoint { address: "10.0.0.1".into(), port: 623, credentials_ref: "d".into() },
         state: HostState::Ready,
+        mac: None,
     }
 }
 

@@ -18,6 +18,16 @@ pub enum WipeMethod {
     Secure,
 }
 
+impl WipeMethod {
+    /// The snake_case name used on the wire (and in the wipe image's kernel arguments).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WipeMethod::Quick => "quick",
+            WipeMethod::Secure => "secure",
+        }
+    }
+}
+
 /// A destructive action on a host, with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -118,7 +128,7 @@ impl fmt::Display for ActionKind {
 }
 
 /// Shortest accepted install timeout.
-pub const MIN_INSTALL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const MIN_INSTALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest accepted install timeout.
 pub const MAX_INSTALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Install timeout when none is given.
@@ -202,7 +212,7 @@ mod tests {
     #[test]
     fn install_timeout_is_range_checked() {
         let a = Action::Reimage { os: OsRelease::new("x").unwrap(), install_timeout_secs: Some(10) };
-        assert_eq!(a.parameter_problems(), vec!["install_timeout_secs is 10; it must be between 300 and 86400"]);
+        assert_eq!(a.parameter_problems(), vec!["install_timeout_secs is 10; it must be between 30 and 86400"]);
         for k in ActionKind::ALL {
             assert_eq!(ActionKind::parse(k.as_str()), Some(k));
         }

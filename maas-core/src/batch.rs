@@ -1,6 +1,7 @@
 //! Batches as users write them ([`BatchRequest`]: hostlist expressions, parsed from JSON or
 //! built in code) and as the system keeps them ([`BatchSpec`]: validated, expanded).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,10 @@ pub struct BatchRequest {
     /// Free text for humans (the change ticket, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Values for the image's configuration template (`{{ params.KEY }}`): cloud-init
+    /// user-data, kickstart variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 impl BatchRequest {
@@ -90,6 +95,7 @@ impl BatchRequest {
             force: None,
             sites: Vec::new(),
             comment: None,
+            params: BTreeMap::new(),
         }
     }
 
@@ -134,6 +140,9 @@ pub struct BatchSpec {
     pub force: Option<ForceInUse>,
     /// Free text.
     pub comment: Option<String>,
+    /// Values for the image's configuration template.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 impl BatchSpec {
@@ -149,6 +158,7 @@ impl BatchSpec {
             not_before: req.not_before,
             force: req.force.clone(),
             comment: req.comment.clone(),
+            params: req.params.clone(),
         }
     }
 
@@ -165,6 +175,7 @@ impl BatchSpec {
             "rollout": self.rollout,
             "not_before": self.not_before,
             "force": self.force,
+            "params": self.params,
         });
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in canonical.to_string().bytes() {
@@ -234,6 +245,7 @@ mod tests {
             not_before: None,
             force: None,
             comment: None,
+            params: BTreeMap::new(),
         };
         let mut other = spec.clone();
         other.hosts.reverse();

@@ -78,4 +78,166 @@ pub struct Host {
     pub bmc: BmcEndpoint,
     /// Its lifecycle state.
     pub state: HostState,
+    /// The MAC address it network-boots from (the boot service knows hosts by it); unique
+    /// in the inventory. Hosts without one cannot be reimaged or wiped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
+/// A 48-bit Ethernet MAC address. Parses `52:54:00:ab:cd:ef`, `52-54-00-AB-CD-EF` and
+/// `5254.00ab.cdef`; displays lower-case with colons (how iPXE's `${mac}` renders it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr([u8; 6]);
+
+/// Why a MAC address was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MAC address {input:?}: {reason}")]
+pub struct MacError {
+    /// The text as given.
+    pub input: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl MacAddr {
+    /// The six octets.
+    pub fn octets(self) -> [u8; 6] {
+        self.0
+    }
+
+    /// From six octets.
+    pub fn from_octets(octets: [u8; 6]) -> Self {
+        MacAddr(octets)
+    }
+
+    /// Parses the notations above.
+    pub fn parse(input: &str) -> Result<Self, MacError> {
+        let err = |reason| MacError { input: input.chars().take(64).collect(), reason };
+        let hex: String = input.trim().chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+        if hex.len() != 12 {
+            return Err(err("expected 12 hexadecimal digits (e.g. 52:54:00:ab:cd:ef)"));
+        }
+        let mut octets = [0u8; 6];
+        for (i, o) in octets.iter_mut().enumerate() {
+            let pair = hex.get(2 * i..2 * i + 2).ok_or_else(|| err("not ASCII"))?;
+            *o = u8::from_str_radix(pair, 16).map_err(|_| err("not a hexadecimal digit"))?;
+        }
+        if octets[0] & 1 == 1 {
+            return Err(err("a multicast address cannot be a host's NIC"));
+        }
+        Ok(MacAddr(octets))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = MacError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MacAddr::parse(s)
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MacAddr::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The MACs claimed by more than one of `hosts`, each with the hosts claiming it (sorted),
+/// for refusing an import that would make a network boot ambiguous. `existing` is what the
+/// inventory holds for MACs the import names; a host in both counts once (the import
+/// replaces it).
+pub fn duplicate_macs<'a>(
+    hosts: impl IntoIterator<Item = &'a Host>,
+    existing: impl IntoIterator<Item = &'a Host>,
+) -> Vec<(MacAddr, Vec<Hostname>)> {
+    use std::collections::BTreeMap;
+    let mut incoming: BTreeMap<&Hostname, Option<MacAddr>> = BTreeMap::new();
+    for h in hosts {
+        incoming.insert(&h.hostname, h.mac);
+    }
+    let mut by_mac: BTreeMap<MacAddr, std::collections::BTreeSet<Hostname>> = BTreeMap::new();
+    for h in existing {
+        if let (Some(mac), false) = (h.mac, incoming.contains_key(&h.hostname)) {
+            by_mac.entry(mac).or_default().insert(h.hostname.clone());
+        }
+    }
+    for (name, mac) in &incoming {
+        if let Some(mac) = mac {
+            by_mac.entry(*mac).or_default().insert((*name).clone());
+        }
+    }
+    by_mac.into_iter().filter(|(_, names)| names.len() > 1).map(|(m, names)| (m, names.into_iter().collect())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, mac: Option<&str>) -> Host {
+        Host {
+            hostname: Hostname::new(name).unwrap(),
+            site: Site::new("dc1").unwrap(),
+            rack: None,
+            pool: Pool::new("default").unwrap(),
+            owner_group: None,
+            sku: Sku::new("sku").unwrap(),
+            bmc: BmcEndpoint { address: "10.0.0.1".into(), port: 623, credentials_ref: "c".into() },
+            state: HostState::Ready,
+            mac: mac.map(|m| MacAddr::parse(m).unwrap()),
+        }
+    }
+
+    #[test]
+    fn mac_notations_parse_to_one_value_and_bad_ones_say_why() {
+        let m = MacAddr::parse("52:54:00:AB:cd:ef").unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:ef");
+        assert_eq!(MacAddr::parse("52-54-00-ab-cd-ef").unwrap(), m);
+        assert_eq!(MacAddr::parse("5254.00ab.cdef").unwrap(), m);
+        for (bad, why) in [
+            ("52:54:00:ab:cd", "12 hexadecimal"),
+            ("52:54:00:ab:cd:eg", "hexadecimal digit"),
+            ("01:00:5e:00:00:01", "multicast"),
+            ("52:54:00:ab:cd:é1", "12 hexadecimal"),
+        ] {
+            let e = MacAddr::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, "\"52:54:00:ab:cd:ef\"");
+        assert_eq!(serde_json::from_str::<MacAddr>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn a_mac_claimed_twice_names_both_hosts_whether_new_or_existing() {
+        let a = host("a", Some("52:54:00:00:00:01"));
+        let b = host("b", Some("52:54:00:00:00:01"));
+        let c = host("c", Some("52:54:00:00:00:02"));
+        let dup = duplicate_macs([&a, &b, &c], []);
+        assert_eq!(dup.len(), 1);
+        assert_eq!(dup[0].1.iter().map(|h| h.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // Against the inventory: c's MAC already belongs to d.
+        let d = host("d", Some("52:54:00:00:00:02"));
+        let dup = duplicate_macs([&c], [&d]);
+        assert_eq!(dup[0].1.iter().map(|h| h.as_str()).collect::<Vec<_>>(), ["c", "d"]);
+        // Re-importing a host with its own MAC is no conflict, nor is moving a MAC from a
+        // host the import also changes.
+        assert!(duplicate_macs([&c], [&c]).is_empty());
+        let d_moved = host("d", Some("52:54:00:00:00:03"));
+        assert!(duplicate_macs([&c, &d_moved], [&d]).is_empty());
+        assert!(duplicate_macs([&host("e", None), &host("f", None)], []).is_empty());
+    }
 }

@@ -597,7 +597,9 @@ pub fn decide_wait_result(
     now: Timestamp,
     rules: &Rules,
 ) -> Result<Effects, TransitionError> {
-    if ctx.job.state != JobState::Waiting || ctx.job.wait_token.as_deref() != Some(token) {
+    let token_matches =
+        ctx.job.wait_token.as_deref().is_some_and(|t| crate::netboot::tokens_equal(t.as_bytes(), token.as_bytes()));
+    if ctx.job.state != JobState::Waiting || !token_matches {
         return Err(TransitionError::WrongToken);
     }
     let outcome = match outcome {

@@ -39,6 +39,12 @@ pub enum StepKind {
     AwaitWipe,
     /// Check the host is powered on and booting from disk again.
     Verify,
+    /// Set the next boot to the local disk and power cycle, verified on (a host that was
+    /// off, as installers leave it, is powered on).
+    BootDisk,
+    /// Park until the newly installed OS reports it is up (its first-boot callback) or the
+    /// deadline passes.
+    AwaitFirstBoot,
     /// Return the host to its pool (inventory state ready).
     Release,
     /// Mark the host decommissioned in the inventory.
@@ -47,7 +53,7 @@ pub enum StepKind {
 
 impl StepKind {
     /// Every step kind.
-    pub const ALL: [StepKind; 12] = [
+    pub const ALL: [StepKind; 14] = [
         StepKind::Preflight,
         StepKind::SetBootPxe,
         StepKind::PowerOn,
@@ -58,6 +64,8 @@ impl StepKind {
         StepKind::AwaitInstall,
         StepKind::AwaitWipe,
         StepKind::Verify,
+        StepKind::BootDisk,
+        StepKind::AwaitFirstBoot,
         StepKind::Release,
         StepKind::MarkDecommissioned,
     ];
@@ -75,6 +83,8 @@ impl StepKind {
             StepKind::AwaitInstall => "await_install",
             StepKind::AwaitWipe => "await_wipe",
             StepKind::Verify => "verify",
+            StepKind::BootDisk => "boot_disk",
+            StepKind::AwaitFirstBoot => "await_first_boot",
             StepKind::Release => "release",
             StepKind::MarkDecommissioned => "mark_decommissioned",
         }
@@ -87,14 +97,14 @@ impl StepKind {
 
     /// Whether the step parks the job awaiting a callback instead of running to the end.
     pub fn is_wait(self) -> bool {
-        matches!(self, StepKind::AwaitInstall | StepKind::AwaitWipe)
+        matches!(self, StepKind::AwaitInstall | StepKind::AwaitWipe | StepKind::AwaitFirstBoot)
     }
 
     /// How many times the step may be attempted before the host run fails.
     pub fn default_max_attempts(self) -> u32 {
         match self {
             // A failed install is not retried blindly: it needs a human (a ticket).
-            StepKind::AwaitInstall | StepKind::AwaitWipe => 1,
+            StepKind::AwaitInstall | StepKind::AwaitWipe | StepKind::AwaitFirstBoot => 1,
             StepKind::Preflight => 3,
             _ => 5,
         }
@@ -163,7 +173,9 @@ pub fn wipe_timeout(method: WipeMethod) -> Duration {
 use StepKind::*;
 
 /// The step chains, one per action variant. The single source of what each action does.
-const REIMAGE: &[StepKind] = &[Preflight, SetBootPxe, PowerCycle, AwaitInstall, Verify, Release];
+/// A reimage is done when the new OS reports from its own disk, not when the installer
+/// says it wrote it.
+const REIMAGE: &[StepKind] = &[Preflight, SetBootPxe, PowerCycle, AwaitInstall, BootDisk, AwaitFirstBoot, Release];
 const REBOOT_HARD: &[StepKind] = &[Preflight, PowerCycle, Verify];
 const REBOOT_SOFT: &[StepKind] = &[Preflight, SoftReset, Verify];
 const POWER_ON: &[StepKind] = &[Preflight, PowerOn];
@@ -215,7 +227,10 @@ mod tests {
     fn plans_read_like_the_design() {
         let os = OsRelease::new("ubuntu-24.04").unwrap();
         let reimage = Action::Reimage { os: os.clone(), install_timeout_secs: None };
-        assert_eq!(kinds(&reimage), ["preflight", "set_boot_pxe", "power_cycle", "await_install", "verify", "release"]);
+        assert_eq!(
+            kinds(&reimage),
+            ["preflight", "set_boot_pxe", "power_cycle", "await_install", "boot_disk", "await_first_boot", "release"]
+        );
         assert_eq!(kinds(&Action::Reboot { soft: false }), ["preflight", "power_cycle", "verify"]);
         assert_eq!(kinds(&Action::Reboot { soft: true }), ["preflight", "soft_reset", "verify"]);
         assert_eq!(

@@ -112,6 +112,15 @@ pub enum Problem {
         /// What the BMC said (never a credential).
         error: String,
     },
+    /// The host cannot be network-booted as the action needs (no MAC in the inventory, its
+    /// configuration template does not render).
+    #[error("{host}: {message}")]
+    NotBootable {
+        /// The host.
+        host: Hostname,
+        /// Why.
+        message: String,
+    },
     /// An option or action parameter is out of range.
     #[error("{field}: {message}")]
     BadParameter {
@@ -137,7 +146,8 @@ impl Problem {
             | Problem::InUse { host, .. }
             | Problem::Conflict { host, .. }
             | Problem::Unauthorized { host, .. }
-            | Problem::ConsoleCheck { host, .. } => Some(host),
+            | Problem::ConsoleCheck { host, .. }
+            | Problem::NotBootable { host, .. } => Some(host),
             _ => None,
         }
     }
@@ -308,6 +318,18 @@ fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Probl
     if req.comment.as_ref().is_some_and(|c| c.len() > ctx.limits.max_text_len) {
         bad("comment", format!("longer than {} bytes", ctx.limits.max_text_len));
     }
+    const MAX_PARAMS: usize = 64;
+    if req.params.len() > MAX_PARAMS {
+        bad("params", format!("{} parameters; the limit is {MAX_PARAMS}", req.params.len()));
+    }
+    for (k, v) in &req.params {
+        if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bad("params", format!("{k:?} is not a parameter name (1 to 64 letters, digits, _ and -)"));
+        }
+        if v.len() > ctx.limits.max_text_len * 16 || v.contains('\0') {
+            bad(&format!("params.{k}"), format!("must be at most {} bytes with no NUL", ctx.limits.max_text_len * 16));
+        }
+    }
     out
 }
 
@@ -383,6 +405,7 @@ mod tests {
             sku: Sku::new("gen9").unwrap(),
             bmc: BmcEndpoint { address: "127.0.0.1".into(), port: 623, credentials_ref: "default".into() },
             state,
+            mac: None,
         }
     }
 

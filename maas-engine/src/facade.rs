@@ -300,12 +300,36 @@ impl Engine {
                 now,
             },
         )?;
+        let problems = self.boot_check(&spec, snapshot);
+        if !problems.is_empty() {
+            return Err(ValidationReport { problems });
+        }
         if !self.inner.config.console_check {
             return Ok(spec);
         }
         let hosts = spec.hosts.iter().filter_map(|h| snapshot.hosts.get(h)).cloned().collect();
         let problems = self.console_check(hosts).await;
         if problems.is_empty() { Ok(spec) } else { Err(ValidationReport { problems }) }
+    }
+
+    /// For actions that network-boot (reimage, wipe, decommission): whether the configured
+    /// provisioner can serve the image to every host with the batch's parameters. A batch
+    /// it cannot run is refused now, not failed at its `set_boot_pxe` step.
+    fn boot_check(&self, spec: &BatchSpec, snapshot: &Snapshot) -> Vec<Problem> {
+        let Some(image) = plan_for(&spec.action).into_iter().find_map(|s| s.params.boot) else {
+            return Vec::new();
+        };
+        let Some(provisioner) = &self.inner.provisioner else {
+            return vec![Problem::BadParameter {
+                field: "action".into(),
+                message: format!(
+                    "{} needs a network boot, and no provisioner is configured (maasd: a [boot] section and an image catalog)",
+                    spec.action.kind()
+                ),
+            }];
+        };
+        let hosts: Vec<&Host> = spec.hosts.iter().filter_map(|h| snapshot.hosts.get(h)).collect();
+        provisioner.check(&image, &hosts, &spec.params)
     }
 
     async fn console_check(&self, hosts: Vec<Host>) -> Vec<Problem> {
@@ -431,6 +455,11 @@ impl Engine {
         let b = self.inner.store.batch_set_paused(p).await?;
         self.changed();
         Ok(b)
+    }
+
+    /// The images the provisioner serves (empty without one).
+    pub fn images(&self) -> Vec<maas_core::ports::ImageSummary> {
+        self.inner.provisioner.as_ref().map(|p| p.images()).unwrap_or_default()
     }
 
     /// Reports the result of a waiting step (installer or wipe image), authenticated by the

@@ -9,7 +9,7 @@ use maas_core::machine::JobOutcome;
 use maas_core::model::JobRecord;
 use maas_core::plan::StepKind;
 use maas_core::ports::power::{BootDevice, PowerError, PowerOp, PowerState};
-use maas_core::ports::services::ProvisionError;
+use maas_core::ports::services::{PreparedBoot, ProvisionError};
 use maas_core::ports::store::JobListParams;
 
 /// Why a step failed, and whether another attempt may help.
@@ -98,6 +98,12 @@ impl Engine {
             StepKind::PowerCycle => self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await,
             StepKind::SoftReset => self.power_and_verify(&host, PowerOp::Reset, verify.deadline).await,
             StepKind::Verify => self.await_power(&host, PowerState::On, verify.deadline).await,
+            StepKind::BootDisk => {
+                // One-time, so that a later network boot the firmware falls into on its own
+                // is not steered; then a cycle (a host an installer powered off comes on).
+                inner.power.set_boot_device(bmc, BootDevice::Disk, false).await?;
+                self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await
+            }
             StepKind::Release => {
                 if let Some(p) = &inner.provisioner {
                     p.clear(&host.hostname).await?;
@@ -116,7 +122,7 @@ impl Engine {
                 inner.inventory.host_set_state(&host.hostname, HostState::Decommissioned).await?;
                 Ok(())
             }
-            StepKind::AwaitInstall | StepKind::AwaitWipe => {
+            StepKind::AwaitInstall | StepKind::AwaitWipe | StepKind::AwaitFirstBoot => {
                 Err(StepFailure::permanent(format!("{} is completed by its callback, not by a worker", job.kind)))
             }
         }
@@ -128,15 +134,17 @@ impl Engine {
         let provisioner = inner.provisioner.as_ref().ok_or_else(|| {
             StepFailure::permanent("no provisioner is configured: reimage and disk wipes need one to serve PXE images")
         })?;
-        // The image reports back with the token of the chain's waiting step.
+        // The image reports back with the token of the chain's waiting step; a reimage's
+        // new OS with the first-boot step's.
         let chain =
             inner.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await?;
-        let token = chain
-            .iter()
-            .find(|j| j.position > job.position && j.kind.is_wait())
+        let mut waits = chain.iter().filter(|j| j.position > job.position && j.kind.is_wait());
+        let token = waits
+            .next()
             .and_then(|j| j.wait_token.clone())
             .ok_or_else(|| StepFailure::permanent("set_boot_pxe with no waiting step after it"))?;
-        provisioner.prepare(host, image, &token).await?;
+        let first_boot_token = waits.find(|j| j.kind == StepKind::AwaitFirstBoot).and_then(|j| j.wait_token.clone());
+        provisioner.prepare(host, &PreparedBoot { image: image.clone(), token, first_boot_token }).await?;
         inner.power.set_boot_device(&host.bmc, BootDevice::Pxe, false).await?;
         match inner.power.boot_device(&host.bmc).await? {
             BootDevice::Pxe => Ok(()),

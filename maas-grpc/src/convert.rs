@@ -4,7 +4,7 @@
 
 use maas_core::action::{Action, WipeMethod};
 use maas_core::batch::{BatchRequest, ForceInUse};
-use maas_core::host::{BmcEndpoint, Host, HostState};
+use maas_core::host::{BmcEndpoint, Host, HostState, MacAddr};
 use maas_core::id::BatchId;
 use maas_core::model::{BatchRecord, Event};
 use maas_core::names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
@@ -73,6 +73,7 @@ pub fn batch_request(r: pb::SubmitBatchRequest) -> Result<BatchRequest, Status> 
         .map(|s| Site::new(s).map_err(|e| Status::invalid_argument(format!("sites: {e}"))))
         .collect::<Result<_, _>>()?;
     req.comment = (!r.comment.is_empty()).then_some(r.comment);
+    req.params = r.params.into_iter().collect();
     Ok(req)
 }
 
@@ -209,6 +210,7 @@ pub fn host_from(i: usize, h: pb::Host) -> Result<Host, Status> {
             credentials_ref: h.credentials_ref,
         },
         state: if h.state.is_empty() { HostState::Ready } else { host_state(&f("state"), &h.state)? },
+        mac: optional(h.mac).map(|m| named(&f("mac"), &m, MacAddr::parse)).transpose()?,
     })
 }
 
@@ -225,6 +227,7 @@ pub fn host_to(h: &Host) -> pb::Host {
         bmc_port: u32::from(h.bmc.port),
         credentials_ref: h.bmc.credentials_ref.clone(),
         state: h.state.to_string(),
+        mac: h.mac.map(|m| m.to_string()).unwrap_or_default(),
     }
 }
 

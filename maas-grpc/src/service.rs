@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use maas_core::action::ActionKind;
 use maas_core::authz::Principal;
+use maas_core::host::MacAddr;
 use maas_core::machine::JobOutcome;
 use maas_core::model::BatchState;
 use maas_core::names::{Hostname, Pool, Site};
@@ -296,6 +297,7 @@ impl pb::maas_server::Maas for MaasService {
             pool: optional(&r.pool).map(|p| named("pool", &p, Pool::new)).transpose()?,
             state: optional(&r.state).map(|s| host_state("state", &s)).transpose()?,
             after: optional(&r.after).map(|h| named("after", &h, Hostname::new)).transpose()?,
+            mac: optional(&r.mac).map(|m| named("mac", &m, MacAddr::parse)).transpose()?,
             limit: if r.limit == 0 { 1000 } else { r.limit.min(10_000) as usize },
         };
         let hosts = self.engine.list_hosts(&principal, filter).await.map_err(status)?;
@@ -338,5 +340,25 @@ impl pb::maas_server::Maas for MaasService {
         self.engine.set_pool_kinds(&principal, &pool, &kinds).await.map_err(status)?;
         let kinds = self.engine.pool_kinds(&principal, &pool).await.map_err(status)?;
         Ok(Response::new(pool_kinds(&pool, kinds)))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        self.principal(&request)?;
+        let images = self
+            .engine
+            .images()
+            .into_iter()
+            .map(|i| pb::Image {
+                name: i.name,
+                kind: i.kind,
+                firmware: i.firmware,
+                has_config_template: i.has_config_template,
+                template_params: i.template_params,
+            })
+            .collect();
+        Ok(Response::new(pb::ListImagesResponse { images }))
     }
 }

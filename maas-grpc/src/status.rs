@@ -2,7 +2,8 @@
 //! `FAILED_PRECONDITION` when the only problems are overlaps and in-use hosts) with an
 //! encoded `maas.v1.Rejection` as the status details; a denied request is
 //! `PERMISSION_DENIED` naming the missing permission; an unknown batch is `NOT_FOUND`; a
-//! reused idempotency key is `ALREADY_EXISTS`; an illegal transition `FAILED_PRECONDITION`;
+//! reused idempotency key is `ALREADY_EXISTS`; an import giving two hosts one MAC is
+//! `INVALID_ARGUMENT` naming both; an illegal transition `FAILED_PRECONDITION`;
 //! anything else `UNAVAILABLE`.
 
 use maas_core::ports::store::StoreError;
@@ -29,6 +30,7 @@ pub(crate) fn status(e: EngineError) -> Status {
             Status::already_exists(format!("idempotency key {key:?} was used for batch {batch} with another request"))
         }
         EngineError::Store(StoreError::NotFound { .. }) => Status::not_found("not found"),
+        EngineError::Store(e @ StoreError::DuplicateMac { .. }) => Status::invalid_argument(e.to_string()),
         EngineError::Store(StoreError::Transition(t)) => Status::failed_precondition(t.to_string()),
         other => Status::unavailable(other.to_string()),
     }

@@ -11,23 +11,31 @@ use maas_core::machine::JobOutcome;
 use maas_core::names::{Hostname, OsRelease, Pool, Site, Sku};
 use maas_core::plan::BootImage;
 use maas_core::ports::inventory::Inventory;
-use maas_core::ports::services::{ProvisionError, Provisioner};
+use maas_core::ports::services::{ImageSummary, PreparedBoot, ProvisionError, Provisioner};
+use maas_core::validate::Problem;
 use maas_core::*;
 use maas_engine::{Engine, EngineConfig, PoolConfig, SystemClock, VerifyPolicy, WorkerConfig, WorkerPool};
 use maas_ipmi::harness::{PASSWORD, SimFleet, USER};
 use maas_ipmi::{IpmiConfig, IpmiPowerDriver, StaticSecrets};
 use maas_sim::MemStore;
+use std::collections::BTreeMap;
 
 /// Records which host was told to install, with its callback token.
 #[derive(Default)]
 struct Installer {
-    prepared: Mutex<Vec<(Hostname, String)>>,
+    prepared: Mutex<Vec<(Hostname, PreparedBoot)>>,
 }
 
 #[async_trait]
 impl Provisioner for Installer {
-    async fn prepare(&self, host: &Host, _image: &BootImage, token: &str) -> Result<(), ProvisionError> {
-        self.prepared.lock().unwrap().push((host.hostname.clone(), token.to_string()));
+    fn check(&self, _image: &BootImage, _hosts: &[&Host], _params: &BTreeMap<String, String>) -> Vec<Problem> {
+        Vec::new()
+    }
+    fn images(&self) -> Vec<ImageSummary> {
+        Vec::new()
+    }
+    async fn prepare(&self, host: &Host, boot: &PreparedBoot) -> Result<(), ProvisionError> {
+        self.prepared.lock().unwrap().push((host.hostname.clone(), boot.clone()));
         Ok(())
     }
     async fn clear(&self, _host: &Hostname) -> Result<(), ProvisionError> {
@@ -39,15 +47,17 @@ async fn wait_terminal(engine: &Engine, id: BatchId, installer: Option<&Installe
     let mut delivered = 0;
     for _ in 0..600 {
         if let Some(installer) = installer {
-            let ready: Vec<(Hostname, String)> = installer.prepared.lock().unwrap().clone();
-            for (_, token) in &ready[delivered..] {
-                // The installer reports once the host has booted the image; retry while the
-                // job is not yet parked.
-                for _ in 0..100 {
-                    if engine.report_wait_result(token, JobOutcome::Succeeded).await.is_ok() {
-                        break;
+            let ready: Vec<(Hostname, PreparedBoot)> = installer.prepared.lock().unwrap().clone();
+            for (_, boot) in &ready[delivered..] {
+                // The installer reports once the host has booted the image, then the new OS
+                // its first boot; each retries while its job is not yet parked.
+                for token in std::iter::once(&boot.token).chain(&boot.first_boot_token) {
+                    for _ in 0..100 {
+                        if engine.report_wait_result(token, JobOutcome::Succeeded).await.is_ok() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             delivered = ready.len();
@@ -78,6 +88,7 @@ async fn the_engine_reboots_and_reimages_ipmi_sim_hosts() {
             sku: Sku::new("sim").unwrap(),
             bmc: b.endpoint("sim"),
             state: HostState::Ready,
+            mac: None,
         })
         .collect();
     store.host_upsert_many(hosts).await.unwrap();

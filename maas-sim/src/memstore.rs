@@ -838,6 +838,7 @@ impl Inventory for MemStore {
             .filter(|h| f.site.as_ref().is_none_or(|s| &h.site == s))
             .filter(|h| f.pool.as_ref().is_none_or(|p| &h.pool == p))
             .filter(|h| f.state.is_none_or(|s| h.state == s))
+            .filter(|h| f.mac.is_none_or(|m| h.mac == Some(m)))
             .take(limit)
             .cloned()
             .collect())
@@ -846,6 +847,11 @@ impl Inventory for MemStore {
     async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError> {
         let mut st = self.lock();
         let n = hosts.len();
+        let macs: std::collections::HashSet<_> = hosts.iter().filter_map(|h| h.mac).collect();
+        let holders: Vec<&Host> = st.hosts.values().filter(|h| h.mac.is_some_and(|m| macs.contains(&m))).collect();
+        if let Some((mac, hosts)) = maas_core::host::duplicate_macs(&hosts, holders).into_iter().next() {
+            return Err(StoreError::DuplicateMac { mac, hosts });
+        }
         for h in hosts {
             st.hosts.insert(h.hostname.clone(), h);
         }

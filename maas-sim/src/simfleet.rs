@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use maas_core::host::BmcEndpoint;
 use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
+use maas_core::ports::services::PreparedBoot;
 use maas_core::rng::SimRng;
 
 /// Fault probabilities (0..=1) per BMC command, and install behaviour.
@@ -219,8 +220,8 @@ impl PowerDriver for SimFleet {
 #[derive(Debug)]
 pub struct SimInstaller {
     fleet: std::sync::Arc<SimFleet>,
-    sender: tokio::sync::mpsc::UnboundedSender<(String, InstallPlan)>,
-    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, InstallPlan)>>>,
+    sender: tokio::sync::mpsc::UnboundedSender<(PreparedBoot, InstallPlan)>,
+    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(PreparedBoot, InstallPlan)>>>,
 }
 
 impl SimInstaller {
@@ -240,8 +241,8 @@ impl SimInstaller {
             loop {
                 tokio::select! {
                     next = receiver.recv() => match next {
-                        Some((token, plan)) => {
-                            installs.spawn(call_back(engine.clone(), token, plan));
+                        Some((boot, plan)) => {
+                            installs.spawn(call_back(engine.clone(), boot, plan));
                         }
                         None => break,
                     },
@@ -252,32 +253,61 @@ impl SimInstaller {
     }
 }
 
-/// One simulated installer: waits out the install, then reports its outcome.
-async fn call_back(engine: maas_engine::Engine, token: String, plan: InstallPlan) {
+/// One simulated installer: waits out the install, then reports its outcome; after a
+/// successful install of a reimage, the new OS reports its first boot.
+async fn call_back(engine: maas_engine::Engine, boot: PreparedBoot, plan: InstallPlan) {
     tokio::time::sleep(plan.takes).await;
     let outcome = if plan.succeeds {
         maas_core::machine::JobOutcome::Succeeded
     } else {
         maas_core::machine::JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
     };
-    for _ in 0..6 {
-        if engine.report_wait_result(&token, outcome.clone()).await.is_ok() {
-            return;
+    if !report(&engine, &boot.token, outcome, 6).await || !plan.succeeds {
+        return;
+    }
+    if let Some(first_boot) = &boot.first_boot_token {
+        // The boot_disk step power-cycles the host first; the OS retries until it is heard.
+        report(&engine, first_boot, maas_core::machine::JobOutcome::Succeeded, 60).await;
+    }
+}
+
+async fn report(
+    engine: &maas_engine::Engine,
+    token: &str,
+    outcome: maas_core::machine::JobOutcome,
+    tries: u32,
+) -> bool {
+    for _ in 0..tries {
+        if engine.report_wait_result(token, outcome.clone()).await.is_ok() {
+            return true;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    false
 }
 
 #[async_trait]
 impl maas_core::ports::services::Provisioner for SimInstaller {
+    fn check(
+        &self,
+        _image: &maas_core::plan::BootImage,
+        _hosts: &[&maas_core::host::Host],
+        _params: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<maas_core::validate::Problem> {
+        Vec::new()
+    }
+
+    fn images(&self) -> Vec<maas_core::ports::ImageSummary> {
+        Vec::new()
+    }
+
     async fn prepare(
         &self,
         _host: &maas_core::host::Host,
-        _image: &maas_core::plan::BootImage,
-        token: &str,
+        boot: &PreparedBoot,
     ) -> Result<(), maas_core::ports::services::ProvisionError> {
         // The receiver only goes away with the runtime; then there is nobody to call back.
-        let _ = self.sender.send((token.to_string(), self.fleet.plan_install()));
+        let _ = self.sender.send((boot.clone(), self.fleet.plan_install()));
         Ok(())
     }
 

@@ -174,7 +174,7 @@ async fn dry_run_reports_everything_and_writes_nothing() {
     assert!(!report.acceptable);
     assert_eq!(report.hosts.len(), 4);
     assert_eq!(report.hosts[1].held_by, Some(holder));
-    assert_eq!(report.hosts[0].plan.len(), 6, "{:?}", report.hosts[0].plan);
+    assert_eq!(report.hosts[0].plan.len(), 7, "{:?}", report.hosts[0].plan);
     assert!(report.report.problems.iter().any(|p| matches!(p, Problem::InUse { .. })));
     assert!(
         report.report.problems.iter().any(|p| matches!(p, Problem::Conflict { held_by, .. } if *held_by == holder))
@@ -387,13 +387,14 @@ async fn eta_stats_and_the_live_watch_stream() {
     );
     assert!(!stats.host_runs.is_empty());
     let counters = sim.engine().counters();
-    // Every step but the install wait (resolved by the callback) was claimed and completed once.
+    // Every step but the waits (the install and the first boot, resolved by callbacks) was
+    // claimed and completed once.
     let count = |waits: bool| {
-        let is_wait = |s: &&maas_engine::DurationStats| s.step == Some(plan::StepKind::AwaitInstall);
+        let is_wait = |s: &&maas_engine::DurationStats| s.step.is_some_and(|k| k.is_wait());
         stats.steps.iter().filter(|s| is_wait(s) == waits).map(|s| s.durations.count as u64).sum::<u64>()
     };
     let claimed = count(false);
-    assert_eq!(count(true), 10);
+    assert_eq!(count(true), 20);
     assert!(counters.claims > 0, "{counters:?}");
     assert_eq!((counters.jobs_claimed, counters.jobs_completed, counters.completions_stale), (claimed, claimed, 0));
     assert!(sim.engine().queue_depths().await.unwrap().is_empty(), "nothing is queued once settled");

@@ -96,6 +96,7 @@ impl World {
                     not_before: None,
                     force: None,
                     comment: None,
+                    params: Default::default(),
                 };
                 let nb = machine::plan_submission(spec, &bob, &targets, now, &self.ids, &Rules::default());
                 match self.store.batch_submit(BatchSubmitParams { new_batch: nb }).await {

@@ -37,6 +37,8 @@ pub mod hosts {
         pub bmc_credentials_ref: String,
         /// `state`.
         pub state: String,
+        /// `mac` (migration m0002).
+        pub mac: Option<String>,
     }
 
     /// No relations are navigated through sea-orm.

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use maas_core::batch::BatchSpec;
-use maas_core::host::{BmcEndpoint, Host};
+use maas_core::host::{BmcEndpoint, Host, MacAddr};
 use maas_core::id::{BatchId, HostRunId, JobId};
 use maas_core::model::*;
 use maas_core::names::{Group, Hostname, Pool, Rack, Site, Sku};
@@ -484,7 +484,7 @@ pub(crate) fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreErr
 
 /// The columns of `maas_hosts`, in [`host_values`] order.
 pub(crate) const HOST_COLUMNS: &str =
-    "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state";
+    "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state, mac";
 
 /// A host's column values.
 pub(crate) fn host_values(h: &Host) -> Vec<Value> {
@@ -499,6 +499,7 @@ pub(crate) fn host_values(h: &Host) -> Vec<Value> {
         n(h.bmc.port),
         s(&h.bmc.credentials_ref),
         s(enum_str(&h.state)),
+        os(h.mac.as_ref()),
     ]
 }
 
@@ -517,5 +518,6 @@ pub(crate) fn host(row: &QueryResult) -> Result<Host, StoreError> {
             credentials_ref: col(row, "bmc_credentials_ref")?,
         },
         state: enum_of(row, "state")?,
+        mac: opt_name::<MacAddr>(row, "mac")?,
     })
 }

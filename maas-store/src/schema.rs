@@ -23,7 +23,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002HostMac)]
     }
 }
 
@@ -291,6 +291,45 @@ impl MigrationTrait for M0001Initial {
         ] {
             db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
         }
+        Ok(())
+    }
+}
+
+/// Hosts gain the MAC address they network-boot from (the boot service knows them by it):
+/// nullable, unique where set.
+pub struct M0002HostMac;
+
+impl MigrationName for M0002HostMac {
+    fn name(&self) -> &str {
+        "m0002_host_mac"
+    }
+}
+
+/// The DDL of [`M0002HostMac`] for `backend`.
+pub fn host_mac_ddl(backend: DbBackend) -> Vec<String> {
+    let Types { key, .. } = types(backend);
+    vec![
+        format!("ALTER TABLE maas_hosts ADD COLUMN mac {key} NULL"),
+        // NULLs never collide on any of the three backends.
+        "CREATE UNIQUE INDEX maas_hosts_mac ON maas_hosts (mac)".to_string(),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002HostMac {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in host_mac_ddl(db.get_database_backend()) {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP INDEX maas_hosts_mac ON maas_hosts").await.ok();
+        db.execute_unprepared("DROP INDEX IF EXISTS maas_hosts_mac").await.ok();
+        db.execute_unprepared("ALTER TABLE maas_hosts DROP COLUMN mac").await?;
         Ok(())
     }
 }

@@ -35,6 +35,7 @@ fn batch(hosts: usize, budget: u32) -> NewBatch {
         not_before: None,
         force: None,
         comment: None,
+        params: Default::default(),
     };
     plan_submission(spec, &Principal::new("alice", []), &targets, NOW, &ids, &Rules::default())
 }

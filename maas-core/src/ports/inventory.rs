@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Host, HostState};
+use crate::host::{Host, HostState, MacAddr};
 use crate::names::{Hostname, Pool, Site};
 use crate::ports::store::StoreError;
 
@@ -16,6 +16,8 @@ pub struct HostFilter {
     pub pool: Option<Pool>,
     /// Only this state.
     pub state: Option<HostState>,
+    /// Only the host with this MAC (the boot service's lookup; MACs are unique).
+    pub mac: Option<MacAddr>,
     /// Only names after this one (paging).
     pub after: Option<Hostname>,
     /// At most this many (0: no limit).
@@ -29,6 +31,9 @@ pub struct HostFilter {
 ///   names are simply absent (validation reports them).
 /// - `host_upsert_many` is idempotent: inserting the same host twice leaves one row equal
 ///   to the last write; all or nothing.
+/// - `host_upsert_many` refuses (`StoreError::Invalid`, naming the MAC and both hosts, and
+///   writing nothing) an import in which two hosts would share a MAC, counting hosts
+///   already in the inventory.
 /// - `host_set_state` fails with `StoreError::NotFound` for an unknown host.
 /// - `host_list` returns hosts ordered by name, filtered, at most `limit`.
 #[async_trait]

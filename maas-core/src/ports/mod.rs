@@ -9,7 +9,7 @@ pub mod store;
 pub use inventory::{HostFilter, Inventory};
 pub use power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
 pub use services::{
-    Credentials, Notifier, NotifyError, ProvisionError, Provisioner, Secrets, SecretsError, Ticket, TicketKind,
-    Ticketing, TicketingError,
+    Credentials, ImageSummary, Notifier, NotifyError, PreparedBoot, ProvisionError, Provisioner, Secrets, SecretsError,
+    Ticket, TicketKind, Ticketing, TicketingError,
 };
 pub use store::*;

@@ -1,5 +1,6 @@
 //! The smaller seams: `Provisioner`, `Notifier`, `Ticketing`, `Secrets`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use crate::model::Event;
 use crate::names::Hostname;
 use crate::plan::{BootImage, StepKind};
 use crate::time::Timestamp;
+use crate::validate::Problem;
 
 /// A provisioning failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,18 +24,55 @@ pub struct ProvisionError {
     pub retryable: bool,
 }
 
+/// What `set_boot_pxe` asks a provisioner to serve a host: the image and the tokens of the
+/// waiting steps after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBoot {
+    /// What to boot.
+    pub image: BootImage,
+    /// The token the installer (or wipe image) reports with.
+    pub token: String,
+    /// The token the newly installed OS reports its first boot with (reimages).
+    pub first_boot_token: Option<String>,
+}
+
+/// An image a provisioner can serve, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSummary {
+    /// Its catalog name (`ubuntu-24.04`; the wipe image's name for wipes).
+    pub name: String,
+    /// `install` or `wipe`.
+    pub kind: String,
+    /// `uefi` or `legacy`.
+    pub firmware: String,
+    /// Whether it has a per-host configuration template.
+    pub has_config_template: bool,
+    /// The batch parameters its template needs.
+    pub template_params: Vec<String>,
+}
+
 /// What a PXE-booting host is served, and where its "finished" callback goes.
 ///
 /// # Contract
-/// - `prepare` makes the next network boot of `host` serve `image`, and arranges that the
-///   image reports its result with `token` (through the API's install-result callback).
-///   Calling it again for the same host replaces the previous preparation.
+/// - `check` is the submit-time question: can `image` be served to each of `hosts` with
+///   the batch's `params` (the image exists, the host has what booting needs, the image's
+///   configuration renders)? It answers every problem, naming the host or the field; a
+///   batch with problems is refused before anything is written.
+/// - `prepare` makes the next network boot of `host` serve `boot.image`, and arranges that
+///   the image reports its result with `boot.token` (through the API's install-result
+///   callback or the boot service's HTTP callback). Calling it again for the same host
+///   replaces the previous preparation.
 /// - `clear` undoes `prepare` (after success, failure or cancel); clearing an unprepared
-///   host is not an error.
+///   host is not an error. A provisioner that derives what it serves from the job chain
+///   (maas-boot) has nothing to undo.
 #[async_trait]
 pub trait Provisioner: Send + Sync {
-    /// Serve `image` to `host` on its next network boot; report with `token`.
-    async fn prepare(&self, host: &Host, image: &BootImage, token: &str) -> Result<(), ProvisionError>;
+    /// The submit-time check (see the contract).
+    fn check(&self, image: &BootImage, hosts: &[&Host], params: &BTreeMap<String, String>) -> Vec<Problem>;
+    /// The images it serves.
+    fn images(&self) -> Vec<ImageSummary>;
+    /// Serve `boot.image` to `host` on its next network boot.
+    async fn prepare(&self, host: &Host, boot: &PreparedBoot) -> Result<(), ProvisionError>;
     /// Stop serving anything special to `host`.
     async fn clear(&self, host: &Hostname) -> Result<(), ProvisionError>;
 }

@@ -36,6 +36,17 @@ pub enum StoreError {
         /// The batch holding it.
         batch: BatchId,
     },
+    /// An import would give two hosts the same MAC address; nothing was written.
+    #[error(
+        "MAC {mac} would belong to {}: a network boot must identify one host",
+        hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(" and ")
+    )]
+    DuplicateMac {
+        /// The MAC.
+        mac: crate::host::MacAddr,
+        /// The hosts claiming it (the import's and the inventory's).
+        hosts: Vec<Hostname>,
+    },
     /// No such row.
     #[error("{what} {id} not found")]
     NotFound {

@@ -75,7 +75,16 @@ enum Command {
         /// Follow the batch until it finishes.
         #[arg(long)]
         wait: bool,
+        /// A value for the image's configuration template, KEY=VALUE or KEY=@FILE (the
+        /// file's contents: cloud-init user-data, say); repeatable.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Reimage only: how long the installer (and then the first boot) may take.
+        #[arg(long, value_parser = age)]
+        install_timeout: Option<Duration>,
     },
+    /// The OS images (and the wipe image) maasd's boot service serves.
+    Images,
     /// A batch and its hosts.
     Status {
         /// The batch id.
@@ -164,9 +173,12 @@ enum HostsCommand {
         /// Only this state (ready, allocated, defunct, decommissioned).
         #[arg(long)]
         state: Option<String>,
+        /// Only the host with this MAC.
+        #[arg(long)]
+        mac: Option<String>,
     },
     /// Add or replace hosts from a JSON file (an array of host objects) or a CSV file with
-    /// a header row (hostname,site,rack,pool,owner_group,sku,bmc_address,bmc_port,credentials_ref,state).
+    /// a header row (hostname,site,rack,pool,owner_group,sku,bmc_address,bmc_port,credentials_ref,state,mac).
     Import {
         /// The file (`-`: stdin, JSON).
         file: PathBuf,
@@ -215,6 +227,16 @@ fn read_hosts(path: &std::path::Path) -> Result<Vec<pb::Host>, String> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
     };
     Ok(hosts)
+}
+
+/// `KEY=VALUE`, or `KEY=@FILE` for a file's contents.
+fn read_param(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("--param {text:?}: expected KEY=VALUE"))?;
+    let value = match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("--param {key}=@{path}: {e}"))?,
+        None => value.to_string(),
+    };
+    Ok((key.to_string(), value))
 }
 
 /// `30s`, `15m`, `24h`, `7d`.
@@ -384,7 +406,7 @@ fn show_stats(r: &pb::BatchStatsResponse, json: bool) {
 
 async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
     match command {
-        HostsCommand::List { site, pool, state } => {
+        HostsCommand::List { site, pool, state, mac } => {
             let mut after = String::new();
             loop {
                 let request = pb::ListHostsRequest {
@@ -393,6 +415,7 @@ async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
                     state: state.clone().unwrap_or_default(),
                     after: after.clone(),
                     limit: 1000,
+                    mac: mac.clone().unwrap_or_default(),
                 };
                 let page = client.list_hosts(request).await.unwrap_or_else(|s| refused(s)).into_inner().hosts;
                 for h in &page {
@@ -459,9 +482,19 @@ async fn main() {
             force,
             dry_run,
             wait,
+            params,
+            install_timeout,
         } => {
+            let mut action = client::action(a).unwrap_or_else(|e| usage(e));
+            if let Some(t) = install_timeout {
+                match &mut action.kind {
+                    Some(pb::action::Kind::Reimage(r)) => r.install_timeout_secs = Some(t.as_secs()),
+                    _ => usage("--install-timeout applies to reimage:OS only"),
+                }
+            }
             let request = pb::SubmitBatchRequest {
-                action: Some(client::action(a).unwrap_or_else(|e| usage(e))),
+                params: params.iter().map(|p| read_param(p).unwrap_or_else(|e| usage(e))).collect(),
+                action: Some(action),
                 hosts: hosts.clone(),
                 priority: client::priority(p).unwrap_or_else(|e| usage(e)) as i32,
                 max_in_flight: *max_in_flight,
@@ -580,6 +613,25 @@ async fn main() {
             }
         }
         Command::Hosts { command } => hosts(&mut client, command, cli.json).await,
+        Command::Images => {
+            let r = client.list_images(pb::ListImagesRequest {}).await.unwrap_or_else(|s| refused(s)).into_inner();
+            for i in &r.images {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": i.name, "kind": i.kind, "firmware": i.firmware,
+                            "has_config_template": i.has_config_template, "template_params": i.template_params})
+                    );
+                } else {
+                    let params = if i.template_params.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  params: {}", i.template_params.join(", "))
+                    };
+                    println!("{:<24} {:<8} {:<7}{params}", i.name, i.kind, i.firmware);
+                }
+            }
+        }
         Command::Completions { .. } => unreachable!("handled above"),
         Command::Cancel { batch, reason } => {
             let b = client

@@ -1,16 +1,18 @@
 //! The simulated world around the engine: a provisioner that remembers what it served, a
 //! notifier that records deliveries and fails on demand, and the fleet's host records.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use maas_core::host::{BmcEndpoint, Host, HostState};
+use maas_core::host::{BmcEndpoint, Host, HostState, MacAddr};
 use maas_core::model::*;
 use maas_core::names::{Hostname, Pool, Site, Sku};
 use maas_core::plan::BootImage;
 use maas_core::ports::power::PowerState;
-use maas_core::ports::services::{Notifier, NotifyError, ProvisionError, Provisioner};
+use maas_core::ports::services::{ImageSummary, Notifier, NotifyError, PreparedBoot, ProvisionError, Provisioner};
+use maas_core::validate::Problem;
 
 use crate::simfleet::SimFleet;
 
@@ -18,24 +20,28 @@ use crate::simfleet::SimFleet;
 /// installer calling back.
 #[derive(Debug, Default)]
 pub struct SimProvisioner {
-    prepared: Mutex<Vec<(Hostname, BootImage, String)>>,
+    prepared: Mutex<Vec<(Hostname, PreparedBoot)>>,
 }
 
 impl SimProvisioner {
     /// Preparations since the last call.
-    pub fn take_prepared(&self) -> Vec<(Hostname, BootImage, String)> {
+    pub fn take_prepared(&self) -> Vec<(Hostname, PreparedBoot)> {
         std::mem::take(&mut *self.prepared.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
 #[async_trait]
 impl Provisioner for SimProvisioner {
-    async fn prepare(&self, host: &Host, image: &BootImage, token: &str) -> Result<(), ProvisionError> {
-        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).push((
-            host.hostname.clone(),
-            image.clone(),
-            token.to_string(),
-        ));
+    fn check(&self, _image: &BootImage, _hosts: &[&Host], _params: &BTreeMap<String, String>) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    fn images(&self) -> Vec<ImageSummary> {
+        Vec::new()
+    }
+
+    async fn prepare(&self, host: &Host, boot: &PreparedBoot) -> Result<(), ProvisionError> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner()).push((host.hostname.clone(), boot.clone()));
         Ok(())
     }
 
@@ -95,6 +101,7 @@ pub fn fleet_hosts(fleet: &SimFleet, sites: usize, per_site: usize) -> Vec<Host>
                 sku: Sku::new(if i % 2 == 0 { "gen10" } else { "gen11" }).unwrap_or_else(|_| unreachable!()),
                 bmc,
                 state: HostState::Ready,
+                mac: Some(MacAddr::from_octets([0x52, 0x54, s as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8])),
             });
         }
     }

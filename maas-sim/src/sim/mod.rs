@@ -53,6 +53,15 @@ struct SimWorker {
     in_flight: Vec<(JobRecord, Timestamp, JobOutcome)>,
 }
 
+/// An installer (or a first-booting OS) that will call back.
+struct PendingCallback {
+    token: String,
+    ok: bool,
+    tries: u32,
+    /// The first-boot token the installed OS reports with after a successful install.
+    then: Option<String>,
+}
+
 /// A simulation in progress.
 pub struct Simulation {
     cfg: SimConfig,
@@ -66,7 +75,7 @@ pub struct Simulation {
     workers: Vec<SimWorker>,
     singletons: Vec<Singletons>,
     rng: SimRng,
-    installs: BTreeMap<(Timestamp, u64), (String, bool, u32)>,
+    installs: BTreeMap<(Timestamp, u64), PendingCallback>,
     install_seq: u64,
     requests: Vec<(Principal, BatchRequest)>,
     accepted: BTreeSet<BatchId>,

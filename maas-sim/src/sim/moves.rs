@@ -289,12 +289,13 @@ impl Simulation {
     }
 
     pub(super) fn schedule_installs(&mut self) {
-        for (host, _, token) in self.provisioner.take_prepared() {
+        for (host, boot) in self.provisioner.take_prepared() {
             let plan = self.fleet.plan_install();
             let (takes, succeeds) = self.install_overrides.get(&host).copied().unwrap_or((plan.takes, plan.succeeds));
             self.install_seq += 1;
             let at = self.clock.now().plus(takes);
-            self.installs.insert((at, self.install_seq), (token, succeeds, 0));
+            let pending = PendingCallback { token: boot.token, ok: succeeds, tries: 0, then: boot.first_boot_token };
+            self.installs.insert((at, self.install_seq), pending);
         }
     }
 
@@ -303,17 +304,30 @@ impl Simulation {
         let due: Vec<(Timestamp, u64)> =
             self.installs.range(..(now.plus(Duration::from_millis(1)), 0)).map(|(k, _)| *k).collect();
         for k in due {
-            let Some((token, ok, tries)) = self.installs.remove(&k) else { continue };
+            let Some(cb) = self.installs.remove(&k) else { continue };
+            let ok = cb.ok;
+            let tries = cb.tries;
             let outcome = if ok {
                 JobOutcome::Succeeded
             } else {
                 JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
             };
-            let r = self.engine.report_wait_result(&token, outcome).await;
-            if r.is_err() && tries < 5 {
-                // Installers retry their callback (e.g. it raced the power-cycle report).
-                self.install_seq += 1;
-                self.installs.insert((now.plus(Duration::from_secs(30)), self.install_seq), (token, ok, tries + 1));
+            let r = self.engine.report_wait_result(&cb.token, outcome).await;
+            match (&r, cb.then.clone()) {
+                // The installed OS reports its first boot a minute after the install (it may
+                // race the boot_disk step: retried like any callback).
+                (Ok(_), Some(first_boot)) if ok => {
+                    self.install_seq += 1;
+                    let next = PendingCallback { token: first_boot, ok: true, tries: 0, then: None };
+                    self.installs.insert((now.plus(Duration::from_secs(60)), self.install_seq), next);
+                }
+                (Err(_), _) if tries < 5 => {
+                    // Installers retry their callback (e.g. it raced the power-cycle report).
+                    self.install_seq += 1;
+                    let retry = PendingCallback { tries: tries + 1, ..cb };
+                    self.installs.insert((now.plus(Duration::from_secs(30)), self.install_seq), retry);
+                }
+                _ => {}
             }
             self.trace(format!("callback ok={ok} try {tries}: {}", outcome_of(r.map(|j| j.state))));
         }

@@ -41,6 +41,10 @@ impl Inventory for SqlStore {
             sql.push_str(" AND state = ?");
             v.push(s(rows::enum_str(&state)));
         }
+        if let Some(mac) = &f.mac {
+            sql.push_str(" AND mac = ?");
+            v.push(s(mac));
+        }
         if let Some(after) = &f.after {
             sql.push_str(" AND hostname > ?");
             v.push(s(after));
@@ -53,6 +57,19 @@ impl Inventory for SqlStore {
     async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError> {
         let count = hosts.len();
         write_txn!(self, c, {
+            // A MAC may name one host only: checked against the rows holding the import's
+            // MACs, in the transaction (the unique index backs it up against a race).
+            let macs: Vec<String> = hosts.iter().filter_map(|h| h.mac.map(|m| m.to_string())).collect();
+            let mut holders = Vec::new();
+            for chunk in macs.chunks(CHUNK) {
+                let sql = format!("SELECT * FROM maas_hosts WHERE mac IN ({})", placeholders(chunk.len()));
+                for row in self.all(c, &sql, chunk.iter().map(s).collect()).await? {
+                    holders.push(rows::host(&row)?);
+                }
+            }
+            if let Some((mac, hosts)) = maas_core::host::duplicate_macs(&hosts, &holders).into_iter().next() {
+                return Err(StoreError::DuplicateMac { mac, hosts });
+            }
             for chunk in hosts.chunks(CHUNK) {
                 let names: Vec<Hostname> = chunk.iter().map(|h| h.hostname.clone()).collect();
                 let (list, v) = in_list(&names);

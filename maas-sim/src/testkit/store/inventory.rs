@@ -28,3 +28,49 @@ pub async fn inventory_upserts_lists_and_sets_state(t: Harness) {
     let got = t.store.host_get_many(&[dc1[1].clone(), h("ghost")]).await.unwrap();
     assert_eq!(got.len(), 1);
 }
+
+/// Hosts carry MACs; a MAC names one host (an import that would share one is refused whole,
+/// naming both hosts); the boot service finds a host by its MAC.
+pub async fn macs_are_unique_and_find_their_host(t: Harness) {
+    let names = t.add_hosts("dc1", 3).await;
+    let mut hosts = t.store.host_get_many(&names).await.unwrap();
+    hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    let mac = |s: &str| maas_core::host::MacAddr::parse(s).unwrap();
+    hosts[0].mac = Some(mac("52:54:00:00:00:01"));
+    hosts[1].mac = Some(mac("52:54:00:00:00:02"));
+    t.store.host_upsert_many(hosts[..2].to_vec()).await.unwrap();
+    let found = t.store.host_list(HostFilter { mac: Some(mac("52-54-00-00-00-02")), ..Default::default() }).await;
+    assert_eq!(found.unwrap(), vec![hosts[1].clone()]);
+    let none = t.store.host_list(HostFilter { mac: Some(mac("52:54:00:00:00:09")), ..Default::default() }).await;
+    assert!(none.unwrap().is_empty());
+    // Host 2 takes host 0's MAC: refused, naming both, and nothing written.
+    let mut thief = hosts[2].clone();
+    thief.mac = hosts[0].mac;
+    thief.state = HostState::Allocated;
+    let err = t.store.host_upsert_many(vec![thief.clone()]).await.unwrap_err();
+    match &err {
+        StoreError::DuplicateMac { mac: m, hosts: named } => {
+            assert_eq!(*m, mac("52:54:00:00:00:01"));
+            assert_eq!(named, &vec![hosts[0].hostname.clone(), hosts[2].hostname.clone()]);
+        }
+        other => panic!("expected DuplicateMac, got {other}"),
+    }
+    assert!(
+        err.to_string().contains(hosts[0].hostname.as_str()) && err.to_string().contains(hosts[2].hostname.as_str())
+    );
+    assert_eq!(t.store.host_get_many(&names[2..]).await.unwrap()[0].state, HostState::Ready, "nothing written");
+    // Two new hosts of one import sharing a MAC: the same.
+    let mut a = hosts[2].clone();
+    a.mac = Some(mac("52:54:00:00:00:07"));
+    let mut b = hosts[2].clone();
+    b.hostname = h("n9.dc1");
+    b.mac = a.mac;
+    assert!(matches!(t.store.host_upsert_many(vec![a.clone(), b]).await, Err(StoreError::DuplicateMac { .. })));
+    // Moving a MAC between hosts in one import is fine; re-importing a host with its own too.
+    let mut zero = hosts[0].clone();
+    zero.mac = Some(mac("52:54:00:00:00:03"));
+    let mut two = hosts[2].clone();
+    two.mac = hosts[0].mac;
+    t.store.host_upsert_many(vec![zero.clone(), two.clone()]).await.unwrap();
+    t.store.host_upsert_many(vec![zero, two]).await.unwrap();
+}

@@ -78,6 +78,7 @@ impl Harness {
                 sku: Sku::new("gen9").unwrap(),
                 bmc: BmcEndpoint { address: format!("10.0.0.{i}"), port: 623, credentials_ref: "default".into() },
                 state: HostState::Ready,
+                mac: None,
             })
             .collect();
         let names = hosts.iter().map(|h| h.hostname.clone()).collect();
@@ -114,6 +115,7 @@ impl Harness {
             not_before: None,
             force: None,
             comment: None,
+            params: Default::default(),
         };
         tweak(&mut spec);
         machine::plan_submission(spec, &Principal::new("alice", []), &targets, self.now(), &self.ids, &self.rules)
@@ -257,6 +259,7 @@ where
         tickets_are_idempotent_and_listed_newest_first,
         pool_kinds_and_worker_registry_round_trip,
         inventory_upserts_lists_and_sets_state,
+        macs_are_unique_and_find_their_host,
     );
 }
 

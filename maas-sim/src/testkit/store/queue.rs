@@ -435,7 +435,7 @@ pub async fn waiting_steps_park_and_complete_by_callback_or_deadline(t: Harness)
         t.store.job_resolve_wait(JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: t.now() }).await;
     assert!(replay.is_err(), "a token completes its job once");
     let next = t.claim("dc1", 10, "w").await;
-    assert_eq!(next.iter().map(|j| j.kind).collect::<Vec<_>>(), vec![StepKind::Verify]);
+    assert_eq!(next.iter().map(|j| j.kind).collect::<Vec<_>>(), vec![StepKind::BootDisk]);
     t.clock.advance(Duration::from_secs(3601));
     let r = t.store.job_rescue_expired(JobRescueParams { now: t.now(), limit: 10 }).await.unwrap();
     assert_eq!(r.wait_expired, vec![waiting[1].id]);

@@ -127,9 +127,9 @@ impl BootUrls {
     pub fn artifact(&self, image: &str, artifact: &str) -> String {
         format!("{}/images/{image}/{artifact}", self.base)
     }
-    /// The per-host configuration.
-    pub fn config(&self, token: &str) -> String {
-        format!("{}/config/{token}", self.base)
+    /// The per-host configuration of a host run's open waiting step.
+    pub fn config(&self, host_run: &str, token: &str) -> String {
+        format!("{}/config/{host_run}/{token}", self.base)
     }
     /// The callback a waiting step's token completes.
     pub fn callback(&self, token: &str) -> String {
@@ -171,7 +171,7 @@ pub fn ipxe_install_script(image: &ImageBoot, pending: &PendingBoot, urls: &Boot
     if let Some(t) = &pending.first_boot_token {
         args.push(format!("maas.first_boot={}", urls.callback(t)));
     }
-    args.push(format!("maas.config={}", urls.config(&pending.token)));
+    args.push(format!("maas.config={}", urls.config(&pending.host_run_id.to_string(), &pending.token)));
     args.push(format!("maas.host={host}"));
     args.push(format!("maas.batch={}", pending.batch_id));
     let args = args.into_iter().filter(|a| !a.is_empty()).collect::<Vec<_>>().join(" ");

@@ -210,6 +210,11 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The inventory.
+    pub fn inventory(&self) -> &Arc<dyn Inventory> {
+        &self.inner.inventory
+    }
+
     pub(crate) fn changed(&self) {
         self.inner.changed.notify_waiters();
     }

@@ -32,6 +32,17 @@
 //! secrets_file = "/etc/maas/bmc-secrets"   # `ref user password` lines; absent: MAAS_BMC_<REF>_USER/_PASSWORD
 //! deadline_secs = 20
 //!
+//! [boot]                          # the boot service hosts network-boot from (iPXE over HTTP)
+//! listen = "0.0.0.0:8080"
+//! public_url = "http://10.0.0.5:8080"
+//!
+//! [[boot.images]]
+//! name = "ubuntu-24.04"
+//! kernel = "/srv/maas/ubuntu-24.04/vmlinuz"
+//! kernel_sha256 = "..."
+//! initrd = "/srv/maas/ubuntu-24.04/initrd"
+//! initrd_sha256 = "..."
+//!
 //! [[webhooks]]                    # every event of alice's and bob's batches
 //! url = "http://hooks.internal:8080/maas"
 //! secret_file = "/etc/maas/hook-secret"
@@ -106,6 +117,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Real BMCs (absent: the simulated fleet).
     pub ipmi: Option<IpmiSection>,
+    /// The boot service and its image catalog (absent: no network boots — reimage, wipe
+    /// and decommission are refused — unless the fleet is simulated).
+    pub boot: Option<BootSection>,
     /// Webhook notifiers.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -170,6 +184,32 @@ pub struct IpmiSection {
     pub console_check: bool,
 }
 
+/// `[boot]`: the HTTP endpoint hosts network-boot from, and `[[boot.images]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// Where it listens (hosts' iPXE reaches it here, through `public_url`).
+    #[serde(default = "default_boot_listen")]
+    pub listen: SocketAddr,
+    /// The base URL hosts reach it at, put into boot scripts (`http://10.0.0.5:8080`);
+    /// plain HTTP, as iPXE builds without TLS need.
+    pub public_url: String,
+    /// How long a host waits before asking again when the store cannot answer.
+    #[serde(default = "default_boot_retry")]
+    pub retry_secs: u32,
+    /// The image catalog.
+    #[serde(default)]
+    pub images: Vec<maas_boot::ImageConfig>,
+}
+
+fn default_boot_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+fn default_boot_retry() -> u32 {
+    10
+}
+
 /// `[[webhooks]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,6 +243,7 @@ impl Default for Config {
             workers: WorkersConfig::default(),
             metrics: MetricsConfig::default(),
             ipmi: None,
+            boot: None,
             webhooks: Vec::new(),
         }
     }
@@ -341,6 +382,14 @@ impl Config {
         }
         if self.ipmi.is_some() && self.sim_hosts > 0 {
             problems.push("sim_hosts needs the simulated fleet; remove [ipmi] or set sim_hosts = 0".into());
+        }
+        if let Some(boot) = &self.boot {
+            if !(boot.public_url.starts_with("http://") || boot.public_url.starts_with("https://")) {
+                problems.push(format!("boot.public_url {:?} must be an http:// URL hosts can reach", boot.public_url));
+            }
+            if boot.images.is_empty() {
+                problems.push("[boot] has no [[boot.images]]: nothing could be installed".into());
+            }
         }
         if self.limits.max_batch_hosts == 0 || self.limits.expansion_cap == 0 {
             problems.push("limits.max_batch_hosts and limits.expansion_cap must be at least 1".into());

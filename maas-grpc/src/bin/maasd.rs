@@ -16,9 +16,10 @@ use std::time::Duration;
 use clap::Parser;
 use maas_core::id::IdGenerator;
 use maas_core::machine::Rules;
+#[cfg(feature = "sim")]
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::PowerDriver;
-use maas_core::ports::services::Secrets;
+use maas_core::ports::services::{Provisioner, Secrets};
 use maas_core::ports::store::Store;
 use maas_engine::SystemClock;
 use maas_engine::{Engine, EngineConfig, OsTokens, PoolConfig, Singletons, WorkerConfig, WorkerPool};
@@ -174,6 +175,7 @@ async fn main() {
     );
 
     // The fleet: real BMCs over IPMI when configured, else the simulated fleet.
+    let mut sim_installers = (None, None);
     let (power, ipmi): (Arc<dyn PowerDriver>, Option<Arc<IpmiPowerDriver>>) = match &config.ipmi {
         Some(section) => {
             let secrets: Arc<dyn Secrets> = match &section.secrets_file {
@@ -185,7 +187,21 @@ async fn main() {
             );
             (driver.clone(), Some(driver))
         }
-        None => (simulated_fleet(&store, config.sim_hosts).await, None),
+        None => {
+            let (fleet, provisioner, start) = simulated_fleet(&store, config.sim_hosts).await;
+            sim_installers = (provisioner, start);
+            (fleet, None)
+        }
+    };
+    // Network boots: the boot service over the checked image catalog; a simulated fleet
+    // without one simulates its installers.
+    let catalog = config.boot.as_ref().map(|b| {
+        let catalog = maas_boot::Catalog::load(&b.images).unwrap_or_else(|e| fail(format!("boot: {e}")));
+        Arc::new(catalog)
+    });
+    let (provisioner, sim_installer) = match &catalog {
+        Some(c) => (Some(Arc::new(maas_boot::BootProvisioner::new(c.clone())) as Arc<dyn Provisioner>), None),
+        None => sim_installers,
     };
     let prometheus =
         metrics_addr.map(|_| maas_grpc::metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}"))));
@@ -210,11 +226,17 @@ async fn main() {
     if prometheus.is_some() {
         builder = builder.notifier("metrics", Arc::new(MetricsNotifier::new(store.clone(), clock)));
     }
+    if let Some(p) = provisioner {
+        builder = builder.provisioner(p);
+    }
     for w in &config.webhooks {
         let (name, hook) = webhook(w, &store, stragglers);
         builder = builder.notifier(&name, Arc::new(hook));
     }
     let engine = builder.build();
+    if let Some(start) = sim_installer {
+        start(engine.clone());
+    }
 
     // Shutdown (SIGTERM or Ctrl-C) reaches every server through one channel.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -241,6 +263,24 @@ async fn main() {
             }
         });
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
+
+    if let (Some(section), Some(catalog)) = (&config.boot, catalog) {
+        let service = maas_boot::BootService::new(
+            engine.clone(),
+            catalog,
+            maas_boot::BootServiceConfig { public_url: section.public_url.clone(), retry_secs: section.retry_secs },
+        );
+        let listener = tokio::net::TcpListener::bind(section.listen)
+            .await
+            .unwrap_or_else(|e| fail(format!("boot service on {}: {e}", section.listen)));
+        let until = stopped(stop_rx.clone());
+        tracing::info!(listen = %section.listen, public_url = %section.public_url, images = engine.images().len(), "serving network boots");
+        tokio::spawn(async move {
+            if let Err(e) = service.serve(listener, until).await {
+                fail(format!("boot service: {e}"));
+            }
+        });
     }
 
     let mut running_pools = Vec::new();
@@ -305,19 +345,31 @@ async fn main() {
     tracing::info!("stopped");
 }
 
-/// The simulated fleet, with `hosts` simulated hosts registered (`sim000001.dc1`, ...).
+/// How to start a simulated fleet's installers once the engine exists.
+type StartInstallers = Box<dyn FnOnce(Engine)>;
+
+/// The simulated fleet, with `hosts` simulated hosts registered (`sim000001.dc1`, ...), and
+/// its simulated installers.
 #[cfg(feature = "sim")]
-async fn simulated_fleet(store: &Arc<SqlStore>, hosts: usize) -> Arc<dyn PowerDriver> {
-    use maas_sim::{SimFleet, sim::fleet_hosts};
+async fn simulated_fleet(
+    store: &Arc<SqlStore>,
+    hosts: usize,
+) -> (Arc<dyn PowerDriver>, Option<Arc<dyn Provisioner>>, Option<StartInstallers>) {
+    use maas_sim::{SimFleet, SimInstaller, sim::fleet_hosts};
     let fleet = Arc::new(SimFleet::new(1, maas_sim::FaultPlan::none()));
     if hosts > 0 {
         store.host_upsert_many(fleet_hosts(&fleet, 1, hosts)).await.unwrap_or_else(|e| fail(e));
     }
-    fleet
+    let installer = Arc::new(SimInstaller::new(fleet.clone()));
+    let start = installer.clone();
+    (fleet, Some(installer), Some(Box::new(move |engine| drop(start.start(engine)))))
 }
 
 /// Without the `sim` feature there is no simulated fleet: `[ipmi]` is required.
 #[cfg(not(feature = "sim"))]
-async fn simulated_fleet(_store: &Arc<SqlStore>, _hosts: usize) -> Arc<dyn PowerDriver> {
+async fn simulated_fleet(
+    _store: &Arc<SqlStore>,
+    _hosts: usize,
+) -> (Arc<dyn PowerDriver>, Option<Arc<dyn Provisioner>>, Option<StartInstallers>) {
     fail("no [ipmi] section, and this maasd was built without the simulated fleet (cargo feature `sim`)")
 }

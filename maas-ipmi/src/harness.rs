@@ -77,6 +77,11 @@ impl SimBmc {
             .unwrap_or_default()
     }
 
+    /// Its directory (the chassis program's state, `calls.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether the simulator process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -105,6 +110,14 @@ pub enum HarnessError {
         /// The end of its log.
         log: String,
     },
+}
+
+/// A chassis-control program other than the recording one (see [`SimFleet::start_with`]).
+pub struct Chassis<'a> {
+    /// The program ipmi_sim runs as `PROGRAM BMC_DIR get|set ...`.
+    pub program: &'a Path,
+    /// Writes what BMC `i`'s program needs into its directory.
+    pub prepare: &'a dyn Fn(usize, &Path) -> std::io::Result<()>,
 }
 
 /// Running simulators.
@@ -136,14 +149,27 @@ fn answers(address: &str, port: u16) -> bool {
 impl SimFleet {
     /// Starts one simulator per `(address, port)` and waits until each answers.
     pub fn start(listen: &[(String, u16)]) -> Result<SimFleet, HarnessError> {
+        SimFleet::start_with(listen, None)
+    }
+
+    /// As [`SimFleet::start`], with `chassis` as every BMC's chassis-control program (a
+    /// BMC in front of a real machine: the netboot lab's VMs); `prepare(i, dir)` writes
+    /// what BMC `i`'s program reads into its directory before the simulator starts.
+    pub fn start_with(listen: &[(String, u16)], chassis: Option<Chassis<'_>>) -> Result<SimFleet, HarnessError> {
         static FLEETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = FLEETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let root = std::env::temp_dir().join(format!("maas-ipmi-sim-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&root).map_err(io(&root))?;
-        let script = root.join("chassis.sh");
-        std::fs::write(&script, CHASSIS_SCRIPT).map_err(io(&script))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).map_err(io(&script))?;
+        let script = match &chassis {
+            Some(c) => c.program.to_path_buf(),
+            None => {
+                let script = root.join("chassis.sh");
+                std::fs::write(&script, CHASSIS_SCRIPT).map_err(io(&script))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).map_err(io(&script))?;
+                script
+            }
+        };
         let emu = root.join("bmc.emu");
         std::fs::write(&emu, EMULATOR).map_err(io(&emu))?;
         let mut fleet = SimFleet { bmcs: Vec::with_capacity(listen.len()), root: root.clone() };
@@ -151,6 +177,9 @@ impl SimFleet {
             let dir = root.join(format!("bmc{i}"));
             let state = dir.join("state");
             std::fs::create_dir_all(&state).map_err(io(&state))?;
+            if let Some(c) = &chassis {
+                (c.prepare)(i, &dir).map_err(io(&dir))?;
+            }
             let conf = dir.join("lan.conf");
             let text = format!(
                 "name \"bmc{i}\"\nset_working_mc 0x20\n  startlan 1\n    addr {address} {port}\n    priv_limit admin\n    \

@@ -207,6 +207,12 @@ pub fn ticket_for(e: &Event, stragglers: bool) -> Option<Ticket> {
         EventKind::HostFailed { host, step, error, wedged: true } => {
             (TicketKind::WedgedHost, Some(host.clone()), Some(*step), format!("{host} wedged at {step}: {error}"))
         }
+        EventKind::HostFailed { host, step, error, .. } if step.is_wait() => (
+            TicketKind::InstallFailed,
+            Some(host.clone()),
+            Some(*step),
+            format!("{host} failed at {step} (batch {}): {error}", e.batch_id),
+        ),
         EventKind::BatchPaused { reason: reason @ PauseReason::FailureBudget { .. } } => {
             (TicketKind::FailureBudget, None, None, format!("batch {} paused: {reason}", e.batch_id))
         }
@@ -224,6 +230,7 @@ pub fn ticket_for(e: &Event, stragglers: bool) -> Option<Ticket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::StepKind;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_millis(s * 1000)
@@ -314,6 +321,27 @@ mod tests {
         assert_eq!(reclaim_candidates(&defunct, &claimed, 2), vec![h("a"), h("c")]);
         assert_eq!(reclaim_candidates(&defunct, &claimed, 0), vec![h("a")], "at least one");
         assert!(reclaim_candidates(&defunct[1..2], &claimed, 5).is_empty());
+    }
+
+    #[test]
+    fn a_failed_install_wipe_or_first_boot_raises_a_ticket_and_other_failures_do_not() {
+        let host = Hostname::new("h1.dc1").unwrap();
+        let failed = |step, wedged| Event {
+            seq: 1,
+            batch_id: crate::id::BatchId(uuid::Uuid::nil()),
+            at: t(5),
+            kind: EventKind::HostFailed { host: host.clone(), step, error: "disk full; log: dd".into(), wedged },
+        };
+        for step in [StepKind::AwaitInstall, StepKind::AwaitWipe, StepKind::AwaitFirstBoot] {
+            let ticket = ticket_for(&failed(step, false), false).unwrap();
+            assert_eq!(
+                (ticket.kind, ticket.step, ticket.host.clone()),
+                (TicketKind::InstallFailed, Some(step), Some(host.clone()))
+            );
+            assert!(ticket.summary.contains("disk full; log: dd"), "{}", ticket.summary);
+        }
+        assert_eq!(ticket_for(&failed(StepKind::PowerCycle, true), false).unwrap().kind, TicketKind::WedgedHost);
+        assert!(ticket_for(&failed(StepKind::PowerCycle, false), false).is_none());
     }
 
     #[test]

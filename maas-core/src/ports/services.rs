@@ -133,6 +133,9 @@ pub enum TicketKind {
     WedgedHost,
     /// A host is slow against its batch peers.
     Straggler,
+    /// An installer or wipe image reported failure, or never reported (its deadline passed),
+    /// or the installed OS never reported its first boot.
+    InstallFailed,
 }
 
 /// A ticket for humans.

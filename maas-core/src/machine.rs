@@ -29,7 +29,7 @@ use crate::hostlist;
 use crate::id::{HostRunId, IdGenerator, JobId};
 use crate::model::*;
 use crate::names::{Hostname, Pool, Site, Sku};
-use crate::plan::plan_for;
+use crate::plan::{StepKind, plan_for};
 use crate::priority::PriorityPolicy;
 use crate::time::Timestamp;
 
@@ -491,7 +491,9 @@ pub fn decide_job_outcome(
         JobOutcome::Failed { error, retryable } => {
             job.last_error = Some(error.clone());
             let attempts_left = job.attempt < job.max_attempts;
-            if retryable && attempts_left && job.state == JobState::Running && !host_run.cancel_requested {
+            // A cancelled host run retries only its fence: its claim waits for the power-off.
+            let may_retry = !host_run.cancel_requested || job.kind == StepKind::Fence;
+            if retryable && attempts_left && job.state == JobState::Running && may_retry {
                 job.state.check(JobState::Available)?;
                 job.state = JobState::Available;
                 job.run_at = now.plus(rules.retry.backoff(job.attempt));
@@ -671,13 +673,17 @@ fn finish_if_done(batch: &mut BatchRecord, now: Timestamp, fx: &mut Effects) -> 
 
 /// Cancels a batch. `runs` are its unfinished host runs, each with its current job
 /// (position `step`). Runs not mid-step end now; a run whose current job is leased is
-/// marked `cancel_requested` and ends when that job reports. Cancelling twice is a no-op.
+/// marked `cancel_requested` and ends when that job reports. A run waiting on an installer
+/// or wipe image (which may be writing its disks) is fenced: its waiting job becomes a
+/// [`StepKind::Fence`] (power off, verified) and the run ends — releasing its claim — only
+/// when that reports. Cancelling twice is a no-op.
 pub fn decide_cancel(
     mut batch: BatchRecord,
     runs: Vec<(HostRunRecord, Option<JobRecord>)>,
     principal: &Principal,
     reason: &str,
     now: Timestamp,
+    rules: &Rules,
 ) -> Result<Effects, TransitionError> {
     let mut fx = Effects::default();
     if batch.state.is_terminal() {
@@ -701,7 +707,24 @@ pub fn decide_cancel(
         }
         let mid_step =
             current.as_ref().is_some_and(|j| j.state == JobState::Running) && run.state == HostRunState::Running;
-        if mid_step {
+        let installing = current.as_ref().filter(|j| j.state == JobState::Waiting && j.kind.fences_on_cancel());
+        if let Some(wait) = installing {
+            let mut fence = wait.clone();
+            fence.state.check(JobState::Available)?;
+            fence.kind = StepKind::Fence;
+            fence.params = crate::plan::StepParams::default();
+            fence.wait_token = None;
+            fence.wait_deadline = None;
+            fence.attempt = 0;
+            fence.max_attempts = StepKind::Fence.default_max_attempts();
+            fence.state = JobState::Available;
+            fence.enqueued_at = Some(now);
+            fence.run_at = now;
+            fence.key = rules.priority.queue_key(now, fence.priority);
+            fx.jobs.push(fence);
+            run.cancel_requested = true;
+            fx.host_runs.push(run);
+        } else if mid_step {
             run.cancel_requested = true;
             fx.host_runs.push(run);
         } else {

@@ -101,6 +101,8 @@ state_enum!(
         (Available, Running), (Available, Cancelled),
         (Running, Succeeded), (Running, Failed), (Running, Available), (Running, Cancelled),
         (Waiting, Succeeded), (Waiting, Failed), (Waiting, Cancelled),
+        // A cancelled network boot's waiting step becomes its fence (power off, verified).
+        (Waiting, Available),
     ]
 );
 

@@ -49,11 +49,14 @@ pub enum StepKind {
     Release,
     /// Mark the host decommissioned in the inventory.
     MarkDecommissioned,
+    /// Hard power off, verified: what a cancelled install or wipe becomes, so that the host's
+    /// claim is released only once its installer can no longer write its disks.
+    Fence,
 }
 
 impl StepKind {
     /// Every step kind.
-    pub const ALL: [StepKind; 14] = [
+    pub const ALL: [StepKind; 15] = [
         StepKind::Preflight,
         StepKind::SetBootPxe,
         StepKind::PowerOn,
@@ -68,6 +71,7 @@ impl StepKind {
         StepKind::AwaitFirstBoot,
         StepKind::Release,
         StepKind::MarkDecommissioned,
+        StepKind::Fence,
     ];
 
     /// The snake_case name used on the wire and in storage.
@@ -87,12 +91,19 @@ impl StepKind {
             StepKind::AwaitFirstBoot => "await_first_boot",
             StepKind::Release => "release",
             StepKind::MarkDecommissioned => "mark_decommissioned",
+            StepKind::Fence => "fence",
         }
     }
 
     /// Parses [`StepKind::as_str`] output.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether a cancel must fence the host (power it off, verified) before releasing it:
+    /// the steps during which an installer or wipe image may be writing its disks.
+    pub fn fences_on_cancel(self) -> bool {
+        matches!(self, StepKind::AwaitInstall | StepKind::AwaitWipe)
     }
 
     /// Whether the step parks the job awaiting a callback instead of running to the end.

@@ -93,7 +93,7 @@ impl Engine {
             }
             StepKind::SetBootPxe => self.set_boot_pxe(job, &host).await,
             StepKind::PowerOn => self.power_and_verify(&host, PowerOp::On, verify.deadline).await,
-            StepKind::PowerOff => self.power_and_verify(&host, PowerOp::Off, verify.deadline).await,
+            StepKind::PowerOff | StepKind::Fence => self.power_and_verify(&host, PowerOp::Off, verify.deadline).await,
             StepKind::SoftOff => self.power_and_verify(&host, PowerOp::SoftOff, verify.soft_deadline).await,
             StepKind::PowerCycle => self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await,
             StepKind::SoftReset => self.power_and_verify(&host, PowerOp::Reset, verify.deadline).await,

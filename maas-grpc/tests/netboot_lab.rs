@@ -397,6 +397,31 @@ async fn real_machines_are_reimaged_wiped_and_decommissioned_through_their_bmcs_
     assert_eq!(vm1.state, "failed", "{b:?}");
     assert!(vm1.last_error.contains("no await_install report before the deadline"), "{vm1:?}");
     assert!(lab.boot_script(0).contains("local disk"), "a timed-out install is not offered again");
+
+    // Phase 3: cancelled while its installer runs: fenced (powered off, verified) first.
+    let installing = |lab: &Lab| lab.console(0).matches("never calling back").count();
+    let before = installing(&lab);
+    let again = c.submit_batch(submit(reimage(Some(300)), "vm1.lab", &[("lab_mode", "silent")])).await.unwrap();
+    let again = again.into_inner().batch_id;
+    let started = Instant::now();
+    while installing(&lab) == before {
+        assert!(started.elapsed() < Duration::from_secs(180), "the installer never started{}", lab.explain());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(lab.vm_running(0));
+    let cancelled = c
+        .cancel_batch(pb::CancelBatchRequest { batch_id: again.clone(), reason: "change window over".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state, "cancelling", "the claim is held until the host is fenced");
+    let b = finish(&mut c, &lab, &again, Duration::from_secs(120)).await;
+    assert_eq!((b.state.as_str(), host_state(&b, "vm1.lab").state.as_str()), ("cancelled", "cancelled"), "{b:?}");
+    assert!(!lab.vm_running(0), "powered off before its claim was released{}", lab.explain());
+    let calls = lab.calls(0);
+    let last_start = calls.iter().rposition(|c| c.starts_with("start boot=n")).unwrap();
+    assert!(calls[last_start..].iter().any(|c| c == "set power 0"), "{calls:?}");
+    assert!(lab.boot_script(0).contains("local disk"));
     eprintln!(
         "netboot lab: two VMs reimaged in one batch in {:.0} s; whole lab {:.0} s",
         reimage_two.as_secs_f64(),

@@ -320,7 +320,7 @@ impl QueueStore for MemStore {
                 (r.clone(), current)
             })
             .collect();
-        let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now)?;
+        let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now, &self.rules)?;
         st.apply(fx, p.now, &self.rules)?;
         Ok(st.batches[&p.batch_id].clone())
     }

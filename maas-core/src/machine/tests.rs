@@ -327,7 +327,7 @@ fn cancel_pause_and_resume_move_the_batch() {
         ),
     ];
     for (name, runs, state, events, ended, marked) in cases {
-        let fx = decide_cancel(nb.batch.clone(), runs, &alice, "wrong hosts", NOW).unwrap();
+        let fx = decide_cancel(nb.batch.clone(), runs, &alice, "wrong hosts", NOW, &Rules::default()).unwrap();
         assert_eq!(fx.batch.as_ref().unwrap().state, state, "{name}");
         assert_eq!(names(&fx), events, "{name}");
         assert_eq!(fx.host_runs.iter().filter(|r| r.state == HostRunState::Cancelled).count(), ended, "{name}");
@@ -337,11 +337,11 @@ fn cancel_pause_and_resume_move_the_batch() {
     // Cancelling twice is a no-op; a finished batch cannot be cancelled, paused or resumed.
     let mut cancelling = nb.batch.clone();
     cancelling.state = BatchState::Cancelling;
-    assert_eq!(decide_cancel(cancelling, vec![], &alice, "again", NOW).unwrap(), Effects::default());
+    assert_eq!(decide_cancel(cancelling, vec![], &alice, "again", NOW, &Rules::default()).unwrap(), Effects::default());
     let mut done = nb.batch.clone();
     done.state = BatchState::Completed;
     assert!(matches!(
-        decide_cancel(done.clone(), vec![], &alice, "late", NOW),
+        decide_cancel(done.clone(), vec![], &alice, "late", NOW, &Rules::default()),
         Err(TransitionError::BatchFinished { .. })
     ));
     assert!(decide_pause(done.clone(), &alice, "late", NOW).is_err());
@@ -352,4 +352,63 @@ fn cancel_pause_and_resume_move_the_batch() {
     assert!(decide_pause(paused.clone(), &alice, "twice", NOW).is_err(), "a paused batch cannot pause again");
     let resumed = decide_resume(paused, &alice, NOW).unwrap();
     assert_eq!((resumed.batch.as_ref().unwrap().state, resumed.start_queued), (BatchState::Running, 0));
+}
+
+#[test]
+fn cancelling_a_host_mid_install_fences_it_before_its_claim_is_released() {
+    let clock = ManualClock::new(NOW);
+    let ids = IdGenerator::new(Arc::new(clock), 9);
+    let target = HostTarget {
+        hostname: Hostname::new("h0.dc1").unwrap(),
+        site: Site::new("dc1").unwrap(),
+        pool: Pool::new("web").unwrap(),
+        sku: Sku::new("s1").unwrap(),
+    };
+    let spec = BatchSpec {
+        action: Action::Reimage { os: crate::names::OsRelease::new("u24").unwrap(), install_timeout_secs: None },
+        hosts: vec![target.hostname.clone()],
+        priority: PriorityClass::Normal,
+        rollout: RolloutPolicy::default(),
+        idempotency_key: None,
+        not_before: None,
+        force: None,
+        comment: None,
+        params: Default::default(),
+    };
+    let nb = plan_submission(spec, &Principal::new("alice", []), &[target], NOW, &ids, &Rules::default());
+    let mut run = nb.host_runs[0].clone();
+    let mut wait = nb.jobs.iter().find(|j| j.kind == crate::plan::StepKind::AwaitInstall).unwrap().clone();
+    wait.state = JobState::Waiting;
+    run.step = wait.position;
+    let batch = nb.batch.clone();
+    assert_eq!(batch.counts.running, 1, "started at submit");
+    let alice = Principal::new("alice", []);
+    let fx =
+        decide_cancel(batch.clone(), vec![(run.clone(), Some(wait.clone()))], &alice, "stop", NOW, &Rules::default())
+            .unwrap();
+    assert_eq!(fx.batch.as_ref().unwrap().state, BatchState::Cancelling);
+    assert!(fx.released_claims.is_empty(), "the claim waits for the fence");
+    assert!(fx.cancel_jobs_of.is_empty());
+    let fence = &fx.jobs[0];
+    assert_eq!((fence.id, fence.kind, fence.state), (wait.id, crate::plan::StepKind::Fence, JobState::Available));
+    assert_eq!((fence.wait_token.as_deref(), fence.wait_deadline), (None, None), "the installer's token is dead");
+    assert!(fx.host_runs[0].cancel_requested);
+    // The fence fails once (a BMC blip): it is retried, the claim still held.
+    let mut leased = fence.clone();
+    LeaseGrant::new("w1", NOW, Duration::from_secs(60)).apply(&mut leased).unwrap();
+    let ctx = JobContext {
+        batch: fx.batch.clone().unwrap(),
+        host_run: fx.host_runs[0].clone(),
+        job: leased.clone(),
+        next: nb.jobs.iter().find(|j| j.position == wait.position + 1).cloned(),
+    };
+    let failed = JobOutcome::Failed { error: "BMC busy".into(), retryable: true };
+    let retry = decide_job_outcome(ctx.clone(), failed, NOW, &Rules::default()).unwrap();
+    assert_eq!(retry.jobs[0].state, JobState::Available);
+    assert!(retry.released_claims.is_empty());
+    // Powered off: now the run ends cancelled and the claim goes.
+    let done = decide_job_outcome(ctx, JobOutcome::Succeeded, NOW, &Rules::default()).unwrap();
+    assert_eq!(done.host_runs[0].state, HostRunState::Cancelled);
+    assert_eq!(done.released_claims, vec![Hostname::new("h0.dc1").unwrap()]);
+    assert_eq!(done.batch.unwrap().state, BatchState::Cancelled);
 }

@@ -18,7 +18,11 @@ impl Inventory for SqlStore {
     async fn host_get_many(&self, names: &[Hostname]) -> Result<Vec<Host>, StoreError> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(CHUNK) {
-            let sql = format!("SELECT * FROM maas_hosts WHERE hostname IN ({})", placeholders(chunk.len()));
+            let sql = format!(
+                "SELECT {} FROM maas_hosts WHERE hostname IN ({})",
+                rows::HOST_COLUMNS,
+                placeholders(chunk.len())
+            );
             for row in self.all(&self.db, &sql, chunk.iter().map(s).collect()).await? {
                 out.push(rows::host(&row)?);
             }
@@ -27,7 +31,7 @@ impl Inventory for SqlStore {
     }
 
     async fn host_list(&self, f: HostFilter) -> Result<Vec<Host>, StoreError> {
-        let mut sql = String::from("SELECT * FROM maas_hosts WHERE 1 = 1");
+        let mut sql = format!("SELECT {} FROM maas_hosts WHERE 1 = 1", rows::HOST_COLUMNS);
         let mut v = Vec::new();
         if let Some(site) = &f.site {
             sql.push_str(" AND site = ?");
@@ -62,7 +66,11 @@ impl Inventory for SqlStore {
             let macs: Vec<String> = hosts.iter().filter_map(|h| h.mac.map(|m| m.to_string())).collect();
             let mut holders = Vec::new();
             for chunk in macs.chunks(CHUNK) {
-                let sql = format!("SELECT * FROM maas_hosts WHERE mac IN ({})", placeholders(chunk.len()));
+                let sql = format!(
+                    "SELECT {} FROM maas_hosts WHERE mac IN ({})",
+                    rows::HOST_COLUMNS,
+                    placeholders(chunk.len())
+                );
                 for row in self.all(c, &sql, chunk.iter().map(s).collect()).await? {
                     holders.push(rows::host(&row)?);
                 }

@@ -46,7 +46,7 @@ impl QueueStore for SqlStore {
                 let current = self.job_at(c, run.id, run.step).await?;
                 runs.push((run, current));
             }
-            let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now)?;
+            let fx = machine::decide_cancel(batch, runs, &p.principal, &p.reason, p.now, &self.rules)?;
             let mut pending = Vec::new();
             self.apply(c, fx, p.now, &mut pending).await?;
             self.append_events(c, pending).await?;

@@ -232,6 +232,7 @@ where
         expired_leases_are_rescued_and_retried_or_failed,
         heartbeats_extend_only_own_leases,
         waiting_steps_park_and_complete_by_callback_or_deadline,
+        cancelling_mid_install_fences_the_host_before_releasing_it,
         cancel_releases_claims_and_stops_pending_jobs,
         failure_budget_pauses_the_batch,
         max_in_flight_limits_running_hosts,

@@ -684,3 +684,42 @@ pub async fn retention_purges_old_finished_batches_only(t: Harness) {
     let after = t.store.event_list(EventListParams::default()).await.unwrap();
     assert!(after.windows(2).all(|w| w[0].seq < w[1].seq));
 }
+
+/// Cancelling a batch whose host waits on its installer turns that wait into a fence (power
+/// off, verified): the claim is held, the token is dead, and only the fence's report ends
+/// the host run and releases the host.
+pub async fn cancelling_mid_install_fences_the_host_before_releasing_it(t: Harness) {
+    let hosts = t.add_hosts("dc1", 1).await;
+    let os = OsRelease::new("ubuntu-24.04").unwrap();
+    let batch = t.submit(&hosts, Action::Reimage { os, install_timeout_secs: Some(3600) }, |_| {}).await.unwrap().batch;
+    for _ in 0..3 {
+        for j in t.claim("dc1", 10, "w").await {
+            t.complete(&j, JobOutcome::Succeeded).await.unwrap();
+        }
+    }
+    let waiting = t
+        .store
+        .job_list(JobListParams { batch_id: Some(batch.id), states: vec![JobState::Waiting], ..Default::default() })
+        .await
+        .unwrap();
+    let token = waiting[0].wait_token.clone().unwrap();
+    let cancel = |reason: &str| BatchCancelParams {
+        batch_id: batch.id,
+        principal: Principal::new("alice", []),
+        reason: reason.into(),
+        now: t.now(),
+    };
+    let b = t.store.batch_cancel(cancel("change window over")).await.unwrap();
+    assert_eq!(b.state, BatchState::Cancelling);
+    assert_eq!(t.store.claim_get_many(&hosts).await.unwrap().len(), 1, "held until fenced");
+    let late = JobResolveWaitParams { token, outcome: JobOutcome::Succeeded, now: t.now() };
+    assert!(t.store.job_resolve_wait(late).await.is_err(), "the installer's token died with the cancel");
+    let fence = t.claim("dc1", 10, "w").await;
+    assert_eq!(fence.iter().map(|j| j.kind).collect::<Vec<_>>(), vec![StepKind::Fence]);
+    assert_eq!(fence[0].id, waiting[0].id);
+    t.complete(&fence[0], JobOutcome::Succeeded).await.unwrap();
+    assert!(t.store.claim_get_many(&hosts).await.unwrap().is_empty(), "released once fenced");
+    assert_eq!(t.store.batch_get(batch.id).await.unwrap().unwrap().state, BatchState::Cancelled);
+    let runs = t.store.host_run_list(HostRunListParams { batch_id: Some(batch.id), ..Default::default() }).await;
+    assert_eq!(runs.unwrap()[0].state, HostRunState::Cancelled);
+}

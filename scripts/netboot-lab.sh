@@ -11,12 +11,13 @@
 #   DIR/os.img             the "OS image": a syslinux-bootable FAT disk whose initramfs reports
 #                          its first boot to the URL the installer left on the disk
 #   DIR/vm-chassis.sh      ipmi_sim's chassis_control program that makes a BMC drive a QEMU VM
-# Idempotent: a finished build (DIR/.done) is reused.
+# Idempotent: a finished build of this version of the script (DIR/.done) is reused.
 set -euo pipefail
 dir=${1:?usage: scripts/netboot-lab.sh DIR}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-[ -e "$dir/.done" ] && exit 0
+stamp=$(sha256sum "$0" | cut -d' ' -f1)
+[ "$(cat "$dir/.done" 2>/dev/null)" = "$stamp" ] && exit 0
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -148,11 +149,19 @@ cat > "$dir/vm-chassis.sh" <<'EOF'
 d="$1"; shift
 . "$d/vm.env"
 echo "$*" >> "$d/calls.log"
-running() { [ -r "$d/qemu.pid" ] && kill -0 "$(cat "$d/qemu.pid")" 2>/dev/null; }
+# A BMC answers at once and acts in the background, as real ones do: starting QEMU (TCG)
+# takes a second or more, which a chassis program must not make the BMC's answer wait for.
+alive() {
+  pid=$(cat "$d/qemu.pid" 2>/dev/null) || return 1
+  st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+running() { [ -e "$d/starting" ] || alive; }
 stop() {
-  if running; then
+  i=0; while [ -e "$d/starting" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  if alive; then
     pid=$(cat "$d/qemu.pid"); kill -9 "$pid" 2>/dev/null
-    i=0; while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    i=0; while alive && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
   fi
   rm -f "$d/qemu.pid"
 }
@@ -161,11 +170,15 @@ start() {
   dev=c; [ "$(cat "$d/boot" 2>/dev/null)" = pxe ] && dev=n
   echo default > "$d/boot"
   echo "start boot=$dev" >> "$d/calls.log"
-  qemu-system-x86_64 -m 256 -display none -no-reboot -daemonize -pidfile "$d/qemu.pid" \
-    -chardev file,id=c0,path="$d/console.log",append=on -serial chardev:c0 \
-    -netdev "user,id=n0,bootfile=http://10.0.2.2:$BOOT_PORT/boot/$MAC" \
-    -device "virtio-net-pci,netdev=n0,mac=$MAC" \
-    -drive "file=$DISK,format=raw,if=virtio" -boot "$dev" </dev/null >>"$d/qemu.log" 2>&1
+  touch "$d/starting"
+  (
+    qemu-system-x86_64 -m 256 -display none -no-reboot -daemonize -pidfile "$d/qemu.pid" \
+      -chardev file,id=c0,path="$d/console.log",append=on -serial chardev:c0 \
+      -netdev "user,id=n0,bootfile=http://10.0.2.2:$BOOT_PORT/boot/$MAC" \
+      -device "virtio-net-pci,netdev=n0,mac=$MAC" \
+      -drive "file=$DISK,format=raw,if=virtio" -boot "$dev" >>"$d/qemu.log" 2>&1
+    rm -f "$d/starting"
+  ) </dev/null >/dev/null 2>&1 &
 }
 op="$1"; shift
 case "$op" in
@@ -190,5 +203,5 @@ esac
 exit 0
 EOF
 chmod +x "$dir/vm-chassis.sh"
-touch "$dir/.done"
+echo "$stamp" > "$dir/.done"
 echo "netboot lab built in $dir" >&2

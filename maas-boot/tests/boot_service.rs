@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use maas_boot::{BootProvisioner, BootService, BootServiceConfig, Catalog, CatalogError, ImageConfig, ImageKind};
-use maas_core::host::{Host, HostState};
+use maas_core::host::{BmcEndpoint, Host, HostState};
 use maas_core::ports::inventory::{HostFilter, Inventory};
+use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
 use maas_core::ports::store::StoreError;
 use maas_core::validate::Problem;
 use maas_core::*;
@@ -103,6 +104,10 @@ struct Lab {
 }
 
 async fn lab() -> Lab {
+    lab_with(|fleet| fleet).await
+}
+
+async fn lab_with(power: impl FnOnce(Arc<SimFleet>) -> Arc<dyn PowerDriver>) -> Lab {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("maas-boot-test-{}-{n}", std::process::id()));
@@ -116,10 +121,11 @@ async fn lab() -> Lab {
     store.host_upsert_many(hosts).await.unwrap();
     let inventory = Arc::new(Flaky { inner: store.clone(), down: false.into() });
     let clock = Arc::new(SystemClock::new());
-    let engine = Engine::builder(store.clone(), inventory.clone(), fleet, clock.clone(), IdGenerator::new(clock, 7))
-        .provisioner(Arc::new(BootProvisioner::new(catalog.clone())))
-        .config(EngineConfig::default())
-        .build();
+    let engine =
+        Engine::builder(store.clone(), inventory.clone(), power(fleet), clock.clone(), IdGenerator::new(clock, 7))
+            .provisioner(Arc::new(BootProvisioner::new(catalog.clone())))
+            .config(EngineConfig::default())
+            .build();
     let service = BootService::new(
         engine.clone(),
         catalog,
@@ -369,4 +375,74 @@ fn the_catalog_refuses_a_missing_file_or_a_wrong_checksum_naming_it() {
     let c = Catalog::load(&entries).unwrap();
     assert_eq!(c.install_names(), ["ubuntu-24.04"]);
     let _ = BTreeMap::<String, String>::new();
+}
+
+/// A BMC that performs the first power cycle but whose answer is lost (a timeout), and
+/// records what it is asked.
+struct LostCycleAnswer {
+    inner: Arc<SimFleet>,
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl PowerDriver for LostCycleAnswer {
+    async fn power_status(&self, bmc: &BmcEndpoint) -> Result<PowerState, PowerError> {
+        self.inner.power_status(bmc).await
+    }
+    async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError> {
+        let report = self.inner.power(bmc, op).await?;
+        let mut calls = self.calls.lock().unwrap();
+        calls.push(format!("{op:?}"));
+        if op == PowerOp::Cycle && calls.iter().filter(|c| *c == "Cycle").count() == 1 {
+            return Err(PowerError::Timeout { bmc: bmc.address.clone(), millis: 2000 });
+        }
+        Ok(report)
+    }
+    async fn set_boot_device(&self, bmc: &BmcEndpoint, device: BootDevice, persistent: bool) -> Result<(), PowerError> {
+        self.calls.lock().unwrap().push(format!("boot {device:?}"));
+        self.inner.set_boot_device(bmc, device, persistent).await
+    }
+    async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError> {
+        self.inner.boot_device(bmc).await
+    }
+    async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
+        self.inner.probe(bmc).await
+    }
+}
+
+#[tokio::test]
+async fn a_retried_cycle_after_a_lost_answer_arms_the_network_boot_again() {
+    let driver = std::sync::OnceLock::new();
+    let lab = lab_with(|fleet| {
+        let d = Arc::new(LostCycleAnswer { inner: fleet, calls: Default::default() });
+        let _ = driver.set(d.clone());
+        d
+    })
+    .await;
+    let alice = Principal::new("alice", []);
+    let id = lab.engine.submit(&alice, &reimage("sim000001.dc1", &[("ssh_key", "k")])).await.unwrap().batch.id;
+    let pool = WorkerPool::start(
+        &lab.engine,
+        PoolConfig {
+            site: Site::new("dc1").unwrap(),
+            pool: Pool::new("web").unwrap(),
+            workers: 1,
+            worker: WorkerConfig {
+                idle_poll: Duration::from_millis(20),
+                flush_interval: Duration::from_millis(20),
+                ..WorkerConfig::default()
+            },
+            restart_delay: Duration::from_millis(100),
+            instance: "t".into(),
+        },
+    );
+    wait_for("the install step waiting", async || {
+        lab.engine.get_batch(id).await.unwrap().hosts[0].step == Some(plan::StepKind::AwaitInstall)
+    })
+    .await;
+    pool.shutdown().await;
+    // The first cycle happened (the machine used up its one-time PXE flag) but its answer
+    // was lost; the retry sets the flag again before cycling.
+    let calls = driver.get().unwrap().calls.lock().unwrap().clone();
+    assert_eq!(calls, ["boot Pxe", "Cycle", "boot Pxe", "Cycle"], "{calls:?}");
 }

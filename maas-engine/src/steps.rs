@@ -95,7 +95,12 @@ impl Engine {
             StepKind::PowerOn => self.power_and_verify(&host, PowerOp::On, verify.deadline).await,
             StepKind::PowerOff | StepKind::Fence => self.power_and_verify(&host, PowerOp::Off, verify.deadline).await,
             StepKind::SoftOff => self.power_and_verify(&host, PowerOp::SoftOff, verify.soft_deadline).await,
-            StepKind::PowerCycle => self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await,
+            StepKind::PowerCycle => {
+                if job.attempt > 1 {
+                    self.rearm_network_boot(job, &host).await?;
+                }
+                self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await
+            }
             StepKind::SoftReset => self.power_and_verify(&host, PowerOp::Reset, verify.deadline).await,
             StepKind::Verify => self.await_power(&host, PowerState::On, verify.deadline).await,
             StepKind::BootDisk => {
@@ -153,6 +158,22 @@ impl Engine {
                 retryable: true,
             }),
         }
+    }
+
+    /// A retried cycle right after `set_boot_pxe` sets the one-time PXE flag again: when a
+    /// first cycle happened but its answer was lost, the machine booted and used up the flag,
+    /// and a second cycle without it would boot the old disk instead of the installer.
+    async fn rearm_network_boot(&self, job: &JobRecord, host: &Host) -> Result<(), StepFailure> {
+        let chain = self
+            .inner
+            .store
+            .job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() })
+            .await?;
+        let after_pxe = chain.iter().any(|j| j.kind == StepKind::SetBootPxe && j.position + 1 == job.position);
+        if after_pxe {
+            self.inner.power.set_boot_device(&host.bmc, BootDevice::Pxe, false).await?;
+        }
+        Ok(())
     }
 
     async fn power_and_verify(&self, host: &Host, op: PowerOp, deadline: Duration) -> Result<(), StepFailure> {

@@ -49,8 +49,9 @@ impl Lab {
 
     fn vm_running(&self, i: usize) -> bool {
         let pid = std::fs::read_to_string(self.vm_dir(i).join("qemu.pid")).unwrap_or_default();
-        let pid = pid.trim();
-        !pid.is_empty() && Path::new(&format!("/proc/{pid}")).exists()
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        // "PID (comm) STATE ...": a zombie has exited.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
     }
 
     fn maasd_log(&self) -> String {
@@ -447,4 +448,30 @@ fn sha256_zeros(len: u64) -> String {
         left -= n as u64;
     }
     ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The engine's parallelism on real machines: three VMs reimaged in one batch against one
+/// at a time (`max_in_flight = 1`). A measurement, not a check (TCG on a shared 2-core
+/// machine); run with `cargo test -p maas-grpc --test netboot_lab -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: several minutes of VMs"]
+async fn bench_reimage_three_vms_in_one_batch_versus_one_at_a_time() {
+    let lab = start_lab();
+    let mut c = client(&lab).await;
+    let hosts = (0..3).map(|i| host(&lab, i, MACS[i])).collect();
+    c.import_hosts(pb::ImportHostsRequest { hosts }).await.unwrap();
+    let mut timings = Vec::new();
+    for (label, max_in_flight) in [("one batch, 3 at once", 3), ("one at a time", 1)] {
+        let mut req = submit(reimage(Some(600)), "vm[1-3].lab", &[("lab_mode", "normal")]);
+        req.max_in_flight = max_in_flight;
+        let started = Instant::now();
+        let id = c.submit_batch(req).await.unwrap().into_inner().batch_id;
+        let b = finish(&mut c, &lab, &id, Duration::from_secs(900)).await;
+        assert_eq!(b.counts.unwrap().succeeded, 3, "{b:?}{}", lab.explain());
+        timings.push((label, started.elapsed().as_secs_f64()));
+    }
+    for (label, secs) in &timings {
+        eprintln!("reimage 3 lab VMs, {label}: {secs:.1} s");
+    }
+    eprintln!("parallel / serial wall time: {:.2}", timings[0].1 / timings[1].1);
 }

@@ -125,17 +125,8 @@ fn main() {
             // The workers hold SQLite's writer while they bring 500 chains forward; a read may
             // time out waiting for a connection meanwhile: ask again.
             let waiting = match engine.get_batch(id).await {
-                Ok(view) => {
-                    let mut steps = std::collections::BTreeMap::new();
-                    for h in &view.hosts {
-                        *steps.entry(format!("{:?}/{:?}", h.step, h.state)).or_insert(0) += 1;
-                    }
-                    view.hosts.iter().all(|h| h.step == Some(plan::StepKind::AwaitInstall))
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    false
-                }
+                Ok(view) => view.hosts.iter().all(|h| h.step == Some(plan::StepKind::AwaitInstall)),
+                Err(_) => false,
             };
             if waiting {
                 break;

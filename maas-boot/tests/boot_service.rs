@@ -137,6 +137,27 @@ async fn lab_with(power: impl FnOnce(Arc<SimFleet>) -> Arc<dyn PowerDriver>) -> 
     Lab { _files: files, engine, store, inventory, addr }
 }
 
+impl Lab {
+    /// One fast-polling worker for the fleet's pool.
+    fn workers(&self) -> maas_engine::PoolHandle {
+        WorkerPool::start(
+            &self.engine,
+            PoolConfig {
+                site: Site::new("dc1").unwrap(),
+                pool: Pool::new("web").unwrap(),
+                workers: 1,
+                worker: WorkerConfig {
+                    idle_poll: Duration::from_millis(20),
+                    flush_interval: Duration::from_millis(20),
+                    ..WorkerConfig::default()
+                },
+                restart_delay: Duration::from_millis(100),
+                instance: "t".into(),
+            },
+        )
+    }
+}
+
 /// One HTTP/1.1 request; the status and the body.
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -192,21 +213,7 @@ async fn a_reimage_is_offered_configured_called_back_and_withdrawn() {
 
     let id = lab.engine.submit(&alice, &reimage("sim000001.dc1", &[("ssh_key", "ssh-ed25519 AAAA")])).await.unwrap();
     let id = id.batch.id;
-    let pool = WorkerPool::start(
-        &lab.engine,
-        PoolConfig {
-            site: Site::new("dc1").unwrap(),
-            pool: Pool::new("web").unwrap(),
-            workers: 1,
-            worker: WorkerConfig {
-                idle_poll: Duration::from_millis(20),
-                flush_interval: Duration::from_millis(20),
-                ..WorkerConfig::default()
-            },
-            restart_delay: Duration::from_millis(100),
-            instance: "t".into(),
-        },
-    );
+    let pool = lab.workers();
     let mut script = String::new();
     wait_for("the image offered", async || {
         script = http(lab.addr, "GET", &format!("/boot/{}", MAC1.to_uppercase()), "").await.1;
@@ -273,21 +280,7 @@ async fn a_failed_install_keeps_its_log_and_ends_the_offer() {
     let mut req = reimage("sim000001.dc1", &[("ssh_key", "k")]);
     req.rollout.failure_budget = 0;
     let id = lab.engine.submit(&alice, &req).await.unwrap().batch.id;
-    let pool = WorkerPool::start(
-        &lab.engine,
-        PoolConfig {
-            site: Site::new("dc1").unwrap(),
-            pool: Pool::new("web").unwrap(),
-            workers: 1,
-            worker: WorkerConfig {
-                idle_poll: Duration::from_millis(20),
-                flush_interval: Duration::from_millis(20),
-                ..WorkerConfig::default()
-            },
-            restart_delay: Duration::from_millis(100),
-            instance: "t".into(),
-        },
-    );
+    let pool = lab.workers();
     let mut callback = String::new();
     wait_for("the install step waiting", async || {
         let script = http(lab.addr, "GET", &format!("/boot/{MAC1}"), "").await.1;
@@ -421,21 +414,7 @@ async fn a_retried_cycle_after_a_lost_answer_arms_the_network_boot_again() {
     .await;
     let alice = Principal::new("alice", []);
     let id = lab.engine.submit(&alice, &reimage("sim000001.dc1", &[("ssh_key", "k")])).await.unwrap().batch.id;
-    let pool = WorkerPool::start(
-        &lab.engine,
-        PoolConfig {
-            site: Site::new("dc1").unwrap(),
-            pool: Pool::new("web").unwrap(),
-            workers: 1,
-            worker: WorkerConfig {
-                idle_poll: Duration::from_millis(20),
-                flush_interval: Duration::from_millis(20),
-                ..WorkerConfig::default()
-            },
-            restart_delay: Duration::from_millis(100),
-            instance: "t".into(),
-        },
-    );
+    let pool = lab.workers();
     wait_for("the install step waiting", async || {
         lab.engine.get_batch(id).await.unwrap().hosts[0].step == Some(plan::StepKind::AwaitInstall)
     })

@@ -832,4 +832,4 @@ pub fn idempotent_match(existing: &BatchRecord, spec: &BatchSpec) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -354,10 +354,10 @@ fn cancel_pause_and_resume_move_the_batch() {
     assert_eq!((resumed.batch.as_ref().unwrap().state, resumed.start_queued), (BatchState::Running, 0));
 }
 
-#[test]
-fn cancelling_a_host_mid_install_fences_it_before_its_claim_is_released() {
-    let clock = ManualClock::new(NOW);
-    let ids = IdGenerator::new(Arc::new(clock), 9);
+/// A batch of `action` on the one host `h0.dc1` (pool web), as submitted at `now`: for the
+/// tests of decisions about one chain (here and in `netboot`).
+pub(crate) fn one_host_batch(action: Action, now: Timestamp) -> NewBatch {
+    let ids = IdGenerator::new(Arc::new(ManualClock::new(now)), 9);
     let target = HostTarget {
         hostname: Hostname::new("h0.dc1").unwrap(),
         site: Site::new("dc1").unwrap(),
@@ -365,7 +365,7 @@ fn cancelling_a_host_mid_install_fences_it_before_its_claim_is_released() {
         sku: Sku::new("s1").unwrap(),
     };
     let spec = BatchSpec {
-        action: Action::Reimage { os: crate::names::OsRelease::new("u24").unwrap(), install_timeout_secs: None },
+        action,
         hosts: vec![target.hostname.clone()],
         priority: PriorityClass::Normal,
         rollout: RolloutPolicy::default(),
@@ -375,7 +375,13 @@ fn cancelling_a_host_mid_install_fences_it_before_its_claim_is_released() {
         comment: None,
         params: Default::default(),
     };
-    let nb = plan_submission(spec, &Principal::new("alice", []), &[target], NOW, &ids, &Rules::default());
+    plan_submission(spec, &Principal::new("alice", []), &[target], now, &ids, &Rules::default())
+}
+
+#[test]
+fn cancelling_a_host_mid_install_fences_it_before_its_claim_is_released() {
+    let reimage = Action::Reimage { os: crate::names::OsRelease::new("u24").unwrap(), install_timeout_secs: None };
+    let nb = one_host_batch(reimage, NOW);
     let mut run = nb.host_runs[0].clone();
     let mut wait = nb.jobs.iter().find(|j| j.kind == crate::plan::StepKind::AwaitInstall).unwrap().clone();
     wait.state = JobState::Waiting;

@@ -2,40 +2,17 @@
 //! it, templates and reports.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::*;
 use crate::action::{Action, WipeMethod};
-use crate::authz::Principal;
-use crate::batch::{BatchSpec, RolloutPolicy};
-use crate::id::IdGenerator;
-use crate::machine::{HostTarget, JobOutcome, Rules, plan_submission};
-use crate::names::{Hostname, OsRelease, Pool, Site, Sku};
-use crate::priority::PriorityClass;
-use crate::time::{ManualClock, Timestamp};
+use crate::machine::JobOutcome;
+use crate::names::OsRelease;
+use crate::time::Timestamp;
 
 const NOW: Timestamp = Timestamp::from_millis(1_000_000);
 
 fn chain(action: Action) -> Vec<JobRecord> {
-    let ids = IdGenerator::new(Arc::new(ManualClock::new(NOW)), 3);
-    let target = HostTarget {
-        hostname: Hostname::new("h1.dc1").unwrap(),
-        site: Site::new("dc1").unwrap(),
-        pool: Pool::new("web").unwrap(),
-        sku: Sku::new("s1").unwrap(),
-    };
-    let spec = BatchSpec {
-        action,
-        hosts: vec![target.hostname.clone()],
-        priority: PriorityClass::Normal,
-        rollout: RolloutPolicy::default(),
-        idempotency_key: None,
-        not_before: None,
-        force: None,
-        comment: None,
-        params: BTreeMap::new(),
-    };
-    plan_submission(spec, &Principal::new("alice", []), &[target], NOW, &ids, &Rules::default()).jobs
+    crate::machine::tests::one_host_batch(action, NOW).jobs
 }
 
 fn reimage() -> Vec<JobRecord> {

@@ -400,12 +400,11 @@ pub async fn heartbeats_extend_only_own_leases(t: Harness) {
     assert_eq!(r.retried, vec![b.id], "only the lease without a heartbeat expires");
 }
 
-/// A waiting step parks without a worker; its callback token completes it; a wrong token is
-/// refused; a missed deadline fails the host run.
-pub async fn waiting_steps_park_and_complete_by_callback_or_deadline(t: Harness) {
-    let hosts = t.add_hosts("dc1", 2).await;
+/// Submits a reimage of `hosts` (1 h install timeout) and completes its steps up to the
+/// install: the batch and its waiting install jobs.
+async fn reimage_to_install(t: &Harness, hosts: &[Hostname]) -> (BatchRecord, Vec<JobRecord>) {
     let os = OsRelease::new("ubuntu-24.04").unwrap();
-    let batch = t.submit(&hosts, Action::Reimage { os, install_timeout_secs: Some(3600) }, |_| {}).await.unwrap().batch;
+    let batch = t.submit(hosts, Action::Reimage { os, install_timeout_secs: Some(3600) }, |_| {}).await.unwrap().batch;
     for _ in 0..3 {
         for j in t.claim("dc1", 10, "w").await {
             t.complete(&j, JobOutcome::Succeeded).await.unwrap();
@@ -416,6 +415,14 @@ pub async fn waiting_steps_park_and_complete_by_callback_or_deadline(t: Harness)
         .job_list(JobListParams { batch_id: Some(batch.id), states: vec![JobState::Waiting], ..Default::default() })
         .await
         .unwrap();
+    (batch, waiting)
+}
+
+/// A waiting step parks without a worker; its callback token completes it; a wrong token is
+/// refused; a missed deadline fails the host run.
+pub async fn waiting_steps_park_and_complete_by_callback_or_deadline(t: Harness) {
+    let hosts = t.add_hosts("dc1", 2).await;
+    let (batch, waiting) = reimage_to_install(&t, &hosts).await;
     assert_eq!(waiting.len(), 2);
     assert!(waiting.iter().all(|w| w.kind == StepKind::AwaitInstall && w.lease_owner.is_none()));
     assert!(t.claim("dc1", 10, "w").await.is_empty(), "a waiting job is not claimable");
@@ -690,18 +697,7 @@ pub async fn retention_purges_old_finished_batches_only(t: Harness) {
 /// the host run and releases the host.
 pub async fn cancelling_mid_install_fences_the_host_before_releasing_it(t: Harness) {
     let hosts = t.add_hosts("dc1", 1).await;
-    let os = OsRelease::new("ubuntu-24.04").unwrap();
-    let batch = t.submit(&hosts, Action::Reimage { os, install_timeout_secs: Some(3600) }, |_| {}).await.unwrap().batch;
-    for _ in 0..3 {
-        for j in t.claim("dc1", 10, "w").await {
-            t.complete(&j, JobOutcome::Succeeded).await.unwrap();
-        }
-    }
-    let waiting = t
-        .store
-        .job_list(JobListParams { batch_id: Some(batch.id), states: vec![JobState::Waiting], ..Default::default() })
-        .await
-        .unwrap();
+    let (batch, waiting) = reimage_to_install(&t, &hosts).await;
     let token = waiting[0].wait_token.clone().unwrap();
     let cancel = |reason: &str| BatchCancelParams {
         batch_id: batch.id,

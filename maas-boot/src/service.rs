@@ -13,12 +13,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use maas_core::host::{Host, HostState, MacAddr};
+use maas_core::host::{Host, MacAddr};
 use maas_core::id::HostRunId;
 use maas_core::machine::TransitionError;
 use maas_core::model::JobRecord;
 use maas_core::netboot::{
-    BootOffer, BootUrls, InstallReport, TemplateVars, decide_boot, ipxe_install_script, ipxe_local_disk_script,
+    BootOffer, BootUrls, InstallReport, TemplateVars, decide_host_boot, ipxe_install_script, ipxe_local_disk_script,
     ipxe_retry_script, open_wait_for_token,
 };
 use maas_core::plan::StepKind;
@@ -118,12 +118,8 @@ impl BootService {
         let Some(host) = found.into_iter().next() else {
             return Ok(("?".into(), BootOffer::LocalDisk { reason: format!("unknown MAC {mac}") }));
         };
-        let name = host.hostname.to_string();
-        if host.state == HostState::Decommissioned {
-            return Ok((name, BootOffer::LocalDisk { reason: "decommissioned: nothing is served to it".into() }));
-        }
         let chain = self.chain_of(&host).await?;
-        Ok((name, decide_boot(chain.as_deref())))
+        Ok((host.hostname.to_string(), decide_host_boot(host.state, chain.as_deref())))
     }
 
     /// The job chain of the host's active host run, if a batch holds it.

@@ -14,6 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::HostState;
 use crate::id::{BatchId, HostRunId, JobId};
 use crate::model::{JobRecord, JobState};
 use crate::plan::{BootImage, StepKind};
@@ -57,6 +58,15 @@ pub struct PendingBoot {
     pub token: String,
     /// The token of the first-boot step after it (a reimage's new OS reports with it).
     pub first_boot_token: Option<String>,
+}
+
+/// Decides what a host in inventory state `state` is offered: a decommissioned host
+/// nothing, ever; otherwise what [`decide_boot`] says of its chain.
+pub fn decide_host_boot(state: HostState, chain: Option<&[JobRecord]>) -> BootOffer {
+    if state == HostState::Decommissioned {
+        return BootOffer::LocalDisk { reason: "decommissioned: nothing is served to it".into() };
+    }
+    decide_boot(chain)
 }
 
 /// Decides what a host whose current host run has `chain` (its jobs, any order) is

@@ -33,6 +33,15 @@ fn the_image_is_offered_from_set_boot_pxe_until_the_waiting_step_ends_however_it
     let mut c = reimage();
     assert!(!offered(&c), "nothing before set_boot_pxe succeeded");
     assert!(matches!(decide_boot(None), BootOffer::LocalDisk { .. }));
+    // Whatever its chain says, a decommissioned host is offered nothing.
+    let mut pending = c.clone();
+    set(&mut pending, StepKind::SetBootPxe, Succeeded);
+    assert!(matches!(decide_host_boot(crate::host::HostState::Ready, Some(&pending)), BootOffer::Image(_)));
+    let BootOffer::LocalDisk { reason } = decide_host_boot(crate::host::HostState::Decommissioned, Some(&pending))
+    else {
+        panic!("a decommissioned host was offered an image")
+    };
+    assert!(reason.contains("decommissioned"));
     set(&mut c, StepKind::Preflight, Succeeded);
     set(&mut c, StepKind::SetBootPxe, Succeeded);
     // The power cycle may still be reporting when the machine asks: it is offered already.

@@ -1,7 +1,7 @@
 //! The boot service's throughput answering iPXE requests (a harness binary: each figure is
 //! one timed run, reported next to a reference measured in the same run).
 //!
-//! 1,000 hosts with MACs on the in-memory store; a reimage batch has brought 500 of them to
+//! 1,000 hosts with MACs on SQLite (the embedded default); a reimage batch has brought 500 of them to
 //! `await_install` (so half are offered their installer, half their local disk, as in a
 //! rollout). Clients ask `GET /boot/{mac}` for every MAC in turn, one TCP connection per
 //! request as firmware does, from 8 concurrent tasks. Reference: the same clients asking
@@ -91,9 +91,13 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let server = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (service, port, macs) = server.block_on(async {
-        // The in-memory store: on SQLite, 64 concurrent set_boot_pxe steps of one worker
-        // stalled (pool timeouts, no progress; see the issue note) — left open.
-        let store = Arc::new(maas_sim::MemStore::default());
+        // The embedded default store, SQLite in a file.
+        let url = format!("sqlite://{}", dir.join("boot.db").display());
+        let store = Arc::new(
+            maas::store::SqlStore::open(&url, &maas::store::OpenOptions::default(), machine::Rules::default())
+                .await
+                .unwrap(),
+        );
         let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
         let hosts = fleet_hosts(&fleet, 1, HOSTS);
         let macs: Vec<String> = hosts.iter().map(|h| h.mac.unwrap().to_string()).collect();
@@ -170,7 +174,7 @@ fn main() {
         client.block_on(rate(port, secs, move |i| format!("/boot/{}", macs[i])))
     };
     let floor = client.block_on(rate(port, secs, |_| "/healthz".to_string()));
-    println!("boot service, {HOSTS} hosts ({INSTALLING} installing), in-memory store:");
+    println!("boot service, {HOSTS} hosts ({INSTALLING} installing), SQLite store:");
     println!("  GET /boot/{{mac}} over HTTP, {CLIENTS} clients, a connection per request: {boot:.0} requests/s");
     println!("  reference, GET /healthz on the same server and clients: {floor:.0} requests/s");
     println!("  ratio boot / healthz: {:.2}", boot / floor);

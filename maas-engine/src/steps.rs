@@ -22,7 +22,7 @@ pub struct StepFailure {
 }
 
 impl StepFailure {
-    fn permanent(error: impl Into<String>) -> Self {
+    pub(crate) fn permanent(error: impl Into<String>) -> Self {
         StepFailure { error: error.into(), retryable: false }
     }
 }

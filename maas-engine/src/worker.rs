@@ -9,12 +9,11 @@
 
 use std::collections::HashMap;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::Engine;
+use crate::steps::StepFailure;
 use maas_core::config::WorkerConfig;
 use maas_core::host::Host;
 use maas_core::id::JobId;
@@ -164,7 +163,10 @@ impl Worker {
     /// are rescued).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
         let clock = self.engine.inner.clock.clone();
-        let mut running: FuturesUnordered<BoxFuture<'static, (JobId, JobOutcome)>> = FuturesUnordered::new();
+        // Each step is its own task, so steps progress while this loop waits on the store:
+        // a step holding a pooled connection must not wait for the loop to poll it while
+        // the loop waits for a connection (that stalled whole pools until leases expired).
+        let mut running = RunningSteps::default();
         let mut watching = true;
         loop {
             let now = clock.now();
@@ -176,14 +178,11 @@ impl Worker {
                     Performed::Claimed(jobs) => {
                         for (job, host) in jobs {
                             let engine = self.engine.clone();
-                            running.push(Box::pin(async move {
-                                let outcome = engine.run_step_on(&job, host).await;
-                                (job.id, outcome)
-                            }));
+                            running.spawn(job.id, async move { engine.run_step_on(&job, host).await });
                         }
                     }
                     // The steps still running were handed back: abandon them.
-                    Performed::HandedBack(_) => running = FuturesUnordered::new(),
+                    Performed::HandedBack(_) => running.abandon(),
                     Performed::Stopped => return Ok(()),
                     Performed::Noted | Performed::Extended(_) | Performed::Flushed(_) => {}
                 }
@@ -195,7 +194,7 @@ impl Worker {
                     let now = clock.now();
                     self.machine.handle_step_finished(job, outcome, now);
                     // Take every other result that is ready too, before the next claim.
-                    while let Some(Some((job, outcome))) = running.next().now_or_never() {
+                    while let Some((job, outcome)) = running.try_next() {
                         self.machine.handle_step_finished(job, outcome, now);
                     }
                 }
@@ -210,4 +209,74 @@ impl Worker {
             }
         }
     }
+}
+
+/// The steps a worker is running, each a task of its own.
+#[derive(Default)]
+struct RunningSteps {
+    tasks: JoinSet<JobOutcome>,
+    jobs: HashMap<tokio::task::Id, JobId>,
+}
+
+impl RunningSteps {
+    fn spawn(&mut self, job: JobId, step: impl Future<Output = JobOutcome> + Send + 'static) {
+        let handle = self.tasks.spawn(step);
+        self.jobs.insert(handle.id(), job);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Aborts every running step (their jobs were handed back).
+    fn abandon(&mut self) {
+        self.tasks.abort_all();
+        self.tasks.detach_all();
+        self.jobs.clear();
+    }
+
+    /// The next step to finish, with its outcome.
+    async fn next(&mut self) -> Option<(JobId, JobOutcome)> {
+        loop {
+            let joined = self.tasks.join_next_with_id().await?;
+            if let Some(done) = self.finished(joined) {
+                return Some(done);
+            }
+        }
+    }
+
+    /// A step that has already finished, if any.
+    fn try_next(&mut self) -> Option<(JobId, JobOutcome)> {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            if let Some(done) = self.finished(joined) {
+                return Some(done);
+            }
+        }
+        None
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, JobOutcome), JoinError>) -> Option<(JobId, JobOutcome)> {
+        match joined {
+            Ok((task, outcome)) => Some((self.jobs.remove(&task)?, outcome)),
+            // A step that panicked is a bug in step code: its job fails, naming the panic,
+            // instead of taking the worker (and every other step it runs) down.
+            Err(e) if e.is_panic() => {
+                let job = self.jobs.remove(&e.id())?;
+                Some((job, StepFailure::permanent(format!("the step panicked: {}", panic_text(e))).into()))
+            }
+            Err(e) => {
+                self.jobs.remove(&e.id());
+                None
+            }
+        }
+    }
+}
+
+fn panic_text(e: JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }

@@ -97,3 +97,71 @@ async fn sqlite_sixteen_concurrent_submitters() {
     sixteen_submitters(fresh(&format!("sqlite://{}", dir.join("c.db").display()), "lite").await).await;
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Steps that read the store (set_boot_pxe reads its chain) while their worker also waits
+/// on the store: with a pool of two connections and 64 such steps in one worker, every
+/// step runs once, on its first attempt. (When a worker polled its steps only between its
+/// own store calls, a step holding a connection waited for the worker, the worker waited
+/// for a connection, and the pool stalled until leases expired.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_steps_reading_the_store_do_not_stall_their_worker() {
+    use maas_core::Inventory;
+    use maas_core::OsRelease;
+    use maas_core::config::WorkerConfig;
+    use maas_core::names::{Pool, Site};
+    use maas_core::plan::StepKind;
+    use maas_core::{BatchRequest, IdGenerator, Principal};
+    use maas_engine::{Engine, PoolConfig, SystemClock, WorkerPool};
+    use maas_sim::{FaultPlan, SimFleet, SimInstaller};
+    use std::time::{Duration, Instant};
+
+    const HOSTS: usize = 64;
+    let dir = std::env::temp_dir().join(format!("maas-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("s.db").display());
+    let options = maas_store::OpenOptions { max_connections: 2, ..Default::default() };
+    let store = Arc::new(SqlStore::open(&url, &options, maas_core::machine::Rules::default()).await.unwrap());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    store.host_upsert_many(maas_sim::sim::fleet_hosts(&fleet, 1, HOSTS)).await.unwrap();
+    let clock = Arc::new(SystemClock::new());
+    let engine =
+        Engine::builder(store.clone(), store.clone(), fleet.clone(), clock.clone(), IdGenerator::new(clock, 1))
+            .provisioner(Arc::new(SimInstaller::new(fleet))) // never started: installs stay pending
+            .build();
+    let mut req = BatchRequest::new(
+        Action::Reimage { os: OsRelease::new("ubuntu-24.04").unwrap(), install_timeout_secs: None },
+        [format!("sim[000001-{HOSTS:06}].dc1")],
+    );
+    req.rollout.max_in_flight = HOSTS as u32;
+    let id = engine.submit(&Principal::new("t", []), &req).await.unwrap().batch.id;
+    let pool = WorkerPool::start(
+        &engine,
+        PoolConfig {
+            site: Site::new("dc1").unwrap(),
+            pool: Pool::new("web").unwrap(),
+            workers: 1,
+            worker: WorkerConfig { capacity: HOSTS, ..Default::default() },
+            restart_delay: Duration::from_millis(100),
+            instance: "stall".into(),
+        },
+    );
+    // Bounded: far longer than the work needs, shorter than the default 60 s lease, so a
+    // stall shows as a failure here rather than as a rescue.
+    let until = Instant::now() + Duration::from_secs(50);
+    let mut at_install = 0;
+    while Instant::now() < until {
+        if let Ok(view) = engine.get_batch(id).await {
+            at_install = view.hosts.iter().filter(|h| h.step == Some(StepKind::AwaitInstall)).count();
+            if at_install == HOSTS {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pool.shutdown().await;
+    assert_eq!(at_install, HOSTS, "every host reached await_install");
+    let jobs = store.job_list(JobListParams::default()).await.unwrap();
+    let retried: Vec<_> = jobs.iter().filter(|j| j.attempt > 1).map(|j| (&j.hostname, j.kind)).collect();
+    assert!(retried.is_empty(), "steps ran more than once: {:?}", &retried[..retried.len().min(5)]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -292,7 +292,15 @@ async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
         let now =
             store.job_list(JobListParams { host_run_id: Some(j.host_run_id), ..Default::default() }).await.unwrap();
         let same = now.iter().find(|x| x.id == j.id).unwrap();
-        assert_eq!(same.state, JobState::Succeeded, "a job the victim held was rescued and finished");
+        assert_eq!(
+            same.state,
+            JobState::Succeeded,
+            "a job the victim held was rescued and finished: {} {} attempt {} error {:?}",
+            same.hostname,
+            same.kind,
+            same.attempt,
+            same.last_error
+        );
         assert!(same.attempt > j.attempt, "rescued jobs run a new attempt");
     }
     println!(

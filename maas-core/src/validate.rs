@@ -175,42 +175,120 @@ impl ValidationReport {
     }
 }
 
-impl fmt::Display for ValidationReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 50;
-        write!(f, "batch rejected: {} problem(s)", self.problems.len())?;
+impl ValidationReport {
+    /// The report as people read it, at most `lines` problem lines (conflicts grouped by
+    /// the batch holding them, as collapsed hostlists) and at most `max_bytes` bytes, with
+    /// how many more there are: short enough for a status line or a trailer at any size.
+    pub fn summary(&self, lines: usize, max_bytes: usize) -> String {
+        let mut out = format!("batch rejected: {} problem(s)", self.problems.len());
         // Conflicts read best grouped by the batch holding them, as a collapsed hostlist.
         let mut held: Vec<(BatchId, Vec<&str>)> = Vec::new();
-        let mut lines = Vec::new();
+        let mut rows = Vec::new();
         for p in &self.problems {
             match p {
                 Problem::Conflict { host, held_by } => match held.iter_mut().find(|(b, _)| b == held_by) {
                     Some((_, hosts)) => hosts.push(host.as_str()),
                     None => {
-                        lines.push(None);
+                        rows.push(None);
                         held.push((*held_by, vec![host.as_str()]));
                     }
                 },
-                other => lines.push(Some(other.to_string())),
+                other => rows.push(Some(other.to_string())),
             }
         }
         let mut groups = held.into_iter();
-        for line in lines.iter().take(SHOWN) {
-            match line {
-                Some(text) => write!(f, "\n  - {text}")?,
-                None => {
-                    if let Some((batch, hosts)) = groups.next() {
-                        let n = hosts.len();
-                        let verb = if n == 1 { "is" } else { "are" };
-                        write!(f, "\n  - {} {verb} held by active batch {batch}", crate::hostlist::collapse(&hosts))?;
-                    }
-                }
+        let mut shown = 0;
+        for row in &rows {
+            if shown == lines {
+                break;
             }
+            let line = match row {
+                Some(text) => text.clone(),
+                None => match groups.next() {
+                    Some((batch, hosts)) => {
+                        let verb = if hosts.len() == 1 { "is" } else { "are" };
+                        format!("{} {verb} held by active batch {batch}", crate::hostlist::collapse(&hosts))
+                    }
+                    None => continue,
+                },
+            };
+            let line = format!("\n  - {}", clip(&line, max_bytes / 4));
+            if out.len() + line.len() + 32 > max_bytes {
+                break;
+            }
+            out.push_str(&line);
+            shown += 1;
         }
-        if lines.len() > SHOWN {
-            write!(f, "\n  ... and {} more", lines.len() - SHOWN)?;
+        if rows.len() > shown {
+            out.push_str(&format!("\n  ... and {} more", rows.len() - shown));
         }
-        Ok(())
+        out
+    }
+}
+
+impl fmt::Display for ValidationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary(50, usize::MAX))
+    }
+}
+
+/// `text` cut to at most `max_bytes` bytes (on a character boundary), marked with `...`
+/// when cut.
+pub fn clip(text: &str, max_bytes: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return text.into();
+    }
+    let mut end = max_bytes.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end]).into()
+}
+
+/// What a free-text field may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// One line without control characters: keys, names, filters, tokens.
+    Line,
+    /// Prose and file contents: tabs, newlines and carriage returns, no other control
+    /// characters.
+    Prose,
+}
+
+/// Why `value` cannot go into a field of `kind` holding at most `max_bytes`, if it
+/// cannot: a NUL or other control character (named, with its byte position), or its
+/// length. Every store refuses the same text this way, before it reaches a database (a
+/// NUL is an encoding error on PostgreSQL and silently kept elsewhere).
+pub fn text_problem(value: &str, kind: TextKind, max_bytes: usize) -> Option<String> {
+    if value.len() > max_bytes {
+        return Some(format!("longer than {max_bytes} bytes ({} bytes)", value.len()));
+    }
+    let allowed = |c: char| kind == TextKind::Prose && matches!(c, '\t' | '\n' | '\r');
+    value
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !allowed(c))
+        .map(|(at, c)| format!("contains the control character U+{:04X} at byte {at}", c as u32))
+}
+
+/// `text` with every control character prose may not hold (see [`TextKind::Prose`])
+/// replaced by U+FFFD, for text machines send that is kept rather than refused (an
+/// installer's error and log excerpt).
+pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+    if !text.contains(bad) {
+        return text.into();
+    }
+    text.chars().map(|c| if bad(c) { '\u{fffd}' } else { c }).collect::<String>().into()
+}
+
+/// A free-text field of a request other than a submission (a cancel or pause reason),
+/// checked as submissions check theirs: a report naming the field, or nothing.
+pub fn check_text(field: &str, value: &str, kind: TextKind, max_bytes: usize) -> Result<(), ValidationReport> {
+    match text_problem(value, kind, max_bytes) {
+        Some(message) => {
+            Err(ValidationReport { problems: vec![Problem::BadParameter { field: field.into(), message }] })
+        }
+        None => Ok(()),
     }
 }
 
@@ -294,10 +372,12 @@ fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Probl
     if req.rollout.max_in_flight == 0 {
         bad("rollout.max_in_flight", "must be at least 1".into());
     }
-    if let Some(key) = &req.idempotency_key
-        && (key.trim().is_empty() || key.len() > ctx.limits.max_key_len)
-    {
-        bad("idempotency_key", format!("must be 1 to {} characters and not blank", ctx.limits.max_key_len));
+    if let Some(key) = &req.idempotency_key {
+        if key.trim().is_empty() {
+            bad("idempotency_key", "must not be blank".into());
+        } else if let Some(m) = text_problem(key, TextKind::Line, ctx.limits.max_key_len) {
+            bad("idempotency_key", m);
+        }
     }
     if let Some(t) = req.not_before {
         let horizon = ctx.now.plus(ctx.limits.max_schedule_ahead);
@@ -311,12 +391,12 @@ fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Probl
     if let Some(force) = &req.force {
         if force.reason.trim().is_empty() {
             bad("force.reason", "a reason is required to act on in-use hosts".into());
-        } else if force.reason.len() > ctx.limits.max_text_len {
-            bad("force.reason", format!("longer than {} bytes", ctx.limits.max_text_len));
+        } else if let Some(m) = text_problem(&force.reason, TextKind::Prose, ctx.limits.max_text_len) {
+            bad("force.reason", m);
         }
     }
-    if req.comment.as_ref().is_some_and(|c| c.len() > ctx.limits.max_text_len) {
-        bad("comment", format!("longer than {} bytes", ctx.limits.max_text_len));
+    if let Some(m) = req.comment.as_deref().and_then(|c| text_problem(c, TextKind::Prose, ctx.limits.max_text_len)) {
+        bad("comment", m);
     }
     const MAX_PARAMS: usize = 64;
     if req.params.len() > MAX_PARAMS {
@@ -326,8 +406,8 @@ fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Probl
         if k.is_empty() || k.len() > 64 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             bad("params", format!("{k:?} is not a parameter name (1 to 64 letters, digits, _ and -)"));
         }
-        if v.len() > ctx.limits.max_text_len * 16 || v.contains('\0') {
-            bad(&format!("params.{k}"), format!("must be at most {} bytes with no NUL", ctx.limits.max_text_len * 16));
+        if let Some(m) = text_problem(v, TextKind::Prose, ctx.limits.max_text_len * 16) {
+            bad(&format!("params.{k}"), m);
         }
     }
     out
@@ -514,5 +594,50 @@ mod tests {
         assert_eq!(got, vec!["the batch names no hosts"]);
         let got = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, ["n[1-100001]"])).unwrap_err();
         assert_eq!(got, vec!["hostlist \"n[1-100001]\", position 0: expands to 100001 names; the limit is 100000"]);
+    }
+
+    #[test]
+    fn control_characters_in_any_text_field_are_named_with_the_field() {
+        let f = fixture();
+        let mut req = BatchRequest::new(Action::Reboot { soft: false }, ["web1.dc1"]);
+        req.idempotency_key = Some("k\u{0}y".into());
+        req.comment = Some("line one\nline two\u{1b}[31m".into());
+        req.force = Some(ForceInUse { reason: "ok\ttabbed\u{7f}".into() });
+        req.params.insert("ssh_key".into(), "ssh-ed25519 AAAA\r\n\u{0}".into());
+        let got = run(&f, &req).unwrap_err();
+        for expected in [
+            "idempotency_key: contains the control character U+0000 at byte 1",
+            "comment: contains the control character U+001B at byte 17",
+            "force.reason: contains the control character U+007F at byte 9",
+            "params.ssh_key: contains the control character U+0000 at byte 18",
+        ] {
+            assert!(got.iter().any(|p| p == expected), "{expected:?} missing from {got:?}");
+        }
+        // A key is one line; prose keeps tabs and newlines.
+        assert!(text_problem("a\nb", TextKind::Line, 10).is_some());
+        assert_eq!(text_problem("a\n\tb\r\n", TextKind::Prose, 10), None);
+        assert_eq!(text_problem("abcdef", TextKind::Line, 5).unwrap(), "longer than 5 bytes (6 bytes)");
+        assert_eq!(scrub("log\u{0}\ttail\u{1b}"), "log\u{fffd}\ttail\u{fffd}");
+        let report = check_text("reason", "stop\u{0}", TextKind::Prose, 100).unwrap_err();
+        assert_eq!(report.problems[0].to_string(), "reason: contains the control character U+0000 at byte 4");
+    }
+
+    #[test]
+    fn a_summary_stays_short_at_any_size() {
+        let problems: Vec<Problem> = (0..10_000)
+            .map(|i| Problem::UnknownHost { host: Hostname::new(&format!("ghost{i:05}.dc1")).unwrap() })
+            .chain((0..10_000).map(|i| Problem::Conflict {
+                host: Hostname::new(&format!("web{:05}.dc1", i * 2)).unwrap(),
+                held_by: BatchId(uuid::Uuid::from_u128(u128::from(i as u32 % 3 + 1))),
+            }))
+            .collect();
+        let report = ValidationReport { problems };
+        let short = report.summary(10, 1024);
+        assert!(short.len() <= 1024, "{} bytes", short.len());
+        assert!(short.starts_with("batch rejected: 20000 problem(s)"), "{short}");
+        assert!(short.contains("ghost00000.dc1 is not in the inventory"), "{short}");
+        assert!(short.ends_with("more"), "{short}");
+        assert_eq!(clip("héllo", 4), "h...");
+        assert_eq!(clip("hello", 5), "hello");
     }
 }

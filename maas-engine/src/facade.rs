@@ -236,7 +236,11 @@ impl Engine {
         let new_batch = machine::plan_submission(spec, principal, &targets, now, &self.inner.ids, &self.inner.rules);
         let submitted = match self.inner.store.batch_submit(BatchSubmitParams { new_batch }).await {
             Ok(s) => s,
-            Err(StoreError::Overlap { conflicts }) => return Err(EngineError::Rejected(conflict_report(conflicts))),
+            // The holder may be the batch of this very key, submitted concurrently.
+            Err(StoreError::Overlap { conflicts }) => match self.idempotent_answer(principal, req).await? {
+                Some(answer) => return answer,
+                None => return Err(EngineError::Rejected(conflict_report(conflicts))),
+            },
             Err(e) => return Err(e.into()),
         };
         self.changed();
@@ -262,6 +266,11 @@ impl Engine {
         req: &BatchRequest,
     ) -> Result<Option<Result<Submitted, EngineError>>, EngineError> {
         let Some(key) = &req.idempotency_key else { return Ok(None) };
+        // A key no store may hold is validation's to refuse, naming the field.
+        let max = self.inner.config.limits.max_key_len;
+        if maas_core::validate::text_problem(key, maas_core::validate::TextKind::Line, max).is_some() {
+            return Ok(None);
+        }
         let Some(existing) = self.inner.store.batch_find_by_key(&principal.name, key).await? else { return Ok(None) };
         let (hosts, _) = expand_hosts(req, &self.inner.config.limits);
         if !machine::idempotent_match(&existing, &BatchSpec::from_request(req, hosts)) {
@@ -403,6 +412,13 @@ impl Engine {
         Ok(self.inner.store.batch_list(p).await?)
     }
 
+    /// A cancel or pause reason is checked as a submission's comment is.
+    fn check_reason(&self, reason: &str) -> Result<(), EngineError> {
+        let max = self.inner.config.limits.max_text_len;
+        maas_core::validate::check_text("reason", reason, maas_core::validate::TextKind::Prose, max)
+            .map_err(EngineError::Rejected)
+    }
+
     async fn owned_batch(&self, principal: &Principal, id: BatchId) -> Result<BatchRecord, EngineError> {
         let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
         if batch.submitter != principal.name {
@@ -419,6 +435,7 @@ impl Engine {
         id: BatchId,
         reason: &str,
     ) -> Result<BatchRecord, EngineError> {
+        self.check_reason(reason)?;
         self.owned_batch(principal, id).await?;
         let now = self.inner.clock.now();
         let p = BatchCancelParams { batch_id: id, principal: principal.clone(), reason: reason.to_string(), now };
@@ -449,6 +466,7 @@ impl Engine {
         paused: bool,
         reason: &str,
     ) -> Result<BatchRecord, EngineError> {
+        self.check_reason(reason)?;
         self.owned_batch(principal, id).await?;
         let now = self.inner.clock.now();
         let p = BatchSetPausedParams { batch_id: id, principal: principal.clone(), paused, reason: reason.into(), now };
@@ -465,6 +483,19 @@ impl Engine {
     /// Reports the result of a waiting step (installer or wipe image), authenticated by the
     /// job's callback token.
     pub async fn report_wait_result(&self, token: &str, outcome: JobOutcome) -> Result<JobRecord, EngineError> {
+        use maas_core::validate::{TextKind, scrub, text_problem};
+        // No token holds control characters: such a one is unknown without asking the
+        // store (a NUL is an encoding error on PostgreSQL). An installer's text is kept,
+        // with what no store may hold replaced.
+        if text_problem(token, TextKind::Line, 512).is_some() {
+            return Err(StoreError::not_found("wait token", "(malformed)").into());
+        }
+        let outcome = match outcome {
+            JobOutcome::Failed { error, retryable } => {
+                JobOutcome::Failed { error: scrub(&error).into_owned(), retryable }
+            }
+            other => other,
+        };
         let now = self.inner.clock.now();
         let job = self.inner.store.job_resolve_wait(JobResolveWaitParams { token: token.into(), outcome, now }).await?;
         self.changed();

@@ -22,7 +22,7 @@ pub struct StepFailure {
 }
 
 impl StepFailure {
-    pub(crate) fn permanent(error: impl Into<String>) -> Self {
+    fn permanent(error: impl Into<String>) -> Self {
         StepFailure { error: error.into(), retryable: false }
     }
 }

@@ -258,11 +258,13 @@ impl RunningSteps {
     fn finished(&mut self, joined: Result<(tokio::task::Id, JobOutcome), JoinError>) -> Option<(JobId, JobOutcome)> {
         match joined {
             Ok((task, outcome)) => Some((self.jobs.remove(&task)?, outcome)),
-            // A step that panicked is a bug in step code: its job fails, naming the panic,
-            // instead of taking the worker (and every other step it runs) down.
+            // A step that panicked (a bug in a driver or in step code) fails its attempt,
+            // retryably and naming the panic, instead of taking the worker and every other
+            // step it runs down: the retry policy decides as for any failed attempt.
             Err(e) if e.is_panic() => {
                 let job = self.jobs.remove(&e.id())?;
-                Some((job, StepFailure::permanent(format!("the step panicked: {}", panic_text(e))).into()))
+                let error = format!("the step panicked: {}", panic_text(e));
+                Some((job, StepFailure { error, retryable: true }.into()))
             }
             Err(e) => {
                 self.jobs.remove(&e.id());

@@ -7,7 +7,6 @@
 use crate::errors::UnknownWord;
 use std::time::Duration;
 
-use prost::Message;
 use tonic::codegen::http;
 use tonic::transport::Endpoint;
 use tower::ServiceExt as _;
@@ -163,12 +162,30 @@ pub fn priority(name: &str) -> Result<pb::Priority, UnknownWord> {
 }
 
 /// The structured reasons of a refused submission (conflicts, unknown hosts, ...), when
-/// the status carries them.
+/// the status carries them: the first problems only when `truncated` is set (see
+/// [`full_rejection`]).
 pub fn rejection(status: &tonic::Status) -> Option<pb::Rejection> {
-    if status.details().is_empty() {
-        return None;
+    crate::status::rejection_of(status)
+}
+
+/// Every reason `request` was refused with `status`: the status's own report when it is
+/// whole, otherwise the report of a dry run of the same request (refusals carry only their
+/// first problems, so that any client can read them). `None` when the status carries no
+/// report; the status's partial report when the dry run fails.
+pub async fn full_rejection(
+    client: &mut Client,
+    request: &pb::SubmitBatchRequest,
+    status: &tonic::Status,
+) -> Option<pb::Rejection> {
+    let partial = rejection(status)?;
+    if !partial.truncated {
+        return Some(partial);
     }
-    pb::Rejection::decode(status.details()).ok()
+    let dry = pb::SubmitBatchRequest { dry_run: true, ..request.clone() };
+    match client.submit_batch(dry).await {
+        Ok(answer) => answer.into_inner().problems.or(Some(partial)),
+        Err(_) => Some(partial),
+    }
 }
 
 #[cfg(test)]

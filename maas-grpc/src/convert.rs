@@ -11,7 +11,7 @@ use maas_core::names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
 use maas_core::plan::StepKind;
 use maas_core::priority::PriorityClass;
 use maas_core::time::Timestamp;
-use maas_core::validate::{Problem, ValidationReport};
+use maas_core::validate::{Problem, TextKind, ValidationReport, text_problem};
 use maas_engine::{BatchView, DurationStats};
 use tonic::Status;
 
@@ -170,6 +170,16 @@ pub(crate) fn event(e: &Event) -> pb::Event {
     }
 }
 
+/// A free-text request field that is not a validated name (a filter, a BMC address, a
+/// credentials reference): refused naming the field when it holds a control character or
+/// more than 1 KiB, before any store sees it.
+pub(crate) fn plain(field: &str, value: String) -> Result<String, Status> {
+    match text_problem(&value, TextKind::Line, 1024) {
+        Some(m) => Err(Status::invalid_argument(format!("{field}: {m}"))),
+        None => Ok(value),
+    }
+}
+
 /// A name field: parsed by maas-core's validated name type, or an error naming the field.
 pub(crate) fn named<T, E: std::fmt::Display>(
     field: &str,
@@ -202,12 +212,12 @@ pub fn host_from(i: usize, h: pb::Host) -> Result<Host, Status> {
             address: if h.bmc_address.is_empty() {
                 return Err(Status::invalid_argument(format!("{} is required", f("bmc_address"))));
             } else {
-                h.bmc_address
+                plain(&f("bmc_address"), h.bmc_address)?
             },
             port: u16::try_from(if h.bmc_port == 0 { 623 } else { h.bmc_port }).map_err(|_| {
                 Status::invalid_argument(format!("{}: {} is not a UDP port", f("bmc_port"), h.bmc_port))
             })?,
-            credentials_ref: h.credentials_ref,
+            credentials_ref: plain(&f("credentials_ref"), h.credentials_ref)?,
         },
         state: if h.state.is_empty() { HostState::Ready } else { host_state(&f("state"), &h.state)? },
         mac: optional(h.mac).map(|m| named(&f("mac"), &m, MacAddr::parse)).transpose()?,

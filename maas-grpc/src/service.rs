@@ -125,7 +125,7 @@ impl pb::maas_server::Maas for MaasService {
             })
             .transpose()?;
         let params = BatchListParams {
-            submitter: (!r.submitter.is_empty()).then_some(r.submitter),
+            submitter: (!r.submitter.is_empty()).then(|| plain("submitter", r.submitter)).transpose()?,
             states,
             action,
             created_from: r.created_from_ms.map(Timestamp::from_millis),
@@ -176,7 +176,7 @@ impl pb::maas_server::Maas for MaasService {
         let stream = self
             .engine
             .watch(batch, r.after, self.watch_poll)
-            .map(|e| e.map(|e| event(&e)).map_err(|e| Status::unavailable(e.to_string())));
+            .map(|e| e.map(|e| event(&e)).map_err(|e| crate::status::unavailable(&e)));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -12,7 +12,6 @@ use maas_grpc::devcerts::{DevCa, write_dev_certs};
 use maas_grpc::pb::maas_client::MaasClient;
 use maas_grpc::pb::{self, action::Kind};
 use maas_grpc::tls::TlsFiles;
-use prost::Message;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// A maasd process; killed on drop.
@@ -154,7 +153,7 @@ async fn submit_watch_complete_overlap_dry_run_and_cancel() {
     let before = batch_count(&mut alice).await;
     let err = alice.submit_batch(reboot("sim[000012-000016].dc1")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    let rejection = pb::Rejection::decode(err.details()).expect("structured details");
+    let rejection = maas_grpc::client::rejection(&err).expect("structured details");
     let mut conflicts: Vec<(String, String)> =
         rejection.conflicts.iter().map(|c| (c.hostname.clone(), c.batch_id.clone())).collect();
     conflicts.sort();
@@ -245,11 +244,12 @@ async fn refused_callers_change_nothing() {
     }
     let _ = std::fs::remove_dir_all(&other);
 
-    // A valid certificate without permission for the pool: denied, naming the permission.
+    // A valid certificate without permission for the pool: PERMISSION_DENIED, naming the
+    // permission host by host.
     let mut bob = client(&d, "bob").await;
     let err = bob.submit_batch(reboot("sim[000001-000003].dc1")).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    let rejection = pb::Rejection::decode(err.details()).unwrap();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let rejection = maas_grpc::client::rejection(&err).unwrap();
     assert_eq!(rejection.unauthorized.len(), 3);
     assert!(rejection.unauthorized[0].contains("bob lacks permission: reboot on pool web"), "{rejection:?}");
 

@@ -42,7 +42,13 @@ enum Interrupted {
 /// The Python exception for a refused or failed call, built by `maas.errors._from_status`
 /// so that the mapping from status to exception class lives in one (Python) place.
 fn status_error(status: &tonic::Status) -> PyErr {
-    let details = client::rejection(status).and_then(|r| serde_json::to_string(&r).ok());
+    status_error_with(status, client::rejection(status))
+}
+
+/// [`status_error`] with the refusal's whole report (fetched by a dry run when the status
+/// carried only its first problems).
+fn status_error_with(status: &tonic::Status, report: Option<pb::Rejection>) -> PyErr {
+    let details = report.and_then(|r| serde_json::to_string(&r).ok());
     let code = format!("{:?}", status.code());
     Python::attach(|py| {
         let built = py
@@ -285,7 +291,21 @@ impl Session {
         r.action = Some(client::action(action).map_err(|e| local_error("ValidationError", e.to_string()))?);
         r.priority = client::priority(priority).map_err(|e| local_error("ValidationError", e.to_string()))? as i32;
         let mut c = self.client.clone();
-        to_json(&self.run(py, async move { c.submit_batch(r).await })?)
+        let answer = self.run(py, async move {
+            let outcome = match c.submit_batch(r.clone()).await {
+                Ok(answer) => Ok(answer.into_inner()),
+                // A large refusal carries its first problems; a dry run returns them all.
+                Err(status) => {
+                    let report = client::full_rejection(&mut c, &r, &status).await;
+                    Err((status, report))
+                }
+            };
+            Ok(tonic::Response::new(outcome))
+        })?;
+        match answer {
+            Ok(a) => to_json(&a),
+            Err((status, report)) => Err(status_error_with(&status, report)),
+        }
     }
 
     /// Calls the unary RPC `method` (its proto name) with `request` as JSON; the answer is

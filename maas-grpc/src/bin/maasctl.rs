@@ -263,9 +263,27 @@ fn usage(message: impl std::fmt::Display) -> ! {
 }
 
 fn refused(status: tonic::Status) -> ! {
-    eprintln!("maasctl: {}", status.message());
-    for c in client::rejection(&status).map(|r| r.conflicts).unwrap_or_default() {
-        eprintln!("  conflict: {} is held by batch {}", c.hostname, c.batch_id);
+    let report = client::rejection(&status);
+    refused_with(status, report, false)
+}
+
+/// Reports a refusal and exits: 1 when the request was refused, 2 when the server could
+/// not be reached or did not accept the caller. With `json`, one JSON object on stdout
+/// with the status code, its message and the structured report (every conflict with its
+/// batch, every unknown host, ...).
+fn refused_with(status: tonic::Status, report: Option<pb::Rejection>, json: bool) -> ! {
+    if json {
+        let problems = report.as_ref().map(|r| serde_json::to_value(r).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::json!({"error": {"code": format!("{:?}", status.code()), "message": status.message(),
+                "problems": problems}})
+        );
+    } else {
+        eprintln!("maasctl: {}", status.message());
+        for c in report.map(|r| r.conflicts).unwrap_or_default() {
+            eprintln!("  conflict: {} is held by batch {}", c.hostname, c.batch_id);
+        }
     }
     let code = match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::Unknown => 2,
@@ -504,13 +522,21 @@ async fn main() {
                 dry_run: *dry_run,
                 ..Default::default()
             };
-            let r = client.submit_batch(request).await.unwrap_or_else(|s| refused(s)).into_inner();
+            let r = match client.submit_batch(request.clone()).await {
+                Ok(r) => r.into_inner(),
+                // A large refusal carries only its first problems: the rest come from a
+                // dry run of the same request.
+                Err(status) => {
+                    let report = client::full_rejection(&mut client, &request, &status).await;
+                    refused_with(status, report, cli.json)
+                }
+            };
             if cli.json {
                 println!(
                     "{}",
                     serde_json::json!({"batch_id": r.batch_id, "created": r.created, "warnings": r.warnings,
                         "acceptable": r.acceptable, "hosts": r.expanded_hosts, "plan": r.plan,
-                        "problems": r.problems.as_ref().map(|p| p.summary.clone())})
+                        "problems": r.problems.as_ref().map(|p| serde_json::to_value(p).unwrap_or_default())})
                 );
             } else if *dry_run {
                 println!("{} hosts; plan: {}", r.expanded_hosts.len(), r.plan.join(" -> "));

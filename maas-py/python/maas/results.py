@@ -209,6 +209,11 @@ class Rejection(_Result):
     in_use_hosts: List[str]
     unauthorized: List[str]
     other: List[str]
+    #: How many problems there are in all.
+    total_problems: int = 0
+    #: Whether the lists hold only the first problems (the server's refusal carried those
+    #: and the client could not fetch the rest with a dry run).
+    truncated: bool = False
 
     @classmethod
     def _from_wire(cls, w: Dict[str, Any]) -> "Rejection":
@@ -220,6 +225,8 @@ class Rejection(_Result):
             in_use_hosts=list(w.get("in_use_hosts", [])),
             unauthorized=list(w.get("unauthorized", [])),
             other=list(w.get("other", [])),
+            total_problems=int(w.get("total_problems", 0)),
+            truncated=bool(w.get("truncated", False)),
         )
 
 

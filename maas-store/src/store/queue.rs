@@ -152,8 +152,14 @@ impl QueueStore for SqlStore {
             match result {
                 Ok(()) => return Ok(BatchSubmitted { batch: nb.batch.clone(), created: true }),
                 Err(e) if is_unique_violation(&e) => {
-                    // Rolled back whole. Say who holds the hosts (or loop: the key's batch
-                    // appeared, or the holders finished meanwhile).
+                    // Rolled back whole. A concurrent submission of this key may have won:
+                    // its batch is the answer (the check at the top of the loop).
+                    if let Some(key) = &key
+                        && self.find_by_key(&self.db, &nb.batch.submitter, key).await?.is_some()
+                    {
+                        continue;
+                    }
+                    // Otherwise say who holds the hosts (or loop: they finished meanwhile).
                     let conflicts = self.conflicts(&self.db, &hosts).await?;
                     if !conflicts.is_empty() {
                         return Err(StoreError::Overlap { conflicts });

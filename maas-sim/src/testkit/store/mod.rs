@@ -222,6 +222,7 @@ where
         concurrent_submit_with_shared_host_has_one_winner,
         overlap_error_names_every_conflicting_host_and_holder,
         idempotent_resubmit_returns_the_same_batch,
+        concurrent_identical_keyed_submits_all_get_the_one_batch,
         claims_respect_site_kinds_key_order_and_limit,
         scheduled_jobs_wait_for_their_time,
         concurrent_claimers_never_share_a_job,

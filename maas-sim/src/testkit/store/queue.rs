@@ -109,6 +109,28 @@ pub async fn idempotent_resubmit_returns_the_same_batch(t: Harness) {
     assert!(t.store.batch_find_by_key("alice", "other").await.unwrap().is_none());
 }
 
+/// Sixteen identical submissions with one key, at once (a client retrying after a
+/// timeout): one batch is created and every caller gets its id, under any interleaving.
+pub async fn concurrent_identical_keyed_submits_all_get_the_one_batch(t: Harness) {
+    let hosts = t.add_hosts("dc1", 4).await;
+    let t = Arc::new(t);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let nb = t.new_batch(&hosts, reboot(), |s| s.idempotency_key = Some("retry-7".into())).await;
+        let store = t.store.clone();
+        tasks.push(tokio::spawn(async move { store.batch_submit(BatchSubmitParams { new_batch: nb }).await }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let done = task.await.unwrap().unwrap_or_else(|e| panic!("a keyed resubmission was refused: {e}"));
+        ids.insert(done.batch.id);
+        created += usize::from(done.created);
+    }
+    assert_eq!((ids.len(), created), (1, 1), "one batch, created once, returned to all");
+    assert_eq!(t.store.batch_list(BatchListParams::default()).await.unwrap().len(), 1);
+}
+
 /// Claims take only the worker's site and kinds, smallest queue key first, at most `limit`.
 pub async fn claims_respect_site_kinds_key_order_and_limit(t: Harness) {
     let dc1 = t.add_hosts("dc1", 4).await;

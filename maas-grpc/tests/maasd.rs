@@ -57,6 +57,11 @@ fn sim_hosts() -> Vec<String> {
 
 /// Starts maasd on the database, certificates and policy in `dir`, with `extra` flags.
 fn spawn(dir: &Path, name: &str, extra: &[String]) -> Maasd {
+    spawn_on(dir, name, &format!("sqlite://{}", dir.join("maasd.db").display()), extra)
+}
+
+/// Starts maasd on the database at `db`, with the certificates and policy in `dir`.
+fn spawn_on(dir: &Path, name: &str, db: &str, extra: &[String]) -> Maasd {
     let (port, metrics_port) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_maasd"))
         .arg("--listen")
@@ -64,7 +69,7 @@ fn spawn(dir: &Path, name: &str, extra: &[String]) -> Maasd {
         .arg("--metrics-listen")
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--db")
-        .arg(format!("sqlite://{}", dir.join("maasd.db").display()))
+        .arg(db)
         .arg("--certs")
         .arg(dir.join("certs"))
         .arg("--policy")
@@ -842,4 +847,192 @@ fn maasctl_commands_json_and_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Starts maasd (certificates, policy, `extra` flags) on `db`: "sqlite", or the name of
+/// the variable with a server URL from ./scripts/test, on which a fresh database is made.
+async fn start_on(name: &str, db: &str, extra: &[String]) -> Maasd {
+    use sea_orm::ConnectionTrait;
+    let dir = std::env::temp_dir().join(format!("maasd-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice", "bob", "olga"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    let url = if db == "sqlite" {
+        format!("sqlite://{}", dir.join("maasd.db").display())
+    } else {
+        let server = std::env::var(db).unwrap_or_else(|_| panic!("{db} is not set: run ./scripts/test"));
+        let admin = sea_orm::Database::connect(&server).await.unwrap();
+        let fresh = format!("maasd_{}_{}", name.replace('-', "_"), std::process::id());
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {fresh}")).await.unwrap();
+        admin.execute_unprepared(&format!("CREATE DATABASE {fresh}")).await.unwrap();
+        format!("{}/{fresh}", server.rsplit_once('/').unwrap().0)
+    };
+    spawn_on(&dir, name, &url, extra)
+}
+
+/// A refusal of any size reaches the client: 10,000 conflicting hosts (and 2,000 unknown
+/// ones) give a short status message and bounded details that hyper/h2 (and grpcio, in
+/// the pytest suite) accept, and a dry run or maasctl returns every problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_ten_thousand_hosts_reach_every_client() {
+    let d = start_on("large", "sqlite", &["--sim-hosts".into(), "10000".into()]).await;
+    let mut alice = client(&d, "alice").await;
+    let all = "sim[000001-010000].dc1";
+    // The holder waits for its start time, so it holds every host without running.
+    let mut later = reboot(all);
+    later.not_before_ms = Some(now_ms() + 3_600_000);
+    let holder = alice.submit_batch(later).await.unwrap().into_inner().batch_id;
+
+    let err = alice.submit_batch(reboot(all)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().len() <= 1024, "a {}-byte status message", err.message().len());
+    assert!(
+        err.message().contains(&format!("sim[000001-010000].dc1 are held by active batch {holder}")),
+        "{}",
+        err.message()
+    );
+    let partial = maas_grpc::client::rejection(&err).expect("structured details");
+    assert_eq!((partial.total_problems, partial.truncated, partial.conflicts.len()), (10_000, true, 20));
+    let mut dry = reboot(all);
+    dry.dry_run = true;
+    let report = alice.submit_batch(dry).await.unwrap().into_inner().problems.unwrap();
+    assert_eq!(report.conflicts.len(), 10_000);
+    assert!(report.conflicts.iter().all(|c| c.batch_id == holder));
+
+    // 2,000 unknown hosts beside the conflicts: still a short refusal.
+    let err = alice.submit_batch(reboot("sim[000001-008000].dc1,ghost[0001-2000].dc1")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(maas_grpc::client::rejection(&err).unwrap().total_problems, 10_000);
+
+    // maasctl: exit 1 and every conflict, as JSON or as text.
+    let (code, out, err) = maasctl(&d, "alice", &["--json", "submit", "reboot", all]);
+    assert_eq!(code, 1, "{err}");
+    let refusal: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(refusal["error"]["code"], "FailedPrecondition");
+    let conflicts = refusal["error"]["problems"]["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 10_000);
+    assert_eq!(conflicts[9_999]["batch_id"], holder.as_str());
+    let (code, _, err) = maasctl(&d, "alice", &["submit", "reboot", all]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("  conflict: ")).count(), 10_000, "{}", &err[..500]);
+    assert!(!err.contains("h2 protocol error"), "{}", &err[..500]);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// NUL and other control characters in every free-text field, on every store: refused
+/// as INVALID_ARGUMENT naming the field (a malformed token is NOT_FOUND), never a
+/// retryable status and never the database's words; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_are_refused_naming_the_field_on_every_store() {
+    for (tag, db) in [("lite", "sqlite"), ("pg", "MAAS_TEST_POSTGRES_URL"), ("my", "MAAS_TEST_MYSQL_URL")] {
+        let d = start_on(&format!("hostile-{tag}"), db, &sim_hosts()).await;
+        let mut alice = client(&d, "alice").await;
+        let mut olga = client(&d, "olga").await;
+        let id = alice.submit_batch(reimage("sim000001.dc1")).await.unwrap().into_inner().batch_id;
+        let before = batch_count(&mut alice).await;
+        let check = |what: &str, field: &str, r: Result<(), tonic::Status>| {
+            let s = r.expect_err(what);
+            assert_eq!(s.code(), tonic::Code::InvalidArgument, "{tag} {what}: {s:?}");
+            assert!(s.message().contains(field), "{tag} {what}: {:?} does not name {field}", s.message());
+            for leak in ["UTF8", "encoding", "0x00", "SQL", "store backend"] {
+                assert!(!s.message().contains(leak), "{tag} {what}: {:?}", s.message());
+            }
+        };
+        for bad in ["a\0b", "bell\u{7}", "esc\u{1b}[31m", "del\u{7f}"] {
+            let mut r = reboot("sim000002.dc1");
+            r.idempotency_key = bad.into();
+            check("key", "idempotency_key", alice.submit_batch(r).await.map(drop));
+            let mut r = reboot("sim000002.dc1");
+            r.comment = bad.into();
+            check("comment", "comment", alice.submit_batch(r).await.map(drop));
+            let mut r = reboot("sim000002.dc1");
+            r.force_reason = bad.into();
+            check("force reason", "force.reason", alice.submit_batch(r).await.map(drop));
+            let mut r = reimage("sim000002.dc1");
+            r.params.insert("motd".into(), bad.into());
+            check("param", "params.motd", alice.submit_batch(r).await.map(drop));
+            check("host", "host", alice.submit_batch(reboot(&format!("sim{bad}.dc1"))).await.map(drop));
+            let cancel = pb::CancelBatchRequest { batch_id: id.clone(), reason: bad.into() };
+            check("cancel reason", "reason", alice.cancel_batch(cancel).await.map(drop));
+            let list = pb::ListBatchesRequest { submitter: bad.into(), ..Default::default() };
+            check("submitter filter", "submitter", alice.list_batches(list).await.map(drop));
+            let hosts = pb::ListHostsRequest { after: bad.into(), ..Default::default() };
+            check("after filter", "after", alice.list_hosts(hosts).await.map(drop));
+            let mut h = host("new1.dc1", "web");
+            h.credentials_ref = bad.into();
+            let import = pb::ImportHostsRequest { hosts: vec![h] };
+            check("credentials_ref", "hosts[0].credentials_ref", olga.import_hosts(import).await.map(drop));
+            let token = pb::ReportInstallResultRequest { token: bad.into(), succeeded: true, error: String::new() };
+            let s = alice.report_install_result(token).await.unwrap_err();
+            assert_eq!(s.code(), tonic::Code::NotFound, "{tag}: {s:?}");
+        }
+        assert_eq!(batch_count(&mut alice).await, before, "{tag}: a refused request wrote something");
+        let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+        assert_ne!(b.state, "cancelled", "{tag}: a refused cancel cancelled");
+    }
+}
+
+/// Sixteen identical SubmitBatch calls with one idempotency key, at once: every caller
+/// gets the one batch's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_keyed_submits_at_once_all_get_the_one_batch() {
+    let d = start("keyed");
+    let alice = client(&d, "alice").await;
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let mut c = alice.clone();
+        let mut r = reboot("sim[000001-000020].dc1");
+        r.idempotency_key = "change-1234".into();
+        calls.push(tokio::spawn(async move { c.submit_batch(r).await }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for call in calls {
+        let answer = call.await.unwrap().unwrap_or_else(|s| panic!("a keyed retry was refused: {s:?}")).into_inner();
+        created += usize::from(answer.created);
+        ids.insert(answer.batch_id);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+}
+
+/// Server reflection answers both versions (grpcurl and older tools ask v1alpha).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_answers_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let d = start("reflection");
+    let certs = d.dir.join("certs");
+    let files =
+        TlsFiles { cert: certs.join("alice.pem"), key: certs.join("alice-key.pem"), ca: Some(certs.join("ca.pem")) };
+    let channel = Endpoint::from_shared(format!("https://localhost:{}", d.port))
+        .unwrap()
+        .tls_config(files.client("localhost").unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let list = || "".to_string();
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(list())),
+    };
+    let mut answers = alpha.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let answer = answers.next().await.unwrap().unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(services)) =
+        answer.message_response
+    else {
+        panic!("{answer:?}")
+    };
+    let names: Vec<&str> = services.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"maas.v1.Maas") && names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    let mut current = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(list())),
+    };
+    let mut answers = current.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    assert!(answers.next().await.unwrap().is_ok());
 }

@@ -73,6 +73,48 @@ pub enum ConnectError {
 /// the address's host name), or in plaintext without. Fails within `timeout` if nothing
 /// answers.
 pub async fn connect(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -> Result<Client, ConnectError> {
+    Ok(MaasClient::new(connect_transport(address, tls, timeout).await?))
+}
+
+/// Waits until the server at `address` accepts connections and reports `maas.v1.Maas` as
+/// serving (grpc.health.v1), at most `deadline`: for scripts that start `maasd` and use it
+/// at once. A connection refused (not listening yet) or a server still starting is asked
+/// again every 200 ms; a bad address or certificate fails at once (waiting does not mend
+/// it). Returns a connected client.
+pub async fn wait_ready(address: &str, tls: Option<&TlsFiles>, deadline: Duration) -> Result<Client, ConnectError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let last = match connect_transport(address, tls, Duration::from_secs(2)).await {
+            Ok(transport) => {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(transport.clone());
+                let ask = tonic_health::pb::HealthCheckRequest { service: "maas.v1.Maas".into() };
+                match health.check(ask).await {
+                    Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => {
+                        return Ok(MaasClient::new(transport));
+                    }
+                    Ok(r) => format!("maas.v1.Maas is {:?}", r.get_ref().status()),
+                    Err(s) => format!("health check: {}", s.message()),
+                }
+            }
+            Err(e @ (ConnectError::Address { .. } | ConnectError::Tls(_))) => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        if std::time::Instant::now() >= until {
+            return Err(ConnectError::Unreachable {
+                address: address.to_string(),
+                detail: format!("not ready within {deadline:?} (last: {last})"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn connect_transport(
+    address: &str,
+    tls: Option<&TlsFiles>,
+    timeout: Duration,
+) -> Result<Transport, ConnectError> {
     let bad = |detail: String| ConnectError::Address { address: address.to_string(), detail };
     let mut endpoint = Endpoint::from_shared(address.to_string()).map_err(|e| bad(e.to_string()))?;
     if let Some(files) = tls {
@@ -84,7 +126,7 @@ pub async fn connect(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -
         .connect()
         .await
         .map_err(|e| ConnectError::Unreachable { address: address.to_string(), detail: error_chain(&e) })?;
-    Ok(MaasClient::new(Transport::new(channel.map_err(|e| TransportError(e.into())))))
+    Ok(Transport::new(channel.map_err(|e| TransportError(e.into()))))
 }
 
 /// A client for `service` in this process: the same requests, checks and answers as over

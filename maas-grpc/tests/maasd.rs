@@ -1036,3 +1036,122 @@ async fn reflection_answers_v1_and_v1alpha() {
     let mut answers = current.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
     assert!(answers.next().await.unwrap().is_ok());
 }
+
+/// Runs maasd with `args` until it exits (at most 30 s); (exit code, stderr).
+fn maasd_exits(args: &[String]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maasd"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A second maasd on the same SQLite file is refused, pointing to PostgreSQL/MariaDB; a
+/// maasd without a policy says that it will refuse everyone.
+#[test]
+fn a_second_maasd_on_one_sqlite_file_is_refused_and_no_policy_is_warned_of() {
+    let d = start("lock");
+    let db = format!("sqlite://{}", d.dir.join("maasd.db").display());
+    let certs = d.dir.join("certs").display().to_string();
+    let args = |port: u16| -> Vec<String> {
+        ["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off", "--db", &db, "--certs", &certs]
+            .map(String::from)
+            .to_vec()
+    };
+    let (code, err) = maasd_exits(&args(free_port()));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("in use by another process") && err.contains("PostgreSQL or MariaDB"), "{err}");
+    drop(d);
+
+    // Alone on its file but without a policy: it starts, and warns.
+    let dir = std::env::temp_dir().join(format!("maasd-test-nopolicy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maasd"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off"])
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.join("maasd.db").display()))
+        .arg("--certs")
+        .arg(dir.join("certs"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(ready, "{err}");
+    assert!(err.contains("no policy") && err.contains("every request will be refused"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `maasctl wait-ready` waits for a maasd that is still starting, and gives up with exit
+/// 2 on a port where nothing comes.
+#[test]
+fn maasctl_wait_ready_waits_for_a_starting_maasd() {
+    let dir = std::env::temp_dir().join(format!("maasd-test-ready-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_dev_certs(&dir.join("certs"), &["alice"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    let ctl = |port: u16, timeout: &str| {
+        Command::new(env!("CARGO_BIN_EXE_maasctl"))
+            .args(["--server", &format!("https://localhost:{port}"), "--user", "alice", "--certs"])
+            .arg(dir.join("certs"))
+            .args(["wait-ready", "--timeout", timeout])
+            .output()
+            .unwrap()
+    };
+    let out = ctl(free_port(), "1s");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not ready within"), "{err}");
+
+    // maasd starts a second after maasctl begins waiting.
+    let port = free_port();
+    let starter = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            Command::new(env!("CARGO_BIN_EXE_maasd"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off", "--sim-hosts", "4"])
+                .arg("--db")
+                .arg(format!("sqlite://{}", dir.join("maasd.db").display()))
+                .arg("--certs")
+                .arg(dir.join("certs"))
+                .arg("--policy")
+                .arg(dir.join("policy.json"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+    };
+    let out = ctl(port, "60s");
+    let mut maasd = starter.join().unwrap();
+    let _ = maasd.kill();
+    let _ = maasd.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is ready"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

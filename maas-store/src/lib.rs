@@ -9,10 +9,12 @@
 
 pub mod entity;
 mod errors;
+mod lock;
 mod rows;
 pub mod schema;
 mod store;
 
+pub use lock::{SqliteFileLock, SqliteLockError};
 /// The sea-orm this crate is built on, for embedders sharing [`SqlStore::connection`].
 pub use sea_orm;
 pub use store::SqlStore;

@@ -46,6 +46,10 @@ enum Command {
         /// Client certificate names.
         #[arg(long = "client", default_values = ["admin"])]
         clients: Vec<String>,
+        /// Make a new CA and every certificate again (by default, what is in DIR is kept
+        /// and new clients are signed by its CA).
+        #[arg(long)]
+        force: bool,
     },
     /// Submit a batch: `maasctl submit reboot 'web[001-100].dc1'`.
     Submit {
@@ -126,6 +130,13 @@ enum Command {
     Hosts {
         #[command(subcommand)]
         command: HostsCommand,
+    },
+    /// Wait until maasd answers (for scripts that start it and use it at once); exit 0
+    /// when ready, 2 when not ready in time or when the address or certificates are wrong.
+    WaitReady {
+        /// How long to wait: 30s, 2m.
+        #[arg(long, default_value = "60s", value_parser = age)]
+        timeout: Duration,
     },
     /// Print shell completions.
     Completions {
@@ -292,12 +303,16 @@ fn refused_with(status: tonic::Status, report: Option<pb::Rejection>, json: bool
     std::process::exit(code);
 }
 
-async fn connect(cli: &Cli) -> Client {
-    let files = TlsFiles {
+fn tls_files(cli: &Cli) -> TlsFiles {
+    TlsFiles {
         cert: cli.certs.join(format!("{}.pem", cli.user)),
         key: cli.certs.join(format!("{}-key.pem", cli.user)),
         ca: Some(cli.certs.join("ca.pem")),
-    };
+    }
+}
+
+async fn connect(cli: &Cli) -> Client {
+    let files = tls_files(cli);
     let tls = (!cli.plaintext).then_some(&files);
     client::connect(&cli.server, tls, Duration::from_secs(5)).await.unwrap_or_else(|e| usage(e))
 }
@@ -475,11 +490,14 @@ async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    if let Command::DevCerts { dir, clients } = &cli.command {
+    if let Command::DevCerts { dir, clients, force } = &cli.command {
         let names: Vec<&str> = clients.iter().map(String::as_str).collect();
-        let written = maas_grpc::devcerts::write_dev_certs(dir, &names).unwrap_or_else(|e| usage(e));
-        for f in written {
+        let done = maas_grpc::devcerts::write_dev_certs_with(dir, &names, *force).unwrap_or_else(|e| usage(e));
+        for f in done.written {
             println!("{}", f.display());
+        }
+        if !done.kept.is_empty() {
+            eprintln!("kept {} existing file(s) in {} (--force makes a new CA)", done.kept.len(), dir.display());
         }
         return;
     }
@@ -487,9 +505,19 @@ async fn main() {
         clap_complete::generate(*shell, &mut Cli::command(), "maasctl", &mut std::io::stdout());
         return;
     }
+    if let Command::WaitReady { timeout } = &cli.command {
+        let files = tls_files(&cli);
+        let tls = (!cli.plaintext).then_some(&files);
+        match client::wait_ready(&cli.server, tls, *timeout).await {
+            Ok(_) if cli.json => println!("{}", serde_json::json!({"ready": true, "server": cli.server})),
+            Ok(_) => println!("{} is ready", cli.server),
+            Err(e) => usage(e),
+        }
+        return;
+    }
     let mut client = connect(&cli).await;
     match &cli.command {
-        Command::DevCerts { .. } => unreachable!("handled above"),
+        Command::DevCerts { .. } | Command::WaitReady { .. } => unreachable!("handled above"),
         Command::Submit {
             action: a,
             hosts,

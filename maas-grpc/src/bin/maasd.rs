@@ -155,7 +155,13 @@ async fn main() {
     maas_grpc::logging::init(config.log.format, &config.log.level).unwrap_or_else(|e| fail(e));
     let policy = match &config.policy {
         Some(path) => Policy::load(path).unwrap_or_else(|e| fail(e)),
-        None => Policy::default(),
+        None => {
+            tracing::warn!(
+                "no policy (--policy or `policy` in the config): every request will be refused, since no \
+                 principal holds any permission; see README, \"Identity and authorization\""
+            );
+            Policy::default()
+        }
     };
     let tls = (!config.plaintext).then(|| {
         TlsFiles {
@@ -170,6 +176,9 @@ async fn main() {
     });
     let pools = config.pools().unwrap_or_else(|e| fail(e));
     let metrics_addr = config.metrics_addr().unwrap_or_else(|e| fail(e));
+    // One maasd per SQLite file (several instances share PostgreSQL or MariaDB); held
+    // until the process ends.
+    let _sqlite_lock = maas_store::SqliteFileLock::acquire(&config.db).unwrap_or_else(|e| fail(e));
     let store = Arc::new(
         SqlStore::open(&config.db, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| fail(e)),
     );

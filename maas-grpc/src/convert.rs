@@ -79,7 +79,11 @@ pub fn batch_request(r: pb::SubmitBatchRequest) -> Result<BatchRequest, Status> 
 
 /// The structured rejection of a report.
 pub fn rejection(report: &ValidationReport) -> pb::Rejection {
-    let mut r = pb::Rejection { summary: report.to_string(), ..Default::default() };
+    let mut r = pb::Rejection {
+        summary: report.to_string(),
+        total_problems: report.problems.len() as u32,
+        ..Default::default()
+    };
     for p in &report.problems {
         match p {
             Problem::Conflict { host, held_by } => {

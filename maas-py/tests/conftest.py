@@ -52,12 +52,12 @@ class Maasd:
         )
 
 
-@pytest.fixture(scope="session")
-def maasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Maasd]:
+def _run_maasd(root: Path, sim_hosts: int) -> Iterator[Maasd]:
+    """Starts maasd in ``root`` (certificates, policy, SQLite file) on ``sim_hosts``
+    simulated hosts; yields it once it serves, stops it afterwards."""
     for binary in ("maasd", "maasctl"):
         if not (BIN_DIR / binary).exists():
             pytest.fail(f"{BIN_DIR / binary} is missing: run `cargo build -p maas-grpc` (or set MAAS_BIN_DIR)")
-    root = tmp_path_factory.mktemp("maasd")
     certs = root / "certs"
     subprocess.run(
         [BIN_DIR / "maasctl", "dev-certs", certs, "--client", "alice", "--client", "bob", "--client", "olga"],
@@ -74,7 +74,7 @@ def maasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Maasd]:
             "--db", f"sqlite://{root / 'maasd.db'}",
             "--certs", certs,
             "--policy", root / "policy.json",
-            "--sim-hosts", "60",
+            "--sim-hosts", str(sim_hosts),
             "--metrics-listen", "off",
             "--instance", "pytest",
         ],
@@ -101,6 +101,17 @@ def maasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Maasd]:
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def maasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Maasd]:
+    yield from _run_maasd(tmp_path_factory.mktemp("maasd"), 60)
+
+
+@pytest.fixture(scope="session")
+def big_maasd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Maasd]:
+    """A maasd with 10,000 simulated hosts, for refusals at the largest batch size."""
+    yield from _run_maasd(tmp_path_factory.mktemp("big-maasd"), 10_000)
 
 
 @pytest.fixture

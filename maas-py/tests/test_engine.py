@@ -135,9 +135,14 @@ def test_failures_pause_the_batch_and_raise_a_ticket() -> None:
         seen = timeout.value.batch
         assert seen is not None and seen.state == "paused" and seen.counts.failed >= 3, seen
         assert "failure budget" in seen.pause_reason or "failure_budget" in seen.pause_reason, seen.pause_reason
+        # One failure-budget ticket for the batch, and one install_failed ticket per host
+        # whose installer reported failure.
         tickets = e.tickets()
-        assert [t.batch_id for t in tickets] == [b.batch_id] and tickets[0].kind
-        assert pd.DataFrame(tickets.to_records())["batch_id"].tolist() == [b.batch_id]
+        kinds = sorted(t.kind for t in tickets)
+        assert {t.batch_id for t in tickets} == {b.batch_id}
+        assert kinds.count("failure_budget") == 1 and kinds.count("install_failed") == seen.counts.failed, kinds
+        frame = pd.DataFrame(tickets.to_records())
+        assert set(frame["batch_id"]) == {b.batch_id} and len(frame) == len(tickets)
 
 
 def test_a_sqlite_engine_keeps_its_batches_and_hosts_across_restarts(tmp_path) -> None:

@@ -585,6 +585,25 @@ pub fn decide_lease_expired(ctx: JobContext, now: Timestamp, rules: &Rules) -> R
     decide_job_outcome(ctx, JobOutcome::Failed { error, retryable: true }, now, rules)
 }
 
+/// `instance` started again under its name: a running job leased by an earlier
+/// incarnation ([`InstanceId::forfeits`](crate::policy::InstanceId::forfeits)) lost its
+/// worker with that process, so its attempt fails now (retryably, as an expired lease
+/// would) instead of when the lease runs out. `None` when the job is not running or not
+/// leased by an earlier incarnation (it finished, or another instance holds it).
+pub fn decide_lease_forfeited(
+    ctx: JobContext,
+    instance: &crate::policy::InstanceId,
+    now: Timestamp,
+    rules: &Rules,
+) -> Result<Option<Effects>, TransitionError> {
+    let Some(owner) = ctx.job.lease_owner.clone() else { return Ok(None) };
+    if ctx.job.state != JobState::Running || !instance.forfeits(&owner) {
+        return Ok(None);
+    }
+    let error = format!("worker {owner} was lost: its instance restarted as {instance}");
+    decide_job_outcome(ctx, JobOutcome::Failed { error, retryable: true }, now, rules).map(Some)
+}
+
 /// A waiting job's deadline passed without a callback.
 pub fn decide_wait_expired(ctx: JobContext, now: Timestamp, rules: &Rules) -> Result<Effects, TransitionError> {
     let error = format!("no {} report before the deadline {}", ctx.job.kind, ctx.job.wait_deadline.unwrap_or(now));

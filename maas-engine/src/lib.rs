@@ -57,7 +57,7 @@ pub use maas_core::config::{
     EngineConfig, PoolConfig, ReclaimPolicy, SingletonIntervals, StragglerPolicy, VerifyPolicy, WorkerConfig,
 };
 pub use maas_core::estimate;
-pub use maas_core::policy::{LeaderSchedule, Supervisor, WorkerMachine};
+pub use maas_core::policy::{InstanceId, LeaderSchedule, Supervisor, WorkerMachine};
 pub use pool::{PoolHandle, PoolReport, WorkerPool};
 pub use worker::Worker;
 
@@ -213,6 +213,25 @@ impl Engine {
     /// The inventory.
     pub fn inventory(&self) -> &Arc<dyn Inventory> {
         &self.inner.inventory
+    }
+
+    /// Takes back at once the leases of `instance`'s earlier incarnations: after a crash
+    /// or kill, the jobs its old workers held run again now instead of when their leases
+    /// run out. Call it at startup, once this process holds `instance`'s name (maas-store's
+    /// `InstanceLock`, which makes "an earlier incarnation" mean "a process that is gone"),
+    /// and before its workers start. Each forfeited attempt counts as a failed, retryable
+    /// attempt, as an expired lease does.
+    pub async fn take_over_earlier_incarnations(
+        &self,
+        instance: &maas_core::policy::InstanceId,
+    ) -> Result<maas_core::ports::store::RescueReport, EngineError> {
+        let p = maas_core::ports::store::JobForfeitParams { instance: instance.clone(), now: self.inner.clock.now() };
+        let r = self.inner.store.job_forfeit_leases(p).await?;
+        self.inner.counters.rescued(r.retried.len(), r.failed.len(), 0);
+        if !r.retried.is_empty() || !r.failed.is_empty() {
+            self.changed();
+        }
+        Ok(r)
     }
 
     pub(crate) fn changed(&self) {

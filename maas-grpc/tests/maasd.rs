@@ -20,6 +20,8 @@ struct Maasd {
     port: u16,
     metrics_port: u16,
     dir: PathBuf,
+    /// Its database URL.
+    db: String,
     /// Remove `dir` when dropped (off for an instance that another will replace).
     owns_dir: bool,
 }
@@ -80,7 +82,7 @@ fn spawn_on(dir: &Path, name: &str, db: &str, extra: &[String]) -> Maasd {
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("maasd.log")).unwrap())
         .spawn()
         .expect("maasd runs");
-    let d = Maasd { child, port, metrics_port, dir: dir.to_path_buf(), owns_dir: true };
+    let d = Maasd { child, port, metrics_port, dir: dir.to_path_buf(), db: db.to_string(), owns_dir: true };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return d;
@@ -1103,6 +1105,36 @@ fn a_second_maasd_on_one_sqlite_file_is_refused_and_no_policy_is_warned_of() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(ready, "{err}");
     assert!(err.contains("no policy") && err.contains("every request will be refused"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An instance name is held by one maasd at a time on a shared database: a second maasd
+/// with the name is refused naming it, another name starts, and the name is free again the
+/// moment its holder is killed (the server drops the lock with its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_name_is_held_by_one_maasd_until_it_dies() {
+    let d = start_on("twin", "MAAS_TEST_POSTGRES_URL", &sim_hosts()).await;
+    let certs = d.dir.join("certs").display().to_string();
+    let args = |name: &str| -> Vec<String> {
+        let listen = format!("127.0.0.1:{}", free_port());
+        ["--listen", &listen, "--metrics-listen", "off", "--db", &d.db, "--certs", &certs, "--instance", name]
+            .map(String::from)
+            .to_vec()
+    };
+    let (code, err) = maasd_exits(&args("twin"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("instance name \"twin\" is held by another running process"), "{err}");
+    let (code, err) = maasd_exits(&args("bad/name"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("instance name \"bad/name\" is not valid"), "{err}");
+    let other = spawn_on(&d.dir, "twin-b", &d.db, &[]);
+    let (dir, db) = (d.dir.clone(), d.db.clone());
+    let mut d = d;
+    d.owns_dir = false;
+    drop(d); // SIGKILL
+    let again = spawn_on(&dir, "twin", &db, &[]);
+    drop(other);
+    drop(again);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -573,6 +573,22 @@ impl QueueStore for MemStore {
         Ok(report)
     }
 
+    async fn job_forfeit_leases(&self, p: JobForfeitParams) -> Result<RescueReport, StoreError> {
+        let mut st = self.lock();
+        let mut report = RescueReport::default();
+        let leased: Vec<JobId> = st.leased.iter().map(|(_, id)| *id).collect();
+        for id in leased {
+            let ctx = st.job_context(id)?;
+            let Some(fx) = machine::decide_lease_forfeited(ctx, &p.instance, p.now, &self.rules)? else { continue };
+            st.apply(fx, p.now, &self.rules)?;
+            match st.jobs[&id].state {
+                JobState::Failed => report.failed.push(id),
+                _ => report.retried.push(id),
+            }
+        }
+        Ok(report)
+    }
+
     async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError> {
         let mut st = self.lock();
         let id = *st.tokens.get(&p.token).ok_or(TransitionError::WrongToken)?;

@@ -14,7 +14,7 @@ mod rows;
 pub mod schema;
 mod store;
 
-pub use lock::{SqliteFileLock, SqliteLockError};
+pub use lock::{InstanceLock, InstanceLockError, SqliteFileLock, SqliteLockError};
 /// The sea-orm this crate is built on, for embedders sharing [`SqlStore::connection`].
 pub use sea_orm;
 pub use store::SqlStore;

@@ -1,8 +1,16 @@
-//! One process per SQLite file: [`SqliteFileLock`] holds an exclusive lock on a file beside
-//! the database for as long as it lives. SQLite's own locking keeps two processes from
-//! corrupting the file, but two maas engines on one file would each run leader singletons
-//! and rescue each other's leases with no shared lease table to arbitrate; several
-//! instances belong on PostgreSQL or MariaDB.
+//! Exclusive holds that make a process's identity safe to act on.
+//!
+//! - [`SqliteFileLock`] — one process per SQLite file: an exclusive lock on a file beside
+//!   the database for as long as it lives. SQLite's own locking keeps two processes from
+//!   corrupting the file, but two maas engines on one file would each run leader
+//!   singletons and rescue each other's leases with no shared lease table to arbitrate;
+//!   several instances belong on PostgreSQL or MariaDB.
+//! - [`InstanceLock`] — one process per instance name: on PostgreSQL a session advisory
+//!   lock, on MariaDB a `GET_LOCK`, each held by a dedicated connection for the life of the
+//!   process (the server drops it when that connection closes, so a killed process frees
+//!   its name at once); on a SQLite file the file lock. Holding its name is what lets a
+//!   restarted instance take back its earlier incarnations' leases at once
+//!   (maas-core's `policy::instance`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,6 +80,124 @@ impl SqliteFileLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Why an instance name was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceLockError {
+    /// Another live process holds the name.
+    #[error(
+        "instance name {name:?} is held by another running process on {database}: give each instance its own \
+         name (maasd --instance or `instance` in its config); a restarted instance reuses its old name"
+    )]
+    Held {
+        /// The name.
+        name: String,
+        /// The database (password redacted).
+        database: String,
+    },
+    /// The SQLite file is held.
+    #[error(transparent)]
+    Sqlite(#[from] SqliteLockError),
+    /// The lock could not be asked for.
+    #[error("could not lock instance name {name:?} on {database}: {source}")]
+    Backend {
+        /// The name.
+        name: String,
+        /// The database (password redacted).
+        database: String,
+        /// Why.
+        source: sea_orm::DbErr,
+    },
+}
+
+/// An exclusive hold on an instance name in one database, for as long as it lives.
+#[derive(Debug)]
+pub struct InstanceLock {
+    hold: InstanceHold,
+}
+
+#[derive(Debug)]
+enum InstanceHold {
+    /// A SQLite file: one process per file holds every name in it.
+    File(SqliteFileLock),
+    /// An in-memory SQLite database: no other process can open it.
+    Private,
+    /// PostgreSQL or MariaDB: the connection that holds the server-side lock.
+    Session(sea_orm::DatabaseConnection),
+}
+
+impl InstanceLock {
+    /// Takes instance name `name` in the database of `url`, or says who holds it.
+    pub async fn acquire(url: &str, name: &str) -> Result<InstanceLock, InstanceLockError> {
+        use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+        if url.starts_with("sqlite:") {
+            let hold = match SqliteFileLock::acquire(url)? {
+                Some(file) => InstanceHold::File(file),
+                None => InstanceHold::Private,
+            };
+            return Ok(InstanceLock { hold });
+        }
+        let database = crate::redact(url);
+        let failed = |source| InstanceLockError::Backend { name: name.to_string(), database: database.clone(), source };
+        let mut opts = ConnectOptions::new(url.replacen("mariadb://", "mysql://", 1));
+        // One connection, never recycled: the lock lives exactly as long as it does.
+        opts.max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None::<std::time::Duration>)
+            .max_lifetime(None::<std::time::Duration>)
+            .sqlx_logging(false);
+        let db = Database::connect(opts).await.map_err(failed)?;
+        let backend = db.get_database_backend();
+        let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
+            DbBackend::Postgres => {
+                // Advisory locks are per database; the key is the name's stable hash.
+                ("SELECT pg_try_advisory_lock($1) AS held", vec![(instance_key(name) as i64).into()])
+            }
+            _ => {
+                // GET_LOCK names are server-wide (at most 64 characters): scoped by database.
+                let row = db
+                    .query_one_raw(Statement::from_string(backend, "SELECT DATABASE() AS db"))
+                    .await
+                    .map_err(failed)?;
+                let schema: String = row.and_then(|r| r.try_get("", "db").ok()).unwrap_or_default();
+                let lock = format!("maas-instance-{:016x}", instance_key(&format!("{schema}\0{name}")));
+                ("SELECT GET_LOCK(?, 0) AS held", vec![lock.into()])
+            }
+        };
+        let row = db.query_one_raw(Statement::from_sql_and_values(backend, sql, values)).await.map_err(failed)?;
+        let held = match (backend, row) {
+            (DbBackend::Postgres, Some(r)) => r.try_get::<bool>("", "held").map_err(failed)?,
+            (_, Some(r)) => r.try_get::<Option<i64>>("", "held").map_err(failed)? == Some(1),
+            (_, None) => false,
+        };
+        if !held {
+            let _ = db.close().await;
+            return Err(InstanceLockError::Held { name: name.to_string(), database });
+        }
+        Ok(InstanceLock { hold: InstanceHold::Session(db) })
+    }
+
+    /// The lock file, when the name is held by holding a SQLite file.
+    pub fn lock_file(&self) -> Option<&Path> {
+        match &self.hold {
+            InstanceHold::File(f) => Some(f.path()),
+            _ => None,
+        }
+    }
+
+    /// Gives the name up now (dropping the lock gives it up too, once its connection closes).
+    pub async fn release(self) {
+        if let InstanceHold::Session(db) = self.hold {
+            let _ = db.close().await;
+        }
+    }
+}
+
+/// FNV-1a: a hash that stays the same across builds and platforms (the lock key must be
+/// the same in every process and version).
+fn instance_key(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The file of a `sqlite:` URL; `None` for other URLs and in-memory databases.

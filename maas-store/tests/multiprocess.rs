@@ -23,11 +23,12 @@ use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::*;
 use maas_core::ports::store::*;
 use maas_core::*;
+use maas_engine::InstanceId;
 use maas_engine::{Engine, SingletonIntervals, SystemClock};
 use maas_engine::{PoolConfig, Singletons, WorkerConfig, WorkerPool};
 use maas_sim::sim::fleet_hosts;
 use maas_sim::{FaultPlan, SimFleet};
-use maas_store::{OpenOptions, SqlStore};
+use maas_store::{InstanceLock, OpenOptions, SqlStore};
 use sea_orm::ConnectionTrait;
 
 const PER_BATCH: usize = 250;
@@ -109,6 +110,14 @@ async fn instance_entry_point() {
     // Short leases when a sibling is about to be killed (its jobs must be rescued quickly).
     let lease = if std::env::var("MAAS_INSTANCE_SHORT_LEASE").is_ok() { 3 } else { 60 };
     let (engine, store) = instance_engine(&url, hosts, &log, Duration::from_secs(lease)).await;
+    // As maasd starts: hold the name, then take back the leases of its earlier runs.
+    let _name = InstanceLock::acquire(&url, &name).await.unwrap();
+    let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let id = InstanceId::new(&name, incarnation).unwrap();
+    let taken = engine.take_over_earlier_incarnations(&id).await.unwrap();
+    if let Ok(path) = std::env::var("MAAS_INSTANCE_TAKEN") {
+        std::fs::write(path, format!("{}", taken.retried.len() + taken.failed.len())).unwrap();
+    }
     let pool = WorkerPool::start(
         &engine,
         PoolConfig {
@@ -123,10 +132,10 @@ async fn instance_entry_point() {
                 ..Default::default()
             },
             restart_delay: Duration::from_millis(50),
-            instance: name.clone(),
+            instance: id.to_string(),
         },
     );
-    let leader = Singletons::new(engine.clone(), name.clone()).start(Duration::from_millis(100));
+    let leader = Singletons::new(engine.clone(), id.to_string()).start(Duration::from_millis(100));
     // The crash test's victim also submits, recording each acknowledged batch.
     if let Ok(acks) = std::env::var("MAAS_INSTANCE_SUBMIT_ACKS") {
         let mut acks = std::fs::OpenOptions::new().create(true).append(true).open(acks).unwrap();
@@ -145,6 +154,17 @@ async fn instance_entry_point() {
 }
 
 fn spawn_instance(url: &str, hosts: usize, name: &str, log: &Path, acks: Option<&Path>) -> Child {
+    spawn_instance_with(url, hosts, name, log, acks, &[])
+}
+
+fn spawn_instance_with(
+    url: &str,
+    hosts: usize,
+    name: &str,
+    log: &Path,
+    acks: Option<&Path>,
+    env: &[(&str, &Path)],
+) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["instance_entry_point", "--exact", "--nocapture", "--test-threads=1"])
         .env("MAAS_INSTANCE_URL", url)
@@ -157,6 +177,7 @@ fn spawn_instance(url: &str, hosts: usize, name: &str, log: &Path, acks: Option<
     if name == "victim" || name == "survivor" {
         cmd.env("MAAS_INSTANCE_SHORT_LEASE", "1");
     }
+    cmd.envs(env.iter().copied());
     cmd.spawn().unwrap()
 }
 
@@ -247,29 +268,35 @@ async fn two_instances_share_the_work(server: &str, tag: &str) {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
-    let (url, store) = fresh_db(&server_url(server), tag).await;
-    let hosts = 2_000;
-    store.host_upsert_many(fleet_hosts(&SimFleet::new(1, FaultPlan::none()), 1, hosts)).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("maas-crash-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let acks = dir.join("acks");
-    let logs = [dir.join("victim.log"), dir.join("survivor.log")];
-    let mut victim = spawn_instance(&url, hosts, "victim", &logs[0], Some(&acks));
-    // Kill it mid-flight: after some batches were acknowledged and work is running.
-    let until = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&acks).map(|a| a.lines().count()).unwrap_or(0) < 10 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    victim.kill().unwrap(); // SIGKILL
-    victim.wait().unwrap();
-    let acked: Vec<String> = std::fs::read_to_string(&acks).unwrap().lines().map(String::from).collect();
-    assert!(acked.len() >= 10, "the victim acknowledged {} batches before the kill", acked.len());
-    // A COMMIT the victim sent just before the kill may still be applied by the server
-    // after the process is gone: read the leased jobs once two reads 500 ms apart agree.
+/// Starts instance `name` submitting batches and SIGKILLs it mid-flight, once 10 batches
+/// were acknowledged and it holds leases. Returns the acknowledged batch ids and the jobs
+/// it held at its death.
+async fn kill_mid_flight(
+    url: &str,
+    store: &SqlStore,
+    hosts: usize,
+    name: &str,
+    log: &Path,
+    acks: &Path,
+) -> (Vec<String>, Vec<JobRecord>) {
     let leased = || async {
         store.job_list(JobListParams { states: vec![JobState::Running], ..Default::default() }).await.unwrap()
     };
+    let mut victim = spawn_instance(url, hosts, name, log, Some(acks));
+    let until = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < until {
+        let acked = std::fs::read_to_string(acks).map(|a| a.lines().count()).unwrap_or(0);
+        if acked >= 10 && !leased().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let acked: Vec<String> = std::fs::read_to_string(acks).unwrap().lines().map(String::from).collect();
+    assert!(acked.len() >= 10, "{name} acknowledged {} batches before the kill", acked.len());
+    // A COMMIT the victim sent just before the kill may still be applied by the server
+    // after the process is gone: read the leased jobs once two reads 500 ms apart agree.
     let mut running = leased().await;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -279,19 +306,40 @@ async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
         }
         running = again;
     }
-    let survivor = spawn_instance(&url, hosts, "survivor", &logs[1], None);
-    wait(survivor, Duration::from_secs(300));
-    for id in &acked {
+    (acked, running)
+}
+
+/// Every acknowledged batch completed and nothing is left unfinished or claimed.
+async fn assert_all_finished(store: &SqlStore, acked: &[String]) {
+    for id in acked {
         let id = BatchId(id.parse().unwrap());
         let b = store.batch_get(id).await.unwrap().unwrap_or_else(|| panic!("acknowledged batch {id} lost"));
         assert_eq!(b.state, BatchState::Completed, "batch {id}");
     }
-    assert_eq!(unfinished(&store).await, 0, "every batch finishes");
-    assert_eq!(claims_left(&store).await, 0, "no orphaned claim");
+    assert_eq!(unfinished(store).await, 0, "every batch finishes");
+    assert_eq!(claims_left(store).await, 0, "no orphaned claim");
+}
+
+/// The job `j` as it is now.
+async fn job_now(store: &SqlStore, j: &JobRecord) -> JobRecord {
+    let now = store.job_list(JobListParams { host_run_id: Some(j.host_run_id), ..Default::default() }).await.unwrap();
+    now.into_iter().find(|x| x.id == j.id).unwrap()
+}
+
+async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
+    let (url, store) = fresh_db(&server_url(server), tag).await;
+    let hosts = 2_000;
+    store.host_upsert_many(fleet_hosts(&SimFleet::new(1, FaultPlan::none()), 1, hosts)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("maas-crash-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acks = dir.join("acks");
+    let logs = [dir.join("victim.log"), dir.join("survivor.log")];
+    let (acked, running) = kill_mid_flight(&url, &store, hosts, "victim", &logs[0], &acks).await;
+    let survivor = spawn_instance(&url, hosts, "survivor", &logs[1], None);
+    wait(survivor, Duration::from_secs(300));
+    assert_all_finished(&store, &acked).await;
     for j in &running {
-        let now =
-            store.job_list(JobListParams { host_run_id: Some(j.host_run_id), ..Default::default() }).await.unwrap();
-        let same = now.iter().find(|x| x.id == j.id).unwrap();
+        let same = job_now(&store, j).await;
         assert_eq!(
             same.state,
             JobState::Succeeded,
@@ -307,6 +355,43 @@ async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
         "{tag}: victim killed after {} acknowledged batches with {} jobs leased; all batches finished, none lost",
         acked.len(),
         running.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A killed instance started again under its name (new incarnation) takes back the leases
+/// its dead run held before its workers start, instead of waiting out their 60 s leases:
+/// every job the dead run held ran again with the "instance restarted" error on its failed
+/// attempt, not "lease expired".
+async fn a_restarted_instance_takes_back_its_leases_at_once(server: &str, tag: &str) {
+    let (url, store) = fresh_db(&server_url(server), tag).await;
+    let hosts = 2_000;
+    store.host_upsert_many(fleet_hosts(&SimFleet::new(1, FaultPlan::none()), 1, hosts)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("maas-restart-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (acks, taken) = (dir.join("acks"), dir.join("taken"));
+    let logs = [dir.join("first.log"), dir.join("again.log")];
+    // "node" runs with 60 s leases: an expired-lease rescue would take a minute.
+    let (acked, running) = kill_mid_flight(&url, &store, hosts, "node", &logs[0], &acks).await;
+    assert!(!running.is_empty(), "the killed run held leases");
+    let restarted = Instant::now();
+    let again = spawn_instance_with(&url, hosts, "node", &logs[1], None, &[("MAAS_INSTANCE_TAKEN", &taken)]);
+    wait(again, Duration::from_secs(300));
+    let elapsed = restarted.elapsed();
+    assert_all_finished(&store, &acked).await;
+    let taken: usize = std::fs::read_to_string(&taken).unwrap().parse().unwrap();
+    assert_eq!(taken, running.len(), "the restart took back every lease its dead run held");
+    for j in &running {
+        let same = job_now(&store, j).await;
+        assert_eq!(same.state, JobState::Succeeded, "{} {}", same.hostname, same.kind);
+        let error = same.last_error.as_deref().unwrap_or_default();
+        assert!(error.contains("its instance restarted as node@"), "{} {}: {error}", same.hostname, same.kind);
+    }
+    println!(
+        "{tag}: killed with {} jobs leased (60 s leases); restarted under its name, it took them back at start \
+         and finished every batch {:.1} s after the restart",
+        running.len(),
+        elapsed.as_secs_f64()
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -329,4 +414,14 @@ async fn postgres_sigkilled_instance_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_sigkilled_instance_loses_nothing() {
     a_killed_instance_loses_nothing("MAAS_TEST_MYSQL_URL", "myk").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_instance_takes_back_its_leases_at_once() {
+    a_restarted_instance_takes_back_its_leases_at_once("MAAS_TEST_POSTGRES_URL", "pgr").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_restarted_instance_takes_back_its_leases_at_once() {
+    a_restarted_instance_takes_back_its_leases_at_once("MAAS_TEST_MYSQL_URL", "myr").await;
 }

@@ -233,7 +233,16 @@ pub struct JobRescueParams {
     pub limit: usize,
 }
 
-/// What [`Store::job_rescue_expired`] did.
+/// Parameters of [`Store::job_forfeit_leases`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobForfeitParams {
+    /// The instance that started; it must hold its name's lock.
+    pub instance: crate::policy::InstanceId,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// What [`Store::job_rescue_expired`] and [`Store::job_forfeit_leases`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RescueReport {
     /// Expired leases put back for a retry.
@@ -521,6 +530,10 @@ pub trait QueueStore: Send + Sync {
     async fn job_release_many(&self, p: JobReleaseParams) -> Result<Vec<JobId>, StoreError>;
     /// Rescues expired leases and waits.
     async fn job_rescue_expired(&self, p: JobRescueParams) -> Result<RescueReport, StoreError>;
+    /// Ends, at once, the attempts of running jobs leased by earlier incarnations of a
+    /// restarted instance (maas-core's `decide_lease_forfeited`, under each job's lock);
+    /// reported as `retried` or `failed` like expired leases.
+    async fn job_forfeit_leases(&self, p: JobForfeitParams) -> Result<RescueReport, StoreError>;
     /// Completes a waiting job from its callback token.
     async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError>;
     /// Tries to take or keep a leader lease.

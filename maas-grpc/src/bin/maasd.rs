@@ -21,8 +21,9 @@ use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::{Provisioner, Secrets};
 use maas_core::ports::store::Store;
-use maas_engine::SystemClock;
+use maas_core::time::Clock;
 use maas_engine::{Engine, EngineConfig, OsTokens, PoolConfig, Singletons, WorkerConfig, WorkerPool};
+use maas_engine::{InstanceId, SystemClock};
 use maas_grpc::config::{Config, LogFormat, Role, WebhookConfig};
 use maas_grpc::identity::Policy;
 use maas_grpc::metrics::{MeteredPower, MetricsNotifier};
@@ -176,9 +177,13 @@ async fn main() {
     });
     let pools = config.pools().unwrap_or_else(|e| fail(e));
     let metrics_addr = config.metrics_addr().unwrap_or_else(|e| fail(e));
-    // One maasd per SQLite file (several instances share PostgreSQL or MariaDB); held
-    // until the process ends.
-    let _sqlite_lock = maas_store::SqliteFileLock::acquire(&config.db).unwrap_or_else(|e| fail(e));
+    // This process's identity: its instance name, held exclusively until the process ends
+    // (on a SQLite file, the file itself: one maasd per file), and a new incarnation per
+    // start, so the leases of an earlier run of this name can be taken back at once.
+    let started = SystemClock::new().now();
+    let instance = InstanceId::new(&config.instance, started.as_millis() as u64).unwrap_or_else(|e| fail(e));
+    let _instance_lock =
+        maas_store::InstanceLock::acquire(&config.db, instance.name()).await.unwrap_or_else(|e| fail(e));
     let store = Arc::new(
         SqlStore::open(&config.db, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| fail(e)),
     );
@@ -295,6 +300,15 @@ async fn main() {
     let mut running_pools = Vec::new();
     let mut singletons = None;
     if config.role != Role::Api {
+        let taken = engine.take_over_earlier_incarnations(&instance).await.unwrap_or_else(|e| fail(e));
+        if taken != Default::default() {
+            tracing::warn!(
+                instance = %instance,
+                retried = taken.retried.len(),
+                failed = taken.failed.len(),
+                "took back the jobs an earlier run of this instance held when it stopped"
+            );
+        }
         for spec in pools {
             tracing::info!(site = %spec.site, pool = %spec.pool, workers = config.workers.per_pool, "starting a worker pool");
             running_pools.push(WorkerPool::start(
@@ -305,11 +319,11 @@ async fn main() {
                     workers: config.workers.per_pool,
                     worker: WorkerConfig::default(),
                     restart_delay: Duration::from_secs(1),
-                    instance: config.instance.clone(),
+                    instance: instance.to_string(),
                 },
             ));
         }
-        singletons = Some(Singletons::new(engine.clone(), config.instance.clone()).start(Duration::from_millis(500)));
+        singletons = Some(Singletons::new(engine.clone(), instance.to_string()).start(Duration::from_millis(500)));
     }
 
     let shutdown = stopped(stop_rx.clone());

@@ -428,6 +428,36 @@ impl QueueStore for SqlStore {
         Ok(report)
     }
 
+    async fn job_forfeit_leases(&self, p: JobForfeitParams) -> Result<RescueReport, StoreError> {
+        let mut report = RescueReport::default();
+        // Candidates: the running jobs (a bounded set, leased by live workers) whose owner
+        // the instance forfeits; each is decided again under its host run's lock.
+        let sql = "SELECT id, lease_owner FROM maas_jobs WHERE state = ? ORDER BY id";
+        for row in self.all(&self.db, sql, vec![s(JobState::Running.as_str())]).await? {
+            let owner: Option<String> = col(&row, "lease_owner")?;
+            if !owner.is_some_and(|o| p.instance.forfeits(&o)) {
+                continue;
+            }
+            let id = rows::job_id(&row, "id")?;
+            let decided: Option<JobRecord> = write_txn!(self, c, {
+                let mut pending = Vec::new();
+                let decided = self
+                    .job_change(c, id, p.now, &mut pending, |ctx| {
+                        machine::decide_lease_forfeited(ctx, &p.instance, p.now, &self.rules)
+                    })
+                    .await?;
+                self.append_events(c, pending).await?;
+                Ok(decided?)
+            })?;
+            match decided {
+                None => {}
+                Some(j) if j.state == JobState::Failed => report.failed.push(id),
+                Some(_) => report.retried.push(id),
+            }
+        }
+        Ok(report)
+    }
+
     async fn job_resolve_wait(&self, p: JobResolveWaitParams) -> Result<JobRecord, StoreError> {
         write_txn!(self, c, {
             let row = self.one(c, "SELECT id FROM maas_jobs WHERE wait_token = ?", vec![s(&p.token)]).await?;

@@ -231,6 +231,7 @@ where
         chains_advance_only_after_the_previous_step_succeeds,
         failed_steps_retry_with_backoff_then_fail_the_host_run,
         expired_leases_are_rescued_and_retried_or_failed,
+        a_restarted_instance_forfeits_only_its_earlier_incarnations_leases,
         heartbeats_extend_only_own_leases,
         waiting_steps_park_and_complete_by_callback_or_deadline,
         cancelling_mid_install_fences_the_host_before_releasing_it,

@@ -399,6 +399,43 @@ pub async fn expired_leases_are_rescued_and_retried_or_failed(t: Harness) {
     assert_eq!(t.batch(&batch).await.counts.failed, 1);
 }
 
+/// A restarted instance takes back at once the leases of its earlier incarnations (and of
+/// owners from before incarnations), and only those: its own live workers and other
+/// instances keep theirs. The forfeited attempt's late completion is refused.
+pub async fn a_restarted_instance_forfeits_only_its_earlier_incarnations_leases(t: Harness) {
+    let hosts = t.add_hosts("dc1", 4).await;
+    t.submit(&hosts, reboot(), |s| s.rollout.max_in_flight = 4).await.unwrap();
+    let owners = ["i1@1/dc1/web/0.0", "i1@2/dc1/web/0.0", "i10@1/dc1/web/0.0", "i1/dc1/web/1.0"];
+    let mut jobs = Vec::new();
+    for owner in owners {
+        jobs.push(t.claim("dc1", 1, owner).await.remove(0));
+    }
+    let restarted = maas_core::policy::InstanceId::new("i1", 2).unwrap();
+    let forfeit = |now| JobForfeitParams { instance: restarted.clone(), now };
+    let r = t.store.job_forfeit_leases(forfeit(t.now())).await.unwrap();
+    let mut retried = r.retried.clone();
+    retried.sort();
+    let mut want = vec![jobs[0].id, jobs[3].id];
+    want.sort();
+    assert_eq!((retried, r.failed.len(), r.wait_expired.len()), (want, 0, 0), "the leases lost with i1@1 and i1");
+    for (job, lost) in jobs.iter().zip([true, false, false, true]) {
+        let now =
+            t.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await.unwrap();
+        let now = now.iter().find(|j| j.id == job.id).unwrap();
+        if lost {
+            assert_eq!((now.state, now.lease_owner.as_deref()), (JobState::Available, None), "{}", job.hostname);
+            let error = now.last_error.as_deref().unwrap_or_default();
+            assert!(error.contains("restarted as i1@2"), "{error}");
+        } else {
+            assert_eq!(now.state, JobState::Running, "{} keeps its lease", job.hostname);
+        }
+    }
+    let err = t.complete(&jobs[0], JobOutcome::Succeeded).await.unwrap_err();
+    assert!(matches!(err, TransitionError::StaleAttempt { .. }), "{err}");
+    assert_eq!(t.store.job_forfeit_leases(forfeit(t.now())).await.unwrap(), RescueReport::default(), "once");
+    t.complete(&jobs[1], JobOutcome::Succeeded).await.unwrap();
+}
+
 /// Heartbeats extend only leases the caller holds.
 pub async fn heartbeats_extend_only_own_leases(t: Harness) {
     let hosts = t.add_hosts("dc1", 2).await;

@@ -14,14 +14,40 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Submit { first: usize, len: usize, max_in_flight: u32, budget: u32, reimage: bool },
-    Claim { n: usize },
-    Complete { pick: usize, ok: bool, retryable: bool },
-    Callback { pick: usize, ok: bool },
-    Advance { secs: u64 },
-    Cancel { pick: usize },
-    Pause { pick: usize },
-    Resume { pick: usize },
+    Submit {
+        first: usize,
+        len: usize,
+        max_in_flight: u32,
+        budget: u32,
+        reimage: bool,
+    },
+    Claim {
+        n: usize,
+    },
+    Complete {
+        pick: usize,
+        ok: bool,
+        retryable: bool,
+    },
+    Callback {
+        pick: usize,
+        ok: bool,
+    },
+    Advance {
+        secs: u64,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Pause {
+        pick: usize,
+    },
+    Resume {
+        pick: usize,
+    },
+    /// The worker's instance is killed and starts again under its name: what it held is
+    /// forgotten, and the restart takes its earlier incarnation's leases back.
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -34,6 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Pause { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Resume { pick }),
+        1 => Just(Op::Restart),
     ]
 }
 
@@ -45,6 +72,8 @@ struct World {
     ids: IdGenerator,
     hosts: Vec<HostTarget>,
     held: Vec<JobRecord>,
+    /// The worker instance's current run (its leases are owned by `i@<incarnation>/…`).
+    incarnation: u64,
     batches: Vec<BatchId>,
     last_job_state: HashMap<JobId, JobState>,
     last_run_state: HashMap<HostRunId, HostRunState>,
@@ -69,6 +98,7 @@ impl World {
             ids,
             hosts,
             held: Vec::new(),
+            incarnation: 1,
             batches: Vec::new(),
             last_job_state: HashMap::new(),
             last_run_state: HashMap::new(),
@@ -112,7 +142,7 @@ impl World {
                         site: Site::new("dc1").unwrap(),
                         kinds: maas_core::plan::StepKind::ALL.to_vec(),
                         limit: n,
-                        owner: "w".into(),
+                        owner: format!("i@{}/dc1/web/0.0", self.incarnation),
                         now,
                         lease: Duration::from_secs(60),
                     })
@@ -166,6 +196,18 @@ impl World {
             Op::Advance { secs } => {
                 self.clock.advance(Duration::from_secs(secs));
                 self.store.job_rescue_expired(JobRescueParams { now: self.clock.now(), limit: 0 }).await.unwrap();
+            }
+            Op::Restart => {
+                self.held.clear();
+                self.incarnation += 1;
+                let instance = maas_core::policy::InstanceId::new("i", self.incarnation).unwrap();
+                let r = self.store.job_forfeit_leases(JobForfeitParams { instance, now }).await.unwrap();
+                let running = self
+                    .store
+                    .job_list(JobListParams { states: vec![JobState::Running], ..Default::default() })
+                    .await
+                    .unwrap();
+                assert!(running.is_empty(), "leases of the dead run left: {running:?} after {r:?}");
             }
             Op::Cancel { pick } | Op::Pause { pick } | Op::Resume { pick } if self.batches.is_empty() => {
                 let _ = pick;

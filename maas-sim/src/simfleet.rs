@@ -212,8 +212,12 @@ impl PowerDriver for SimFleet {
 /// The simulated fleet's installers, in real time: a [`Provisioner`] that, for each install
 /// or wipe it is asked to prepare, draws an [`InstallPlan`] from the fleet and — once
 /// [`SimInstaller::start`] runs — reports the outcome through the engine's callback after
-/// the drawn time, as a real installer calls back. A refused callback (it raced the
-/// power-cycle report) is retried 5 times, a second apart, as installers do.
+/// the drawn time, as a real installer calls back. The drawn time runs from `prepare`, so
+/// the callback can come before the engine has recorded the power cycle that started the
+/// install (the job is not waiting yet): a refused callback is retried every second for up
+/// to ten minutes, as installers do — a loaded machine may take many
+/// seconds to record a power cycle, and a lost callback leaves the host waiting for its
+/// install deadline.
 ///
 /// The deterministic simulator plays installers on its own clock instead; this is for
 /// the real-time engines: `maasd` on a simulated fleet and the embedded Python engine.
@@ -253,6 +257,10 @@ impl SimInstaller {
     }
 }
 
+/// How many times (a second apart) a simulated installer or first boot reports before it
+/// gives up: until the engine has recorded the step before the wait, however loaded.
+const CALLBACK_PATIENCE: u32 = 600;
+
 /// One simulated installer: waits out the install, then reports its outcome; after a
 /// successful install of a reimage, the new OS reports its first boot.
 async fn call_back(engine: maas_engine::Engine, boot: PreparedBoot, plan: InstallPlan) {
@@ -262,12 +270,12 @@ async fn call_back(engine: maas_engine::Engine, boot: PreparedBoot, plan: Instal
     } else {
         maas_core::machine::JobOutcome::Failed { error: "installer: no bootable disk".into(), retryable: false }
     };
-    if !report(&engine, &boot.token, outcome, 6).await || !plan.succeeds {
+    if !report(&engine, &boot.token, outcome, CALLBACK_PATIENCE).await || !plan.succeeds {
         return;
     }
     if let Some(first_boot) = &boot.first_boot_token {
         // The boot_disk step power-cycles the host first; the OS retries until it is heard.
-        report(&engine, first_boot, maas_core::machine::JobOutcome::Succeeded, 60).await;
+        report(&engine, first_boot, maas_core::machine::JobOutcome::Succeeded, CALLBACK_PATIENCE).await;
     }
 }
 

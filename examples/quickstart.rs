@@ -171,7 +171,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         risky_b.pause_reason.map(|r| r.to_string()).unwrap_or_default(),
         risky_b.counts.failed
     );
-    for (id, t) in engine.tickets(5).await? {
+    // The risky batch's tickets: the pause over its budget, and each failed install.
+    for (id, t) in engine.tickets(1_000).await?.into_iter().filter(|(_, t)| t.batch_id == risky) {
         println!("   ticket {id} [{:?}] {}", t.kind, t.summary);
     }
 

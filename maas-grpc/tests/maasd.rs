@@ -895,6 +895,14 @@ async fn refusals_of_ten_thousand_hosts_reach_every_client() {
     );
     let partial = maas_grpc::client::rejection(&err).expect("structured details");
     assert_eq!((partial.total_problems, partial.truncated, partial.conflicts.len()), (10_000, true, 20));
+    // grpcio drops trailers from 8 KiB, h2 from 16 KiB (base64 makes details 4/3 larger).
+    let trailers = err.message().len() + err.details().len().div_ceil(3) * 4;
+    assert!(trailers < 4096, "{trailers} bytes of trailers");
+    println!(
+        "10,000-host overlap refusal: message {} bytes, details {} bytes ({trailers} bytes in trailers)",
+        err.message().len(),
+        err.details().len()
+    );
     let mut dry = reboot(all);
     dry.dry_run = true;
     let report = alice.submit_batch(dry).await.unwrap().into_inner().problems.unwrap();

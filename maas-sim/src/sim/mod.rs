@@ -1,6 +1,6 @@
 //! The deterministic simulator: the whole engine — facade, workers, singletons on two
 //! instances — on a [`ManualClock`], the [`MemStore`] and the [`SimFleet`], driven by one
-//! seed. Each step is one seeded move (a submission, a duplicate with an idempotency key, a
+//! seed. Each step is one seeded move (a submission, a duplicate with an idempotency key, one keyed request sent four times at once, a
 //! cancel, a pause, a resume, a worker claiming or flushing, a worker crash, restart or
 //! stall, a pool remapping, an installer callback, a leader tick, or time passing); after
 //! every step [`Checker`] asserts the invariants. Then faults stop and the run drains:
@@ -140,7 +140,7 @@ impl Simulation {
         };
         let engine = Engine::builder(
             store.clone(),
-            store.clone(),
+            Arc::new(YieldingInventory(store.clone())),
             fleet.clone(),
             Arc::new(clock.clone()),
             IdGenerator::new(Arc::new(clock.clone()), cfg.seed),
@@ -565,4 +565,29 @@ pub async fn reimage_wave(hosts: usize, sites: usize, workers_per_site: usize) -
         }
     }
     sim.run().await
+}
+
+/// The simulated store as the engine's inventory, yielding once before each host lookup as
+/// a database round trip would: the calls of one `submit_at_once` move interleave between
+/// their idempotency-key lookup and their write, so they race each other for real.
+struct YieldingInventory(Arc<dyn SimBackend>);
+
+#[async_trait::async_trait]
+impl maas_core::ports::inventory::Inventory for YieldingInventory {
+    async fn host_get_many(&self, names: &[Hostname]) -> Result<Vec<maas_core::host::Host>, StoreError> {
+        tokio::task::yield_now().await;
+        self.0.host_get_many(names).await
+    }
+    async fn host_list(
+        &self,
+        filter: maas_core::ports::inventory::HostFilter,
+    ) -> Result<Vec<maas_core::host::Host>, StoreError> {
+        self.0.host_list(filter).await
+    }
+    async fn host_upsert_many(&self, hosts: Vec<maas_core::host::Host>) -> Result<usize, StoreError> {
+        self.0.host_upsert_many(hosts).await
+    }
+    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
+        self.0.host_set_state(name, state).await
+    }
 }

@@ -25,7 +25,8 @@ impl Simulation {
         let roll = self.rng.below(1000);
         match roll {
             0..=119 => self.submit_random().await,
-            120..=159 => self.resubmit().await,
+            120..=149 => self.resubmit().await,
+            150..=159 => self.submit_at_once().await,
             160..=184 => self.cancel_random().await,
             185..=209 => self.pause_random().await,
             210..=249 => self.resume_random().await,
@@ -115,6 +116,38 @@ impl Simulation {
     pub(super) async fn submit_random(&mut self) {
         let (who, req) = self.random_request();
         self.submit(who, req, "submit").await;
+    }
+
+    /// One keyed request sent four times at once, as a client retrying after a timeout while
+    /// its first call is still in flight: every call that is answered gets the one batch,
+    /// and only one of them created it. A refusal is allowed only if every call is refused.
+    pub(super) async fn submit_at_once(&mut self) {
+        let (who, mut req) = self.random_request();
+        req.idempotency_key = Some(format!("burst-{}", self.rng.below(1_000_000)));
+        let answers = futures::future::join_all((0..4).map(|_| self.engine.submit(&who, &req))).await;
+        let ids: BTreeSet<BatchId> = answers.iter().filter_map(|r| r.as_ref().ok()).map(|s| s.batch.id).collect();
+        let created = answers.iter().filter(|r| r.as_ref().is_ok_and(|s| s.created)).count();
+        let refused = answers.iter().filter(|r| r.is_err()).count();
+        if ids.len() > 1 || created > 1 || (!ids.is_empty() && refused > 0) {
+            self.checker.note(format!(
+                "key {:?} sent 4 times at once: batches {ids:?}, {created} created, {refused} refused",
+                req.idempotency_key
+            ));
+        }
+        let line = match ids.iter().next() {
+            Some(id) => {
+                self.report.accepted += usize::from(created > 0);
+                self.keys.insert((who.name.clone(), req.idempotency_key.clone().unwrap_or_default()), *id);
+                self.accepted.insert(*id);
+                format!("submit-at-once {} by {}: accepted {id} x{}", req.hosts[0], who.name, 4 - refused)
+            }
+            None => {
+                self.report.rejected += 1;
+                format!("submit-at-once {} by {}: rejected x4", req.hosts[0], who.name)
+            }
+        };
+        self.requests.push((who, req));
+        self.trace(line);
     }
 
     /// The live batch an idempotency key names, if any.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::ActionKind;
 use crate::names::{Group, Pool, Site};
+use crate::priority::PriorityClass;
 
 /// An authenticated caller: a user, a service (from its client certificate), or the system.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,6 +54,11 @@ pub enum Permission {
         /// The hosts' site.
         site: Site,
     },
+    /// Submit batches of priority `class` (low and normal need no grant).
+    Priority {
+        /// The class asked for.
+        class: PriorityClass,
+    },
     /// Read batches and inventory.
     Read,
     /// Change inventory, pool mappings; cancel others' batches.
@@ -64,6 +70,7 @@ impl fmt::Display for Permission {
         match self {
             Permission::Act { action, pool, site } => write!(f, "{action} on pool {pool} in site {site}"),
             Permission::ForceInUse { pool, site } => write!(f, "force-in-use on pool {pool} in site {site}"),
+            Permission::Priority { class } => write!(f, "priority {class}"),
             Permission::Read => write!(f, "read"),
             Permission::Admin => write!(f, "admin"),
         }
@@ -124,6 +131,17 @@ pub struct Grant {
     /// Administrator.
     #[serde(default)]
     pub admin: bool,
+    /// The highest priority class members may submit at (`None`: normal; low and normal
+    /// need no grant, `high` and `urgent` do).
+    #[serde(default)]
+    pub max_priority: Option<PriorityClass>,
+}
+
+impl Grant {
+    /// The highest priority class this grant allows.
+    pub fn priority_limit(&self) -> PriorityClass {
+        if self.admin { PriorityClass::Urgent } else { self.max_priority.unwrap_or(PriorityClass::Normal) }
+    }
 }
 
 /// A group-based policy: the union of its grants. Everyone authenticated may read.
@@ -144,6 +162,9 @@ impl Authorizer for GroupPolicy {
             || match permission {
                 Permission::Read => true,
                 Permission::Admin => false,
+                Permission::Priority { class } => {
+                    *class <= PriorityClass::Normal || mine.clone().any(|g| g.priority_limit() >= *class)
+                }
                 Permission::Act { action, pool, site } => {
                     mine.clone().any(|g| allows(&g.actions, action) && allows(&g.pools, pool) && allows(&g.sites, site))
                 }
@@ -171,6 +192,7 @@ mod tests {
                     sites: None,
                     force: false,
                     admin: false,
+                    max_priority: None,
                 },
                 Grant {
                     group: g("ops"),
@@ -179,8 +201,17 @@ mod tests {
                     sites: Some(vec![Site::new("dc1").unwrap()]),
                     force: true,
                     admin: false,
+                    max_priority: None,
                 },
-                Grant { group: g("root"), actions: None, pools: None, sites: None, force: false, admin: true },
+                Grant {
+                    group: g("root"),
+                    actions: None,
+                    pools: None,
+                    sites: None,
+                    force: false,
+                    admin: true,
+                    max_priority: None,
+                },
             ],
         };
         let act = |a, p: &str, s: &str| Permission::Act {

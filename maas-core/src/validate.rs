@@ -14,6 +14,7 @@ use crate::hostlist;
 use crate::id::BatchId;
 use crate::names::{Hostname, Site};
 use crate::overlap::ClaimLookup;
+use crate::priority::PriorityClass;
 use crate::time::Timestamp;
 
 /// One thing wrong with a batch request.
@@ -104,6 +105,14 @@ pub enum Problem {
         /// The missing permission.
         denied: Denied,
     },
+    /// The principal may not submit at the priority asked for.
+    #[error("{denied}; the policy grants {} priorities up to {granted}", denied.principal)]
+    PriorityNotGranted {
+        /// The missing permission ([`Permission::Priority`]).
+        denied: Denied,
+        /// The highest class the principal may use.
+        granted: PriorityClass,
+    },
     /// The pre-acceptance console check could not reach or log in to the host's BMC.
     #[error("{host}: BMC console check failed: {error}")]
     ConsoleCheck {
@@ -136,6 +145,11 @@ fn join_sites(sites: &[Site]) -> String {
 }
 
 impl Problem {
+    /// Whether this is a missing permission (and nothing else would fix it).
+    pub fn is_denial(&self) -> bool {
+        matches!(self, Problem::Unauthorized { .. } | Problem::PriorityNotGranted { .. })
+    }
+
     /// The host this problem is about, if it is about one host.
     pub fn host(&self) -> Option<&Hostname> {
         match self {
@@ -458,11 +472,22 @@ pub fn validate_batch(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Result
             }
         }
     }
+    if let Some(p) = priority_problem(req.priority, ctx) {
+        problems.push(p);
+    }
     problems.extend(option_problems(req, ctx));
     if !problems.is_empty() {
         return Err(ValidationReport { problems });
     }
     Ok(BatchSpec::from_request(req, hosts))
+}
+
+/// A priority above normal needs a grant; refused naming the highest class granted.
+fn priority_problem(class: PriorityClass, ctx: &ValidationContext<'_>) -> Option<Problem> {
+    let may = |class| ctx.authorizer.check(ctx.principal, &Permission::Priority { class });
+    let denied = may(class).err()?;
+    let granted = PriorityClass::ALL.into_iter().rev().find(|c| may(*c).is_ok()).unwrap_or_default();
+    Some(Problem::PriorityNotGranted { denied, granted })
 }
 
 #[cfg(test)]
@@ -518,6 +543,7 @@ mod tests {
                 sites: None,
                 force: false,
                 admin: false,
+                max_priority: None,
             }],
         };
         Fixture { inventory, claims, policy, limits: Limits { max_batch_hosts: 20, ..Limits::default() } }
@@ -542,6 +568,29 @@ mod tests {
         let spec = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, ["web[3,1-2].dc1"])).unwrap();
         let names: Vec<&str> = spec.hosts.iter().map(|h| h.as_str()).collect();
         assert_eq!(names, ["web3.dc1", "web1.dc1", "web2.dc1"]);
+    }
+
+    #[test]
+    fn priorities_above_normal_need_a_grant_and_a_refusal_names_it() {
+        let mut f = fixture();
+        let at = |class| {
+            let mut req = BatchRequest::new(Action::Reboot { soft: false }, ["web1.dc1"]);
+            req.priority = class;
+            req
+        };
+        for class in [PriorityClass::Low, PriorityClass::Normal] {
+            assert!(run(&f, &at(class)).is_ok(), "{class} needs no grant");
+        }
+        assert_eq!(
+            run(&f, &at(PriorityClass::High)).unwrap_err(),
+            ["alice lacks permission: priority high; the policy grants alice priorities up to normal"]
+        );
+        f.policy.grants[0].max_priority = Some(PriorityClass::High);
+        assert!(run(&f, &at(PriorityClass::High)).is_ok());
+        let refused = run(&f, &at(PriorityClass::Urgent)).unwrap_err();
+        assert_eq!(refused, ["alice lacks permission: priority urgent; the policy grants alice priorities up to high"]);
+        f.policy.grants[0].admin = true;
+        assert!(run(&f, &at(PriorityClass::Urgent)).is_ok(), "admins may use every class");
     }
 
     #[test]

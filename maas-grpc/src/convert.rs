@@ -93,6 +93,7 @@ pub fn rejection(report: &ValidationReport) -> pb::Rejection {
             Problem::Decommissioned { host } => r.decommissioned_hosts.push(host.to_string()),
             Problem::InUse { host, .. } => r.in_use_hosts.push(host.to_string()),
             Problem::Unauthorized { host, denied } => r.unauthorized.push(format!("{host}: {denied}")),
+            p @ Problem::PriorityNotGranted { .. } => r.unauthorized.push(p.to_string()),
             other => r.other.push(other.to_string()),
         }
     }

@@ -6,7 +6,8 @@
 //! ```json
 //! {"members": {"alice": ["web-sre"]},
 //!  "ou_groups": {"sre": ["readers"]},
-//!  "grants": [{"group": "web-sre", "actions": ["reboot"], "pools": ["web"], "force": false}]}
+//!  "grants": [{"group": "web-sre", "actions": ["reboot"], "pools": ["web"], "force": false,
+//!              "max_priority": "high"}]}
 //! ```
 
 use std::collections::BTreeMap;

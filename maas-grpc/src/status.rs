@@ -75,7 +75,7 @@ pub(crate) fn unavailable(cause: &dyn std::fmt::Display) -> Status {
 /// first problems as a `maas.v1.Rejection` in `google.rpc.Status` details.
 pub(crate) fn refusal(report: &ValidationReport) -> Status {
     let all = |f: fn(&Problem) -> bool| !report.problems.is_empty() && report.problems.iter().all(f);
-    let code = if all(|p| matches!(p, Problem::Unauthorized { .. })) {
+    let code = if all(Problem::is_denial) {
         tonic::Code::PermissionDenied
     } else if all(|p| matches!(p, Problem::Conflict { .. } | Problem::InUse { .. })) {
         tonic::Code::FailedPrecondition

@@ -154,9 +154,12 @@ async fn submit_watch_complete_overlap_dry_run_and_cancel() {
     let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
     assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded, b.hosts.len()), ("completed", 5, 5));
 
-    // A reimage holds its hosts (it waits for the installer), so an overlapping batch is
-    // refused with every conflicting host and its holder in the status details.
-    let holder = alice.submit_batch(reimage("sim[000010-000014].dc1")).await.unwrap().into_inner().batch_id;
+    // A batch that starts in an hour holds its hosts without running (so nothing races
+    // it), and an overlapping batch is refused with every conflicting host and its holder
+    // in the status details.
+    let mut held = reimage("sim[000010-000014].dc1");
+    held.not_before_ms = Some(now_ms() + 3_600_000);
+    let holder = alice.submit_batch(held).await.unwrap().into_inner().batch_id;
     let before = batch_count(&mut alice).await;
     let err = alice.submit_batch(reboot("sim[000012-000016].dc1")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
@@ -203,6 +206,29 @@ async fn submit_watch_complete_overlap_dry_run_and_cancel() {
     }
     assert_eq!(state, "cancelled");
     alice.submit_batch(reboot("sim[000012-000016].dc1")).await.expect("the hosts are free again");
+}
+
+/// A priority above normal needs a grant (`max_priority` in the policy; admins have every
+/// class): alice, granted none, is refused PERMISSION_DENIED naming what she is granted,
+/// and nothing is written; olga, an admin, submits urgent work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_above_the_grant_are_permission_denied() {
+    let d = start("priority");
+    let mut alice = client(&d, "alice").await;
+    let before = batch_count(&mut alice).await;
+    let mut urgent = reboot("sim000001.dc1");
+    urgent.priority = pb::Priority::Urgent as i32;
+    let err = alice.submit_batch(urgent.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("alice lacks permission: priority urgent; the policy grants alice priorities up to normal"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(batch_count(&mut alice).await, before, "nothing was written");
+    let mut olga = client(&d, "olga").await;
+    olga.submit_batch(urgent).await.expect("an admin may submit urgent work");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

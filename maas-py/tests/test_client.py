@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -40,7 +41,9 @@ def test_wait_shows_progress_and_returns_the_finished_batch(maasd: Maasd, capsys
 
 def test_cancel_and_overlap_error_attributes(maasd: Maasd) -> None:
     with maasd.client("alice") as alice:
-        holder = alice.submit("sim[000020-000024].dc1", "reimage:ubuntu-24.04")
+        # Held, not running (it starts in an hour): the overlap cannot race its completion.
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        holder = alice.submit("sim[000020-000024].dc1", "reimage:ubuntu-24.04", not_before=later)
         before = len(alice.batches())
         with pytest.raises(maas.OverlapError) as overlap:
             alice.submit(["sim000023.dc1", "sim000024.dc1", "sim000025.dc1"], "reboot")
@@ -64,6 +67,12 @@ def test_permission_errors(maasd: Maasd) -> None:
         assert denied.value.unauthorized == ["sim000030.dc1: bob lacks permission: reboot on pool web in site dc1"]
         with pytest.raises(maas.PermissionDenied):
             bob.import_hosts([maas.Host("db001.dc1", "dc1", "db", "gen11", "10.9.0.1")])
+    with maasd.client("alice") as alice:  # alice may reboot pool web, at low or normal priority
+        with pytest.raises(maas.PermissionDenied) as denied:
+            alice.submit("sim000030.dc1", "reboot", priority="urgent")
+        assert denied.value.unauthorized == [
+            "alice lacks permission: priority urgent; the policy grants alice priorities up to normal"
+        ]
     with maasd.client("olga") as olga:  # an admin may
         assert olga.import_hosts([maas.Host("db001.dc1", "dc1", "db", "gen11", "10.9.0.1")]) == 1
         assert [h.hostname for h in olga.hosts(pool="db")] == ["db001.dc1"]
@@ -107,6 +116,7 @@ def test_batches_pages_for_the_caller(maasd: Maasd) -> None:
 def test_four_threads_submit_at_once_through_one_client(maasd: Maasd) -> None:
     alice = maasd.client("alice")
     barrier = threading.Barrier(4)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)  # the winner holds, never finishes
     won: list = []
     lost: list = []
     errors: list = []
@@ -115,7 +125,7 @@ def test_four_threads_submit_at_once_through_one_client(maasd: Maasd) -> None:
         try:
             barrier.wait()
             try:
-                won.append(alice.submit("sim[000055-000058].dc1", "reimage:ubuntu-24.04").batch_id)
+                won.append(alice.submit("sim[000055-000058].dc1", "reimage:ubuntu-24.04", not_before=later).batch_id)
             except maas.OverlapError as e:
                 lost.append(e)
         except BaseException as e:  # noqa: BLE001 - reported below

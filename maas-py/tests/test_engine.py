@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -227,7 +228,16 @@ def _interrupt_in(seconds: float) -> threading.Timer:
     return timer
 
 
-def test_ctrl_c_interrupts_a_wait_and_a_long_native_call(engine: maas.Engine) -> None:
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Python's own SIGINT handler, whatever this process inherited: started from a
+    background job, SIGINT arrives ignored and Ctrl-C would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_interrupts_a_wait_and_a_long_native_call(engine: maas.Engine, sigint_raises: None) -> None:
     b = engine.submit("sim000002.dc1", "reboot", not_before=datetime.now(timezone.utc) + timedelta(hours=1))
     started = time.monotonic()
     _interrupt_in(0.5)

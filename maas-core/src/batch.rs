@@ -80,6 +80,11 @@ pub struct BatchRequest {
     /// user-data, kickstart variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// Check every host's BMC console before accepting (the seed's pre-acceptance
+    /// console check); `None`: the engine's default (`EngineConfig::console_check`, maasd's
+    /// `[ipmi] console_check`). Not part of the batch's spec: it decides acceptance only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_check: Option<bool>,
 }
 
 impl BatchRequest {
@@ -96,6 +101,7 @@ impl BatchRequest {
             sites: Vec::new(),
             comment: None,
             params: BTreeMap::new(),
+            console_check: None,
         }
     }
 

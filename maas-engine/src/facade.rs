@@ -313,7 +313,7 @@ impl Engine {
         if !problems.is_empty() {
             return Err(ValidationReport { problems });
         }
-        if !self.inner.config.console_check {
+        if !req.console_check.unwrap_or(self.inner.config.console_check) {
             return Ok(spec);
         }
         let hosts = spec.hosts.iter().filter_map(|h| snapshot.hosts.get(h)).cloned().collect();

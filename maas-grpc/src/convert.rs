@@ -67,6 +67,7 @@ pub fn batch_request(r: pb::SubmitBatchRequest) -> Result<BatchRequest, Status> 
     req.idempotency_key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key);
     req.force = (!r.force_reason.is_empty()).then_some(ForceInUse { reason: r.force_reason });
     req.not_before = r.not_before_ms.map(Timestamp::from_millis);
+    req.console_check = r.console_check;
     req.sites = r
         .sites
         .iter()
@@ -254,5 +255,24 @@ pub(crate) fn pool_kinds(pool: &Pool, kinds: Option<Vec<StepKind>>) -> pb::PoolK
             all: false,
         },
         None => pb::PoolKinds { pool: pool.to_string(), kinds: vec![], all: true },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_keeps_its_console_check_choice() {
+        let reboot = || pb::SubmitBatchRequest {
+            action: Some(pb::Action { kind: Some(pb::action::Kind::Reboot(pb::action::Reboot { soft: false })) }),
+            hosts: vec!["web1.dc1".into()],
+            ..Default::default()
+        };
+        assert_eq!(batch_request(reboot()).unwrap().console_check, None, "unset: the daemon's default");
+        for choice in [true, false] {
+            let r = pb::SubmitBatchRequest { console_check: Some(choice), ..reboot() };
+            assert_eq!(batch_request(r).unwrap().console_check, Some(choice));
+        }
     }
 }

@@ -253,3 +253,11 @@ def test_ctrl_c_interrupts_a_wait_and_a_long_native_call(engine: maas.Engine, si
     assert time.monotonic() - started < 5, "the Rust side lets Python handle the signal while it blocks"
     # The engine is still usable afterwards.
     assert engine.batch(b.batch_id).state == "running"
+
+
+def test_a_request_asks_for_the_console_check_whatever_the_default() -> None:
+    # Every BMC command times out: only the console check notices before acceptance.
+    with maas.Engine.memory(hosts_per_site=4, faults={"timeout": 1.0}) as silent:
+        with pytest.raises(maas.ValidationError, match="BMC console check failed"):
+            silent.submit("sim000001.dc1", "reboot", console_check=True)
+        assert silent.dry_run("sim000001.dc1", "reboot").acceptable, "the default: no check"

@@ -235,22 +235,46 @@ async fn warnings_name_sites_without_live_workers_and_liveness_follows_heartbeat
     assert!(sim.engine().live_sites(sim.clock().now()).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn console_check_rejects_hosts_whose_bmc_does_not_answer() {
+/// An engine whose default is `console_check`, on 4 simulated hosts; sim000003's BMC does
+/// not answer.
+async fn console_engine(console_check: bool) -> (Engine, Arc<MemStore>) {
     let store = Arc::new(MemStore::default());
     let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
     let hosts = fleet_hosts(&fleet, 1, 4);
     fleet.set_reachable(&hosts[2].bmc, false);
     store.host_upsert_many(hosts).await.unwrap();
     let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
-    let config = EngineConfig { console_check: true, ..EngineConfig::default() };
+    let config = EngineConfig { console_check, ..EngineConfig::default() };
     let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
         .config(config)
         .build();
+    (engine, store)
+}
+
+#[tokio::test]
+async fn console_check_rejects_hosts_whose_bmc_does_not_answer() {
+    let (engine, store) = console_engine(true).await;
     let err = engine.submit(&alice(), &reboot("sim[000001-000004].dc1")).await.unwrap_err().to_string();
     assert!(err.contains("sim000003.dc1: BMC console check failed"), "{err}");
     assert!(store.claims_snapshot().is_empty());
     assert!(engine.submit(&alice(), &reboot("sim[000001-000002].dc1")).await.is_ok());
+}
+
+/// A request asks for the console check (or declines it) whatever the engine's default.
+#[tokio::test]
+async fn a_request_chooses_its_console_check_over_the_default() {
+    let (engine, store) = console_engine(false).await;
+    let mut checked = reboot("sim[000001-000004].dc1");
+    checked.console_check = Some(true);
+    let err = engine.submit(&alice(), &checked).await.unwrap_err().to_string();
+    assert!(err.contains("sim000003.dc1: BMC console check failed"), "{err}");
+    assert!(store.claims_snapshot().is_empty());
+    assert!(engine.submit(&alice(), &reboot("sim[000001-000004].dc1")).await.is_ok(), "the default: no check");
+
+    let (engine, _) = console_engine(true).await;
+    let mut unchecked = reboot("sim[000001-000004].dc1");
+    unchecked.console_check = Some(false);
+    assert!(engine.submit(&alice(), &unchecked).await.is_ok(), "declined despite the default");
 }
 
 #[tokio::test]

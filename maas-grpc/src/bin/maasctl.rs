@@ -86,6 +86,10 @@ enum Command {
         /// Reimage only: how long the installer (and then the first boot) may take.
         #[arg(long, value_parser = age)]
         install_timeout: Option<Duration>,
+        /// Probe every host's BMC console before accepting: true | false (default: the
+        /// daemon's setting).
+        #[arg(long, value_name = "BOOL")]
+        console_check: Option<bool>,
     },
     /// The OS images (and the wipe image) maasd's boot service serves.
     Images,
@@ -530,6 +534,7 @@ async fn main() {
             wait,
             params,
             install_timeout,
+            console_check,
         } => {
             let mut action = client::action(a).unwrap_or_else(|e| usage(e));
             if let Some(t) = install_timeout {
@@ -548,6 +553,7 @@ async fn main() {
                 idempotency_key: idempotency_key.clone(),
                 force_reason: force.clone(),
                 dry_run: *dry_run,
+                console_check: *console_check,
                 ..Default::default()
             };
             let r = match client.submit_batch(request.clone()).await {

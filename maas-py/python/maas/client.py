@@ -109,6 +109,8 @@ class _Api:
         force_reason: Optional[str] = ...,
         comment: Optional[str] = ...,
         idempotency_key: Optional[str] = ...,
+        params: Optional[Mapping[str, str]] = ...,
+        console_check: Optional[bool] = ...,
         dry_run: Literal[False] = ...,
     ) -> Submission: ...
 
@@ -126,6 +128,8 @@ class _Api:
         force_reason: Optional[str] = ...,
         comment: Optional[str] = ...,
         idempotency_key: Optional[str] = ...,
+        params: Optional[Mapping[str, str]] = ...,
+        console_check: Optional[bool] = ...,
         dry_run: Literal[True],
     ) -> DryRun: ...
 
@@ -142,6 +146,8 @@ class _Api:
         force_reason: Optional[str] = None,
         comment: Optional[str] = None,
         idempotency_key: Optional[str] = None,
+        params: Optional[Mapping[str, str]] = None,
+        console_check: Optional[bool] = None,
         dry_run: bool = False,
     ) -> Union[Submission, DryRun]:
         """Submits a batch: ``action`` on every host of ``hosts`` (hostlists such as
@@ -155,7 +161,10 @@ class _Api:
         at once (default 100), pause after ``failure_budget`` failures (default 5), not
         before ``not_before``, only in ``sites``. ``force_reason`` acts on in-use hosts
         too (with the force permission). Resubmitting with the same ``idempotency_key``
-        returns the first batch.
+        returns the first batch. ``params`` fill the image's configuration template
+        (``{{ params.KEY }}``: cloud-init user-data, kickstart variables).
+        ``console_check=True`` probes every host's BMC console before accepting (``False``
+        skips it; ``None``: the server's default).
 
         With ``dry_run=True`` nothing changes: the answer is a :class:`DryRun` with the
         hosts, the plan and every problem. Otherwise a refused batch raises
@@ -174,6 +183,8 @@ class _Api:
             "sites": list(sites or []),
             "comment": _optional_text(comment, "comment"),
             "dry_run": bool(dry_run),
+            "params": {str(k): str(v) for k, v in (params or {}).items()},
+            "console_check": None if console_check is None else bool(console_check),
         }
         if request["max_in_flight"] < 0 or (failure_budget is not None and failure_budget < 0):
             raise ValidationError("max_in_flight and failure_budget must not be negative")

@@ -313,12 +313,18 @@ impl PowerDriver for MeteredPower {
     }
 }
 
+/// How long `/readyz` waits for the store to answer.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Serves `/metrics` (Prometheus text format), `/healthz` (the process answers) and
-/// `/readyz` (`ready` is set: the store is open and the API is serving) on `addr`.
+/// `/readyz` on `addr`: ready when `ready` is set (the API is serving) and the store
+/// answers a query within 2 s, so a load balancer stops sending work to a maasd whose
+/// database is gone, and sends it again once the database is back.
 pub async fn serve(
     addr: SocketAddr,
     handle: PrometheusHandle,
     ready: Arc<AtomicBool>,
+    store: Arc<dyn Store>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -327,12 +333,20 @@ pub async fn serve(
         .route(
             "/readyz",
             get(move || {
-                let ok = ready.load(Ordering::Relaxed);
-                std::future::ready(if ok {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                })
+                let (ready, store) = (ready.clone(), store.clone());
+                async move {
+                    if !ready.load(Ordering::Relaxed) {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "starting");
+                    }
+                    match tokio::time::timeout(READY_STORE_TIMEOUT, store.event_cursor_get("readyz")).await {
+                        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "readyz: the store does not answer");
+                            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+                        }
+                        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+                    }
+                }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;

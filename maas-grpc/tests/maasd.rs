@@ -392,6 +392,27 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (code, body.to_string())
 }
 
+/// `/readyz` asks the store: once maasd's database is gone (dropped under it, on
+/// PostgreSQL and MariaDB) it answers 503 "store unavailable" within its 2 s bound, while
+/// `/healthz` still answers (the process is alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_store_that_does_not_answer() {
+    use sea_orm::ConnectionTrait;
+    for (tag, server, drop) in [
+        ("pg", "MAAS_TEST_POSTGRES_URL", "DROP DATABASE {} WITH (FORCE)"),
+        ("my", "MAAS_TEST_MYSQL_URL", "DROP DATABASE {}"),
+    ] {
+        let d = start_on(&format!("readyz-{tag}"), server, &[]).await;
+        assert_eq!(http_get(d.metrics_port, "/readyz"), (200, "ready".to_string()));
+        let admin = sea_orm::Database::connect(&std::env::var(server).unwrap()).await.unwrap();
+        let name = d.db.rsplit('/').next().unwrap().to_string();
+        admin.execute_unprepared(&drop.replace("{}", &name)).await.unwrap();
+        let (code, body) = http_get(d.metrics_port, "/readyz");
+        assert_eq!((code, body.as_str()), (503, "store unavailable"), "{tag}");
+        assert_eq!(http_get(d.metrics_port, "/healthz").0, 200, "{tag}: the process still answers");
+    }
+}
+
 /// Checks the Prometheus text exposition format line by line; returns the samples as
 /// (name, labels, value).
 fn parse_exposition(text: &str) -> Vec<(String, String, f64)> {

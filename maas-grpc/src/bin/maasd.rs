@@ -270,9 +270,9 @@ async fn main() {
     let ready = Arc::new(AtomicBool::new(false));
     if let (Some(addr), Some(handle)) = (metrics_addr, prometheus) {
         tokio::spawn(maas_grpc::metrics::refresh(engine.clone(), Duration::from_secs(5)));
-        let (ready, until) = (ready.clone(), stopped(stop_rx.clone()));
+        let (ready, until, store) = (ready.clone(), stopped(stop_rx.clone()), engine.store().clone());
         tokio::spawn(async move {
-            if let Err(e) = maas_grpc::metrics::serve(addr, handle, ready, until).await {
+            if let Err(e) = maas_grpc::metrics::serve(addr, handle, ready, store, until).await {
                 fail(format!("metrics on {addr}: {e}"));
             }
         });

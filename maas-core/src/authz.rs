@@ -138,6 +138,11 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Everything to the members of `group` (administrators).
+    pub fn admin(group: Group) -> Grant {
+        Grant { group, actions: None, pools: None, sites: None, force: false, admin: true, max_priority: None }
+    }
+
     /// The highest priority class this grant allows.
     pub fn priority_limit(&self) -> PriorityClass {
         if self.admin { PriorityClass::Urgent } else { self.max_priority.unwrap_or(PriorityClass::Normal) }
@@ -203,15 +208,7 @@ mod tests {
                     admin: false,
                     max_priority: None,
                 },
-                Grant {
-                    group: g("root"),
-                    actions: None,
-                    pools: None,
-                    sites: None,
-                    force: false,
-                    admin: true,
-                    max_priority: None,
-                },
+                Grant::admin(g("root")),
             ],
         };
         let act = |a, p: &str, s: &str| Permission::Act {

@@ -215,9 +215,8 @@ impl PowerDriver for SimFleet {
 /// the drawn time, as a real installer calls back. The drawn time runs from `prepare`, so
 /// the callback can come before the engine has recorded the power cycle that started the
 /// install (the job is not waiting yet): a refused callback is retried every second for up
-/// to ten minutes, as installers do — a loaded machine may take many
-/// seconds to record a power cycle, and a lost callback leaves the host waiting for its
-/// install deadline.
+/// to ten minutes, as installers do — a loaded machine may take many seconds to record a
+/// power cycle, and a lost callback leaves the host waiting for its install deadline.
 ///
 /// The deterministic simulator plays installers on its own clock instead; this is for
 /// the real-time engines: `maasd` on a simulated fleet and the embedded Python engine.

@@ -145,15 +145,7 @@ async fn inventory_admin_needs_the_admin_grant_and_reads_need_none() {
     let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
     let hosts = fleet_hosts(&fleet, 1, 3);
     let g = |s: &str| Group::new(s).unwrap();
-    let admin_grant = Grant {
-        group: g("ops"),
-        actions: None,
-        pools: None,
-        sites: None,
-        force: false,
-        admin: true,
-        max_priority: None,
-    };
+    let admin_grant = Grant::admin(g("ops"));
     let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
     let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
         .authorizer(Arc::new(GroupPolicy { grants: vec![admin_grant] }))

@@ -90,23 +90,33 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The database a URL names: `sqlite:`, `postgres://` / `postgresql://`, or `mysql://` /
+/// `mariadb://`; `None` for anything else.
+pub(crate) fn backend_of(url: &str) -> Option<DbBackend> {
+    if url.starts_with("sqlite:") {
+        Some(DbBackend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(DbBackend::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Some(DbBackend::MySql)
+    } else {
+        None
+    }
+}
+
+/// The URL as the driver takes it (sqlx knows MariaDB as `mysql://`).
+pub(crate) fn driver_url(url: &str) -> String {
+    url.replacen("mariadb://", "mysql://", 1)
+}
+
 /// Opens (and by default migrates) the database at `url`.
 ///
 /// SQLite files are created on first use and run in WAL mode with a busy timeout and
 /// `synchronous = FULL`, so an acknowledged write survives a power loss.
 pub async fn open(url: &str, options: &OpenOptions) -> Result<DatabaseConnection, OpenError> {
     let shown = redact(url);
-    let backend = if url.starts_with("sqlite:") {
-        DbBackend::Sqlite
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        DbBackend::Postgres
-    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        DbBackend::MySql
-    } else {
-        return Err(OpenError::UnsupportedUrl { url: shown });
-    };
-    let url = url.replacen("mariadb://", "mysql://", 1);
-    let mut opts = ConnectOptions::new(url);
+    let Some(backend) = backend_of(url) else { return Err(OpenError::UnsupportedUrl { url: shown }) };
+    let mut opts = ConnectOptions::new(driver_url(url));
     opts.max_connections(options.max_connections).sqlx_logging(false);
     if backend == DbBackend::Sqlite {
         let busy = options.busy_timeout;

@@ -131,7 +131,7 @@ impl InstanceLock {
     /// Takes instance name `name` in the database of `url`, or says who holds it.
     pub async fn acquire(url: &str, name: &str) -> Result<InstanceLock, InstanceLockError> {
         use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
-        if url.starts_with("sqlite:") {
+        if crate::backend_of(url) == Some(DbBackend::Sqlite) {
             let hold = match SqliteFileLock::acquire(url)? {
                 Some(file) => InstanceHold::File(file),
                 None => InstanceHold::Private,
@@ -140,7 +140,7 @@ impl InstanceLock {
         }
         let database = crate::redact(url);
         let failed = |source| InstanceLockError::Backend { name: name.to_string(), database: database.clone(), source };
-        let mut opts = ConnectOptions::new(url.replacen("mariadb://", "mysql://", 1));
+        let mut opts = ConnectOptions::new(crate::driver_url(url));
         // One connection, never recycled: the lock lives exactly as long as it does.
         opts.max_connections(1)
             .min_connections(1)

@@ -326,12 +326,22 @@ async fn job_now(store: &SqlStore, j: &JobRecord) -> JobRecord {
     now.into_iter().find(|x| x.id == j.id).unwrap()
 }
 
-async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
+/// Hosts in the crash tests.
+const CRASH_HOSTS: usize = 2_000;
+
+/// A fresh database on `server` with [`CRASH_HOSTS`] simulated hosts, and a scratch
+/// directory for the instances' logs: (url, store, directory).
+async fn crash_lab(server: &str, tag: &str, what: &str) -> (String, Arc<SqlStore>, PathBuf) {
     let (url, store) = fresh_db(&server_url(server), tag).await;
-    let hosts = 2_000;
-    store.host_upsert_many(fleet_hosts(&SimFleet::new(1, FaultPlan::none()), 1, hosts)).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("maas-crash-{tag}-{}", std::process::id()));
+    store.host_upsert_many(fleet_hosts(&SimFleet::new(1, FaultPlan::none()), 1, CRASH_HOSTS)).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("maas-{what}-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    (url, store, dir)
+}
+
+async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
+    let (url, store, dir) = crash_lab(server, tag, "crash").await;
+    let hosts = CRASH_HOSTS;
     let acks = dir.join("acks");
     let logs = [dir.join("victim.log"), dir.join("survivor.log")];
     let (acked, running) = kill_mid_flight(&url, &store, hosts, "victim", &logs[0], &acks).await;
@@ -364,11 +374,8 @@ async fn a_killed_instance_loses_nothing(server: &str, tag: &str) {
 /// every job the dead run held ran again with the "instance restarted" error on its failed
 /// attempt, not "lease expired".
 async fn a_restarted_instance_takes_back_its_leases_at_once(server: &str, tag: &str) {
-    let (url, store) = fresh_db(&server_url(server), tag).await;
-    let hosts = 2_000;
-    store.host_upsert_many(fleet_hosts(&SimFleet::new(1, FaultPlan::none()), 1, hosts)).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("maas-restart-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (url, store, dir) = crash_lab(server, tag, "restart").await;
+    let hosts = CRASH_HOSTS;
     let (acks, taken) = (dir.join("acks"), dir.join("taken"));
     let logs = [dir.join("first.log"), dir.join("again.log")];
     // "node" runs with 60 s leases: an expired-lease rescue would take a minute.

@@ -1,7 +1,7 @@
 //! The deterministic simulator: the whole engine — facade, workers, singletons on two
 //! instances — on a [`ManualClock`], the [`MemStore`] and the [`SimFleet`], driven by one
-//! seed. Each step is one seeded move (a submission, a duplicate with an idempotency key, one keyed request sent four times at once, a
-//! cancel, a pause, a resume, a worker claiming or flushing, a worker crash, restart or
+//! seed. Each step is one seeded move (a submission, a duplicate with an idempotency key,
+//! one keyed request sent four times at once, a cancel, a pause, a resume, a worker claiming or flushing, a worker crash, restart or
 //! stall, a pool remapping, an installer callback, a leader tick, or time passing); after
 //! every step [`Checker`] asserts the invariants. Then faults stop and the run drains:
 //! every accepted batch must reach a terminal state.

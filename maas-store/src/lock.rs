@@ -87,14 +87,17 @@ impl SqliteFileLock {
 pub enum InstanceLockError {
     /// Another live process holds the name.
     #[error(
-        "instance name {name:?} is held by another running process on {database}: give each instance its own \
-         name (maasd --instance or `instance` in its config); a restarted instance reuses its old name"
+        "instance name {name:?} is held by another running process on {database} (waited {waited:?} for it): \
+         give each instance its own name (maasd --instance or `instance` in its config); a restarted instance \
+         reuses its old name"
     )]
     Held {
         /// The name.
         name: String,
         /// The database (password redacted).
         database: String,
+        /// How long it was asked for.
+        waited: std::time::Duration,
     },
     /// The SQLite file is held.
     #[error(transparent)]
@@ -128,8 +131,11 @@ enum InstanceHold {
 }
 
 impl InstanceLock {
-    /// Takes instance name `name` in the database of `url`, or says who holds it.
-    pub async fn acquire(url: &str, name: &str) -> Result<InstanceLock, InstanceLockError> {
+    /// Takes instance name `name` in the database of `url`, asking again for up to `wait`
+    /// while another session holds it, or says who holds it. A killed holder's lock goes
+    /// when the server notices its connection closed — a moment after the kill, so a
+    /// restart right after one needs a short `wait` (maasd waits 5 s).
+    pub async fn acquire(url: &str, name: &str, wait: std::time::Duration) -> Result<InstanceLock, InstanceLockError> {
         use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
         if crate::backend_of(url) == Some(DbBackend::Sqlite) {
             let hold = match SqliteFileLock::acquire(url)? {
@@ -165,17 +171,24 @@ impl InstanceLock {
                 ("SELECT GET_LOCK(?, 0) AS held", vec![lock.into()])
             }
         };
-        let row = db.query_one_raw(Statement::from_sql_and_values(backend, sql, values)).await.map_err(failed)?;
-        let held = match (backend, row) {
-            (DbBackend::Postgres, Some(r)) => r.try_get::<bool>("", "held").map_err(failed)?,
-            (_, Some(r)) => r.try_get::<Option<i64>>("", "held").map_err(failed)? == Some(1),
-            (_, None) => false,
-        };
-        if !held {
-            let _ = db.close().await;
-            return Err(InstanceLockError::Held { name: name.to_string(), database });
+        let started = std::time::Instant::now();
+        loop {
+            let statement = Statement::from_sql_and_values(backend, sql, values.clone());
+            let row = db.query_one_raw(statement).await.map_err(failed)?;
+            let held = match (backend, row) {
+                (DbBackend::Postgres, Some(r)) => r.try_get::<bool>("", "held").map_err(failed)?,
+                (_, Some(r)) => r.try_get::<Option<i64>>("", "held").map_err(failed)? == Some(1),
+                (_, None) => false,
+            };
+            if held {
+                return Ok(InstanceLock { hold: InstanceHold::Session(db) });
+            }
+            if started.elapsed() >= wait {
+                let _ = db.close().await;
+                return Err(InstanceLockError::Held { name: name.to_string(), database, waited: wait });
+            }
+            tokio::time::sleep(LOCK_RETRY.min(wait)).await;
         }
-        Ok(InstanceLock { hold: InstanceHold::Session(db) })
     }
 
     /// The lock file, when the name is held by holding a SQLite file.
@@ -193,6 +206,9 @@ impl InstanceLock {
         }
     }
 }
+
+/// The pause between two asks for a held instance name.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// FNV-1a: a hash that stays the same across builds and platforms (the lock key must be
 /// the same in every process and version).

@@ -111,7 +111,7 @@ async fn instance_entry_point() {
     let lease = if std::env::var("MAAS_INSTANCE_SHORT_LEASE").is_ok() { 3 } else { 60 };
     let (engine, store) = instance_engine(&url, hosts, &log, Duration::from_secs(lease)).await;
     // As maasd starts: hold the name, then take back the leases of its earlier runs.
-    let _name = InstanceLock::acquire(&url, &name).await.unwrap();
+    let _name = InstanceLock::acquire(&url, &name, Duration::from_secs(5)).await.unwrap();
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let id = InstanceId::new(&name, incarnation).unwrap();
     let taken = engine.take_over_earlier_incarnations(&id).await.unwrap();

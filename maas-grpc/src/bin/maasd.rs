@@ -148,6 +148,10 @@ fn webhook(w: &WebhookConfig, store: &Arc<SqlStore>, stragglers: bool) -> (Strin
     }
 }
 
+/// How long maasd asks for its instance name while another session holds it: a previous
+/// run killed a moment ago still holds it until the database notices its connection closed.
+const NAME_WAIT: Duration = Duration::from_secs(5);
+
 #[tokio::main]
 async fn main() {
     let config = Args::parse().config().unwrap_or_else(|e| fail(e));
@@ -183,7 +187,7 @@ async fn main() {
     let started = SystemClock::new().now();
     let instance = InstanceId::new(&config.instance, started.as_millis() as u64).unwrap_or_else(|e| fail(e));
     let _instance_lock =
-        maas_store::InstanceLock::acquire(&config.db, instance.name()).await.unwrap_or_else(|e| fail(e));
+        maas_store::InstanceLock::acquire(&config.db, instance.name(), NAME_WAIT).await.unwrap_or_else(|e| fail(e));
     let store = Arc::new(
         SqlStore::open(&config.db, &OpenOptions::default(), Rules::default()).await.unwrap_or_else(|e| fail(e)),
     );

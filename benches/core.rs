@@ -24,6 +24,8 @@ fn host(i: usize) -> Host {
         bmc: BmcEndpoint { address: "10.0.0.1".into(), port: 623, credentials_ref: "d".into() },
         state: HostState::Ready,
         mac: None,
+        allocated_to: None,
+        state_since: None,
     }
 }
 

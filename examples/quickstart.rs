@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maas::engine::BatchView;
-use maas::ports::store::{BatchListParams, StatsParams};
+use maas::ports::store::{AuditFilter, BatchListParams, StatsParams};
 use maas::store::{OpenOptions, SqlStore};
 use maas::*;
 use maas_sim::FaultPlan;
@@ -202,7 +202,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let batches = engine.list_batches(BatchListParams::default()).await?;
-    println!("\n{} batches; audit trail has {} entries; sites now:", batches.len(), engine.audit(0).await?.len());
+    let trail = engine.audit(&alice, AuditFilter { limit: AuditFilter::MAX_LIMIT, ..Default::default() }).await?;
+    println!("\n{} batches; audit trail has {} entries; sites now:", batches.len(), trail.len());
     for a in engine.active_counts().await? {
         println!(
             "  {}: {} hosts in flight, {} jobs queued, {} running, {} waiting, {} live workers",

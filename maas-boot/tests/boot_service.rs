@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use maas_boot::{BootProvisioner, BootService, BootServiceConfig, Catalog, CatalogError, ImageConfig, ImageKind};
-use maas_core::host::{BmcEndpoint, Host, HostState};
+use maas_core::host::{BmcEndpoint, Host};
 use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
 use maas_core::ports::store::StoreError;
@@ -81,8 +81,8 @@ impl Inventory for Flaky {
     async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError> {
         self.inner.host_upsert_many(hosts).await
     }
-    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
-        self.inner.host_set_state(name, state).await
+    async fn host_set_state(&self, name: &Hostname, change: maas_core::host::StateChange) -> Result<(), StoreError> {
+        self.inner.host_set_state(name, change).await
     }
 }
 

@@ -61,6 +61,8 @@ pub enum Permission {
     },
     /// Read batches and inventory.
     Read,
+    /// Read the audit trail (a grant with `audit`, or an admin).
+    ReadAudit,
     /// Change inventory, pool mappings; cancel others' batches.
     Admin,
 }
@@ -73,6 +75,7 @@ impl fmt::Display for Permission {
             Permission::Priority { class } => write!(f, "priority {class}"),
             Permission::Read => write!(f, "read"),
             Permission::Admin => write!(f, "admin"),
+            Permission::ReadAudit => write!(f, "read the audit trail"),
         }
     }
 }
@@ -135,12 +138,24 @@ pub struct Grant {
     /// need no grant, `high` and `urgent` do).
     #[serde(default)]
     pub max_priority: Option<PriorityClass>,
+    /// Members may read the audit trail (admins always may).
+    #[serde(default)]
+    pub audit: bool,
 }
 
 impl Grant {
     /// Everything to the members of `group` (administrators).
     pub fn admin(group: Group) -> Grant {
-        Grant { group, actions: None, pools: None, sites: None, force: false, admin: true, max_priority: None }
+        Grant {
+            group,
+            actions: None,
+            pools: None,
+            sites: None,
+            force: false,
+            admin: true,
+            max_priority: None,
+            audit: false,
+        }
     }
 
     /// The highest priority class this grant allows.
@@ -167,6 +182,7 @@ impl Authorizer for GroupPolicy {
             || match permission {
                 Permission::Read => true,
                 Permission::Admin => false,
+                Permission::ReadAudit => mine.clone().any(|g| g.audit),
                 Permission::Priority { class } => {
                     *class <= PriorityClass::Normal || mine.clone().any(|g| g.priority_limit() >= *class)
                 }
@@ -198,6 +214,7 @@ mod tests {
                     force: false,
                     admin: false,
                     max_priority: None,
+                    audit: false,
                 },
                 Grant {
                     group: g("ops"),
@@ -207,6 +224,7 @@ mod tests {
                     force: true,
                     admin: false,
                     max_priority: None,
+                    audit: false,
                 },
                 Grant::admin(g("root")),
             ],

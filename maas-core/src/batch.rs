@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
 use crate::hostlist::DEFAULT_EXPANSION_CAP;
+use crate::id::BatchId;
+use crate::model::{AuditOp, AuditRecord};
 use crate::names::{Hostname, Site};
 use crate::priority::PriorityClass;
 use crate::time::Timestamp;
@@ -151,7 +153,60 @@ pub struct BatchSpec {
     pub params: BTreeMap<String, String>,
 }
 
+/// What an audit entry says a submission asked for, in one line.
+fn submit_summary(
+    action: &Action,
+    priority: PriorityClass,
+    rollout: &RolloutPolicy,
+    not_before: Option<Timestamp>,
+    params: &BTreeMap<String, String>,
+) -> String {
+    let mut s = format!(
+        "{action}, priority {priority}, max in flight {}, failure budget {}",
+        rollout.max_in_flight, rollout.failure_budget
+    );
+    if let Some(t) = not_before {
+        s.push_str(&format!(", not before {t}"));
+    }
+    if !params.is_empty() {
+        let keys: Vec<&str> = params.keys().map(String::as_str).collect();
+        s.push_str(&format!(", params {}", keys.join(" ")));
+    }
+    AuditRecord::printable(&s, 1024)
+}
+
+impl BatchRequest {
+    /// This request's audit entry, as `principal` made it at `at` (accepted until marked
+    /// refused). Its hosts are the expressions as written: a refused request may not
+    /// expand.
+    pub fn audit_entry(&self, principal: &str, at: Timestamp) -> AuditRecord {
+        let expr = self.hosts.join(",");
+        let mut a = AuditRecord::new(AuditOp::Submit, principal, at);
+        a.host_count = crate::hostlist::expand(&expr, DEFAULT_EXPANSION_CAP).map_or(0, |names| names.len() as u32);
+        a.hosts = AuditRecord::printable(&expr, 4096);
+        a.action = Some(self.action.clone());
+        a.summary = submit_summary(&self.action, self.priority, &self.rollout, self.not_before, &self.params);
+        a.reason = self.force.as_ref().map(|f| AuditRecord::printable(&f.reason, 1024));
+        a.forced = self.force.is_some();
+        a.comment = self.comment.as_deref().map(|c| AuditRecord::printable(c, 1024));
+        a
+    }
+}
+
 impl BatchSpec {
+    /// The audit entry of this spec's acceptance as batch `batch_id`.
+    pub fn audit_entry(&self, principal: &str, at: Timestamp, batch_id: BatchId) -> AuditRecord {
+        let names: Vec<&str> = self.hosts.iter().map(Hostname::as_str).collect();
+        let mut a = AuditRecord::new(AuditOp::Submit, principal, at).on_hosts(&names);
+        a.batch_id = Some(batch_id);
+        a.action = Some(self.action.clone());
+        a.summary = submit_summary(&self.action, self.priority, &self.rollout, self.not_before, &self.params);
+        a.reason = self.force.as_ref().map(|f| f.reason.clone());
+        a.forced = self.force.is_some();
+        a.comment = self.comment.clone();
+        a
+    }
+
     /// The spec `req` describes once its hostlists expanded to `hosts` (validation decides
     /// whether it may be submitted; this only assembles it).
     pub fn from_request(req: &BatchRequest, hosts: Vec<Hostname>) -> Self {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use crate::id::{BatchId, HostRunId};
 use crate::machine::{self, Effects, Rules, TransitionError};
-use crate::model::{BatchRecord, HostRunRecord, JobRecord, NewEvent};
+use crate::model::{AuditRecord, BatchRecord, HostRunRecord, JobRecord, NewEvent};
 use crate::names::Hostname;
 use crate::time::Timestamp;
 
@@ -32,6 +32,8 @@ pub enum EffectWrite {
     ReleaseClaims(Vec<Hostname>),
     /// Append these events to the outbox (a store may defer them to just before commit).
     AppendEvents(Vec<NewEvent>),
+    /// Append these entries to the audit trail.
+    AppendAudit(Vec<AuditRecord>),
     /// Overwrite the batch.
     PutBatch(BatchRecord),
     /// Load up to `count` queued host runs of `batch`, lowest ordinal first, each with its
@@ -64,7 +66,7 @@ impl<'r> ApplyEffects<'r> {
     }
 
     fn queue(&mut self, fx: Effects) {
-        let Effects { jobs, host_runs, batch, cancel_jobs_of, released_claims, events, start_queued } = fx;
+        let Effects { jobs, host_runs, batch, cancel_jobs_of, released_claims, events, start_queued, audit } = fx;
         let w = &mut self.writes;
         if !jobs.is_empty() {
             w.push_back(EffectWrite::PutJobs(jobs));
@@ -80,6 +82,9 @@ impl<'r> ApplyEffects<'r> {
         }
         if !events.is_empty() {
             w.push_back(EffectWrite::AppendEvents(events));
+        }
+        if !audit.is_empty() {
+            w.push_back(EffectWrite::AppendAudit(audit));
         }
         if let Some(batch) = batch {
             if start_queued > 0 {

@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::names::{Group, Hostname, Pool, Rack, Site, Sku};
+use crate::plan::StepKind;
+use crate::time::Timestamp;
 
 /// Where a host is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
@@ -82,6 +84,67 @@ pub struct Host {
     /// in the inventory. Hosts without one cannot be reimaged or wiped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    /// Who holds it while [`HostState::Allocated`] (a service, a team, a ticket): what a
+    /// refusal names. `None` in every other state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_to: Option<String>,
+    /// When its state last changed through [`crate::ports::inventory::Inventory::host_set_state`]
+    /// (or the import that set it), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<Timestamp>,
+}
+
+/// A change of one host's lifecycle state, as [`crate::ports::inventory::Inventory::host_set_state`]
+/// applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// The new state.
+    pub state: HostState,
+    /// Who holds the host, for [`HostState::Allocated`] (ignored, and cleared, for the
+    /// other states).
+    pub allocated_to: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl StateChange {
+    /// A change to `state` at `at`, held by nobody.
+    pub fn to(state: HostState, at: Timestamp) -> Self {
+        StateChange { state, allocated_to: None, at }
+    }
+
+    /// Applies the change to `host` (what every inventory stores).
+    pub fn apply(&self, host: &mut Host) {
+        host.state = self.state;
+        host.allocated_to = if self.state == HostState::Allocated { self.allocated_to.clone() } else { None };
+        host.state_since = Some(self.at);
+    }
+}
+
+impl Host {
+    /// Why a worker must not run a step of `kind` on this host now, if it must not: the
+    /// host was decommissioned, or became in use (allocated), after its batch was accepted.
+    /// A batch forced with a reason (`forced`) may touch allocated hosts. Steps that do
+    /// not touch the host (waits, verification, release, fencing a cancelled install) are
+    /// never stopped: a fence must always run.
+    pub fn refuses_step(&self, kind: StepKind, forced: bool) -> Option<String> {
+        if !kind.touches_host() {
+            return None;
+        }
+        match self.state {
+            HostState::Decommissioned => Some(format!("{} was decommissioned after submission", self.hostname)),
+            HostState::Allocated if !forced => {
+                let to = self.allocated_to.as_deref().map(|t| format!(" to {t}")).unwrap_or_default();
+                let since = self.state_since.map(|t| format!(" since {t}")).unwrap_or_default();
+                Some(format!(
+                    "{} is allocated{to}{since}: it became in use after the batch was accepted, and the batch \
+                     was not forced; the host was not touched",
+                    self.hostname
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A 48-bit Ethernet MAC address. Parses `52:54:00:ab:cd:ef`, `52-54-00-AB-CD-EF` and
@@ -198,7 +261,32 @@ mod tests {
             bmc: BmcEndpoint { address: "10.0.0.1".into(), port: 623, credentials_ref: "c".into() },
             state: HostState::Ready,
             mac: mac.map(|m| MacAddr::parse(m).unwrap()),
+            allocated_to: None,
+            state_since: None,
         }
+    }
+
+    #[test]
+    fn a_host_allocated_after_acceptance_refuses_the_steps_that_touch_it_unless_forced() {
+        let mut h = host("web6.dc1", None);
+        let at = Timestamp::parse_rfc3339("2026-12-04T08:00:00Z").unwrap();
+        assert_eq!(h.refuses_step(StepKind::PowerCycle, false), None);
+        StateChange { state: HostState::Allocated, allocated_to: Some("payments".into()), at }.apply(&mut h);
+        let why = h.refuses_step(StepKind::PowerCycle, false).unwrap();
+        assert!(why.contains("web6.dc1 is allocated to payments since 2026-12-04T08:00:00"), "{why}");
+        for kind in [StepKind::Preflight, StepKind::SetBootPxe, StepKind::PowerOff, StepKind::BootDisk] {
+            assert!(h.refuses_step(kind, false).is_some(), "{kind}");
+            assert_eq!(h.refuses_step(kind, true), None, "forced: {kind}");
+        }
+        for kind in [StepKind::Fence, StepKind::Verify, StepKind::Release, StepKind::AwaitInstall] {
+            assert_eq!(h.refuses_step(kind, false), None, "{kind} does not touch the host");
+        }
+        // Back to ready: the holder is cleared, the steps run again.
+        StateChange::to(HostState::Ready, at).apply(&mut h);
+        assert_eq!((h.allocated_to.as_deref(), h.refuses_step(StepKind::PowerCycle, false)), (None, None));
+        // Decommissioned stops every touching step, forced or not.
+        StateChange::to(HostState::Decommissioned, at).apply(&mut h);
+        assert!(h.refuses_step(StepKind::Preflight, true).unwrap().contains("decommissioned after submission"));
     }
 
     #[test]

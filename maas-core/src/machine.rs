@@ -25,11 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::Principal;
 use crate::batch::BatchSpec;
-use crate::hostlist;
 use crate::id::{HostRunId, IdGenerator, JobId};
 use crate::model::*;
 use crate::names::{Hostname, Pool, Site, Sku};
-use crate::plan::{StepKind, plan_for};
+use crate::plan::{StepKind, StepParams, plan_for};
 use crate::priority::PriorityPolicy;
 use crate::time::Timestamp;
 
@@ -152,6 +151,26 @@ pub struct Effects {
     /// Then start this many queued host runs of the batch (lowest ordinal first) with
     /// [`start_queued_runs`].
     pub start_queued: u32,
+    /// Audit entries to write with the change (a user's cancel, pause or resume).
+    pub audit: Vec<AuditRecord>,
+}
+
+/// The audit entry of `principal`'s accepted `op` on `batch` (its hosts named, so a host's
+/// trail shows who stopped or resumed work on it).
+pub fn batch_audit(
+    op: AuditOp,
+    batch: &BatchRecord,
+    principal: &Principal,
+    reason: &str,
+    now: Timestamp,
+) -> AuditRecord {
+    let names: Vec<&str> = batch.spec.hosts.iter().map(Hostname::as_str).collect();
+    let mut a = AuditRecord::new(op, &principal.name, now).on_hosts(&names);
+    a.batch_id = Some(batch.id);
+    a.action = Some(batch.spec.action.clone());
+    a.summary = format!("{op} batch {} ({}, {} hosts)", batch.id, batch.spec.action, names.len());
+    a.reason = (!reason.is_empty()).then(|| reason.to_string());
+    a
 }
 
 impl Effects {
@@ -250,6 +269,7 @@ pub fn plan_submission(
 ) -> NewBatch {
     let batch_id = ids.batch();
     let plan = plan_for(&spec.action);
+    let forced = spec.force.is_some();
     let n = targets.len() as u32;
     let mut host_runs = Vec::with_capacity(targets.len());
     let mut jobs = Vec::with_capacity(targets.len() * plan.len());
@@ -281,7 +301,7 @@ pub fn plan_submission(
                 site: t.site.clone(),
                 position: position as u32,
                 kind: step.kind,
-                params: step.params.clone(),
+                params: StepParams { forced, ..step.params.clone() },
                 state: JobState::Blocked,
                 attempt: 0,
                 max_attempts: step.max_attempts,
@@ -301,16 +321,7 @@ pub fn plan_submission(
         }
         claims.push(Claim { hostname: t.hostname.clone(), batch_id, host_run_id: run_id, since: now });
     }
-    let audit = AuditRecord {
-        at: now,
-        principal: submitter.name.clone(),
-        batch_id,
-        action: spec.action.clone(),
-        host_count: n,
-        hosts: hostlist::collapse(&spec.hosts.iter().map(Hostname::as_str).collect::<Vec<_>>()),
-        force_reason: spec.force.as_ref().map(|f| f.reason.clone()),
-        comment: spec.comment.clone(),
-    };
+    let audit = spec.audit_entry(&submitter.name, now, batch_id);
     let mut batch = BatchRecord {
         id: batch_id,
         submitter: submitter.name.clone(),
@@ -708,6 +719,7 @@ pub fn decide_cancel(
     if batch.state.is_terminal() {
         return Err(TransitionError::BatchFinished { state: batch.state });
     }
+    fx.audit.push(batch_audit(AuditOp::Cancel, &batch, principal, reason, now));
     if batch.state == BatchState::Cancelling {
         return Ok(fx);
     }
@@ -779,6 +791,9 @@ pub fn decide_pause(
     batch.pause_reason = Some(reason.clone());
     batch.updated_at = now;
     let mut fx = Effects::default();
+    if let PauseReason::User { reason, .. } = &reason {
+        fx.audit.push(batch_audit(AuditOp::Pause, &batch, principal, reason, now));
+    }
     fx.events.push(NewEvent { batch_id: batch.id, at: now, kind: EventKind::BatchPaused { reason } });
     fx.batch = Some(batch);
     Ok(fx)
@@ -798,6 +813,7 @@ pub fn decide_resume(
     batch.pause_reason = None;
     batch.updated_at = now;
     let mut fx = Effects::default();
+    fx.audit.push(batch_audit(AuditOp::Resume, &batch, principal, "", now));
     fx.events.push(NewEvent {
         batch_id: batch.id,
         at: now,

@@ -508,25 +508,166 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// An accepted destructive action, for the audit trail.
+/// A mutating call, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOp {
+    /// A batch submission.
+    Submit,
+    /// A batch cancel.
+    Cancel,
+    /// A batch pause.
+    Pause,
+    /// A batch resume.
+    Resume,
+    /// An inventory import.
+    ImportHosts,
+    /// A host's lifecycle state change.
+    SetHostState,
+    /// A pool's step kinds change.
+    SetPoolKinds,
+}
+
+impl AuditOp {
+    /// Every operation.
+    pub const ALL: [AuditOp; 7] = [
+        AuditOp::Submit,
+        AuditOp::Cancel,
+        AuditOp::Pause,
+        AuditOp::Resume,
+        AuditOp::ImportHosts,
+        AuditOp::SetHostState,
+        AuditOp::SetPoolKinds,
+    ];
+
+    /// The snake_case name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOp::Submit => "submit",
+            AuditOp::Cancel => "cancel",
+            AuditOp::Pause => "pause",
+            AuditOp::Resume => "resume",
+            AuditOp::ImportHosts => "import_hosts",
+            AuditOp::SetHostState => "set_host_state",
+            AuditOp::SetPoolKinds => "set_pool_kinds",
+        }
+    }
+
+    /// Parses [`AuditOp::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for AuditOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An entry of the audit trail: one mutating call, accepted or refused. Kept when
+/// retention removes the batches it names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Its position in the trail, assigned by the store when written (strictly increasing
+    /// in commit order; 0 before). Pages of the trail continue from it.
+    pub id: u64,
     /// When.
     pub at: Timestamp,
     /// Who.
     pub principal: String,
-    /// The batch.
-    pub batch_id: BatchId,
-    /// What.
-    pub action: Action,
-    /// How many hosts.
+    /// What was called.
+    pub op: AuditOp,
+    /// Whether it took effect. A refused call changed nothing; `error` says why.
+    pub accepted: bool,
+    /// The batch it created or acted on, if any (none for a refused submit).
+    pub batch_id: Option<BatchId>,
+    /// The action submitted (submits only).
+    pub action: Option<Action>,
+    /// How many hosts it named.
     pub host_count: u32,
-    /// Which hosts (collapsed hostlist).
+    /// Which hosts (a collapsed hostlist; empty for pool and batch operations).
     pub hosts: String,
-    /// The force reason, when in-use hosts were included.
-    pub force_reason: Option<String>,
+    /// The request in one line, for people (`reimage os=ubuntu-24.04, priority high`,
+    /// `state allocated to payments`, `pool web: power_cycle, verify`).
+    pub summary: String,
+    /// The reason the caller gave (cancel, pause, force).
+    pub reason: Option<String>,
+    /// Whether in-use hosts were included on purpose (a forced submission).
+    pub forced: bool,
     /// The submitter's comment.
     pub comment: Option<String>,
+    /// Why it was refused (bounded).
+    pub error: Option<String>,
+}
+
+impl AuditRecord {
+    /// An accepted call with nothing but who, what and when filled in.
+    pub fn new(op: AuditOp, principal: &str, at: Timestamp) -> Self {
+        AuditRecord {
+            id: 0,
+            at,
+            principal: principal.to_string(),
+            op,
+            accepted: true,
+            batch_id: None,
+            action: None,
+            host_count: 0,
+            hosts: String::new(),
+            summary: String::new(),
+            reason: None,
+            forced: false,
+            comment: None,
+            error: None,
+        }
+    }
+
+    /// The most of a refusal's message an entry keeps.
+    pub const MAX_ERROR: usize = 2048;
+
+    /// Marks the call refused with `error` (cut to [`AuditRecord::MAX_ERROR`] bytes on a
+    /// character boundary).
+    pub fn refused(mut self, error: &str) -> Self {
+        let mut end = error.len().min(Self::MAX_ERROR);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.accepted = false;
+        self.error = Some(error[..end].to_string());
+        self
+    }
+
+    /// Names the hosts it concerned.
+    pub fn on_hosts<S: AsRef<str>>(mut self, hosts: &[S]) -> Self {
+        self.host_count = hosts.len() as u32;
+        self.hosts = crate::hostlist::collapse(hosts);
+        self
+    }
+
+    /// `text` as an entry keeps it: control characters escaped (a refused request may hold
+    /// them, and the trail is read on terminals), at most `max` bytes.
+    pub fn printable(text: &str, max: usize) -> String {
+        let mut out = String::with_capacity(text.len().min(max));
+        for c in text.chars() {
+            let piece: String = if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+            if out.len() + piece.len() > max {
+                out.push('…');
+                break;
+            }
+            out.push_str(&piece);
+        }
+        out
+    }
+
+    /// Whether `host` is among the hosts it names.
+    pub fn names_host(&self, host: &str) -> bool {
+        if self.hosts.is_empty() {
+            return false;
+        }
+        // The list was collapsed from at most `host_count` names.
+        crate::hostlist::expand(&self.hosts, self.host_count.max(1) as usize)
+            .is_ok_and(|names| names.iter().any(|n| n == host))
+    }
 }
 
 /// A worker's registry entry.

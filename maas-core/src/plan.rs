@@ -18,8 +18,9 @@ use crate::names::OsRelease;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
-    /// Re-check the host just before touching it: still in inventory, not allocated (unless
-    /// forced), BMC reachable.
+    /// Check the host just before touching it: still in inventory, not decommissioned, not
+    /// allocated (unless forced), BMC reachable. (Every later step that touches the host
+    /// checks the inventory again: [`StepKind::touches_host`].)
     Preflight,
     /// Set the next boot to the network (PXE) and tell the provisioner what to serve.
     SetBootPxe,
@@ -111,6 +112,22 @@ impl StepKind {
         matches!(self, StepKind::AwaitInstall | StepKind::AwaitWipe | StepKind::AwaitFirstBoot)
     }
 
+    /// Whether the step changes the host (power, boot device, inventory state) or gates
+    /// a chain that will: such steps re-check the inventory when they run
+    /// ([`crate::host::Host::refuses_step`]). Waits, verification, release and fencing a
+    /// cancelled install do not.
+    pub fn touches_host(self) -> bool {
+        !matches!(
+            self,
+            StepKind::AwaitInstall
+                | StepKind::AwaitWipe
+                | StepKind::AwaitFirstBoot
+                | StepKind::Verify
+                | StepKind::Release
+                | StepKind::Fence
+        )
+    }
+
     /// How many times the step may be attempted before the host run fails.
     pub fn default_max_attempts(self) -> u32 {
         match self {
@@ -153,6 +170,10 @@ pub struct StepParams {
     /// For waiting steps: how long to wait for the callback (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u64>,
+    /// The batch was forced with a reason: the step may touch a host that is in use
+    /// ([`crate::host::Host::refuses_step`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 impl StepParams {
@@ -220,6 +241,7 @@ pub fn plan_for(action: &Action) -> Vec<PlannedStep> {
             params: StepParams {
                 boot: if kind == SetBootPxe { boot.clone() } else { None },
                 wait_ms: if kind.is_wait() { wait.map(|d| d.as_millis() as u64) } else { None },
+                forced: false,
             },
             max_attempts: kind.default_max_attempts(),
         })

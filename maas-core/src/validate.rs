@@ -511,6 +511,8 @@ mod tests {
             bmc: BmcEndpoint { address: "127.0.0.1".into(), port: 623, credentials_ref: "default".into() },
             state,
             mac: None,
+            allocated_to: None,
+            state_since: None,
         }
     }
 
@@ -544,6 +546,7 @@ mod tests {
                 force: false,
                 admin: false,
                 max_priority: None,
+                audit: false,
             }],
         };
         Fixture { inventory, claims, policy, limits: Limits { max_batch_hosts: 20, ..Limits::default() } }

@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     leases_failed: AtomicU64,
     waits_expired: AtomicU64,
     stragglers_flagged: AtomicU64,
+    audit_write_failures: AtomicU64,
 }
 
 /// A reading of the counters.
@@ -39,6 +40,9 @@ pub struct CounterSnapshot {
     pub waits_expired: u64,
     /// Host runs flagged as stragglers.
     pub stragglers_flagged: u64,
+    /// Audit entries of refused calls (or idempotent replays) the store failed to write
+    /// (the caller still got its answer).
+    pub audit_write_failures: u64,
 }
 
 fn add(c: &AtomicU64, n: usize) {
@@ -51,6 +55,10 @@ impl Counters {
             add(&self.claims, 1);
             add(&self.jobs_claimed, jobs);
         }
+    }
+
+    pub(crate) fn audit_write_failed(&self) {
+        add(&self.audit_write_failures, 1);
     }
 
     pub(crate) fn completed(&self, applied: usize, stale: usize) {
@@ -79,6 +87,7 @@ impl Counters {
             leases_failed: get(&self.leases_failed),
             waits_expired: get(&self.waits_expired),
             stragglers_flagged: get(&self.stragglers_flagged),
+            audit_write_failures: get(&self.audit_write_failures),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The facade methods of [`Engine`]: what users and shells call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use futures::stream::{self, Stream, StreamExt};
@@ -11,7 +12,7 @@ use maas_core::action::ActionKind;
 use maas_core::authz::{AllowAll, Authorizer, Permission, Principal};
 use maas_core::batch::{BatchRequest, BatchSpec};
 use maas_core::estimate::{self, Percentiles};
-use maas_core::host::{Host, HostState};
+use maas_core::host::{Host, HostState, StateChange};
 use maas_core::id::BatchId;
 use maas_core::machine::{self, HostTarget, JobOutcome};
 use maas_core::model::*;
@@ -200,7 +201,59 @@ impl Engine {
         Ok(DryRunReport { acceptable: report.is_ok(), hosts, report, plan, warnings })
     }
 
+    /// Submits, and audits what the batch insert does not: a refusal, or an idempotent
+    /// replay (the accepted batch's entry is written with the batch).
     pub(crate) async fn submit_with(
+        &self,
+        principal: &Principal,
+        req: &BatchRequest,
+        authorizer: &dyn Authorizer,
+    ) -> Result<Submitted, EngineError> {
+        let result = self.submit_unaudited(principal, req, authorizer).await;
+        let entry = || req.audit_entry(&principal.name, self.inner.clock.now());
+        match &result {
+            Ok(s) if s.created => {}
+            Ok(s) => {
+                let mut replay = entry();
+                replay.batch_id = Some(s.batch.id);
+                replay.summary.push_str(" (idempotency key replay: the existing batch was returned)");
+                self.audit_refusal_or_replay(replay).await;
+            }
+            Err(e) => self.audit_refusal_or_replay(entry().refused(&e.to_string())).await,
+        }
+        result
+    }
+
+    /// Writes an audit entry the caller's answer does not depend on (a refusal, a replay):
+    /// a failed write is counted, and the caller's answer stands.
+    async fn audit_refusal_or_replay(&self, entry: AuditRecord) {
+        if self.inner.store.audit_append(entry).await.is_err() {
+            self.inner.counters.audit_write_failed();
+        }
+    }
+
+    /// Runs `op`; a refusal is audited as `entry`. An accepted call's entry is the
+    /// caller's to write (with the change, or right after it).
+    async fn refusals_audited<T>(
+        &self,
+        entry: impl FnOnce() -> AuditRecord,
+        op: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        let result = op.await;
+        if let Err(e) = &result {
+            self.audit_refusal_or_replay(entry().refused(&e.to_string())).await;
+        }
+        result
+    }
+
+    /// Audits an accepted inventory or pool change, written right after it (the inventory
+    /// may be another system than the store). If the entry cannot be written the call
+    /// fails: each such change is idempotent, and the retry writes the entry.
+    async fn audit_accepted(&self, entry: AuditRecord) -> Result<(), EngineError> {
+        Ok(self.inner.store.audit_append(entry).await?)
+    }
+
+    async fn submit_unaudited(
         &self,
         principal: &Principal,
         req: &BatchRequest,
@@ -435,13 +488,26 @@ impl Engine {
         id: BatchId,
         reason: &str,
     ) -> Result<BatchRecord, EngineError> {
-        self.check_reason(reason)?;
-        self.owned_batch(principal, id).await?;
-        let now = self.inner.clock.now();
-        let p = BatchCancelParams { batch_id: id, principal: principal.clone(), reason: reason.to_string(), now };
-        let b = self.inner.store.batch_cancel(p).await?;
-        self.changed();
-        Ok(b)
+        let entry = || self.batch_refusal(AuditOp::Cancel, principal, id, reason);
+        self.refusals_audited(entry, async {
+            self.check_reason(reason)?;
+            self.owned_batch(principal, id).await?;
+            let now = self.inner.clock.now();
+            let p = BatchCancelParams { batch_id: id, principal: principal.clone(), reason: reason.to_string(), now };
+            let b = self.inner.store.batch_cancel(p).await?;
+            self.changed();
+            Ok(b)
+        })
+        .await
+    }
+
+    /// The audit entry of a refused call on batch `id` (the decision writes accepted ones).
+    fn batch_refusal(&self, op: AuditOp, principal: &Principal, id: BatchId, reason: &str) -> AuditRecord {
+        let mut a = AuditRecord::new(op, &principal.name, self.inner.clock.now());
+        a.batch_id = Some(id);
+        a.summary = format!("{op} batch {id}");
+        a.reason = (!reason.is_empty()).then(|| AuditRecord::printable(reason, 1024));
+        a
     }
 
     /// Pauses a running batch (no new hosts start; running ones finish their chains).
@@ -466,13 +532,19 @@ impl Engine {
         paused: bool,
         reason: &str,
     ) -> Result<BatchRecord, EngineError> {
-        self.check_reason(reason)?;
-        self.owned_batch(principal, id).await?;
-        let now = self.inner.clock.now();
-        let p = BatchSetPausedParams { batch_id: id, principal: principal.clone(), paused, reason: reason.into(), now };
-        let b = self.inner.store.batch_set_paused(p).await?;
-        self.changed();
-        Ok(b)
+        let op = if paused { AuditOp::Pause } else { AuditOp::Resume };
+        let entry = || self.batch_refusal(op, principal, id, reason);
+        self.refusals_audited(entry, async {
+            self.check_reason(reason)?;
+            self.owned_batch(principal, id).await?;
+            let now = self.inner.clock.now();
+            let p =
+                BatchSetPausedParams { batch_id: id, principal: principal.clone(), paused, reason: reason.into(), now };
+            let b = self.inner.store.batch_set_paused(p).await?;
+            self.changed();
+            Ok(b)
+        })
+        .await
     }
 
     /// The images the provisioner serves (empty without one).
@@ -684,9 +756,11 @@ impl Engine {
         )
     }
 
-    /// The audit trail of accepted destructive actions, newest first.
-    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, EngineError> {
-        Ok(self.inner.store.audit_list(limit).await?)
+    /// The audit trail, newest first: every mutating call, accepted or refused. Only
+    /// principals the policy lets read it (`Permission::ReadAudit`).
+    pub async fn audit(&self, principal: &Principal, filter: AuditFilter) -> Result<Vec<AuditRecord>, EngineError> {
+        self.inner.authorizer.check(principal, &Permission::ReadAudit)?;
+        Ok(self.inner.store.audit_list(filter).await?)
     }
 
     /// Tickets raised (failure budgets, wedged hosts, stragglers), newest first.
@@ -702,8 +776,16 @@ impl Engine {
         pool: &Pool,
         kinds: &[StepKind],
     ) -> Result<(), EngineError> {
-        self.inner.authorizer.check(principal, &Permission::Admin)?;
-        Ok(self.inner.store.pool_kinds_set(pool, kinds).await?)
+        let mut entry = AuditRecord::new(AuditOp::SetPoolKinds, &principal.name, self.inner.clock.now());
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        entry.summary =
+            format!("pool {pool}: {}", if names.is_empty() { "every step kind".into() } else { names.join(", ") });
+        self.refusals_audited(|| entry.clone(), async {
+            self.inner.authorizer.check(principal, &Permission::Admin)?;
+            self.inner.store.pool_kinds_set(pool, kinds).await?;
+            self.audit_accepted(entry.clone()).await
+        })
+        .await
     }
 
     /// Submits a reimage of `hosts` as the system (the reclaim workflow).
@@ -713,18 +795,36 @@ impl Engine {
 
     /// Marks hosts defunct (they will be reclaimed when unallocated).
     pub async fn mark_defunct(&self, principal: &Principal, host: &Hostname) -> Result<(), EngineError> {
-        self.set_host_state(principal, host, HostState::Defunct).await
+        self.set_host_state(principal, host, HostState::Defunct, None).await
     }
 
-    /// Sets a host's lifecycle state (admins only).
+    /// Sets a host's lifecycle state (admins only); `allocated_to` names who holds an
+    /// allocated host (what a step refused on it later says).
     pub async fn set_host_state(
         &self,
         principal: &Principal,
         host: &Hostname,
         state: HostState,
+        allocated_to: Option<String>,
     ) -> Result<(), EngineError> {
-        self.inner.authorizer.check(principal, &Permission::Admin)?;
-        Ok(self.inner.inventory.host_set_state(host, state).await?)
+        let now = self.inner.clock.now();
+        let mut entry = AuditRecord::new(AuditOp::SetHostState, &principal.name, now).on_hosts(&[host.as_str()]);
+        entry.summary = match (state, &allocated_to) {
+            (HostState::Allocated, Some(to)) => format!("state allocated to {}", AuditRecord::printable(to, 256)),
+            _ => format!("state {state}"),
+        };
+        self.refusals_audited(|| entry.clone(), async {
+            self.inner.authorizer.check(principal, &Permission::Admin)?;
+            if let Some(to) = &allocated_to {
+                let max = self.inner.config.limits.max_text_len;
+                maas_core::validate::check_text("allocated_to", to, maas_core::validate::TextKind::Line, max)
+                    .map_err(EngineError::Rejected)?;
+            }
+            let change = StateChange { state, allocated_to: allocated_to.clone(), at: now };
+            self.inner.inventory.host_set_state(host, change).await?;
+            self.audit_accepted(entry.clone()).await
+        })
+        .await
     }
 
     /// Inventory hosts matching `filter`, by name (anyone who may read).
@@ -737,8 +837,19 @@ impl Engine {
     /// already validated (names, sites, pools are checked types); returns how many were
     /// written.
     pub async fn import_hosts(&self, principal: &Principal, hosts: Vec<Host>) -> Result<usize, EngineError> {
-        self.inner.authorizer.check(principal, &Permission::Admin)?;
-        Ok(self.inner.inventory.host_upsert_many(hosts).await?)
+        let names: Vec<&str> = hosts.iter().map(|h| h.hostname.as_str()).collect();
+        let mut entry =
+            AuditRecord::new(AuditOp::ImportHosts, &principal.name, self.inner.clock.now()).on_hosts(&names);
+        let sites: BTreeSet<&str> = hosts.iter().map(|h| h.site.as_str()).collect();
+        entry.summary =
+            format!("import {} host(s) in {}", hosts.len(), sites.into_iter().collect::<Vec<_>>().join(", "));
+        self.refusals_audited(|| entry.clone(), async {
+            self.inner.authorizer.check(principal, &Permission::Admin)?;
+            let written = self.inner.inventory.host_upsert_many(hosts).await?;
+            self.audit_accepted(entry.clone()).await?;
+            Ok(written)
+        })
+        .await
     }
 
     /// The step kinds a pool's workers take (`None`: the pool takes every kind).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::Engine;
-use maas_core::host::{Host, HostState};
+use maas_core::host::{Host, HostState, StateChange};
 use maas_core::machine::JobOutcome;
 use maas_core::model::JobRecord;
 use maas_core::plan::StepKind;
@@ -80,14 +80,11 @@ impl Engine {
         let inner = &self.inner;
         let bmc = &host.bmc;
         let verify = inner.config.verify;
+        if let Some(refusal) = host.refuses_step(job.kind, job.params.forced) {
+            return Err(StepFailure::permanent(refusal));
+        }
         match job.kind {
             StepKind::Preflight => {
-                if host.state == HostState::Decommissioned {
-                    return Err(StepFailure::permanent(format!(
-                        "{} was decommissioned after submission",
-                        host.hostname
-                    )));
-                }
                 inner.power.probe(bmc).await?;
                 Ok(())
             }
@@ -116,7 +113,10 @@ impl Engine {
                 inner.power.set_boot_device(bmc, BootDevice::Disk, false).await?;
                 if host.state == HostState::Defunct {
                     // The reclaim workflow: a repaired host goes back to its pool.
-                    inner.inventory.host_set_state(&host.hostname, HostState::Ready).await?;
+                    inner
+                        .inventory
+                        .host_set_state(&host.hostname, StateChange::to(HostState::Ready, inner.clock.now()))
+                        .await?;
                 }
                 Ok(())
             }
@@ -124,7 +124,10 @@ impl Engine {
                 if let Some(p) = &inner.provisioner {
                     p.clear(&host.hostname).await?;
                 }
-                inner.inventory.host_set_state(&host.hostname, HostState::Decommissioned).await?;
+                inner
+                    .inventory
+                    .host_set_state(&host.hostname, StateChange::to(HostState::Decommissioned, inner.clock.now()))
+                    .await?;
                 Ok(())
             }
             StepKind::AwaitInstall | StepKind::AwaitWipe | StepKind::AwaitFirstBoot => {

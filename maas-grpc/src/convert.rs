@@ -6,9 +6,10 @@ use maas_core::action::{Action, WipeMethod};
 use maas_core::batch::{BatchRequest, ForceInUse};
 use maas_core::host::{BmcEndpoint, Host, HostState, MacAddr};
 use maas_core::id::BatchId;
-use maas_core::model::{BatchRecord, Event};
+use maas_core::model::{AuditOp, AuditRecord, BatchRecord, Event};
 use maas_core::names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
 use maas_core::plan::StepKind;
+use maas_core::ports::store::AuditFilter;
 use maas_core::priority::PriorityClass;
 use maas_core::time::Timestamp;
 use maas_core::validate::{Problem, TextKind, ValidationReport, text_problem};
@@ -227,6 +228,8 @@ pub fn host_from(i: usize, h: pb::Host) -> Result<Host, Status> {
         },
         state: if h.state.is_empty() { HostState::Ready } else { host_state(&f("state"), &h.state)? },
         mac: optional(h.mac).map(|m| named(&f("mac"), &m, MacAddr::parse)).transpose()?,
+        allocated_to: optional(h.allocated_to).map(|a| plain(&f("allocated_to"), a)).transpose()?,
+        state_since: None,
     })
 }
 
@@ -244,6 +247,51 @@ pub fn host_to(h: &Host) -> pb::Host {
         credentials_ref: h.bmc.credentials_ref.clone(),
         state: h.state.to_string(),
         mac: h.mac.map(|m| m.to_string()).unwrap_or_default(),
+        allocated_to: h.allocated_to.clone().unwrap_or_default(),
+        state_since_ms: h.state_since.map(ms).unwrap_or_default(),
+    }
+}
+
+/// A ListAudit request as the store's filter; errors name the field.
+pub(crate) fn audit_filter(r: pb::ListAuditRequest) -> Result<AuditFilter, Status> {
+    let optional = |v: String| (!v.is_empty()).then_some(v);
+    let time = |v: i64| (v != 0).then(|| Timestamp::from_millis(v));
+    Ok(AuditFilter {
+        principal: optional(r.principal).map(|p| plain("principal", p)).transpose()?,
+        op: optional(r.op)
+            .map(|op| {
+                AuditOp::parse(&op).ok_or_else(|| {
+                    let known: Vec<&str> = AuditOp::ALL.iter().map(|o| o.as_str()).collect();
+                    Status::invalid_argument(format!("op: unknown operation {op:?} ({})", known.join(", ")))
+                })
+            })
+            .transpose()?,
+        host: optional(r.host).map(|h| named("host", &h, Hostname::new)).transpose()?,
+        batch_id: optional(r.batch_id).map(|b| batch_id(&b)).transpose()?,
+        from: time(r.from_ms),
+        until: time(r.until_ms),
+        before_id: (r.before_id != 0).then_some(r.before_id),
+        limit: r.limit as usize,
+    })
+}
+
+/// An audit entry as the API shows it.
+pub(crate) fn audit_entry(a: &AuditRecord) -> pb::AuditEntry {
+    pb::AuditEntry {
+        id: a.id,
+        at_ms: ms(a.at),
+        principal: a.principal.clone(),
+        op: a.op.to_string(),
+        accepted: a.accepted,
+        batch_id: a.batch_id.map(|b| b.to_string()).unwrap_or_default(),
+        action: a.action.as_ref().map(|x| x.kind().to_string()).unwrap_or_default(),
+        host_count: a.host_count,
+        hosts: a.hosts.clone(),
+        summary: a.summary.clone(),
+        reason: a.reason.clone().unwrap_or_default(),
+        forced: a.forced,
+        comment: a.comment.clone().unwrap_or_default(),
+        error: a.error.clone().unwrap_or_default(),
     }
 }
 

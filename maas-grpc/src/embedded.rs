@@ -199,7 +199,9 @@ mod tests {
         assert_eq!(batch.into_inner().state, "completed");
         // Hosts already in the store are not replaced when it is opened again.
         let h = Hostname::new("sim000006.dc1").unwrap();
-        store.host_set_state(&h, maas_core::HostState::Defunct).await.unwrap();
+        let defunct =
+            maas_core::host::StateChange::to(maas_core::HostState::Defunct, maas_core::time::Timestamp::from_millis(0));
+        store.host_set_state(&h, defunct).await.unwrap();
         maas.shutdown().await;
         let again = Embedded::start(store.clone(), &config).await.unwrap();
         assert_eq!(store.host_get_many(&[h]).await.unwrap()[0].state, maas_core::HostState::Defunct);

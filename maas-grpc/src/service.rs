@@ -311,7 +311,9 @@ impl pb::maas_server::Maas for MaasService {
         let principal = self.principal(&request)?;
         let r = request.into_inner();
         let host = named("hostname", &r.hostname, Hostname::new)?;
-        self.engine.set_host_state(&principal, &host, host_state("state", &r.state)?).await.map_err(status)?;
+        let allocated_to = (!r.allocated_to.is_empty()).then_some(r.allocated_to);
+        let state = host_state("state", &r.state)?;
+        self.engine.set_host_state(&principal, &host, state, allocated_to).await.map_err(status)?;
         Ok(Response::new(pb::SetHostStateResponse {}))
     }
 
@@ -360,5 +362,15 @@ impl pb::maas_server::Maas for MaasService {
             })
             .collect();
         Ok(Response::new(pb::ListImagesResponse { images }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let principal = self.principal(&request)?;
+        let filter = audit_filter(request.into_inner())?;
+        let entries = self.engine.audit(&principal, filter).await.map_err(status)?;
+        Ok(Response::new(pb::ListAuditResponse { entries: entries.iter().map(audit_entry).collect() }))
     }
 }

@@ -350,10 +350,22 @@ async fn inventory_pool_kinds_counts_and_tickets() {
     assert_eq!(hosts.iter().map(|h| h.hostname.as_str()).collect::<Vec<_>>(), ["db1.dc2", "db2.dc2"]);
     assert_eq!((hosts[0].state.as_str(), hosts[0].bmc_port), ("ready", 623));
 
-    olga.set_host_state(pb::SetHostStateRequest { hostname: "db2.dc2".into(), state: "defunct".into() }).await.unwrap();
+    olga.set_host_state(pb::SetHostStateRequest {
+        hostname: "db2.dc2".into(),
+        state: "defunct".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let defunct = pb::ListHostsRequest { state: "defunct".into(), ..Default::default() };
     assert_eq!(alice.list_hosts(defunct).await.unwrap().into_inner().hosts.len(), 1);
-    let err = alice.set_host_state(pb::SetHostStateRequest { hostname: "db1.dc2".into(), state: "gone".into() }).await;
+    let err = alice
+        .set_host_state(pb::SetHostStateRequest {
+            hostname: "db1.dc2".into(),
+            state: "gone".into(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     // Pool kinds: every kind until an admin narrows them.
@@ -885,6 +897,29 @@ fn maasctl_commands_json_and_exit_codes() {
     let (code, _, err) = maasctl(&d, "alice", &["list", "--action", "explode"]);
     assert_eq!(code, 1);
     assert!(err.contains("unknown action \"explode\""), "{err}");
+
+    // hosts set-state --allocated-to, and the audit trail (admins read it; alice may not).
+    let (code, _, err) =
+        maasctl(&d, "olga", &["hosts", "set-state", "sim000030.dc1", "allocated", "--allocated-to", "payments"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = maasctl(&d, "alice", &["hosts", "list", "--state", "allocated"]);
+    assert!(out.starts_with("sim000030.dc1") && out.contains("allocated (payments)"), "{out}");
+    let (code, _, err) = maasctl(&d, "alice", &["audit"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("alice lacks permission: read the audit trail"), "{err}");
+    let (code, out, err) = maasctl(&d, "olga", &["--json", "audit", "--host", "sim000030.dc1"]);
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(entries.len(), 1, "{out}");
+    assert_eq!(
+        (entries[0]["op"].as_str(), entries[0]["summary"].as_str()),
+        (Some("set_host_state"), Some("state allocated to payments"))
+    );
+    let (code, out, _) = maasctl(&d, "olga", &["audit", "--principal", "bob", "--op", "submit"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("REFUSED: ") && out.contains("bob lacks permission: reboot"), "{out}");
+    let (_, out, _) = maasctl(&d, "olga", &["audit", "--principal", "alice", "--since", "1h"]);
+    assert!(out.contains("submit") && out.contains("accepted") && out.contains("import_hosts"), "{out}");
 
     // Completions, and a server that is not there (exit 2).
     let out = Command::new(env!("CARGO_BIN_EXE_maasctl")).args(["completions", "bash"]).output().unwrap();

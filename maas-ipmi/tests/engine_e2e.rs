@@ -89,6 +89,8 @@ async fn the_engine_reboots_and_reimages_ipmi_sim_hosts() {
             bmc: b.endpoint("sim"),
             state: HostState::Ready,
             mac: None,
+            allocated_to: None,
+            state_since: None,
         })
         .collect();
     store.host_upsert_many(hosts).await.unwrap();

@@ -335,6 +335,7 @@ impl Session {
             "ImportHosts" => import_hosts(ImportHostsRequest),
             "ListHosts" => list_hosts(ListHostsRequest),
             "SetHostState" => set_host_state(SetHostStateRequest),
+            "ListAudit" => list_audit(ListAuditRequest),
             "GetPoolKinds" => get_pool_kinds(PoolRef),
             "SetPoolKinds" => set_pool_kinds(PoolKinds),
             "ReportInstallResult" => report_install_result(ReportInstallResultRequest),

@@ -36,13 +36,14 @@ def _cargo_bin_dir() -> Path:
 BIN_DIR = Path(os.environ["MAAS_BIN_DIR"]) if "MAAS_BIN_DIR" in os.environ else _cargo_bin_dir()
 
 # alice may act on pool web (where the simulated hosts are), bob only on pool db, olga on
-# everything.
+# everything; audrey may only read the audit trail.
 POLICY = {
-    "members": {"alice": ["web-sre"], "bob": ["db-sre"], "olga": ["ops"]},
+    "members": {"alice": ["web-sre"], "bob": ["db-sre"], "olga": ["ops"], "audrey": ["auditors"]},
     "grants": [
         {"group": "web-sre", "pools": ["web"]},
         {"group": "db-sre", "pools": ["db"]},
         {"group": "ops", "admin": True},
+        {"group": "auditors", "actions": [], "audit": True},
     ],
 }
 
@@ -74,7 +75,8 @@ def _run_maasd(root: Path, sim_hosts: int) -> Iterator[Maasd]:
             pytest.fail(f"{BIN_DIR / binary} is missing: run `cargo build -p maas-grpc` (or set MAAS_BIN_DIR)")
     certs = root / "certs"
     subprocess.run(
-        [BIN_DIR / "maasctl", "dev-certs", certs, "--client", "alice", "--client", "bob", "--client", "olga"],
+        [BIN_DIR / "maasctl", "dev-certs", certs, "--client", "alice", "--client", "bob", "--client", "olga",
+         "--client", "audrey"],
         check=True,
         capture_output=True,
     )

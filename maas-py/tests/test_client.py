@@ -78,6 +78,30 @@ def test_permission_errors(maasd: Maasd) -> None:
         assert [h.hostname for h in olga.hosts(pool="db")] == ["db001.dc1"]
 
 
+def test_the_audit_trail_records_refusals_and_only_auditors_read_it(maasd: Maasd) -> None:
+    with maasd.client("bob") as bob:
+        with pytest.raises(maas.PermissionDenied):
+            bob.submit("sim000059.dc1", "reboot", comment="CHG-61")
+        with pytest.raises(maas.PermissionDenied, match="read the audit trail"):
+            bob.audit()
+    with maasd.client("olga") as olga:
+        olga.set_host_state("sim000059.dc1", "allocated", allocated_to="payments")
+        [host] = [h for h in olga.hosts(pool="web") if h.hostname == "sim000059.dc1"]
+        assert (host.state, host.allocated_to) == ("allocated", "payments") and host.state_since is not None
+        olga.set_host_state("sim000059.dc1", "ready")
+    with maasd.client("audrey") as audrey:
+        [refused] = audrey.audit(principal="bob", op="submit", host="sim000059.dc1")
+        assert not refused.accepted and refused.comment == "CHG-61" and refused.action == "reboot"
+        assert "bob lacks permission: reboot on pool web" in refused.error
+        changes = audrey.audit(host="sim000059.dc1", op="set_host_state", since=timedelta(minutes=10), limit=2)
+        assert [e.summary for e in changes] == ["state ready", "state allocated to payments"]
+        assert all(e.principal == "olga" and e.accepted and e.hosts == "sim000059.dc1" for e in changes)
+        three = audrey.audit(limit=3)
+        assert len(three) == 3 and three[0].id > three[1].id > three[2].id
+        with pytest.raises(maas.ValidationError, match="unknown operation"):
+            audrey.audit(op="delete")
+
+
 def test_unreachable_and_untrusted_servers_raise_unavailable(maasd: Maasd, tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(maas.Unavailable, match="cannot connect"):

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use maas_core::effects::{ApplyEffects, EffectWrite};
-use maas_core::host::{Host, HostState};
+use maas_core::host::{Host, StateChange};
 use maas_core::id::{BatchId, HostRunId, JobId};
 use maas_core::machine::{self, Effects, Expiry, JobContext, Rules, TransitionError};
 use maas_core::model::*;
@@ -148,6 +148,12 @@ impl State {
         Ok(JobContext { batch, host_run, job, next })
     }
 
+    /// Appends to the audit trail, numbering from 1.
+    fn append_audit(&mut self, mut entry: AuditRecord) {
+        entry.id = self.audit.len() as u64 + 1;
+        self.audit.push(entry);
+    }
+
     /// Applies a decision's effects through maas-core's [`ApplyEffects`] (which also
     /// starts the queued host runs the decision allows).
     fn apply(&mut self, fx: Effects, now: Timestamp, rules: &Rules) -> Result<(), TransitionError> {
@@ -171,6 +177,7 @@ impl State {
                     self.claims.remove(h);
                 }),
                 EffectWrite::AppendEvents(events) => events.into_iter().for_each(|e| self.append_event(e)),
+                EffectWrite::AppendAudit(entries) => entries.into_iter().for_each(|a| self.append_audit(a)),
                 EffectWrite::PutBatch(batch) => self.put_batch(batch),
                 EffectWrite::LoadQueued { batch, count } => {
                     let queued: Vec<(HostRunRecord, JobRecord)> = self
@@ -300,6 +307,11 @@ impl MemStore {
 
 #[async_trait]
 impl QueueStore for MemStore {
+    async fn audit_append(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.lock().append_audit(record);
+        Ok(())
+    }
+
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
         let mut st = self.lock();
         let batch = st.batches.get(&p.batch_id).cloned().ok_or_else(|| StoreError::not_found("batch", p.batch_id))?;
@@ -419,7 +431,7 @@ impl QueueStore for MemStore {
         for e in nb.events {
             st.append_event(e);
         }
-        st.audit.push(nb.audit);
+        st.append_audit(nb.audit);
         st.put_batch(batch.clone());
         Ok(BatchSubmitted { batch, created: true })
     }
@@ -656,9 +668,9 @@ impl QueueStore for MemStore {
 
 #[async_trait]
 impl ReportStore for MemStore {
-    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit_list(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         let st = self.lock();
-        Ok(st.audit.iter().rev().take(if limit == 0 { usize::MAX } else { limit }).cloned().collect())
+        Ok(st.audit.iter().rev().filter(|a| filter.matches(a)).take(filter.page_size()).cloned().collect())
     }
 
     async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
@@ -874,10 +886,10 @@ impl Inventory for MemStore {
         Ok(n)
     }
 
-    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
+    async fn host_set_state(&self, name: &Hostname, change: StateChange) -> Result<(), StoreError> {
         let mut st = self.lock();
         let h = st.hosts.get_mut(name).ok_or_else(|| StoreError::not_found("host", name))?;
-        h.state = state;
+        change.apply(h);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use maas_core::authz::{Grant, GroupPolicy, Principal};
-use maas_core::host::{BmcEndpoint, HostState};
+use maas_core::host::{BmcEndpoint, HostState, StateChange};
 use maas_core::machine::JobOutcome;
 use maas_core::model::PauseReason;
 use maas_core::ports::inventory::{HostFilter, Inventory};
@@ -64,7 +64,7 @@ async fn a_batch_runs_from_submit_to_done_with_events_audit_and_per_host_status(
     assert!(matches!(events.first().unwrap().kind, EventKind::BatchAccepted { .. }));
     assert!(matches!(events.last().unwrap().kind, EventKind::BatchCompleted { .. }));
     assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::HostSucceeded { .. })).count(), 10);
-    let audit = sim.engine().audit(10).await.unwrap();
+    let audit = sim.engine().audit(&alice(), AuditFilter::default()).await.unwrap();
     assert_eq!((audit[0].principal.as_str(), audit[0].host_count), ("alice", 10));
     assert_eq!(audit[0].hosts, "sim[000001-000010].dc1");
     // The notifier got every event of the batch, in order.
@@ -77,8 +77,9 @@ async fn a_batch_runs_from_submit_to_done_with_events_audit_and_per_host_status(
 async fn rejections_name_every_problem_and_write_nothing() {
     let mut sim = sim().await;
     let store = sim.store().clone();
-    store.host_set_state(&Hostname::new("sim000003.dc1").unwrap(), HostState::Allocated).await.unwrap();
-    store.host_set_state(&Hostname::new("sim000004.dc1").unwrap(), HostState::Decommissioned).await.unwrap();
+    let change = |state| StateChange::to(state, Timestamp::from_millis(0));
+    store.host_set_state(&Hostname::new("sim000003.dc1").unwrap(), change(HostState::Allocated)).await.unwrap();
+    store.host_set_state(&Hostname::new("sim000004.dc1").unwrap(), change(HostState::Decommissioned)).await.unwrap();
     let holder = sim.submit_as("bob", reboot("sim[000005-000006].dc1")).await.unwrap();
     let before = claims(&sim).await;
     let mut req = reboot("sim[000001-000006].dc1");
@@ -117,6 +118,7 @@ async fn permissions_are_checked_per_action_pool_and_site_and_force_needs_its_ow
             force: false,
             admin: false,
             max_priority: None,
+            audit: false,
         }],
     };
     let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
@@ -158,18 +160,134 @@ async fn inventory_admin_needs_the_admin_grant_and_reads_need_none() {
     assert_eq!(engine.import_hosts(&ops, hosts.clone()).await.unwrap(), 3, "idempotent");
     assert_eq!(engine.list_hosts(&sam, Default::default()).await.unwrap().len(), 3);
     let name = hosts[0].hostname.clone();
-    assert!(engine.set_host_state(&sam, &name, HostState::Defunct).await.is_err());
-    engine.set_host_state(&ops, &name, HostState::Defunct).await.unwrap();
+    assert!(engine.set_host_state(&sam, &name, HostState::Defunct, None).await.is_err());
+    engine.set_host_state(&ops, &name, HostState::Defunct, None).await.unwrap();
     let defunct = HostFilter { state: Some(HostState::Defunct), ..Default::default() };
     assert_eq!(engine.list_hosts(&sam, defunct).await.unwrap()[0].hostname, name);
     assert_eq!(engine.pool_kinds(&sam, &Pool::new("web").unwrap()).await.unwrap(), None);
 }
 
 #[tokio::test]
+async fn a_host_allocated_after_acceptance_is_not_touched_unless_the_batch_was_forced() {
+    let mut sim = sim().await;
+    // Both batches wait for not_before, so the allocations land before any step runs.
+    let later = sim.clock().now().plus(Duration::from_secs(60));
+    let mut plain = reboot("sim000001.dc1");
+    plain.not_before = Some(later);
+    let mut forced = reboot("sim000002.dc1");
+    forced.not_before = Some(later);
+    forced.force = Some(ForceInUse { reason: "kernel fix, owner agreed".into() });
+    let plain = sim.submit_as("alice", plain).await.unwrap();
+    let forced = sim.submit_as("alice", forced).await.unwrap();
+    let mut bmcs = Vec::new();
+    for name in ["sim000001.dc1", "sim000002.dc1"] {
+        let host = Hostname::new(name).unwrap();
+        sim.engine().set_host_state(&alice(), &host, HostState::Allocated, Some("payments".into())).await.unwrap();
+        let bmc = sim.store().host_get_many(&[host]).await.unwrap().remove(0).bmc;
+        bmcs.push((sim.fleet().bmc(&bmc).unwrap().commands, bmc));
+    }
+    let allocated_at = sim.clock().now();
+    sim.settle(ROUND, 1000).await.unwrap();
+    let view = sim.engine().get_batch(plain).await.unwrap();
+    let host = &view.hosts[0];
+    assert_eq!(
+        (view.batch.state, view.batch.counts.failed, host.state),
+        (BatchState::Completed, 1, HostRunState::Failed)
+    );
+    let error = host.last_error.as_deref().unwrap_or_default();
+    let expected = format!("sim000001.dc1 is allocated to payments since {allocated_at}");
+    assert!(error.contains(&expected), "{error}");
+    assert_eq!(host.step, Some(plan::StepKind::Preflight), "stopped at its first step");
+    let (before, bmc) = &bmcs[0];
+    assert_eq!(sim.fleet().bmc(bmc).unwrap().commands, *before, "the BMC got no command");
+    // The forced batch acts on its allocated host, as its submitter asked.
+    let view = sim.engine().get_batch(forced).await.unwrap();
+    assert_eq!(view.batch.state, BatchState::Completed);
+    let (before, bmc) = &bmcs[1];
+    assert!(sim.fleet().bmc(bmc).unwrap().commands > *before, "the forced batch power-cycled it");
+}
+
+#[tokio::test]
+async fn the_audit_records_every_mutating_call_and_only_its_readers_read_it() {
+    let store = Arc::new(MemStore::default());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    let hosts = fleet_hosts(&fleet, 1, 3);
+    let g = |s: &str| Group::new(s).unwrap();
+    let auditors = Grant { audit: true, ..Grant::admin(g("auditors")) };
+    let auditors = Grant { admin: false, actions: Some(vec![]), ..auditors };
+    let sre = Grant { actions: Some(vec![ActionKind::Reboot]), admin: false, ..Grant::admin(g("sre")) };
+    let policy = GroupPolicy { grants: vec![Grant::admin(g("ops")), auditors, sre] };
+    let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
+    let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
+        .authorizer(Arc::new(policy))
+        .build();
+    let ops = Principal::new("olga", [g("ops")]);
+    let sam = Principal::new("sam", [g("sre")]);
+    let audrey = Principal::new("audrey", [g("auditors")]);
+    let mallory = Principal::new("mallory", []);
+    assert!(engine.import_hosts(&mallory, hosts.clone()).await.is_err());
+    engine.import_hosts(&ops, hosts.clone()).await.unwrap();
+    let h2 = hosts[2].hostname.clone();
+    engine.set_host_state(&ops, &h2, HostState::Allocated, Some("payments".into())).await.unwrap();
+    // A refused submission (in use), a forced one without the grant, then an accepted one.
+    assert!(engine.submit(&sam, &reboot("sim[000001-000003].dc1")).await.is_err());
+    let mut forced = reboot("sim000003.dc1");
+    forced.force = Some(ForceInUse { reason: "kernel fix".into() });
+    assert!(engine.submit(&sam, &forced).await.is_err());
+    let batch = engine.submit(&sam, &reboot("sim[000001-000002].dc1")).await.unwrap().batch.id;
+    assert!(engine.cancel_batch(&mallory, batch, "mine now").await.is_err());
+    engine.pause_batch(&sam, batch, "look first").await.unwrap();
+    engine.cancel_batch(&sam, batch, "wrong hosts").await.unwrap();
+    assert!(engine.resume_batch(&sam, batch).await.is_err(), "a cancelled batch does not resume");
+    engine.set_pool_kinds(&ops, &Pool::new("web").unwrap(), &[plan::StepKind::Preflight]).await.unwrap();
+
+    // Only auditors (and admins) read the trail.
+    for reader in [&sam, &mallory] {
+        let err = engine.audit(reader, AuditFilter::default()).await.unwrap_err();
+        assert!(err.to_string().contains("lacks permission: read the audit trail"), "{err}");
+    }
+    let trail = engine.audit(&audrey, AuditFilter::default()).await.unwrap();
+    let lines: Vec<(String, &str, bool)> =
+        trail.iter().map(|a| (a.principal.clone(), a.op.as_str(), a.accepted)).collect();
+    let expected = [
+        ("olga", "set_pool_kinds", true),
+        ("sam", "resume", false),
+        ("sam", "cancel", true),
+        ("sam", "pause", true),
+        ("mallory", "cancel", false),
+        ("sam", "submit", true),
+        ("sam", "submit", false),
+        ("sam", "submit", false),
+        ("olga", "set_host_state", true),
+        ("olga", "import_hosts", true),
+        ("mallory", "import_hosts", false),
+    ];
+    let expected: Vec<(String, &str, bool)> = expected.iter().map(|(p, o, a)| (p.to_string(), *o, *a)).collect();
+    assert_eq!(lines, expected);
+    let find = |i: usize| &trail[i];
+    assert!(find(1).error.as_deref().unwrap().contains("cancelled"), "{:?}", find(1));
+    assert_eq!(find(2).reason.as_deref(), Some("wrong hosts"));
+    assert!(find(4).error.as_deref().unwrap().contains("mallory lacks permission: admin"), "{:?}", find(4));
+    let forced_refusal = find(6);
+    assert!(forced_refusal.forced && forced_refusal.reason.as_deref() == Some("kernel fix"), "{forced_refusal:?}");
+    assert!(forced_refusal.error.as_deref().unwrap().contains("force-in-use"), "{forced_refusal:?}");
+    assert!(find(7).error.as_deref().unwrap().contains("sim000003.dc1 is in use"), "{:?}", find(7));
+    assert_eq!(find(8).summary, "state allocated to payments");
+    assert_eq!(find(9).host_count, 3);
+    // A host's trail: the calls that named it.
+    let of_h2 = engine.audit(&audrey, AuditFilter { host: Some(h2.clone()), ..Default::default() }).await.unwrap();
+    let ops_on_h2: Vec<&str> = of_h2.iter().map(|a| a.op.as_str()).collect();
+    assert_eq!(ops_on_h2, ["submit", "submit", "set_host_state", "import_hosts", "import_hosts"]);
+    // Admins read it too.
+    assert_eq!(engine.audit(&ops, AuditFilter { limit: 2, ..Default::default() }).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn dry_run_reports_everything_and_writes_nothing() {
     let mut sim = sim().await;
     let holder = sim.submit_as("bob", reboot("sim000002.dc1")).await.unwrap();
-    sim.store().host_set_state(&Hostname::new("sim000003.dc1").unwrap(), HostState::Allocated).await.unwrap();
+    let allocated = StateChange::to(HostState::Allocated, sim.clock().now());
+    sim.store().host_set_state(&Hostname::new("sim000003.dc1").unwrap(), allocated).await.unwrap();
     let events_before = sim.store().event_list(EventListParams::default()).await.unwrap().len();
     let report = sim.engine().dry_run(&alice(), &reimage("sim[000001-000004].dc1")).await.unwrap();
     assert!(!report.acceptable);

@@ -39,6 +39,10 @@ pub mod hosts {
         pub state: String,
         /// `mac` (migration m0002).
         pub mac: Option<String>,
+        /// `allocated_to` (migration m0003).
+        pub allocated_to: Option<String>,
+        /// `state_since` (migration m0003).
+        pub state_since: Option<i64>,
     }
 
     /// No relations are navigated through sea-orm.
@@ -306,13 +310,13 @@ pub mod cursors {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod audit {
-    //! `maas_audit`: An audit entry (one per accepted submission).
+pub mod audit_log {
+    //! `maas_audit_log`: An audit entry (one per mutating call, accepted or refused).
     use sea_orm::entity::prelude::*;
 
     /// A row.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "maas_audit")]
+    #[sea_orm(table_name = "maas_audit_log")]
     pub struct Model {
         /// `id`.
         #[sea_orm(primary_key)]
@@ -321,18 +325,28 @@ pub mod audit {
         pub at: i64,
         /// `principal`.
         pub principal: String,
+        /// `op`.
+        pub op: String,
+        /// `accepted` (0 or 1).
+        pub accepted: i64,
         /// `batch_id`.
-        pub batch_id: String,
-        /// `action`.
-        pub action: String,
+        pub batch_id: Option<String>,
+        /// `action` (JSON).
+        pub action: Option<String>,
         /// `host_count`.
         pub host_count: i64,
         /// `hosts`.
         pub hosts: String,
-        /// `force_reason`.
-        pub force_reason: Option<String>,
+        /// `summary`.
+        pub summary: String,
+        /// `reason`.
+        pub reason: Option<String>,
+        /// `forced` (0 or 1).
+        pub forced: i64,
         /// `comment`.
         pub comment: Option<String>,
+        /// `error`.
+        pub error: Option<String>,
     }
 
     /// No relations are navigated through sea-orm.

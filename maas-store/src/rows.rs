@@ -437,17 +437,49 @@ pub(crate) fn event(row: &QueryResult) -> Result<Event, StoreError> {
     })
 }
 
-/// An audit entry from its entity.
-pub(crate) fn audit(m: entity::audit::Model) -> Result<AuditRecord, StoreError> {
+/// The columns an audit entry is inserted with (`id` comes from the table).
+pub(crate) const AUDIT_INSERT_COLUMNS: &str =
+    "at, principal, op, accepted, batch_id, action, host_count, hosts, summary, reason, forced, comment, error";
+
+/// An audit entry's values for [`AUDIT_INSERT_COLUMNS`].
+pub(crate) fn audit_values(a: &AuditRecord) -> Vec<Value> {
+    vec![
+        t(a.at),
+        s(&a.principal),
+        s(a.op.as_str()),
+        n(i64::from(a.accepted)),
+        os(a.batch_id),
+        os(a.action.as_ref().map(to_json)),
+        n(a.host_count),
+        s(&a.hosts),
+        s(&a.summary),
+        os(a.reason.as_ref()),
+        n(i64::from(a.forced)),
+        os(a.comment.as_ref()),
+        os(a.error.as_ref()),
+    ]
+}
+
+/// An audit entry from its row (`SELECT id, {AUDIT_INSERT_COLUMNS}`).
+pub(crate) fn audit(row: &QueryResult) -> Result<AuditRecord, StoreError> {
+    let op: String = col(row, "op")?;
+    let batch_id: Option<String> = col(row, "batch_id")?;
+    let action: Option<String> = col(row, "action")?;
     Ok(AuditRecord {
-        at: Timestamp::from_millis(m.at),
-        principal: m.principal,
-        batch_id: BatchId(uuid_in("batch_id", &m.batch_id)?),
-        action: json_in("action", &m.action)?,
-        host_count: u32_in("host_count", m.host_count)?,
-        hosts: m.hosts,
-        force_reason: m.force_reason,
-        comment: m.comment,
+        id: u64::try_from(col::<i64>(row, "id")?).map_err(|e| corrupt("id", e))?,
+        at: ts(row, "at")?,
+        principal: col(row, "principal")?,
+        op: AuditOp::parse(&op).ok_or_else(|| corrupt("op", format!("unknown operation {op:?}")))?,
+        accepted: col::<i64>(row, "accepted")? != 0,
+        batch_id: batch_id.map(|b| uuid_in("batch_id", &b).map(BatchId)).transpose()?,
+        action: action.map(|a| json_in("action", &a)).transpose()?,
+        host_count: u32_in("host_count", col(row, "host_count")?)?,
+        hosts: col(row, "hosts")?,
+        summary: col(row, "summary")?,
+        reason: col(row, "reason")?,
+        forced: col::<i64>(row, "forced")? != 0,
+        comment: col(row, "comment")?,
+        error: col(row, "error")?,
     })
 }
 
@@ -483,8 +515,8 @@ pub(crate) fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreErr
 }
 
 /// The columns of `maas_hosts`, in [`host_values`] order.
-pub(crate) const HOST_COLUMNS: &str =
-    "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state, mac";
+pub(crate) const HOST_COLUMNS: &str = "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state, mac, \
+     allocated_to, state_since";
 
 /// A host's column values.
 pub(crate) fn host_values(h: &Host) -> Vec<Value> {
@@ -500,6 +532,8 @@ pub(crate) fn host_values(h: &Host) -> Vec<Value> {
         s(&h.bmc.credentials_ref),
         s(enum_str(&h.state)),
         os(h.mac.as_ref()),
+        os(h.allocated_to.as_ref()),
+        ot(h.state_since),
     ]
 }
 
@@ -519,5 +553,7 @@ pub(crate) fn host(row: &QueryResult) -> Result<Host, StoreError> {
         },
         state: enum_of(row, "state")?,
         mac: opt_name::<MacAddr>(row, "mac")?,
+        allocated_to: col(row, "allocated_to")?,
+        state_since: opt_ts(row, "state_since")?,
     })
 }

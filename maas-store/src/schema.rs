@@ -23,7 +23,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002HostMac)]
+        vec![Box::new(M0001Initial), Box::new(M0002HostMac), Box::new(M0003AuditAndAllocation)]
     }
 }
 
@@ -61,11 +61,14 @@ fn types(backend: DbBackend) -> Types {
     }
 }
 
+/// MariaDB tables: transactional, byte-compared UTF-8.
+const MYSQL_ENGINE: &str = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
 /// The DDL of the first schema for `backend`, one statement per entry.
 pub fn initial_ddl(backend: DbBackend) -> Vec<String> {
     let Types { key, text, serial } = types(backend);
     let mysql = backend == DbBackend::MySql;
-    let engine = if mysql { " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin" } else { "" };
+    let engine = if mysql { MYSQL_ENGINE } else { "" };
     let mut ddl = vec![
         format!(
             "CREATE TABLE maas_hosts (
@@ -331,5 +334,70 @@ impl MigrationTrait for M0002HostMac {
         db.execute_unprepared("DROP INDEX IF EXISTS maas_hosts_mac").await.ok();
         db.execute_unprepared("ALTER TABLE maas_hosts DROP COLUMN mac").await?;
         Ok(())
+    }
+}
+
+/// The audit trail records every mutating call, accepted or refused (`maas_audit_log`,
+/// which takes over `maas_audit`'s accepted submissions), and hosts record who holds an
+/// allocated host and since when.
+pub struct M0003AuditAndAllocation;
+
+impl MigrationName for M0003AuditAndAllocation {
+    fn name(&self) -> &str {
+        "m0003_audit_and_allocation"
+    }
+}
+
+/// The DDL of [`M0003AuditAndAllocation`] for `backend`.
+pub fn audit_and_allocation_ddl(backend: DbBackend) -> Vec<String> {
+    let Types { key, text, serial } = types(backend);
+    let engine = if backend == DbBackend::MySql { MYSQL_ENGINE } else { "" };
+    vec![
+        format!(
+            "CREATE TABLE maas_audit_log (
+                id {serial},
+                at BIGINT NOT NULL,
+                principal {key} NOT NULL,
+                op {key} NOT NULL,
+                accepted BIGINT NOT NULL,
+                batch_id VARCHAR(36) NULL,
+                action {text} NULL,
+                host_count BIGINT NOT NULL,
+                hosts {text} NOT NULL,
+                summary {text} NOT NULL,
+                reason {text} NULL,
+                forced BIGINT NOT NULL,
+                comment {text} NULL,
+                error {text} NULL
+            ){engine}"
+        ),
+        "CREATE INDEX maas_audit_log_at ON maas_audit_log (at)".to_string(),
+        "CREATE INDEX maas_audit_log_principal ON maas_audit_log (principal, id)".to_string(),
+        "CREATE INDEX maas_audit_log_batch ON maas_audit_log (batch_id, id)".to_string(),
+        "INSERT INTO maas_audit_log \
+         (at, principal, op, accepted, batch_id, action, host_count, hosts, summary, reason, forced, comment) \
+         SELECT at, principal, 'submit', 1, batch_id, action, host_count, hosts, '', force_reason, \
+         CASE WHEN force_reason IS NULL THEN 0 ELSE 1 END, comment FROM maas_audit ORDER BY id"
+            .to_string(),
+        "DROP TABLE maas_audit".to_string(),
+        format!("ALTER TABLE maas_hosts ADD COLUMN allocated_to {text} NULL"),
+        "ALTER TABLE maas_hosts ADD COLUMN state_since BIGINT NULL".to_string(),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003AuditAndAllocation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in audit_and_allocation_ddl(db.get_database_backend()) {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        // The trail gained refused calls and other operations that the old table cannot
+        // hold; going back would lose them.
+        Err(DbErr::Migration("m0003_audit_and_allocation cannot be undone without losing audit entries".into()))
     }
 }

@@ -26,7 +26,7 @@ use sea_orm::{
 };
 
 use crate::errors::backend as backend_err;
-use crate::rows::{self, col, n, os, s, t};
+use crate::rows::{self, col, n, s, t};
 use crate::{OpenError, OpenOptions, entity};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
@@ -495,6 +495,7 @@ impl SqlStore {
                 EffectWrite::CancelUnfinishedJobsOf(runs) => self.cancel_jobs_of(c, &runs, now).await?,
                 EffectWrite::ReleaseClaims(hosts) => self.release_claims(c, &hosts).await?,
                 EffectWrite::AppendEvents(mut events) => pending.append(&mut events),
+                EffectWrite::AppendAudit(entries) => self.insert_audit(c, &entries).await?,
                 EffectWrite::PutBatch(batch) => self.put_batch(c, &batch).await?,
                 EffectWrite::LoadQueued { batch, count } => {
                     let sql = format!(
@@ -567,6 +568,21 @@ impl SqlStore {
         }
     }
 
+    /// Appends audit entries (their ids come from the table's sequence).
+    pub(crate) async fn insert_audit(
+        &self,
+        c: &impl ConnectionTrait,
+        entries: &[AuditRecord],
+    ) -> Result<(), StoreError> {
+        self.insert_rows(
+            c,
+            "maas_audit_log",
+            rows::AUDIT_INSERT_COLUMNS,
+            entries.iter().map(rows::audit_values).collect(),
+        )
+        .await
+    }
+
     /// Inserts every row of a new batch; fails on any unique violation (caller sorts it out).
     async fn insert_batch(&self, c: &impl ConnectionTrait, nb: &machine::NewBatch) -> Result<(), StoreError> {
         self.insert_rows(c, "maas_batches", rows::BATCH_COLUMNS, vec![rows::batch_values(&nb.batch)]).await?;
@@ -576,24 +592,7 @@ impl SqlStore {
         self.insert_rows(c, "maas_host_runs", rows::RUN_COLUMNS, nb.host_runs.iter().map(rows::run_values).collect())
             .await?;
         self.insert_rows(c, "maas_jobs", rows::JOB_COLUMNS, nb.jobs.iter().map(rows::job_values).collect()).await?;
-        let a = &nb.audit;
-        let audit = vec![
-            t(a.at),
-            s(&a.principal),
-            s(a.batch_id),
-            s(rows::to_json(&a.action)),
-            n(a.host_count),
-            s(&a.hosts),
-            os(a.force_reason.as_ref()),
-            os(a.comment.as_ref()),
-        ];
-        self.insert_rows(
-            c,
-            "maas_audit",
-            "at, principal, batch_id, action, host_count, hosts, force_reason, comment",
-            vec![audit],
-        )
-        .await?;
+        self.insert_audit(c, std::slice::from_ref(&nb.audit)).await?;
         // Events last: the outbox counter row is locked only until the commit.
         self.append_events(c, nb.events.clone()).await
     }

@@ -40,7 +40,7 @@ async fn entities_match_tables(db: &sea_orm::DatabaseConnection) {
         )*};
     }
     read_each!(
-        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit, leaders, pool_kinds, workers,
+        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit_log, leaders, pool_kinds, workers,
         tickets
     );
 }
@@ -62,6 +62,66 @@ async fn postgres_is_migrated_and_guarded() {
 #[tokio::test]
 async fn mariadb_is_migrated_and_guarded() {
     migrates_and_refuses_newer(&server_url("MAAS_TEST_MYSQL_URL")).await;
+}
+
+/// A database at m0002 (accepted submissions in `maas_audit`, hosts without holders) is
+/// upgraded in place: its audit entries move to the trail as accepted submissions, its
+/// hosts keep every field and gain none.
+async fn an_older_schema_keeps_its_audit_entries_and_hosts(old: &sea_orm::DatabaseConnection, url: &str) {
+    use maas_core::host::HostState;
+    use maas_core::model::AuditOp;
+    use maas_core::ports::inventory::Inventory;
+    use maas_core::ports::store::{AuditFilter, ReportStore};
+    use sea_orm_migration::MigratorTrait;
+    maas_store::schema::Migrator::up(old, Some(2)).await.unwrap();
+    let batch = "0190a0b0-0000-7000-8000-000000000001";
+    old.execute_unprepared(&format!(
+        "INSERT INTO maas_audit (at, principal, batch_id, action, host_count, hosts, force_reason, comment) \
+         VALUES (1700000000000, 'alice', '{batch}', '{{\"kind\":\"power_cycle\"}}', 2, 'n[1-2].dc1', 'fix', 'CHG-7')"
+    ))
+    .await
+    .unwrap();
+    old.execute_unprepared(
+        "INSERT INTO maas_hosts (hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, \
+         bmc_credentials_ref, state, mac) VALUES ('n1.dc1', 'dc1', NULL, 'web', NULL, 'gen9', '10.0.0.1', 623, \
+         'default', 'allocated', NULL)",
+    )
+    .await
+    .unwrap();
+    let store = common::open(url).await;
+    let trail = store.audit_list(AuditFilter::default()).await.unwrap();
+    assert_eq!(trail.len(), 1);
+    let a = &trail[0];
+    assert_eq!((a.op, a.accepted, a.principal.as_str(), a.host_count), (AuditOp::Submit, true, "alice", 2));
+    assert_eq!((a.batch_id.map(|b| b.to_string()), a.forced), (Some(batch.to_string()), true));
+    assert_eq!((a.reason.as_deref(), a.comment.as_deref()), (Some("fix"), Some("CHG-7")));
+    assert!(a.names_host("n2.dc1"));
+    let host = store.host_get_many(&[maas_core::names::Hostname::new("n1.dc1").unwrap()]).await.unwrap();
+    assert_eq!(
+        (host[0].state, host[0].allocated_to.as_deref(), host[0].state_since),
+        (HostState::Allocated, None, None)
+    );
+}
+
+#[tokio::test]
+async fn sqlite_upgrades_an_older_schema_in_place() {
+    let dir = std::env::temp_dir().join(format!("maas-store-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("maas.db");
+    let old = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    an_older_schema_keeps_its_audit_entries_and_hosts(&old, &format!("sqlite://{}", path.display())).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn postgres_upgrades_an_older_schema_in_place() {
+    let url = server_url("MAAS_TEST_POSTGRES_URL");
+    let name = format!("maas_upgrade_{}", std::process::id());
+    let admin = common::open(&url).await;
+    admin.connection().execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let url = format!("{}/{name}", url.rsplit_once('/').unwrap().0);
+    let old = sea_orm::Database::connect(url.as_str()).await.unwrap();
+    an_older_schema_keeps_its_audit_entries_and_hosts(&old, &url).await;
 }
 
 #[tokio::test]

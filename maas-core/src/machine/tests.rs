@@ -252,6 +252,7 @@ fn names(writes: &[EffectWrite]) -> Vec<&'static str> {
             EffectWrite::CancelUnfinishedJobsOf(_) => "cancel_unfinished",
             EffectWrite::ReleaseClaims(_) => "release_claims",
             EffectWrite::AppendEvents(_) => "events",
+            EffectWrite::AppendAudit(_) => "audit",
             EffectWrite::PutBatch(_) => "batch",
             EffectWrite::LoadQueued { .. } => "load_queued",
         })
@@ -296,7 +297,7 @@ fn applying_effects_that_start_nothing_never_asks_for_queued_runs() {
     let fx = decide_job_outcome(running(&nb, 0), JobOutcome::Succeeded, NOW, &Rules::default()).unwrap();
     assert_eq!(names(&writes(fx, vec![])), ["jobs", "host_runs", "batch"]);
     let paused = decide_pause(nb.batch.clone(), &Principal::new("alice", []), "look", NOW).unwrap();
-    assert_eq!(names(&writes(paused, vec![])), ["events", "batch"]);
+    assert_eq!(names(&writes(paused, vec![])), ["events", "audit", "batch"]);
 }
 
 #[test]
@@ -333,11 +334,23 @@ fn cancel_pause_and_resume_move_the_batch() {
         assert_eq!(fx.host_runs.iter().filter(|r| r.state == HostRunState::Cancelled).count(), ended, "{name}");
         assert_eq!(fx.host_runs.iter().filter(|r| r.cancel_requested).count(), marked, "{name}");
         assert_eq!(fx.released_claims.len(), ended, "{name}: claims of ended hosts are released");
+        // The cancel is audited with the change: who, why, which batch and hosts.
+        let [audit] = &fx.audit[..] else { panic!("{name}: one audit entry, got {:?}", fx.audit) };
+        assert_eq!(
+            (audit.op, audit.accepted, audit.principal.as_str(), audit.reason.as_deref(), audit.batch_id),
+            (AuditOp::Cancel, true, "alice", Some("wrong hosts"), Some(nb.batch.id)),
+            "{name}"
+        );
+        assert_eq!(audit.host_count, 2);
+        assert!(audit.names_host(nb.host_runs[1].hostname.as_str()), "{name}: {}", audit.hosts);
     }
-    // Cancelling twice is a no-op; a finished batch cannot be cancelled, paused or resumed.
+    // Cancelling twice changes nothing but is audited; a finished batch cannot be
+    // cancelled, paused or resumed.
     let mut cancelling = nb.batch.clone();
     cancelling.state = BatchState::Cancelling;
-    assert_eq!(decide_cancel(cancelling, vec![], &alice, "again", NOW, &Rules::default()).unwrap(), Effects::default());
+    let again = decide_cancel(cancelling, vec![], &alice, "again", NOW, &Rules::default()).unwrap();
+    assert_eq!(Effects { audit: vec![], ..again.clone() }, Effects::default());
+    assert_eq!(again.audit.iter().map(|a| a.reason.as_deref()).collect::<Vec<_>>(), [Some("again")]);
     let mut done = nb.batch.clone();
     done.state = BatchState::Completed;
     assert!(matches!(
@@ -352,6 +365,13 @@ fn cancel_pause_and_resume_move_the_batch() {
     assert!(decide_pause(paused.clone(), &alice, "twice", NOW).is_err(), "a paused batch cannot pause again");
     let resumed = decide_resume(paused, &alice, NOW).unwrap();
     assert_eq!((resumed.batch.as_ref().unwrap().state, resumed.start_queued), (BatchState::Running, 0));
+    let ops: Vec<AuditOp> = resumed.audit.iter().map(|a| a.op).collect();
+    assert_eq!(ops, [AuditOp::Resume]);
+    let paused = decide_pause(nb.batch.clone(), &alice, "look first", NOW).unwrap();
+    assert_eq!(
+        paused.audit.iter().map(|a| (a.op, a.reason.as_deref())).collect::<Vec<_>>(),
+        [(AuditOp::Pause, Some("look first"))]
+    );
 }
 
 /// A batch of `action` on the one host `h0.dc1` (pool web), as submitted at `now`: for the

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Host, HostState, MacAddr};
+use crate::host::{Host, HostState, MacAddr, StateChange};
 use crate::names::{Hostname, Pool, Site};
 use crate::ports::store::StoreError;
 
@@ -34,7 +34,8 @@ pub struct HostFilter {
 /// - `host_upsert_many` refuses (`StoreError::Invalid`, naming the MAC and both hosts, and
 ///   writing nothing) an import in which two hosts would share a MAC, counting hosts
 ///   already in the inventory.
-/// - `host_set_state` fails with `StoreError::NotFound` for an unknown host.
+/// - `host_set_state` applies [`StateChange::apply`] (the state, who holds an allocated
+///   host, since when) and fails with `StoreError::NotFound` for an unknown host.
 /// - `host_list` returns hosts ordered by name, filtered, at most `limit`.
 #[async_trait]
 pub trait Inventory: Send + Sync {
@@ -44,6 +45,6 @@ pub trait Inventory: Send + Sync {
     async fn host_list(&self, filter: HostFilter) -> Result<Vec<Host>, StoreError>;
     /// Inserts or replaces hosts; returns how many were written.
     async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError>;
-    /// Sets one host's lifecycle state.
-    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError>;
+    /// Changes one host's lifecycle state.
+    async fn host_set_state(&self, name: &Hostname, change: StateChange) -> Result<(), StoreError>;
 }

@@ -455,6 +455,49 @@ pub struct PurgeReport {
     pub events: usize,
 }
 
+/// Which audit entries to list ([`ReportStore::audit_list`]), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Only this principal's calls.
+    pub principal: Option<String>,
+    /// Only this operation.
+    pub op: Option<AuditOp>,
+    /// Only calls naming this host.
+    pub host: Option<Hostname>,
+    /// Only this batch's.
+    pub batch_id: Option<BatchId>,
+    /// Only at or after this time.
+    pub from: Option<Timestamp>,
+    /// Only before this time.
+    pub until: Option<Timestamp>,
+    /// Only entries older than this id (paging: the last id of the previous page).
+    pub before_id: Option<u64>,
+    /// At most this many (0 means 100).
+    pub limit: usize,
+}
+
+impl AuditFilter {
+    /// The default and the largest page.
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// The page size asked for, within `1..=MAX_LIMIT`.
+    pub fn page_size(&self) -> usize {
+        if self.limit == 0 { 100 } else { self.limit.min(Self::MAX_LIMIT) }
+    }
+
+    /// Whether `rec` passes every filter (what every store applies; the SQL stores
+    /// narrow with SQL first and check the host here, since entries keep hostlists).
+    pub fn matches(&self, rec: &AuditRecord) -> bool {
+        self.principal.as_ref().is_none_or(|p| *p == rec.principal)
+            && self.op.is_none_or(|op| op == rec.op)
+            && self.batch_id.is_none_or(|b| rec.batch_id == Some(b))
+            && self.from.is_none_or(|t| rec.at >= t)
+            && self.until.is_none_or(|t| rec.at < t)
+            && self.before_id.is_none_or(|id| rec.id < id)
+            && self.host.as_ref().is_none_or(|h| rec.names_host(h.as_str()))
+    }
+}
+
 /// The queue contract: what runs work — submitting, claiming, heartbeating, completing,
 /// rescuing, cancelling, pausing, the outbox, leader rows, the pool-kind mapping and the
 /// worker registry. Every method changes or guards state that another instance may race.
@@ -496,6 +539,10 @@ pub struct PurgeReport {
 /// - **Retention.** `batch_purge_finished` removes terminal batches finished before the
 ///   cut-off with their host runs and jobs, and their events up to `events_through`; the
 ///   audit trail and tickets are kept.
+/// - **Audit.** `batch_submit`, `batch_cancel` and `batch_set_paused` write the audit
+///   entry their decision carries in the same transaction as the change; `audit_append`
+///   writes one alone. Each entry gets a unique id, larger than every id written before
+///   it began (paging newest first by `before_id` is stable).
 /// - **Time.** A store never reads a clock: `now` comes in the params.
 #[async_trait]
 pub trait QueueStore: Send + Sync {
@@ -544,6 +591,10 @@ pub trait QueueStore: Send + Sync {
     async fn pool_kinds_get(&self, pool: &Pool) -> Result<Option<Vec<StepKind>>, StoreError>;
     /// Replaces a pool's step kinds.
     async fn pool_kinds_set(&self, pool: &Pool, kinds: &[StepKind]) -> Result<(), StoreError>;
+    /// Appends an audit entry written on its own (refused calls, inventory and pool
+    /// changes; its `id` is ignored and assigned). Accepted batch changes write theirs
+    /// with the change.
+    async fn audit_append(&self, record: AuditRecord) -> Result<(), StoreError>;
     /// Opens a ticket, or finds the same one; returns its id and whether it is new.
     async fn ticket_open(&self, ticket: Ticket) -> Result<(String, bool), StoreError>;
     /// Records a worker heartbeat (registers it on first call).
@@ -560,8 +611,9 @@ pub trait QueueStore: Send + Sync {
 /// - **Time.** `now`, windows and freshness cut-offs come in the params.
 #[async_trait]
 pub trait ReportStore: Send + Sync {
-    /// The audit trail, newest first.
-    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The audit entries passing `filter` ([`AuditFilter::matches`]), newest (largest
+    /// id) first, at most [`AuditFilter::page_size`].
+    async fn audit_list(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// One batch.
     async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError>;
     /// Batches, newest first.

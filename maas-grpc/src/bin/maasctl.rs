@@ -130,6 +130,31 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// The audit trail, newest first: every mutating call, accepted or refused (readable
+    /// by groups the policy grants `audit`, and admins).
+    Audit {
+        /// Only this principal's calls.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only this operation (submit, cancel, pause, resume, import_hosts, set_host_state, set_pool_kinds).
+        #[arg(long)]
+        op: Option<String>,
+        /// Only calls that named this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only this batch's.
+        #[arg(long)]
+        batch: Option<String>,
+        /// Only entries within this long (30m, 24h, 365d).
+        #[arg(long, value_parser = age)]
+        since: Option<Duration>,
+        /// Only entries older than this id (the last id of the previous page).
+        #[arg(long)]
+        before: Option<u64>,
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Inventory: list, import, set a host's state.
     Hosts {
         #[command(subcommand)]
@@ -204,6 +229,10 @@ enum HostsCommand {
         hostname: String,
         /// The state.
         state: String,
+        /// Who holds it, with `allocated` (a service, a team, a ticket): a batch step
+        /// refused on the host later names them.
+        #[arg(long)]
+        allocated_to: Option<String>,
     },
 }
 
@@ -459,9 +488,14 @@ async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
                     if json {
                         println!("{}", serde_json::to_string(h).unwrap_or_default());
                     } else {
+                        let state = if h.allocated_to.is_empty() {
+                            h.state.clone()
+                        } else {
+                            format!("{} ({})", h.state, h.allocated_to)
+                        };
                         println!(
                             "{:<28} {:<8} {:<10} {:<10} {:<14} {}:{}",
-                            h.hostname, h.site, h.pool, h.sku, h.state, h.bmc_address, h.bmc_port
+                            h.hostname, h.site, h.pool, h.sku, state, h.bmc_address, h.bmc_port
                         );
                     }
                 }
@@ -481,8 +515,12 @@ async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
                 println!("{written} hosts written");
             }
         }
-        HostsCommand::SetState { hostname, state } => {
-            let request = pb::SetHostStateRequest { hostname: hostname.clone(), state: state.clone() };
+        HostsCommand::SetState { hostname, state, allocated_to } => {
+            let request = pb::SetHostStateRequest {
+                hostname: hostname.clone(),
+                state: state.clone(),
+                allocated_to: allocated_to.clone().unwrap_or_default(),
+            };
             client.set_host_state(request).await.unwrap_or_else(|s| refused(s));
             if json {
                 println!("{}", serde_json::json!({ "hostname": hostname, "state": state }));
@@ -673,6 +711,33 @@ async fn main() {
             }
         }
         Command::Hosts { command } => hosts(&mut client, command, cli.json).await,
+        Command::Audit { principal, op, host, batch, since, before, limit } => {
+            let request = pb::ListAuditRequest {
+                principal: principal.clone().unwrap_or_default(),
+                op: op.clone().unwrap_or_default(),
+                host: host.clone().unwrap_or_default(),
+                batch_id: batch.clone().unwrap_or_default(),
+                from_ms: since.map_or(0, |d| now_ms() - d.as_millis() as i64),
+                until_ms: 0,
+                before_id: before.unwrap_or(0),
+                limit: *limit,
+            };
+            let r = client.list_audit(request).await.unwrap_or_else(|s| refused(s)).into_inner();
+            for e in &r.entries {
+                if cli.json {
+                    println!("{}", serde_json::to_string(e).unwrap_or_default());
+                } else {
+                    let at = maas_core::time::Timestamp::from_millis(e.at_ms);
+                    let outcome = if e.accepted { "accepted".to_string() } else { format!("REFUSED: {}", e.error) };
+                    let reason = if e.reason.is_empty() { String::new() } else { format!(" reason={:?}", e.reason) };
+                    let forced = if e.forced { " FORCED" } else { "" };
+                    println!(
+                        "{:>6} {at} {:<12} {:<15} {} [{}]{reason}{forced} {outcome}",
+                        e.id, e.principal, e.op, e.summary, e.hosts
+                    );
+                }
+            }
+        }
         Command::Images => {
             let r = client.list_images(pb::ListImagesRequest {}).await.unwrap_or_else(|s| refused(s)).into_inner();
             for i in &r.images {

@@ -18,6 +18,7 @@ from . import _native
 from .errors import Unavailable, ValidationError, WaitTimeout
 from .progress import Progress
 from .results import (
+    AuditEntry,
     Batch,
     DryRun,
     Event,
@@ -368,12 +369,62 @@ class _Api:
                 raise ValidationError(f"host {i}: unknown fields {sorted(unknown)} (known: {sorted(fields)})")
             if "bmc_port" in record:
                 record["bmc_port"] = int(record["bmc_port"])
+            record.pop("state_since", None)  # the server keeps it
             records.append(record)
         return int(self._call("ImportHosts", {"hosts": records})["written"])
 
-    def set_host_state(self, hostname: str, state: str) -> None:
-        """Sets a host's state: ready, allocated, defunct or decommissioned."""
-        self._call("SetHostState", {"hostname": hostname, "state": state})
+    def set_host_state(self, hostname: str, state: str, *, allocated_to: Optional[str] = None) -> None:
+        """Sets a host's state: ready, allocated, defunct or decommissioned.
+        ``allocated_to`` names who holds an allocated host (a service, a team, a
+        ticket): a batch step later refused on the host names them."""
+        self._call(
+            "SetHostState",
+            {"hostname": hostname, "state": state, "allocated_to": _optional_text(allocated_to, "allocated_to")},
+        )
+
+    # -- audit -------------------------------------------------------------------------
+
+    def audit(
+        self,
+        *,
+        principal: Optional[str] = None,
+        op: Optional[str] = None,
+        host: Optional[str] = None,
+        batch_id: Optional[str] = None,
+        since: Optional[When] = None,
+        until: Optional[When] = None,
+        limit: int = 100,
+    ) -> "Records[AuditEntry]":
+        """The audit trail, newest first: every mutating call, accepted or refused,
+        filtered by ``principal``, ``op`` (submit, cancel, pause, resume, import_hosts,
+        set_host_state, set_pool_kinds), ``host`` (calls that named it), ``batch_id`` and
+        time (``since``/``until``: a datetime, or a timedelta ago); up to ``limit``
+        entries, pages fetched for you. Readable by the groups the policy grants
+        ``audit`` (and admins); others get :class:`~maas.PermissionDenied`."""
+        if limit < 1:
+            raise ValidationError("limit must be at least 1")
+        out: Records[AuditEntry] = Records()
+        before = 0
+        while len(out) < limit:
+            want = min(1000, limit - len(out))
+            page = self._call(
+                "ListAudit",
+                {
+                    "principal": _optional_text(principal, "principal"),
+                    "op": _optional_text(op, "op"),
+                    "host": _optional_text(host, "host"),
+                    "batch_id": _optional_text(batch_id, "batch_id"),
+                    "from_ms": _ms(since, "since") or 0,
+                    "until_ms": _ms(until, "until") or 0,
+                    "before_id": before,
+                    "limit": want,
+                },
+            )["entries"]
+            out.extend(AuditEntry._from_wire(e) for e in page)
+            if len(page) < want:
+                break
+            before = page[-1]["id"]
+        return out
 
 
 class Client(_Api):

@@ -30,6 +30,7 @@ __all__ = [
     "Durations",
     "Stats",
     "Host",
+    "AuditEntry",
     "TERMINAL_BATCH_STATES",
 ]
 
@@ -418,7 +419,43 @@ class Host(_Result):
     rack: str = ""
     owner_group: str = ""
     state: str = "ready"
+    #: The MAC it network-boots from (empty: none; it cannot be reimaged or wiped).
+    mac: str = ""
+    #: Who holds it while allocated (a step refused on it later names them).
+    allocated_to: str = ""
+    #: When its state last changed (None: unknown). Read only: imports ignore it.
+    state_since: Optional[datetime] = None
 
     @classmethod
     def _from_wire(cls, w: Dict[str, Any]) -> "Host":
-        return cls(**{f.name: w[f.name] for f in dataclasses.fields(cls)})
+        fields = {f.name: w[f.name] for f in dataclasses.fields(cls) if f.name != "state_since"}
+        return cls(**fields, state_since=_time(w["state_since_ms"] or None))
+
+
+@dataclass(frozen=True)
+class AuditEntry(_Result):
+    """One mutating call in the audit trail, accepted or refused: who (``principal``),
+    what (``op``: submit, cancel, pause, resume, import_hosts, set_host_state,
+    set_pool_kinds; ``summary`` in one line), on which ``batch_id`` and ``hosts`` (a
+    hostlist), why (``reason``; ``forced`` when in-use hosts were included on purpose),
+    and for a refusal, ``error``."""
+
+    id: int
+    at: datetime
+    principal: str
+    op: str
+    accepted: bool
+    batch_id: str
+    action: str
+    host_count: int
+    hosts: str
+    summary: str
+    reason: str
+    forced: bool
+    comment: str
+    error: str
+
+    @classmethod
+    def _from_wire(cls, w: Dict[str, Any]) -> "AuditEntry":
+        fields = {f.name: w[f.name] for f in dataclasses.fields(cls) if f.name != "at"}
+        return cls(**fields, at=_time(w["at_ms"]))  # type: ignore[arg-type]

@@ -102,6 +102,8 @@ pub fn fleet_hosts(fleet: &SimFleet, sites: usize, per_site: usize) -> Vec<Host>
                 bmc,
                 state: HostState::Ready,
                 mac: Some(MacAddr::from_octets([0x52, 0x54, s as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8])),
+                allocated_to: None,
+                state_since: None,
             });
         }
     }

@@ -587,7 +587,7 @@ impl maas_core::ports::inventory::Inventory for YieldingInventory {
     async fn host_upsert_many(&self, hosts: Vec<maas_core::host::Host>) -> Result<usize, StoreError> {
         self.0.host_upsert_many(hosts).await
     }
-    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
-        self.0.host_set_state(name, state).await
+    async fn host_set_state(&self, name: &Hostname, change: maas_core::host::StateChange) -> Result<(), StoreError> {
+        self.0.host_set_state(name, change).await
     }
 }

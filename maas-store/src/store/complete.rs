@@ -99,6 +99,12 @@ impl Overlay {
                     source: None,
                 });
             }
+            EffectWrite::AppendAudit(_) => {
+                return Err(StoreError::Backend {
+                    message: "a job completion decided an audit entry; completions are not audited".into(),
+                    source: None,
+                });
+            }
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use maas_core::host::{Host, HostState};
+use maas_core::host::{Host, StateChange};
 use maas_core::names::Hostname;
 use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::store::*;
@@ -99,14 +99,22 @@ impl Inventory for SqlStore {
         })
     }
 
-    async fn host_set_state(&self, name: &Hostname, state: HostState) -> Result<(), StoreError> {
+    async fn host_set_state(&self, name: &Hostname, change: StateChange) -> Result<(), StoreError> {
         write_txn!(self, c, {
-            if self.one(c, "SELECT hostname FROM maas_hosts WHERE hostname = ?", vec![s(name)]).await?.is_none() {
+            let sql = format!("SELECT {} FROM maas_hosts WHERE hostname = ?", rows::HOST_COLUMNS);
+            let Some(row) = self.one(c, &sql, vec![s(name)]).await? else {
                 return Err(StoreError::not_found("host", name));
-            }
-            self.exec(c, "UPDATE maas_hosts SET state = ? WHERE hostname = ?", vec![s(rows::enum_str(&state)), s(name)])
-                .await
-                .map(|_| ())
+            };
+            let mut host = rows::host(&row)?;
+            change.apply(&mut host);
+            let values = vec![
+                s(rows::enum_str(&host.state)),
+                rows::os(host.allocated_to.as_ref()),
+                rows::ot(host.state_since),
+                s(name),
+            ];
+            let sql = "UPDATE maas_hosts SET state = ?, allocated_to = ?, state_since = ? WHERE hostname = ?";
+            self.exec(c, sql, values).await.map(|_| ())
         })
     }
 }

@@ -26,6 +26,10 @@ use super::*;
 
 #[async_trait]
 impl QueueStore for SqlStore {
+    async fn audit_append(&self, record: AuditRecord) -> Result<(), StoreError> {
+        write_txn!(self, c, { self.insert_audit(c, std::slice::from_ref(&record)).await })
+    }
+
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError> {
         write_txn!(self, c, {
             let batch =

@@ -19,12 +19,60 @@ use super::*;
 
 #[async_trait]
 impl ReportStore for SqlStore {
-    async fn audit_list(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut q = entity::audit::Entity::find().order_by_desc(entity::audit::Column::Id);
-        if limit > 0 {
-            q = q.limit(limit as u64);
+    async fn audit_list(&self, f: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = format!("SELECT id, {} FROM maas_audit_log WHERE 1 = 1", rows::AUDIT_INSERT_COLUMNS);
+        let mut v = Vec::new();
+        if let Some(p) = &f.principal {
+            sql.push_str(" AND principal = ?");
+            v.push(s(p));
         }
-        q.all(&self.db).await.map_err(backend_err)?.into_iter().map(rows::audit).collect()
+        if let Some(op) = f.op {
+            sql.push_str(" AND op = ?");
+            v.push(s(op.as_str()));
+        }
+        if let Some(b) = f.batch_id {
+            sql.push_str(" AND batch_id = ?");
+            v.push(s(b));
+        }
+        if let Some(from) = f.from {
+            sql.push_str(" AND at >= ?");
+            v.push(t(from));
+        }
+        if let Some(until) = f.until {
+            sql.push_str(" AND at < ?");
+            v.push(t(until));
+        }
+        // Entries keep hostlists (`web[001-100].dc1`), so a host is matched by
+        // `AuditFilter::matches`; SQL narrows to entries holding the name's leading letters.
+        if let Some(prefix) = f.host.as_ref().and_then(|h| literal_prefix(h.as_str())) {
+            sql.push_str(" AND hosts LIKE ?");
+            v.push(s(format!("%{prefix}%")));
+        }
+        let page = f.page_size();
+        let scan = if f.host.is_some() { 500 } else { page };
+        sql.push_str(" AND id < ? ORDER BY id DESC LIMIT ?");
+        let mut out = Vec::new();
+        let mut before = f.before_id.unwrap_or(i64::MAX as u64);
+        loop {
+            let mut values = v.clone();
+            values.push(n(before.min(i64::MAX as u64) as i64));
+            values.push(n(scan as i64));
+            let found = self.all(&self.db, &sql, values).await?;
+            let exhausted = found.len() < scan;
+            for row in &found {
+                let rec = rows::audit(row)?;
+                before = rec.id;
+                if f.matches(&rec) {
+                    out.push(rec);
+                    if out.len() == page {
+                        return Ok(out);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
     }
 
     async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
@@ -252,4 +300,12 @@ impl ReportStore for SqlStore {
         }
         q.all(&self.db).await.map_err(backend_err)?.into_iter().map(rows::worker).collect()
     }
+}
+
+/// The letters a hostname starts with, when they are plain (letters, `-`, `.`): every
+/// hostlist naming the host holds them literally.
+fn literal_prefix(host: &str) -> Option<&str> {
+    let end = host.find(|c: char| c.is_ascii_digit()).unwrap_or(host.len());
+    let prefix = &host[..end];
+    (!prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphabetic() || c == '-' || c == '.')).then_some(prefix)
 }

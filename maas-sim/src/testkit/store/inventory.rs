@@ -1,6 +1,6 @@
 //! Inventory behaviours: upserts, filters, paging, states.
 
-use maas_core::host::HostState;
+use maas_core::host::{HostState, StateChange};
 use maas_core::ports::inventory::HostFilter;
 use maas_core::ports::store::*;
 
@@ -20,11 +20,25 @@ pub async fn inventory_upserts_lists_and_sets_state(t: Harness) {
         .await
         .unwrap();
     assert_eq!(page, all[2..4].to_vec());
-    t.store.host_set_state(&dc1[0], HostState::Allocated).await.unwrap();
+    let at = t.now();
+    let allocate = StateChange { state: HostState::Allocated, allocated_to: Some("payments".into()), at };
+    t.store.host_set_state(&dc1[0], allocate).await.unwrap();
     let allocated =
         t.store.host_list(HostFilter { state: Some(HostState::Allocated), ..Default::default() }).await.unwrap();
     assert_eq!(allocated.len(), 1);
-    assert!(matches!(t.store.host_set_state(&h("ghost"), HostState::Ready).await, Err(StoreError::NotFound { .. })));
+    // Who holds it and since when are kept; a later state clears the holder.
+    assert_eq!((allocated[0].allocated_to.as_deref(), allocated[0].state_since), (Some("payments"), Some(at)));
+    let later = at.plus(std::time::Duration::from_secs(60));
+    t.store.host_set_state(&dc1[0], StateChange::to(HostState::Defunct, later)).await.unwrap();
+    let h0 = t.store.host_get_many(std::slice::from_ref(&dc1[0])).await.unwrap().remove(0);
+    assert_eq!((h0.state, h0.allocated_to.as_deref(), h0.state_since), (HostState::Defunct, None, Some(later)));
+    // An import carries them too.
+    let mut imported = h0.clone();
+    StateChange { state: HostState::Allocated, allocated_to: Some("batch-jobs".into()), at }.apply(&mut imported);
+    t.store.host_upsert_many(vec![imported.clone()]).await.unwrap();
+    assert_eq!(t.store.host_get_many(std::slice::from_ref(&dc1[0])).await.unwrap(), vec![imported]);
+    let ghost = StateChange::to(HostState::Ready, at);
+    assert!(matches!(t.store.host_set_state(&h("ghost"), ghost).await, Err(StoreError::NotFound { .. })));
     let got = t.store.host_get_many(&[dc1[1].clone(), h("ghost")]).await.unwrap();
     assert_eq!(got.len(), 1);
 }

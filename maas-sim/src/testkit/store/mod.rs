@@ -79,6 +79,8 @@ impl Harness {
                 bmc: BmcEndpoint { address: format!("10.0.0.{i}"), port: 623, credentials_ref: "default".into() },
                 state: HostState::Ready,
                 mac: None,
+                allocated_to: None,
+                state_since: None,
             })
             .collect();
         let names = hosts.iter().map(|h| h.hostname.clone()).collect();
@@ -257,6 +259,7 @@ where
         factory,
         report,
         batch_list_filters_and_pages,
+        audit_entries_commit_with_their_change_and_filter_and_page,
         finished_host_runs_are_sampled_for_stats,
         step_samples_and_site_activity,
         tickets_are_idempotent_and_listed_newest_first,

@@ -143,3 +143,75 @@ pub async fn pool_kinds_and_worker_registry_round_trip(t: Harness) {
     assert_eq!(dc2.len(), 1);
     assert!(fresh[0].started_at < fresh[0].last_heartbeat);
 }
+
+/// The audit trail: a submission's entry commits with its batch, a cancel's and a pause's
+/// and a resume's with the change (a refused one writes none), entries written alone are
+/// appended, and lists filter by principal, operation, host, batch and time and page by id,
+/// newest first.
+pub async fn audit_entries_commit_with_their_change_and_filter_and_page(t: Harness) {
+    let hosts = t.add_hosts("dc1", 4).await;
+    let alice = maas_core::authz::Principal::new("alice", []);
+    let first = t.submit(&hosts[..2], reboot(), |_| {}).await.unwrap().batch;
+    t.clock.advance(Duration::from_secs(10));
+    let second = t.submit(&hosts[2..], reboot(), |s| s.comment = Some("CHG-1".into())).await.unwrap().batch;
+    let now = t.now();
+    let pause = |paused| BatchSetPausedParams {
+        batch_id: second.id,
+        principal: alice.clone(),
+        paused,
+        reason: if paused { "look first".into() } else { String::new() },
+        now,
+    };
+    t.store.batch_set_paused(pause(true)).await.unwrap();
+    // A second pause is refused by the decision: no entry (the engine audits the refusal).
+    assert!(t.store.batch_set_paused(pause(true)).await.is_err());
+    t.store.batch_set_paused(pause(false)).await.unwrap();
+    let cancel = BatchCancelParams { batch_id: first.id, principal: alice.clone(), reason: "wrong hosts".into(), now };
+    t.store.batch_cancel(cancel).await.unwrap();
+    t.clock.advance(Duration::from_secs(10));
+    let mut refused = AuditRecord::new(AuditOp::SetHostState, "mallory", t.now()).on_hosts(&[hosts[3].as_str()]);
+    refused.summary = "state allocated".into();
+    t.store.audit_append(refused.refused("mallory lacks permission: admin")).await.unwrap();
+
+    let all = t.store.audit_list(AuditFilter::default()).await.unwrap();
+    let ops: Vec<(AuditOp, bool)> = all.iter().map(|a| (a.op, a.accepted)).collect();
+    assert_eq!(
+        ops,
+        [
+            (AuditOp::SetHostState, false),
+            (AuditOp::Cancel, true),
+            (AuditOp::Resume, true),
+            (AuditOp::Pause, true),
+            (AuditOp::Submit, true),
+            (AuditOp::Submit, true),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first, ids increasing");
+    assert_eq!(all[0].error.as_deref(), Some("mallory lacks permission: admin"));
+    assert_eq!((all[1].reason.as_deref(), all[1].batch_id), (Some("wrong hosts"), Some(first.id)));
+    assert_eq!(all[4].comment.as_deref(), Some("CHG-1"));
+    let list = |f: AuditFilter| async { t.store.audit_list(f).await.unwrap() };
+    let ids = |v: Vec<AuditRecord>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    // By principal, operation, batch.
+    assert_eq!(list(AuditFilter { principal: Some("mallory".into()), ..Default::default() }).await.len(), 1);
+    let cancels = list(AuditFilter { op: Some(AuditOp::Cancel), ..Default::default() }).await;
+    assert_eq!(ids(cancels), [all[1].id]);
+    let of_second = list(AuditFilter { batch_id: Some(second.id), ..Default::default() }).await;
+    assert_eq!(ids(of_second), [all[2].id, all[3].id, all[4].id]);
+    // By host: the submissions, pauses and cancels that named it, and the refused change.
+    let of_host3 = list(AuditFilter { host: Some(hosts[3].clone()), ..Default::default() }).await;
+    assert_eq!(ids(of_host3), [all[0].id, all[2].id, all[3].id, all[4].id]);
+    let of_host0 = list(AuditFilter { host: Some(hosts[0].clone()), ..Default::default() }).await;
+    assert_eq!(ids(of_host0), [all[1].id, all[5].id]);
+    // By time: [from, until).
+    let window = AuditFilter { from: Some(first.created_at), until: Some(second.created_at), ..Default::default() };
+    assert_eq!(ids(list(window).await), [all[5].id]);
+    // Paging by id.
+    let page1 = list(AuditFilter { limit: 4, ..Default::default() }).await;
+    assert_eq!(page1.len(), 4);
+    let page2 = list(AuditFilter { limit: 4, before_id: Some(page1[3].id), ..Default::default() }).await;
+    assert_eq!(ids(page2), [all[4].id, all[5].id]);
+    let host_page =
+        AuditFilter { host: Some(hosts[3].clone()), limit: 2, before_id: Some(all[0].id), ..Default::default() };
+    assert_eq!(ids(list(host_page).await), [all[2].id, all[3].id]);
+}

@@ -63,6 +63,11 @@ pub enum Permission {
     Read,
     /// Read the audit trail (a grant with `audit`, or an admin).
     ReadAudit,
+    /// Read the batches and hosts of `pool` (restricted pools only by their groups).
+    ReadPool {
+        /// The pool.
+        pool: Pool,
+    },
     /// Change inventory, pool mappings; cancel others' batches.
     Admin,
 }
@@ -76,6 +81,7 @@ impl fmt::Display for Permission {
             Permission::Read => write!(f, "read"),
             Permission::Admin => write!(f, "admin"),
             Permission::ReadAudit => write!(f, "read the audit trail"),
+            Permission::ReadPool { pool } => write!(f, "read pool {pool}"),
         }
     }
 }
@@ -164,11 +170,17 @@ impl Grant {
     }
 }
 
-/// A group-based policy: the union of its grants. Everyone authenticated may read.
+/// A group-based policy: the union of its grants. Everyone authenticated may read, except
+/// the batches and hosts of `restricted_pools`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupPolicy {
     /// The grants.
     pub grants: Vec<Grant>,
+    /// Pools whose batches and hosts only their groups read: those with a grant covering
+    /// the pool (its `pools` names it or is absent), and admins. Every other pool is
+    /// readable by any authenticated principal.
+    #[serde(default)]
+    pub restricted_pools: Vec<Pool>,
 }
 
 fn allows<T: PartialEq>(list: &Option<Vec<T>>, item: &T) -> bool {
@@ -181,6 +193,9 @@ impl Authorizer for GroupPolicy {
         let ok = mine.clone().any(|g| g.admin)
             || match permission {
                 Permission::Read => true,
+                Permission::ReadPool { pool } => {
+                    !self.restricted_pools.contains(pool) || mine.clone().any(|g| allows(&g.pools, pool))
+                }
                 Permission::Admin => false,
                 Permission::ReadAudit => mine.clone().any(|g| g.audit),
                 Permission::Priority { class } => {
@@ -228,6 +243,7 @@ mod tests {
                 },
                 Grant::admin(g("root")),
             ],
+            restricted_pools: vec![Pool::new("secure").unwrap()],
         };
         let act = |a, p: &str, s: &str| Permission::Act {
             action: a,
@@ -251,5 +267,16 @@ mod tests {
         assert!(policy.check(&ops, &Permission::Admin).is_err());
         assert!(policy.check(&Principal::new("root", [g("root")]), &Permission::Admin).is_ok());
         assert!(policy.check(&Principal::new("nobody", []), &Permission::Read).is_ok());
+        // Reading: every pool but the restricted ones, which need a grant covering them.
+        let read = |p: &str| Permission::ReadPool { pool: Pool::new(p).unwrap() };
+        let nobody = Principal::new("nobody", []);
+        assert!(policy.check(&nobody, &read("web")).is_ok());
+        let denied = policy.check(&nobody, &read("secure")).unwrap_err();
+        assert_eq!(denied.to_string(), "nobody lacks permission: read pool secure");
+        assert!(policy.check(&alice, &read("secure")).is_err(), "alice's grant names pool web only");
+        assert!(policy.check(&ops, &read("secure")).is_ok(), "ops' grant covers every pool");
+        // The audit trail: admins, and grants with `audit`.
+        assert!(policy.check(&ops, &Permission::ReadAudit).is_err());
+        assert!(policy.check(&Principal::new("root", [g("root")]), &Permission::ReadAudit).is_ok());
     }
 }

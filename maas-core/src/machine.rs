@@ -334,6 +334,7 @@ pub fn plan_submission(
         created_at: now,
         updated_at: now,
         finished_at: None,
+        pools: targets.iter().map(|t| t.pool.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
     };
     let mut events = vec![NewEvent {
         batch_id,

@@ -257,6 +257,9 @@ pub struct BatchRecord {
     pub updated_at: Timestamp,
     /// Reached a terminal state at.
     pub finished_at: Option<Timestamp>,
+    /// The pools of its hosts, sorted, each once (what read restrictions go by).
+    #[serde(default)]
+    pub pools: Vec<Pool>,
 }
 
 impl BatchRecord {

@@ -548,6 +548,7 @@ mod tests {
                 max_priority: None,
                 audit: false,
             }],
+            ..Default::default()
         };
         Fixture { inventory, claims, policy, limits: Limits { max_batch_hosts: 20, ..Limits::default() } }
     }

@@ -432,6 +432,28 @@ impl Engine {
     /// A batch with each host's state, current step, attempts, last error and timings.
     pub async fn get_batch(&self, id: BatchId) -> Result<BatchView, EngineError> {
         let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
+        self.view_of(batch).await
+    }
+
+    /// [`Engine::get_batch`] as `principal` reads it: refused when the batch touches a pool
+    /// the policy keeps from them (`Permission::ReadPool`). The shells call the `_as`
+    /// reads; the unscoped ones are for trusted in-process callers.
+    pub async fn get_batch_as(&self, principal: &Principal, id: BatchId) -> Result<BatchView, EngineError> {
+        let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
+        self.check_reads_batch(principal, &batch)?;
+        self.view_of(batch).await
+    }
+
+    /// Whether `principal` may read `batch` (every pool of its hosts).
+    fn check_reads_batch(&self, principal: &Principal, batch: &BatchRecord) -> Result<(), EngineError> {
+        for pool in &batch.pools {
+            self.inner.authorizer.check(principal, &Permission::ReadPool { pool: pool.clone() })?;
+        }
+        Ok(())
+    }
+
+    async fn view_of(&self, batch: BatchRecord) -> Result<BatchView, EngineError> {
+        let id = batch.id;
         let runs =
             self.inner.store.host_run_list(HostRunListParams { batch_id: Some(id), ..Default::default() }).await?;
         let jobs = self.inner.store.job_list(JobListParams { batch_id: Some(id), ..Default::default() }).await?;
@@ -463,6 +485,64 @@ impl Engine {
     /// Batches, newest first, filtered and paged.
     pub async fn list_batches(&self, p: BatchListParams) -> Result<Vec<BatchRecord>, EngineError> {
         Ok(self.inner.store.batch_list(p).await?)
+    }
+
+    /// [`Engine::list_batches`] as `principal` reads it: batches touching pools the policy
+    /// keeps from them are left out, and further pages are read until `p.limit` batches
+    /// are found or the list ends (so a short page still means the end).
+    pub async fn list_batches_as(
+        &self,
+        principal: &Principal,
+        mut p: BatchListParams,
+    ) -> Result<Vec<BatchRecord>, EngineError> {
+        let limit = p.limit;
+        let mut out = Vec::new();
+        loop {
+            let page = self.inner.store.batch_list(p.clone()).await?;
+            let end = limit == 0 || page.len() < limit;
+            p.before = page.last().map(|b| b.id);
+            out.extend(page.into_iter().filter(|b| self.check_reads_batch(principal, b).is_ok()));
+            if end || out.len() >= limit {
+                out.truncate(if limit == 0 { usize::MAX } else { limit });
+                return Ok(out);
+            }
+        }
+    }
+
+    /// [`Engine::watch`] as `principal` reads it: events of batches touching pools the
+    /// policy keeps from them are left out (each batch is looked up once).
+    pub fn watch_as(
+        &self,
+        principal: &Principal,
+        batch: Option<BatchId>,
+        after: u64,
+        poll: Duration,
+    ) -> impl Stream<Item = Result<Event, StoreError>> + Send + 'static {
+        let engine = self.clone();
+        let principal = principal.clone();
+        let readable: std::sync::Arc<std::sync::Mutex<HashMap<BatchId, bool>>> = Default::default();
+        self.watch(batch, after, poll).filter_map(move |e| {
+            let (engine, principal, readable) = (engine.clone(), principal.clone(), readable.clone());
+            async move {
+                let Ok(event) = e else { return Some(e) };
+                let known = readable.lock().ok().and_then(|m| m.get(&event.batch_id).copied());
+                let ok = match known {
+                    Some(ok) => ok,
+                    None => {
+                        // A batch retention removed is read as hidden.
+                        let found = engine.inner.store.batch_get(event.batch_id).await;
+                        let ok = matches!(&found, Ok(Some(b)) if engine.check_reads_batch(&principal, b).is_ok());
+                        if found.is_ok()
+                            && let Ok(mut m) = readable.lock()
+                        {
+                            m.insert(event.batch_id, ok);
+                        }
+                        ok
+                    }
+                };
+                ok.then_some(Ok(event))
+            }
+        })
     }
 
     /// A cancel or pause reason is checked as a submission's comment is.
@@ -828,9 +908,24 @@ impl Engine {
     }
 
     /// Inventory hosts matching `filter`, by name (anyone who may read).
-    pub async fn list_hosts(&self, principal: &Principal, filter: HostFilter) -> Result<Vec<Host>, EngineError> {
+    /// Hosts of pools the policy keeps from `principal` are left out; further pages are
+    /// read until `filter.limit` hosts are found or the list ends.
+    pub async fn list_hosts(&self, principal: &Principal, mut filter: HostFilter) -> Result<Vec<Host>, EngineError> {
         self.inner.authorizer.check(principal, &Permission::Read)?;
-        Ok(self.inner.inventory.host_list(filter).await?)
+        let limit = filter.limit;
+        let mut out = Vec::new();
+        loop {
+            let page = self.inner.inventory.host_list(filter.clone()).await?;
+            let end = limit == 0 || page.len() < limit;
+            filter.after = page.last().map(|h| h.hostname.clone());
+            out.extend(page.into_iter().filter(|h| {
+                self.inner.authorizer.check(principal, &Permission::ReadPool { pool: h.pool.clone() }).is_ok()
+            }));
+            if end || out.len() >= limit {
+                out.truncate(if limit == 0 { usize::MAX } else { limit });
+                return Ok(out);
+            }
+        }
     }
 
     /// Adds or replaces inventory hosts, idempotently (admins only). The records are

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use maas_core::authz::{Grant, GroupPolicy, Principal};
-use maas_core::names::Group;
+use maas_core::names::{Group, Pool};
 use serde::Deserialize;
 
 /// The parsed policy file.
@@ -30,6 +30,9 @@ pub struct Policy {
     /// What groups may do.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// Pools whose batches and hosts only groups with a grant covering them read.
+    #[serde(default)]
+    pub restricted_pools: Vec<Pool>,
 }
 
 /// Why a policy file was refused.
@@ -68,7 +71,7 @@ impl Policy {
 
     /// The authorizer half: the grants.
     pub fn authorizer(&self) -> GroupPolicy {
-        GroupPolicy { grants: self.grants.clone() }
+        GroupPolicy { grants: self.grants.clone(), restricted_pools: self.restricted_pools.clone() }
     }
 
     /// The principal called `name`, with organizational units `ous`.

@@ -98,9 +98,9 @@ impl pb::maas_server::Maas for MaasService {
     }
 
     async fn get_batch(&self, request: Request<pb::GetBatchRequest>) -> Result<Response<pb::Batch>, Status> {
-        self.principal(&request)?;
+        let principal = self.principal(&request)?;
         let r = request.into_inner();
-        let v = self.engine.get_batch(batch_id(&r.batch_id)?).await.map_err(status)?;
+        let v = self.engine.get_batch_as(&principal, batch_id(&r.batch_id)?).await.map_err(status)?;
         Ok(Response::new(view(v, &r.hostnames)))
     }
 
@@ -108,7 +108,7 @@ impl pb::maas_server::Maas for MaasService {
         &self,
         request: Request<pb::ListBatchesRequest>,
     ) -> Result<Response<pb::ListBatchesResponse>, Status> {
-        self.principal(&request)?;
+        let principal = self.principal(&request)?;
         let r = request.into_inner();
         let states = r
             .states
@@ -133,7 +133,7 @@ impl pb::maas_server::Maas for MaasService {
             before: if r.before_id.is_empty() { None } else { Some(batch_id(&r.before_id)?) },
             limit,
         };
-        let list = self.engine.list_batches(params).await.map_err(status)?;
+        let list = self.engine.list_batches_as(&principal, params).await.map_err(status)?;
         let next =
             if list.len() == limit { list.last().map(|b| b.id.to_string()).unwrap_or_default() } else { String::new() };
         Ok(Response::new(pb::ListBatchesResponse { batches: list.iter().map(batch).collect(), next_before_id: next }))
@@ -167,15 +167,15 @@ impl pb::maas_server::Maas for MaasService {
         &self,
         request: Request<pb::WatchBatchRequest>,
     ) -> Result<Response<Self::WatchBatchStream>, Status> {
-        self.principal(&request)?;
+        let principal = self.principal(&request)?;
         let r = request.into_inner();
         let batch = if r.batch_id.is_empty() { None } else { Some(batch_id(&r.batch_id)?) };
         if let Some(id) = batch {
-            self.engine.get_batch(id).await.map_err(status)?;
+            self.engine.get_batch_as(&principal, id).await.map_err(status)?;
         }
         let stream = self
             .engine
-            .watch(batch, r.after, self.watch_poll)
+            .watch_as(&principal, batch, r.after, self.watch_poll)
             .map(|e| e.map(|e| event(&e)).map_err(|e| crate::status::unavailable(&e)));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -120,6 +120,7 @@ async fn permissions_are_checked_per_action_pool_and_site_and_force_needs_its_ow
             max_priority: None,
             audit: false,
         }],
+        ..Default::default()
     };
     let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
     let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
@@ -150,7 +151,7 @@ async fn inventory_admin_needs_the_admin_grant_and_reads_need_none() {
     let admin_grant = Grant::admin(g("ops"));
     let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
     let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
-        .authorizer(Arc::new(GroupPolicy { grants: vec![admin_grant] }))
+        .authorizer(Arc::new(GroupPolicy { grants: vec![admin_grant], ..Default::default() }))
         .build();
     let (ops, sam) = (Principal::new("olga", [g("ops")]), Principal::new("sam", []));
     let err = engine.import_hosts(&sam, hosts.clone()).await.unwrap_err().to_string();
@@ -216,7 +217,7 @@ async fn the_audit_records_every_mutating_call_and_only_its_readers_read_it() {
     let auditors = Grant { audit: true, ..Grant::admin(g("auditors")) };
     let auditors = Grant { admin: false, actions: Some(vec![]), ..auditors };
     let sre = Grant { actions: Some(vec![ActionKind::Reboot]), admin: false, ..Grant::admin(g("sre")) };
-    let policy = GroupPolicy { grants: vec![Grant::admin(g("ops")), auditors, sre] };
+    let policy = GroupPolicy { grants: vec![Grant::admin(g("ops")), auditors, sre], ..Default::default() };
     let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
     let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
         .authorizer(Arc::new(policy))
@@ -280,6 +281,72 @@ async fn the_audit_records_every_mutating_call_and_only_its_readers_read_it() {
     assert_eq!(ops_on_h2, ["submit", "submit", "set_host_state", "import_hosts", "import_hosts"]);
     // Admins read it too.
     assert_eq!(engine.audit(&ops, AuditFilter { limit: 2, ..Default::default() }).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn restricted_pools_are_read_only_by_their_groups() {
+    let store = Arc::new(MemStore::default());
+    let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+    let mut hosts = fleet_hosts(&fleet, 1, 4);
+    for h in &mut hosts[2..] {
+        h.pool = Pool::new("db").unwrap();
+    }
+    store.host_upsert_many(hosts).await.unwrap();
+    let g = |s: &str| Group::new(s).unwrap();
+    let pools = |p: &str| Grant { pools: Some(vec![Pool::new(p).unwrap()]), admin: false, ..Grant::admin(g(p)) };
+    let policy = GroupPolicy {
+        grants: vec![pools("web"), pools("db"), Grant::admin(g("ops"))],
+        restricted_pools: vec![Pool::new("db").unwrap()],
+    };
+    let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
+    let engine = Engine::builder(store.clone(), store.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3))
+        .authorizer(Arc::new(policy))
+        .build();
+    let (web, db, ops) =
+        (Principal::new("wendy", [g("web")]), Principal::new("dave", [g("db")]), Principal::new("olga", [g("ops")]));
+    let mallory = Principal::new("mallory", []);
+    // Hidden batches before and after the readable one.
+    let on_db = engine.submit(&db, &reboot("sim000003.dc1")).await.unwrap().batch.id;
+    let on_web = engine.submit(&web, &reboot("sim[000001-000002].dc1")).await.unwrap().batch.id;
+    let on_db2 = engine.submit(&db, &reboot("sim000004.dc1")).await.unwrap().batch.id;
+    let ids = |v: Vec<BatchRecord>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
+    let all = BatchListParams::default();
+    for reader in [&mallory, &web] {
+        assert_eq!(ids(engine.list_batches_as(reader, all.clone()).await.unwrap()), [on_web], "{}", reader.name);
+        // A page of one still finds the readable batch behind the newer hidden one.
+        let one = BatchListParams { limit: 1, ..Default::default() };
+        assert_eq!(ids(engine.list_batches_as(reader, one).await.unwrap()), [on_web]);
+        let err = engine.get_batch_as(reader, on_db).await.unwrap_err();
+        assert!(err.to_string().contains("lacks permission: read pool db"), "{err}");
+        let names: Vec<String> = engine
+            .list_hosts(reader, HostFilter::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|h| h.hostname.to_string())
+            .collect();
+        assert_eq!(names, ["sim000001.dc1", "sim000002.dc1"]);
+    }
+    for reader in [&db, &ops] {
+        assert_eq!(ids(engine.list_batches_as(reader, all.clone()).await.unwrap()), [on_db2, on_web, on_db]);
+        assert_eq!(engine.get_batch_as(reader, on_db).await.unwrap().hosts.len(), 1);
+        assert_eq!(engine.list_hosts(reader, HostFilter { limit: 3, ..Default::default() }).await.unwrap().len(), 3);
+    }
+    // Watching every batch (the hidden batch's events come first), mallory sees the web
+    // batch's events only.
+    let web_events =
+        store.event_list(EventListParams { batch_id: Some(on_web), ..Default::default() }).await.unwrap().len();
+    let seen: Vec<BatchId> = tokio::time::timeout(
+        Duration::from_secs(5),
+        engine
+            .watch_as(&mallory, None, 0, Duration::from_millis(10))
+            .take(web_events)
+            .map(|e| e.unwrap().batch_id)
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert!(seen.len() == web_events && seen.iter().all(|b| *b == on_web), "{seen:?}");
 }
 
 #[tokio::test]

@@ -95,6 +95,8 @@ pub mod batches {
         pub updated_at: i64,
         /// `finished_at`.
         pub finished_at: Option<i64>,
+        /// `pools` (migration m0003): comma-separated, sorted.
+        pub pools: Option<String>,
     }
 
     /// No relations are navigated through sea-orm.

@@ -338,7 +338,7 @@ pub(crate) fn run(row: &QueryResult) -> Result<HostRunRecord, StoreError> {
 
 /// The columns of `maas_batches`, in [`batch_values`] order.
 pub(crate) const BATCH_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, spec, state, pause_reason, \
-     cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at";
+     cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at, pools";
 
 /// A batch's column values.
 pub(crate) fn batch_values(b: &BatchRecord) -> Vec<Value> {
@@ -360,12 +360,13 @@ pub(crate) fn batch_values(b: &BatchRecord) -> Vec<Value> {
         t(b.created_at),
         t(b.updated_at),
         ot(b.finished_at),
+        s(b.pools.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")),
     ]
 }
 
 /// The columns of `maas_batches` except the (large, immutable) spec.
 pub(crate) const BATCH_HEAD_COLUMNS: &str = "id, submitter, idempotency_key, fingerprint, action, state, pause_reason, \
-     cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at";
+     cancel_reason, queued, running, succeeded, failed, cancelled, created_at, updated_at, finished_at, pools";
 
 /// The mutable columns of `maas_batches`, in [`batch_state_values`] order, then the id.
 pub(crate) const BATCH_STATE_SET: &str = "state = ?, pause_reason = ?, cancel_reason = ?, queued = ?, running = ?, \
@@ -414,6 +415,12 @@ pub(crate) fn batch(row: &QueryResult, spec: Arc<BatchSpec>) -> Result<BatchReco
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
         finished_at: opt_ts(row, "finished_at")?,
+        pools: col::<Option<String>>(row, "pools")?
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(|e| corrupt("pools", e)))
+            .collect::<Result<_, _>>()?,
     })
 }
 

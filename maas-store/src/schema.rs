@@ -338,8 +338,8 @@ impl MigrationTrait for M0002HostMac {
 }
 
 /// The audit trail records every mutating call, accepted or refused (`maas_audit_log`,
-/// which takes over `maas_audit`'s accepted submissions), and hosts record who holds an
-/// allocated host and since when.
+/// which takes over `maas_audit`'s accepted submissions), hosts record who holds an
+/// allocated host and since when, and batches name their hosts' pools.
 pub struct M0003AuditAndAllocation;
 
 impl MigrationName for M0003AuditAndAllocation {
@@ -382,6 +382,24 @@ pub fn audit_and_allocation_ddl(backend: DbBackend) -> Vec<String> {
         "DROP TABLE maas_audit".to_string(),
         format!("ALTER TABLE maas_hosts ADD COLUMN allocated_to {text} NULL"),
         "ALTER TABLE maas_hosts ADD COLUMN state_since BIGINT NULL".to_string(),
+        // Batches name their hosts' pools (read restrictions go by them); existing ones
+        // learn theirs from their host runs.
+        format!("ALTER TABLE maas_batches ADD COLUMN pools {text} NULL"),
+        match backend {
+            DbBackend::Postgres => {
+                "UPDATE maas_batches b SET pools = (SELECT string_agg(DISTINCT r.pool, ',' \
+                                    ORDER BY r.pool) FROM maas_host_runs r WHERE r.batch_id = b.id)"
+            }
+            DbBackend::MySql => {
+                "UPDATE maas_batches b SET pools = (SELECT GROUP_CONCAT(DISTINCT r.pool ORDER BY \
+                                 r.pool SEPARATOR ',') FROM maas_host_runs r WHERE r.batch_id = b.id)"
+            }
+            _ => {
+                "UPDATE maas_batches SET pools = (SELECT group_concat(pool, ',') FROM (SELECT DISTINCT r.pool AS pool \
+                  FROM maas_host_runs r WHERE r.batch_id = maas_batches.id ORDER BY r.pool))"
+            }
+        }
+        .to_string(),
     ]
 }
 

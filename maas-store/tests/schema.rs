@@ -88,7 +88,30 @@ async fn an_older_schema_keeps_its_audit_entries_and_hosts(old: &sea_orm::Databa
     )
     .await
     .unwrap();
+    old.execute_unprepared(&format!(
+        "INSERT INTO maas_batches (id, submitter, fingerprint, action, spec, state, queued, running, succeeded, \
+         failed, cancelled, created_at, updated_at) VALUES ('{batch}', 'alice', 'f', 'power_cycle', '{{}}', \
+         'running', 3, 0, 0, 0, 0, 1700000000000, 1700000000000)"
+    ))
+    .await
+    .unwrap();
+    for (i, pool) in ["web", "db", "web"].iter().enumerate() {
+        old.execute_unprepared(&format!(
+            "INSERT INTO maas_host_runs (id, batch_id, ordinal, hostname, site, pool, sku, state, step, \
+             cancel_requested) VALUES ('0190a0b0-0000-7000-8000-00000000010{i}', '{batch}', {i}, 'n{i}.dc1', \
+             'dc1', '{pool}', 'gen9', 'queued', 0, FALSE)"
+        ))
+        .await
+        .unwrap();
+    }
     let store = common::open(url).await;
+    // The batch learned its hosts' pools from its host runs: sorted, each once.
+    let row = store.connection().query_one_raw(sea_orm::Statement::from_string(
+        store.connection().get_database_backend(),
+        "SELECT pools FROM maas_batches",
+    ));
+    let pools: Option<String> = row.await.unwrap().unwrap().try_get("", "pools").unwrap();
+    assert_eq!(pools.as_deref(), Some("db,web"));
     let trail = store.audit_list(AuditFilter::default()).await.unwrap();
     assert_eq!(trail.len(), 1);
     let a = &trail[0];
@@ -115,7 +138,16 @@ async fn sqlite_upgrades_an_older_schema_in_place() {
 
 #[tokio::test]
 async fn postgres_upgrades_an_older_schema_in_place() {
-    let url = server_url("MAAS_TEST_POSTGRES_URL");
+    upgrades_on_server("MAAS_TEST_POSTGRES_URL").await;
+}
+
+#[tokio::test]
+async fn mariadb_upgrades_an_older_schema_in_place() {
+    upgrades_on_server("MAAS_TEST_MYSQL_URL").await;
+}
+
+async fn upgrades_on_server(var: &str) {
+    let url = server_url(var);
     let name = format!("maas_upgrade_{}", std::process::id());
     let admin = common::open(&url).await;
     admin.connection().execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();

@@ -41,6 +41,10 @@ pub async fn submit_creates_batch_runs_chains_claims_and_event(t: Harness) {
     let audit = t.store.audit_list(AuditFilter::default()).await.unwrap();
     assert_eq!((audit[0].op, audit[0].accepted, audit[0].batch_id), (AuditOp::Submit, true, Some(batch.id)));
     assert_eq!(audit[0].hosts, "n[0-2].dc1");
+    // The batch names its hosts' pools, read back by get and list.
+    let web = vec![maas_core::names::Pool::new("web").unwrap()];
+    assert_eq!(t.store.batch_get(batch.id).await.unwrap().unwrap().pools, web);
+    assert_eq!(t.store.batch_list(BatchListParams::default()).await.unwrap()[0].pools, web);
 }
 
 /// Many submitters racing for shared hosts: each host ends up claimed by exactly one

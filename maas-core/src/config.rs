@@ -163,6 +163,11 @@ pub struct WorkerConfig {
     pub default_kinds: Vec<StepKind>,
     /// On shutdown, how long to let running jobs finish before handing them back.
     pub shutdown_grace: Duration,
+    /// After a failed store call, the first wait before the next one (the database is
+    /// away): doubled on every further failure...
+    pub store_retry_min: Duration,
+    /// ... up to this.
+    pub store_retry_max: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -176,6 +181,8 @@ impl Default for WorkerConfig {
             registry_interval: Duration::from_secs(30),
             default_kinds: StepKind::ALL.iter().copied().filter(|k| !k.is_wait()).collect(),
             shutdown_grace: Duration::from_secs(30),
+            store_retry_min: Duration::from_millis(250),
+            store_retry_max: Duration::from_secs(10),
         }
     }
 }

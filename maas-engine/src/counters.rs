@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     waits_expired: AtomicU64,
     stragglers_flagged: AtomicU64,
     audit_write_failures: AtomicU64,
+    worker_store_errors: AtomicU64,
 }
 
 /// A reading of the counters.
@@ -43,6 +44,9 @@ pub struct CounterSnapshot {
     /// Audit entries of refused calls (or idempotent replays) the store failed to write
     /// (the caller still got its answer).
     pub audit_write_failures: u64,
+    /// Store calls of this instance's workers that failed (each is retried after a
+    /// backoff; a climbing count means the database is away).
+    pub worker_store_errors: u64,
 }
 
 fn add(c: &AtomicU64, n: usize) {
@@ -55,6 +59,10 @@ impl Counters {
             add(&self.claims, 1);
             add(&self.jobs_claimed, jobs);
         }
+    }
+
+    pub(crate) fn store_error(&self) {
+        add(&self.worker_store_errors, 1);
     }
 
     pub(crate) fn audit_write_failed(&self) {
@@ -88,6 +96,7 @@ impl Counters {
             waits_expired: get(&self.waits_expired),
             stragglers_flagged: get(&self.stragglers_flagged),
             audit_write_failures: get(&self.audit_write_failures),
+            worker_store_errors: get(&self.worker_store_errors),
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum Performed {
     /// Jobs leased, each with its host as the inventory has it now (`None`: the host left
     /// the inventory); the driver starts running them.
     Claimed(Vec<(JobRecord, Option<Host>)>),
+    /// Jobs leased, but looking their hosts up failed: each step looks its own up (and
+    /// fails its attempt retryably if it cannot).
+    ClaimedHostsUnknown(Vec<JobRecord>),
     /// Leases extended; the jobs still held.
     Extended(Vec<JobId>),
     /// Buffered outcomes recorded.
@@ -107,9 +110,13 @@ impl Worker {
                 let limit = p.limit;
                 let jobs = store.job_claim(p).await?;
                 inner.counters.claimed(jobs.len());
-                // One inventory read for the whole claim, not one per job.
-                let mut hosts = self.hosts_of(&jobs).await?;
                 self.machine.handle_claimed(limit, &jobs, now);
+                // One inventory read for the whole claim, not one per job. The jobs are
+                // leased either way: they must run (or fail) rather than wait for their
+                // leases to expire.
+                let Ok(mut hosts) = self.hosts_of(&jobs).await else {
+                    return Ok(Performed::ClaimedHostsUnknown(jobs));
+                };
                 let with_hosts = jobs.into_iter().map(|j| {
                     let host = hosts.remove(&j.hostname);
                     (j, host)
@@ -158,9 +165,11 @@ impl Worker {
 
     /// The production loop: carry out every action the machine has due, then wait for its
     /// next timeout, a step finishing or `shutdown` turning true. Returns when the machine
-    /// stops (after a shutdown: running steps finished or handed back, outcomes flushed),
-    /// or with the first store error (the pool replaces the worker; its leases expire and
-    /// are rescued).
+    /// stops (after a shutdown: running steps finished or handed back, outcomes flushed).
+    /// A failed store call is told to the machine, which backs off and retries it
+    /// (`WorkerMachine::handle_store_error`): the database going away pauses claiming and
+    /// flushing, not the steps running. Only while shutting down does a store error end the
+    /// worker (its leases expire and are rescued).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
         let clock = self.engine.inner.clock.clone();
         // Each step is its own task, so steps progress while this loop waits on the store:
@@ -174,11 +183,26 @@ impl Worker {
                 self.machine.handle_shutdown(now);
             }
             while let Some(action) = self.machine.poll_action(now) {
-                match self.perform(action, now).await? {
+                let performed = match self.perform(action, now).await {
+                    Ok(performed) => performed,
+                    Err(e) if self.machine.stopping() => return Err(e),
+                    Err(_) => {
+                        self.engine.inner.counters.store_error();
+                        self.machine.handle_store_error(now);
+                        break;
+                    }
+                };
+                match performed {
                     Performed::Claimed(jobs) => {
                         for (job, host) in jobs {
                             let engine = self.engine.clone();
                             running.spawn(job.id, async move { engine.run_step_on(&job, host).await });
+                        }
+                    }
+                    Performed::ClaimedHostsUnknown(jobs) => {
+                        for job in jobs {
+                            let engine = self.engine.clone();
+                            running.spawn(job.id, async move { engine.run_step(&job).await });
                         }
                     }
                     // The steps still running were handed back: abandon them.

@@ -107,6 +107,9 @@ pub struct Config {
     pub instance: String,
     /// Register this many simulated hosts (`sim000001.dc1`, ...) with simulated BMCs.
     pub sim_hosts: usize,
+    /// How long each simulated BMC command takes, in milliseconds (0: answers at once), to
+    /// rehearse with steps in flight.
+    pub sim_bmc_latency_ms: u64,
     /// Logging.
     pub log: LogConfig,
     /// Request limits.
@@ -238,6 +241,7 @@ impl Default for Config {
             role: Role::All,
             instance: "maasd".into(),
             sim_hosts: 0,
+            sim_bmc_latency_ms: 0,
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),

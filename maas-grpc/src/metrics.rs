@@ -17,7 +17,8 @@
 //!   `maas_claims_total`, `maas_jobs_claimed_total`, `maas_jobs_completed_total`,
 //!   `maas_completions_stale_total`, `maas_lease_rescues_total{outcome}` (retried,
 //!   failed, wait_expired), `maas_stragglers_flagged_total`,
-//!   `maas_audit_write_failures_total` (refusals whose audit entry the store did not take).
+//!   `maas_audit_write_failures_total` (refusals whose audit entry the store did not take),
+//!   `maas_worker_store_errors_total` (workers' failed store calls, each retried).
 //! - Requests ([`RpcMetricsLayer`]): `maas_rpc_total{method,code}` and
 //!   `maas_rpc_seconds{method}`.
 //! - BMCs ([`MeteredPower`]): `maas_bmc_command_seconds{op}` and
@@ -209,6 +210,7 @@ async fn refresh_once(engine: &Engine) {
     metrics::counter!("maas_lease_rescues_total", "outcome" => "wait_expired").absolute(c.waits_expired);
     metrics::counter!("maas_stragglers_flagged_total").absolute(c.stragglers_flagged);
     metrics::counter!("maas_audit_write_failures_total").absolute(c.audit_write_failures);
+    metrics::counter!("maas_worker_store_errors_total").absolute(c.worker_store_errors);
 }
 
 /// A tower layer counting and timing every gRPC call by method and status code.

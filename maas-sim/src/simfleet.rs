@@ -81,6 +81,8 @@ struct Inner {
     bmcs: HashMap<String, SimBmc>,
     rng: SimRng,
     faults: FaultPlan,
+    /// How long each command takes, in real time (zero in simulations on a manual clock).
+    latency: Duration,
 }
 
 fn key(bmc: &BmcEndpoint) -> String {
@@ -90,7 +92,8 @@ fn key(bmc: &BmcEndpoint) -> String {
 impl SimFleet {
     /// An empty fleet whose faults are drawn from `seed`.
     pub fn new(seed: u64, faults: FaultPlan) -> Self {
-        SimFleet { inner: Mutex::new(Inner { bmcs: HashMap::new(), rng: SimRng::seed_from_u64(seed), faults }) }
+        let inner = Inner { bmcs: HashMap::new(), rng: SimRng::seed_from_u64(seed), faults, latency: Duration::ZERO };
+        SimFleet { inner: Mutex::new(inner) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -116,6 +119,21 @@ impl SimFleet {
     pub fn set_reachable(&self, bmc: &BmcEndpoint, reachable: bool) {
         if let Some(b) = self.lock().bmcs.get_mut(&key(bmc)) {
             b.reachable = reachable;
+        }
+    }
+
+    /// Makes every command take `latency` in real time (tokio's timer), as BMCs do: for
+    /// real-time rehearsals with steps in flight (maasd's `sim_bmc_latency_ms`). Leave it
+    /// zero under a manual clock.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Waits out the configured latency, if any.
+    async fn answer_after_latency(&self) {
+        let latency = self.lock().latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
     }
 
@@ -148,7 +166,7 @@ impl SimFleet {
         f: impl FnOnce(&mut SimBmc) -> T,
     ) -> Result<T, PowerError> {
         let mut g = self.lock();
-        let Inner { bmcs, rng, faults } = &mut *g;
+        let Inner { bmcs, rng, faults, .. } = &mut *g;
         let name = key(bmc);
         let Some(b) = bmcs.get_mut(&name) else {
             return Err(PowerError::Unreachable { bmc: name, detail: "no BMC at this address".into() });
@@ -177,10 +195,12 @@ impl SimFleet {
 #[async_trait]
 impl PowerDriver for SimFleet {
     async fn power_status(&self, bmc: &BmcEndpoint) -> Result<PowerState, PowerError> {
+        self.answer_after_latency().await;
         self.command(bmc, false, |b| b.power)
     }
 
     async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError> {
+        self.answer_after_latency().await;
         self.command(bmc, true, |b| {
             let before = b.power;
             let sent = op.command_for(before);
@@ -193,6 +213,7 @@ impl PowerDriver for SimFleet {
     }
 
     async fn set_boot_device(&self, bmc: &BmcEndpoint, device: BootDevice, persistent: bool) -> Result<(), PowerError> {
+        self.answer_after_latency().await;
         self.command(bmc, false, |b| {
             b.boot = device;
             b.boot_persistent = persistent;
@@ -201,10 +222,12 @@ impl PowerDriver for SimFleet {
     }
 
     async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError> {
+        self.answer_after_latency().await;
         self.command(bmc, false, |b| b.boot)
     }
 
     async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
+        self.answer_after_latency().await;
         self.command(bmc, false, |b| ProbeReport { power: b.power, firmware: Some("maas-sim 1.0".into()) })
     }
 }

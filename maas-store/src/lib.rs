@@ -68,11 +68,19 @@ pub struct OpenOptions {
     pub max_connections: u32,
     /// SQLite: how long a writer waits for the lock before failing.
     pub busy_timeout: Duration,
+    /// How long a call waits for a pooled connection (including connecting one) before it
+    /// fails as unavailable: bounds how long callers hang while the database is away.
+    pub acquire_timeout: Duration,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { migrate: true, max_connections: 16, busy_timeout: Duration::from_secs(10) }
+        OpenOptions {
+            migrate: true,
+            max_connections: 16,
+            busy_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -117,7 +125,10 @@ pub async fn open(url: &str, options: &OpenOptions) -> Result<DatabaseConnection
     let shown = redact(url);
     let Some(backend) = backend_of(url) else { return Err(OpenError::UnsupportedUrl { url: shown }) };
     let mut opts = ConnectOptions::new(driver_url(url));
-    opts.max_connections(options.max_connections).sqlx_logging(false);
+    opts.max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_timeout(options.acquire_timeout)
+        .sqlx_logging(false);
     if backend == DbBackend::Sqlite {
         let busy = options.busy_timeout;
         opts.map_sqlx_sqlite_opts(move |o| {

@@ -90,6 +90,10 @@ pub struct WorkerMachine {
     /// Shutdown requested: running steps may finish until this time.
     stop_at: Option<Timestamp>,
     stopped: bool,
+    /// Store calls failed in a row (the database is away).
+    store_failures: u32,
+    /// No store call before this (backing off after a failure).
+    retry_at: Option<Timestamp>,
 }
 
 impl WorkerMachine {
@@ -114,6 +118,8 @@ impl WorkerMachine {
             claim_after: None,
             stop_at: None,
             stopped: false,
+            store_failures: 0,
+            retry_at: None,
         }
     }
 
@@ -218,6 +224,10 @@ impl WorkerMachine {
         if self.stopped {
             return Some(WorkerAction::Stop);
         }
+        if self.retry_at.is_some_and(|t| now < t) {
+            // Backing off: the store failed; running steps go on, their outcomes wait.
+            return None;
+        }
         let due = |t: Option<Timestamp>| t.is_some_and(|t| t <= now);
         if due(self.registry_due()) {
             let p =
@@ -271,19 +281,45 @@ impl WorkerMachine {
             return None;
         }
         let stop = self.stop_at.filter(|_| !self.running.is_empty());
-        [self.registry_due(), self.kinds_due(), self.claim_due(), self.heartbeat_due(), self.flush_due(), stop]
-            .into_iter()
-            .flatten()
-            .min()
+        let next =
+            [self.registry_due(), self.kinds_due(), self.claim_due(), self.heartbeat_due(), self.flush_due(), stop]
+                .into_iter()
+                .flatten()
+                .min()?;
+        Some(self.retry_at.map_or(next, |retry| next.max(retry)))
+    }
+
+    /// Store calls that failed in a row (0 once one succeeds again).
+    pub fn store_failures(&self) -> u32 {
+        self.store_failures
+    }
+
+    /// The store call for the last action failed (the database is away or overloaded).
+    /// Nothing it would have changed is taken as done: the same work comes back, after a
+    /// wait that starts at `store_retry_min` and doubles per failure up to
+    /// `store_retry_max`. Steps already running go on; their outcomes wait in the buffer.
+    pub fn handle_store_error(&mut self, now: Timestamp) {
+        self.store_failures = self.store_failures.saturating_add(1);
+        let doublings = (self.store_failures - 1).min(16);
+        let wait = self.cfg.store_retry_min.saturating_mul(1 << doublings).min(self.cfg.store_retry_max);
+        self.retry_at = Some(now.plus(wait));
+        self.flushing = 0;
+    }
+
+    fn store_answered(&mut self) {
+        self.store_failures = 0;
+        self.retry_at = None;
     }
 
     /// The registry heartbeat was written.
     pub fn handle_registered(&mut self, now: Timestamp) {
+        self.store_answered();
         self.registered_at = Some(now);
     }
 
     /// The pool's kinds were read (`None`: the pool has no mapping; take the defaults).
     pub fn handle_kinds(&mut self, kinds: Option<Vec<StepKind>>, now: Timestamp) {
+        self.store_answered();
         self.kinds = kinds.unwrap_or_else(|| self.cfg.default_kinds.clone());
         self.kinds_read_at = Some(now);
     }
@@ -296,6 +332,7 @@ impl WorkerMachine {
 
     /// [`Self::handle_claimed`] with the leased jobs' ids and attempts only.
     pub fn handle_claimed_ids(&mut self, limit: usize, jobs: impl IntoIterator<Item = (JobId, u32)>, now: Timestamp) {
+        self.store_answered();
         let mut n = 0;
         for (id, attempt) in jobs {
             self.running.insert(id, attempt);
@@ -319,11 +356,13 @@ impl WorkerMachine {
     /// The leases were extended (`held`: the jobs still leased to this worker; the others
     /// were rescued, and their outcomes will be refused as stale when flushed).
     pub fn handle_extended(&mut self, _held: &[JobId], now: Timestamp) {
+        self.store_answered();
         self.last_heartbeat = Some(now);
     }
 
     /// The flush under way was recorded (applied or refused as stale, job by job).
     pub fn handle_flushed(&mut self) {
+        self.store_answered();
         self.buffer.drain(..self.flushing.min(self.buffer.len()));
         self.flushing = 0;
         self.buffer_since = if self.buffer.is_empty() { None } else { self.buffer_since };
@@ -331,6 +370,7 @@ impl WorkerMachine {
 
     /// The running steps were abandoned and their jobs released.
     pub fn handle_handed_back(&mut self, _released: &[JobId]) {
+        self.store_answered();
         self.running.clear();
     }
 
@@ -356,6 +396,8 @@ mod tests {
             registry_interval: Duration::from_secs(30),
             default_kinds: vec![StepKind::PowerCycle],
             shutdown_grace: Duration::from_secs(10),
+            store_retry_min: Duration::from_millis(100),
+            store_retry_max: Duration::from_millis(350),
         };
         WorkerMachine::new("w1", Site::new("dc1").unwrap(), Pool::new("web").unwrap(), cfg, Duration::from_secs(60))
     }
@@ -439,6 +481,38 @@ mod tests {
         m.handle_step_finished(id(2), JobOutcome::Succeeded, t(100));
         m.handle_flushed();
         assert_eq!(m.buffered_jobs(), vec![id(2)]);
+    }
+
+    #[test]
+    fn a_failing_store_is_retried_with_doubling_waits_and_nothing_is_lost() {
+        let mut m = machine(8);
+        assert!(matches!(next(&mut m, t(0)), Some(WorkerAction::Claim(_))));
+        claimed(&mut m, 8, 1..=8, t(0));
+        m.handle_step_finished(id(1), JobOutcome::Succeeded, t(0));
+        let Some(WorkerAction::Flush(p)) = next(&mut m, t(100)) else { panic!("flush") };
+        assert_eq!(p.completions.len(), 1);
+        // The database is away: waits of 100, 200, then 350 ms (capped), and no call before.
+        let mut now = t(100);
+        for wait in [100, 200, 350, 350] {
+            m.handle_store_error(now);
+            assert_eq!(m.poll_action(now.plus(Duration::from_millis(wait - 1))), None, "backing off {wait} ms");
+            assert_eq!(m.poll_timeout(), Some(now.plus(Duration::from_millis(wait))));
+            // Steps go on finishing meanwhile; their outcomes join the buffer.
+            now = now.plus(Duration::from_millis(wait));
+            let Some(WorkerAction::Flush(p)) = next(&mut m, now) else { panic!("the same flush comes back") };
+            assert!(p.completions.iter().any(|c| c.job_id == id(1)), "the failed flush's outcome is kept");
+        }
+        assert_eq!(m.store_failures(), 4);
+        m.handle_step_finished(id(2), JobOutcome::Succeeded, now);
+        // It answers again: everything buffered is flushed, the count resets, claims resume.
+        let Some(WorkerAction::Flush(p)) = next(&mut m, now) else { panic!("flush") };
+        assert_eq!(p.completions.iter().map(|c| c.job_id).collect::<Vec<_>>(), [id(1), id(2)]);
+        m.handle_flushed();
+        assert_eq!((m.store_failures(), m.buffered()), (0, 0));
+        m.handle_store_error(now);
+        m.handle_step_finished(id(3), JobOutcome::Succeeded, now);
+        // Its flush would be due in 50 ms; the wait (started over at 100 ms) holds it back.
+        assert_eq!(m.poll_timeout(), Some(now.plus(Duration::from_millis(100))), "the waits start over");
     }
 
     #[test]

@@ -69,6 +69,9 @@ struct Args {
     /// Register this many simulated hosts (sim000001.dc1, ...) with simulated BMCs.
     #[arg(long)]
     sim_hosts: Option<usize>,
+    /// How long each simulated BMC command takes, in milliseconds [default: 0].
+    #[arg(long)]
+    sim_bmc_latency_ms: Option<u64>,
     /// This instance's name (worker ids, leader rows) [default: maasd].
     #[arg(long, env = "MAASD_INSTANCE")]
     instance: Option<String>,
@@ -108,6 +111,7 @@ impl Args {
         set! {
             listen => c.listen, db => c.db, certs => c.certs, plaintext_principal => c.plaintext_principal,
             role => c.role, workers => c.workers.per_pool, sim_hosts => c.sim_hosts, instance => c.instance,
+            sim_bmc_latency_ms => c.sim_bmc_latency_ms,
             metrics_listen => c.metrics.listen, log_format => c.log.format, log_level => c.log.level,
             max_batch_hosts => c.limits.max_batch_hosts, max_message_bytes => c.limits.max_message_bytes,
         }
@@ -206,7 +210,8 @@ async fn main() {
             (driver.clone(), Some(driver))
         }
         None => {
-            let (fleet, provisioner, start) = simulated_fleet(&store, config.sim_hosts).await;
+            let latency = std::time::Duration::from_millis(config.sim_bmc_latency_ms);
+            let (fleet, provisioner, start) = simulated_fleet(&store, config.sim_hosts, latency).await;
             sim_installers = (provisioner, start);
             (fleet, None)
         }
@@ -381,9 +386,11 @@ type StartInstallers = Box<dyn FnOnce(Engine)>;
 async fn simulated_fleet(
     store: &Arc<SqlStore>,
     hosts: usize,
+    latency: std::time::Duration,
 ) -> (Arc<dyn PowerDriver>, Option<Arc<dyn Provisioner>>, Option<StartInstallers>) {
     use maas_sim::{SimFleet, SimInstaller, sim::fleet_hosts};
     let fleet = Arc::new(SimFleet::new(1, maas_sim::FaultPlan::none()));
+    fleet.set_latency(latency);
     if hosts > 0 {
         store.host_upsert_many(fleet_hosts(&fleet, 1, hosts)).await.unwrap_or_else(|e| fail(e));
     }
@@ -397,6 +404,7 @@ async fn simulated_fleet(
 async fn simulated_fleet(
     _store: &Arc<SqlStore>,
     _hosts: usize,
+    _latency: std::time::Duration,
 ) -> (Arc<dyn PowerDriver>, Option<Arc<dyn Provisioner>>, Option<StartInstallers>) {
     fail("no [ipmi] section, and this maasd was built without the simulated fleet (cargo feature `sim`)")
 }

@@ -258,13 +258,22 @@ impl Simulation {
             let performed = self.workers[w].worker.perform(action, now).await.map_err(|e| e.to_string())?;
             match performed {
                 Performed::Noted => {}
-                Performed::Claimed(jobs) => {
+                Performed::Claimed(_) | Performed::ClaimedHostsUnknown(_) => {
+                    // With hosts looked up in the claim, or (the lookup failed) by each step.
+                    let jobs: Vec<(JobRecord, Option<Option<maas_core::host::Host>>)> = match performed {
+                        Performed::Claimed(jobs) => jobs.into_iter().map(|(j, h)| (j, Some(h))).collect(),
+                        Performed::ClaimedHostsUnknown(jobs) => jobs.into_iter().map(|j| (j, None)).collect(),
+                        _ => Vec::new(),
+                    };
                     if let Some((limit, Some(before))) = claim {
                         let records: Vec<JobRecord> = jobs.iter().map(|(j, _)| j.clone()).collect();
                         self.checker.claimed(&id, &records, before, limit, now, LEASE)?;
                     }
                     for (job, host) in jobs {
-                        let outcome = self.engine.run_step_on(&job, host).await;
+                        let outcome = match host {
+                            Some(host) => self.engine.run_step_on(&job, host).await,
+                            None => self.engine.run_step(&job).await,
+                        };
                         let takes = Duration::from_millis(self.rng.below(15_000));
                         self.workers[w].in_flight.push((job, now.plus(takes), outcome));
                     }

@@ -72,9 +72,123 @@ pub enum ConnectError {
 /// Connects to `address`, over mTLS with `tls` (the server is checked against its CA under
 /// the address's host name), or in plaintext without. Fails within `timeout` if nothing
 /// answers.
+///
+/// `address` may list several maasd instances of one deployment, comma-separated
+/// (`https://maas-a:7443,https://maas-b:7443`): the client uses the first that answers, and
+/// fails over to the next when a call finds its instance gone ([`Failover`]).
 pub async fn connect(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -> Result<Client, ConnectError> {
-    Ok(MaasClient::new(connect_transport(address, tls, timeout).await?))
+    Ok(MaasClient::new(transport(address, tls, timeout).await?))
 }
+
+/// One instance's channel, or a [`Failover`] over several (comma-separated).
+async fn transport(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -> Result<Transport, ConnectError> {
+    let addresses: Vec<&str> = address.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    if addresses.len() <= 1 {
+        return connect_transport(address.trim(), tls, timeout).await;
+    }
+    Ok(Transport::new(Failover::connect(&addresses, tls, timeout).await?))
+}
+
+/// The calls a client may send again to another instance when the first one is gone:
+/// reads. Writes are not replayed (one may have been applied before the instance died);
+/// they fail with UNAVAILABLE and the calls after them go to the next instance.
+const REPLAYABLE: &[&str] = &[
+    "/maas.v1.Maas/GetBatch",
+    "/maas.v1.Maas/ListBatches",
+    "/maas.v1.Maas/WatchBatch",
+    "/maas.v1.Maas/BatchStats",
+    "/maas.v1.Maas/ActiveCounts",
+    "/maas.v1.Maas/ListTickets",
+    "/maas.v1.Maas/ListHosts",
+    "/maas.v1.Maas/GetPoolKinds",
+    "/maas.v1.Maas/ListImages",
+    "/maas.v1.Maas/ListAudit",
+    "/grpc.health.v1.Health/Check",
+];
+
+/// A transport over several instances of one deployment (they share the database, so any
+/// of them answers any call). Calls go to the current instance; one that fails in
+/// transport (refused, reset: the instance is gone — not a gRPC status, which an instance
+/// that is up answers with) moves the client to the next instance. A read is then sent
+/// again there at once ([`REPLAYABLE`]); a write reports UNAVAILABLE.
+#[derive(Clone)]
+pub struct Failover {
+    instances: std::sync::Arc<Vec<(String, tonic::transport::Channel)>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Failover {
+    /// Channels to every address (each connected lazily), starting with the first that
+    /// connects within `timeout`; fails naming every address when none does.
+    async fn connect(addresses: &[&str], tls: Option<&TlsFiles>, timeout: Duration) -> Result<Self, ConnectError> {
+        let mut instances = Vec::new();
+        for address in addresses {
+            instances.push((address.to_string(), endpoint(address, tls, timeout)?.connect_lazy()));
+        }
+        let mut failures = Vec::new();
+        for (i, address) in addresses.iter().enumerate() {
+            match endpoint(address, tls, timeout)?.connect().await {
+                Ok(channel) => {
+                    instances[i].1 = channel;
+                    let current = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(i));
+                    return Ok(Failover { instances: std::sync::Arc::new(instances), current });
+                }
+                Err(e) => failures.push(format!("{address}: {}", error_chain(&e))),
+            }
+        }
+        Err(ConnectError::Unreachable { address: addresses.join(","), detail: failures.join("; ") })
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Failover {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = TransportError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, TransportError>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), TransportError>> {
+        // Each call waits for its instance's channel (`oneshot`).
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        use http_body_util::BodyExt;
+        let (instances, current) = (self.instances.clone(), self.current.clone());
+        Box::pin(async move {
+            let n = instances.len();
+            let first = current.load(std::sync::atomic::Ordering::Relaxed) % n;
+            let replayable = REPLAYABLE.contains(&request.uri().path());
+            if !replayable {
+                let result = instances[first].1.clone().oneshot(request).await;
+                if result.is_err() {
+                    let _ = current.compare_exchange(first, (first + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                return result.map_err(|e| TransportError(e.into()));
+            }
+            // A read: its (small, unary) request is kept to send it again elsewhere.
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.map_err(|e| TransportError(e.into()))?.to_bytes();
+            let mut last = None;
+            for k in 0..n {
+                let i = (first + k) % n;
+                let attempt = http::Request::from_parts(
+                    parts.clone(),
+                    tonic::body::Body::new(http_body_util::Full::new(bytes.clone())),
+                );
+                match instances[i].1.clone().oneshot(attempt).await {
+                    Ok(response) => {
+                        current.store(i, Ordering::Relaxed);
+                        return Ok(response);
+                    }
+                    Err(e) => last = Some(TransportError(e.into())),
+                }
+            }
+            let _ = current.compare_exchange(first, (first + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            Err(last.unwrap_or_else(|| TransportError("no instance to call".into())))
+        })
+    }
+}
+
+use std::sync::atomic::Ordering;
 
 /// Waits until the server at `address` accepts connections and reports `maas.v1.Maas` as
 /// serving (grpc.health.v1), at most `deadline`: for scripts that start `maasd` and use it
@@ -85,7 +199,7 @@ pub async fn wait_ready(address: &str, tls: Option<&TlsFiles>, deadline: Duratio
     use tonic_health::pb::health_check_response::ServingStatus;
     let until = std::time::Instant::now() + deadline;
     loop {
-        let last = match connect_transport(address, tls, Duration::from_secs(2)).await {
+        let last = match transport(address, tls, Duration::from_secs(2)).await {
             Ok(transport) => {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(transport.clone());
                 let ask = tonic_health::pb::HealthCheckRequest { service: "maas.v1.Maas".into() };
@@ -110,19 +224,23 @@ pub async fn wait_ready(address: &str, tls: Option<&TlsFiles>, deadline: Duratio
     }
 }
 
-async fn connect_transport(
-    address: &str,
-    tls: Option<&TlsFiles>,
-    timeout: Duration,
-) -> Result<Transport, ConnectError> {
+/// The endpoint of one instance: its TLS checked under the address's host name.
+fn endpoint(address: &str, tls: Option<&TlsFiles>, timeout: Duration) -> Result<Endpoint, ConnectError> {
     let bad = |detail: String| ConnectError::Address { address: address.to_string(), detail };
     let mut endpoint = Endpoint::from_shared(address.to_string()).map_err(|e| bad(e.to_string()))?;
     if let Some(files) = tls {
         let host = endpoint.uri().host().ok_or_else(|| bad("it names no host".into()))?.to_string();
         endpoint = endpoint.tls_config(files.client(&host)?).map_err(|e| bad(format!("TLS: {e}")))?;
     }
-    let channel = endpoint
-        .connect_timeout(timeout)
+    Ok(endpoint.connect_timeout(timeout))
+}
+
+async fn connect_transport(
+    address: &str,
+    tls: Option<&TlsFiles>,
+    timeout: Duration,
+) -> Result<Transport, ConnectError> {
+    let channel = endpoint(address, tls, timeout)?
         .connect()
         .await
         .map_err(|e| ConnectError::Unreachable { address: address.to_string(), detail: error_chain(&e) })?;

@@ -455,6 +455,18 @@ mod tests {
     }
 
     #[test]
+    fn the_two_role_example_files_parse_and_check() {
+        let api = Config::from_toml(include_str!("../../deploy/maasd-api.example.toml")).unwrap();
+        api.check().unwrap();
+        let worker = Config::from_toml(include_str!("../../deploy/maasd-worker.example.toml")).unwrap();
+        worker.check().unwrap();
+        assert_eq!((api.role, worker.role), (Role::Api, Role::Worker));
+        assert_eq!(api.db, worker.db, "one database");
+        assert_ne!(api.instance, worker.instance, "names are unique per process");
+        assert_eq!(worker.pools().unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_full_file_parses() {
         let c = Config::from_toml(
             r#"

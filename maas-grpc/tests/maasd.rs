@@ -86,8 +86,11 @@ fn spawn_on(dir: &Path, name: &str, db: &str, extra: &[String]) -> Maasd {
         .spawn()
         .expect("maasd runs");
     let d = Maasd { child, port, metrics_port, dir: dir.to_path_buf(), db: db.to_string(), owns_dir: true };
+    // A worker-only instance serves no API: its metrics port says it is up.
+    let worker_only = extra.windows(2).any(|w| w[0] == "--role" && w[1] == "worker");
+    let awaited = if worker_only { metrics_port } else { port };
     for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect(("127.0.0.1", awaited)).is_ok() {
             return d;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -939,14 +942,25 @@ fn maasctl_commands_json_and_exit_codes() {
 /// Starts maasd (certificates, policy, `extra` flags) on `db`: "sqlite", or the name of
 /// the variable with a server URL from ./scripts/test, on which a fresh database is made.
 async fn start_on(name: &str, db: &str, extra: &[String]) -> Maasd {
-    use sea_orm::ConnectionTrait;
+    let dir = test_dir(name);
+    let url =
+        if db == "sqlite" { format!("sqlite://{}", dir.join("maasd.db").display()) } else { fresh_db(name, db).await };
+    spawn_on(&dir, name, &url, extra)
+}
+
+/// A fresh directory with certificates and the policy.
+fn test_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("maasd-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_dev_certs(&dir.join("certs"), &["alice", "bob", "olga"]).unwrap();
     std::fs::write(dir.join("policy.json"), POLICY).unwrap();
-    let url = if db == "sqlite" {
-        format!("sqlite://{}", dir.join("maasd.db").display())
-    } else {
+    dir
+}
+
+/// A new database on the server at `db` (a URL, or the variable naming one); its URL.
+async fn fresh_db(name: &str, db: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    {
         // A server URL, or the variable naming one.
         let server = if db.contains("://") {
             db.to_string()
@@ -958,8 +972,7 @@ async fn start_on(name: &str, db: &str, extra: &[String]) -> Maasd {
         admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {fresh}")).await.unwrap();
         admin.execute_unprepared(&format!("CREATE DATABASE {fresh}")).await.unwrap();
         format!("{}/{fresh}", server.rsplit_once('/').unwrap().0)
-    };
-    spawn_on(&dir, name, &url, extra)
+    }
 }
 
 /// A refusal of any size reaches the client: 10,000 conflicting hosts (and 2,000 unknown
@@ -1392,4 +1405,85 @@ async fn a_postgres_outage_under_load_loses_nothing_and_needs_no_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mariadb_outage_under_load_loses_nothing_and_needs_no_restart() {
     outage_under_load("my", &mut PrivateMariadb::new("outage")).await;
+}
+
+/// Waits (at most 60 s) until batch `id` is completed; returns its succeeded count.
+async fn await_completed(c: &mut MaasClient<Channel>, id: &str) -> u32 {
+    let start = std::time::Instant::now();
+    loop {
+        let b = c.get_batch(pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![] }).await.unwrap().into_inner();
+        if b.state == "completed" {
+            return b.counts.unwrap().succeeded;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "batch {id} is still {}", b.state);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Two maasd on one PostgreSQL database. An API-only instance and a worker-only one: a batch
+/// submitted through the first is run by the second's workers, and the API keeps serving
+/// when the workers are gone. Then two full instances: a client given both addresses keeps
+/// reading through a kill of the one it used (reads go to the other at once; a write made
+/// just then reports UNAVAILABLE and the next goes to the survivor), the survivor runs the
+/// work, and maasctl given both addresses, the first dead, connects to the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_maasd_on_one_database_share_the_work_and_fail_over() {
+    let dir = test_dir("pair");
+    let url = fresh_db("pair", "MAAS_TEST_POSTGRES_URL").await;
+    let role = |r: &str| {
+        let mut flags = sim_hosts();
+        flags.extend(["--role".to_string(), r.to_string()]);
+        flags
+    };
+    let mut api = spawn_on(&dir, "pair-api", &url, &role("api"));
+    api.owns_dir = false;
+    let mut worker = spawn_on(&dir, "pair-worker", &url, &role("worker"));
+    worker.owns_dir = false;
+    let mut olga = client(&api, "olga").await;
+    let id = olga.submit_batch(reboot("sim[000001-000004].dc1")).await.unwrap().into_inner().batch_id;
+    assert_eq!(await_completed(&mut olga, &id).await, 4, "the worker instance ran what the API accepted");
+    drop(worker);
+    let queued = olga.submit_batch(reboot("sim[000005-000006].dc1")).await.unwrap().into_inner().batch_id;
+    assert!(batch_count(&mut olga).await >= 2, "the API serves without any worker");
+    drop(api);
+
+    // Two full instances; the client knows both.
+    let mut c = spawn_on(&dir, "pair-c", &url, &role("all"));
+    c.owns_dir = false;
+    let d = spawn_on(&dir, "pair-d", &url, &role("all"));
+    let both = format!("https://localhost:{},https://localhost:{}", c.port, d.port);
+    let certs = d.dir.join("certs");
+    let files =
+        TlsFiles { cert: certs.join("olga.pem"), key: certs.join("olga-key.pem"), ca: Some(certs.join("ca.pem")) };
+    let mut pair = maas_grpc::client::connect(&both, Some(&files), Duration::from_secs(5)).await.unwrap();
+    let get = |id: &str| pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![] };
+    let state = pair.get_batch(get(&queued)).await.unwrap().into_inner().state;
+    assert!(["running", "completed"].contains(&state.as_str()), "{state}");
+    // Kill the instance in use: reads carry on through the other at once.
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    let listed = pair.list_batches(pb::ListBatchesRequest::default()).await.expect("a read fails over").into_inner();
+    assert!(listed.batches.len() >= 2);
+    // A write is tried once more after an UNAVAILABLE (the caller's retry).
+    let submitted = match pair.submit_batch(reboot("sim[000007-000008].dc1")).await {
+        Ok(r) => r,
+        Err(s) => {
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+            pair.submit_batch(reboot("sim[000007-000008].dc1")).await.expect("the next call goes to the survivor")
+        }
+    };
+    let last = submitted.into_inner().batch_id;
+    // The survivor runs everything: the batch accepted while no worker ran, and the new one.
+    let mut survivor = client(&d, "olga").await;
+    assert_eq!(await_completed(&mut survivor, &queued).await, 2);
+    assert_eq!(await_completed(&mut survivor, &last).await, 2);
+    // maasctl with both addresses, the first dead.
+    let out = Command::new(env!("CARGO_BIN_EXE_maasctl"))
+        .args(["--server", &both, "--certs"])
+        .arg(&certs)
+        .args(["--user", "olga", "--json", "status", &last])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"completed\""), "{}", String::from_utf8_lossy(&out.stdout));
 }

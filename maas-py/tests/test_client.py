@@ -102,6 +102,17 @@ def test_the_audit_trail_records_refusals_and_only_auditors_read_it(maasd: Maasd
             audrey.audit(op="delete")
 
 
+def test_a_client_given_several_addresses_uses_one_that_answers(maasd: Maasd) -> None:
+    c = maasd.certs
+    # Port 9 answers nothing: the client goes on to the next address of the deployment.
+    both = f"https://localhost:9,{maasd.address}"
+    with maas.Client(both, cert=c / "olga.pem", key=c / "olga-key.pem", ca=c / "ca.pem", timeout=5) as olga:
+        assert olga.hosts(pool="web")
+    with pytest.raises(maas.Unavailable, match="localhost:9"):
+        maas.Client("https://localhost:9,https://localhost:7", cert=c / "olga.pem", key=c / "olga-key.pem",
+                    ca=c / "ca.pem", timeout=3)
+
+
 def test_unreachable_and_untrusted_servers_raise_unavailable(maasd: Maasd, tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(maas.Unavailable, match="cannot connect"):

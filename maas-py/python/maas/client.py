@@ -432,7 +432,11 @@ class Client(_Api):
 
     ``Client("https://maas.example:7443", cert="alice.pem", key="alice-key.pem",
     ca="ca.pem")`` connects over mTLS: the certificate names the caller, the CA checks the
-    server. Without cert, key and ca it connects in plaintext (a maasd started with
+    server. Several instances of one deployment may be given, comma-separated
+    (``"https://maas-a:7443,https://maas-b:7443"``): the client uses the first that
+    answers, sends reads to another at once when its instance is gone, and raises
+    :class:`~maas.Unavailable` for a write made just then (the next call goes to the
+    survivor). Without cert, key and ca it connects in plaintext (a maasd started with
     ``--plaintext`` on loopback). ``timeout`` bounds every call, in seconds.
     """
 

@@ -71,7 +71,14 @@ pub struct Singletons {
     owner: String,
     schedule: LeaderSchedule,
     notify_backoff: std::sync::Mutex<NotifierBackoff>,
+    on_error: Option<ErrorSink>,
 }
+
+/// Where a running loop reports its tasks' failures (maasd: the log).
+pub type ErrorSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How often an unchanged failure is reported again while it lasts.
+const REPEAT_ERRORS_AFTER: Duration = Duration::from_secs(30);
 
 /// A running singleton loop.
 #[derive(Debug)]
@@ -92,7 +99,14 @@ impl Singletons {
     /// The singletons of the instance `owner` (unique per instance).
     pub fn new(engine: Engine, owner: impl Into<String>) -> Self {
         let schedule = LeaderSchedule::new(engine.inner.config.intervals);
-        Singletons { engine, owner: owner.into(), schedule, notify_backoff: Default::default() }
+        Singletons { engine, owner: owner.into(), schedule, notify_backoff: Default::default(), on_error: None }
+    }
+
+    /// Reports each failure of the running loop's tasks (a webhook refusing, the database
+    /// away) to `sink`: when it first happens or changes, and every 30 s while it lasts.
+    pub fn on_error(mut self, sink: ErrorSink) -> Self {
+        self.on_error = Some(sink);
+        self
     }
 
     /// Runs every task that is due and led by this instance.
@@ -138,8 +152,19 @@ impl Singletons {
         let (tx, mut rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let clock = self.engine.inner.clock.clone();
+            let mut reported: (Vec<String>, Option<Timestamp>) = (Vec::new(), None);
             while !*rx.borrow() {
-                self.tick(clock.now()).await;
+                let report = self.tick(clock.now()).await;
+                if let Some(sink) = &self.on_error {
+                    let now = clock.now();
+                    let stale = reported.1.is_none_or(|t| now.since(t) >= REPEAT_ERRORS_AFTER);
+                    if !report.errors.is_empty() && (report.errors != reported.0 || stale) {
+                        report.errors.iter().for_each(|e| sink(e));
+                        reported = (report.errors.clone(), Some(now));
+                    } else if report.errors.is_empty() {
+                        reported = (Vec::new(), None);
+                    }
+                }
                 // Until the next task of ours falls due; a task led elsewhere stays due, so
                 // never wait longer than `poll` (nor spin on it).
                 let now = clock.now();

@@ -52,7 +52,7 @@ pub use facade::{
     ActiveSite, BatchStats, BatchView, DryRunHost, DryRunReport, DurationStats, Eta, HostRunView, OutboxBacklog,
     Submitted,
 };
-pub use leader::{Singletons, SingletonsHandle, TickReport};
+pub use leader::{ErrorSink, Singletons, SingletonsHandle, TickReport};
 pub use maas_core::config::{
     EngineConfig, PoolConfig, ReclaimPolicy, SingletonIntervals, StragglerPolicy, VerifyPolicy, WorkerConfig,
 };

@@ -44,12 +44,12 @@
 //! initrd_sha256 = "..."
 //!
 //! [[webhooks]]                    # every event of alice's and bob's batches
-//! url = "http://hooks.internal:8080/maas"
+//! url = "https://hooks.internal:8443/maas"
 //! secret_file = "/etc/maas/hook-secret"
 //! submitters = ["alice", "bob"]
 //!
 //! [[webhooks]]                    # tickets only (failure budgets, wedged hosts, stragglers)
-//! url = "http://tickets.internal/maas"
+//! url = "https://tickets.internal/maas"
 //! secret_file = "/etc/maas/ticket-secret"
 //! tickets = true
 //! ```
@@ -217,8 +217,15 @@ fn default_boot_retry() -> u32 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://host[:port]/path`.
+    /// `https://host[:port]/path` (or `http://` to a loopback receiver).
     pub url: String,
+    /// PEM CA certificates an https receiver's certificate must chain to (absent: the
+    /// system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain `http://` to a receiver off this machine (logged as a warning at start).
+    #[serde(default)]
+    pub allow_plain_http: bool,
     /// The file holding the HMAC signing secret.
     pub secret_file: PathBuf,
     /// Only events of batches these principals submitted (empty: everyone's).
@@ -414,8 +421,13 @@ impl Config {
             problems.push(format!("log.level {:?}: {e}", self.log.level));
         }
         for (i, w) in self.webhooks.iter().enumerate() {
-            if let Err(e) = crate::webhook::Endpoint::parse(&w.url) {
-                problems.push(format!("webhooks[{i}].url: {e}"));
+            match crate::webhook::Endpoint::parse(&w.url) {
+                Err(e) => problems.push(format!("webhooks[{i}].url: {e}")),
+                Ok(endpoint) => {
+                    if let Err(e) = endpoint.check_plain_http(&w.url, w.allow_plain_http) {
+                        problems.push(format!("webhooks[{i}].url: {e}"));
+                    }
+                }
             }
             if w.tickets && !w.submitters.is_empty() {
                 problems.push(format!("webhooks[{i}]: tickets = true takes no submitters"));
@@ -534,10 +546,10 @@ mod tests {
             [metrics]
             listen = "here"
             [[webhooks]]
-            url = "https://x/"
+            url = "http://hooks.internal/"
             secret_file = "s"
             [[webhooks]]
-            url = "https://x/"
+            url = "http://hooks.internal/"
             secret_file = "t"
             "#,
         )
@@ -549,7 +561,7 @@ mod tests {
             "sim_hosts",
             "SITE/POOL",
             "metrics.listen",
-            "webhooks[0].url",
+            "webhooks[0].url: webhook URL \"http://hooks.internal/\": plain http leaves the machine",
             "webhooks[1] repeats",
         ] {
             assert!(e.contains(needle), "{needle:?} missing from {e}");

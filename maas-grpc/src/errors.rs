@@ -53,14 +53,14 @@ pub struct UnknownWord {
     pub expected: &'static str,
 }
 
-/// A webhook URL maas cannot POST to.
+/// A webhook URL maas cannot POST to, or the trust it needs cannot be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("webhook URL {url:?}: {reason}")]
 pub struct WebhookUrlError {
     /// The URL.
     pub url: String,
     /// What is wrong with it.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// A process-wide facility (the log subscriber, the metrics recorder) could not be set up.

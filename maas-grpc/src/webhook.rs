@@ -1,7 +1,10 @@
-//! The webhook notifier: outbox events POSTed as a JSON array to an `http://` URL, signed
-//! with HMAC-SHA256 (`X-Maas-Signature: sha256=<hex>` over the exact body), at least once
-//! and in order (the outbox redelivers the whole slice after any failure, with backoff).
-//! Receivers deduplicate by `seq`. For https, put a TLS-terminating proxy in front.
+//! The webhook notifier: outbox events POSTed as a JSON array to an `https://` URL (rustls;
+//! the receiver's certificate checked against the system's roots or a CA file of the
+//! webhook's own), signed with HMAC-SHA256 (`X-Maas-Signature: sha256=<hex>` over the exact
+//! body), at least once and in order (the outbox redelivers the whole slice after any
+//! failure, with backoff). Receivers deduplicate by `seq`. Plain `http://` only to a
+//! loopback receiver, or with an explicit opt-in that logs a warning; there is no mode that
+//! skips checking an https receiver's certificate.
 //!
 //! A notifier takes a [`Selection`]: every event, only the events of batches some
 //! principals submitted (a team's own hook), or tickets (failure budgets, wedged hosts,
@@ -22,32 +25,100 @@ use maas_core::ports::store::Store;
 use ring::hmac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// An `http://host[:port]/path` URL, parsed.
+/// An `https://` or `http://host[:port]/path` URL, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    tls: bool,
     host: String,
     port: u16,
     path: String,
 }
 
 impl Endpoint {
-    /// Parses `url`; only `http://` is supported.
+    /// Parses `url` (`https://` or `http://`).
     pub fn parse(url: &str) -> Result<Endpoint, WebhookUrlError> {
-        let bad = |reason| WebhookUrlError { url: url.to_string(), reason };
-        let rest = url.strip_prefix("http://").ok_or_else(|| bad("only http:// is supported"))?;
+        let bad = |reason: &str| WebhookUrlError { url: url.to_string(), reason: reason.to_string() };
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => return Err(bad("https:// or http:// expected")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
         };
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-            None => (authority.to_string(), 80),
+            None => (authority.to_string(), if tls { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        Ok(Endpoint { host, port, path })
+        Ok(Endpoint { tls, host, port, path })
     }
+
+    /// Whether plain http to this endpoint is refused: it is allowed to a loopback
+    /// receiver (127.0.0.0/8, ::1, localhost), and elsewhere only with `allow_plain_http`.
+    pub fn check_plain_http(&self, url: &str, allow_plain_http: bool) -> Result<(), WebhookUrlError> {
+        if self.tls || allow_plain_http || self.is_loopback() {
+            return Ok(());
+        }
+        Err(WebhookUrlError {
+            url: url.to_string(),
+            reason: "plain http leaves the machine: use https://, or set allow_plain_http = true to accept that \
+                     events and signatures cross the network unencrypted"
+                .into(),
+        })
+    }
+
+    /// Whether plain http is used to a receiver off this machine.
+    pub fn plain_off_loopback(&self) -> bool {
+        !self.tls && !self.is_loopback()
+    }
+
+    fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// Whom an https webhook trusts: the system's root certificates, or the CA certificates in
+/// a PEM file (a receiver with a private CA).
+pub fn client_tls(url: &str, ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, WebhookUrlError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bad = |reason: String| WebhookUrlError { url: url.to_string(), reason };
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect())
+                .map_err(|e| bad(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(bad(format!("CA file {}: no certificate in it", path.display())));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(format!("CA file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A system bundle may hold certificates rustls cannot use; the rest serve.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(bad(format!("no system root certificates found ({:?}); set ca_file", found.errors)));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Which events a webhook receives.
@@ -73,6 +144,8 @@ pub enum Selection {
 /// Where and how to deliver.
 pub struct WebhookNotifier {
     endpoint: Endpoint,
+    /// For https: whom the receiver's certificate must chain to.
+    tls: Option<Arc<rustls::ClientConfig>>,
     key: hmac::Key,
     timeout: Duration,
     selection: Selection,
@@ -81,8 +154,9 @@ pub struct WebhookNotifier {
 
 impl std::fmt::Debug for WebhookNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Endpoint { host, port, path } = &self.endpoint;
-        write!(f, "WebhookNotifier(http://{host}:{port}{path})")
+        let Endpoint { tls, host, port, path } = &self.endpoint;
+        let scheme = if *tls { "https" } else { "http" };
+        write!(f, "WebhookNotifier({scheme}://{host}:{port}{path})")
     }
 }
 
@@ -97,11 +171,20 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 impl WebhookNotifier {
-    /// A notifier POSTing every event to `url` (`http://host[:port]/path`), signing with
-    /// `secret`.
+    /// A notifier POSTing every event to `url` (`https://host[:port]/path`, its certificate
+    /// checked against the system's roots; or `http://`), signing with `secret`.
     pub fn new(url: &str, secret: &[u8]) -> Result<Self, WebhookUrlError> {
+        Self::trusting(url, secret, None)
+    }
+
+    /// [`WebhookNotifier::new`], an https receiver checked against the CA certificates in
+    /// `ca_file` (PEM) instead of the system's roots.
+    pub fn trusting(url: &str, secret: &[u8], ca_file: Option<&std::path::Path>) -> Result<Self, WebhookUrlError> {
+        let endpoint = Endpoint::parse(url)?;
+        let tls = if endpoint.tls { Some(client_tls(url, ca_file)?) } else { None };
         Ok(WebhookNotifier {
-            endpoint: Endpoint::parse(url)?,
+            endpoint,
+            tls,
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             timeout: Duration::from_secs(10),
             selection: Selection::All,
@@ -169,8 +252,28 @@ impl WebhookNotifier {
     }
 
     async fn post(&self, body: &[u8], first: u64, last: u64) -> Result<u16, std::io::Error> {
-        let Endpoint { host, port, path } = &self.endpoint;
-        let mut stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+        let host = self.endpoint.host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = tokio::net::TcpStream::connect((host, self.endpoint.port)).await?;
+        match &self.tls {
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+                self.exchange(tls, body, first, last).await
+            }
+            None => self.exchange(tcp, body, first, last).await,
+        }
+    }
+
+    /// One HTTP/1.1 POST on `stream`; the answer's status code.
+    async fn exchange(
+        &self,
+        mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        body: &[u8],
+        first: u64,
+        last: u64,
+    ) -> Result<u16, std::io::Error> {
+        let Endpoint { host, port, path, .. } = &self.endpoint;
         let hex = hex_tag(&self.key, body);
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -179,8 +282,15 @@ impl WebhookNotifier {
         );
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body).await?;
+        stream.flush().await?;
         let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
+        // A TLS receiver may close without close_notify once it has answered: what was
+        // read by then is the answer.
+        if let Err(e) = stream.read_to_end(&mut answer).await
+            && (answer.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
+        {
+            return Err(e);
+        }
         let text = String::from_utf8_lossy(&answer);
         text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| {
             std::io::Error::other(format!("not an HTTP answer: {:?}", text.chars().take(40).collect::<String>()))
@@ -217,7 +327,21 @@ mod tests {
         let w = Endpoint::parse("http://127.0.0.1:8080/hooks/maas").unwrap();
         assert_eq!((w.host.as_str(), w.port, w.path.as_str()), ("127.0.0.1", 8080, "/hooks/maas"));
         assert_eq!(Endpoint::parse("http://hooks").unwrap().port, 80);
-        assert!(WebhookNotifier::new("https://x/", b"k").unwrap_err().to_string().contains("only http://"));
+        assert_eq!(Endpoint::parse("https://hooks.example/x").unwrap().port, 443);
+        assert!(Endpoint::parse("ftp://x/").unwrap_err().to_string().contains("https:// or http://"));
+        // Plain http: loopback only, unless opted in.
+        for (url, refused) in [
+            ("http://127.0.0.1:8080/", false),
+            ("http://localhost/", false),
+            ("http://[::1]:9/", false),
+            ("http://hooks.internal/", true),
+            ("http://10.0.0.5/", true),
+            ("https://hooks.internal/", false),
+        ] {
+            let e = Endpoint::parse(url).unwrap();
+            assert_eq!(e.check_plain_http(url, false).is_err(), refused, "{url}");
+            assert!(e.check_plain_http(url, true).is_ok(), "{url} with the opt-in");
+        }
         // RFC 4231 test case 2.
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),

@@ -720,7 +720,11 @@ type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(u64, String, String)>>>;
 /// A webhook receiver on loopback: checks every delivery's HMAC signature and records
 /// (seq, batch id, kind); answers 200. Runs for at most two minutes.
 fn receiver(secret: &'static [u8]) -> (u16, Deliveries) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    receiver_on(secret, None)
+}
+
+/// [`receiver`] over TLS with `tls` (a delivery whose handshake fails records nothing).
+fn receiver_on(secret: &'static [u8], tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> (u16, Deliveries) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -734,37 +738,124 @@ fn receiver(secret: &'static [u8]) -> (u16, Deliveries) {
                 continue;
             };
             stream.set_nonblocking(false).unwrap();
-            let mut reader = BufReader::new(stream);
-            let (mut length, mut signature) = (0usize, String::new());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = match &tls {
+                Some(config) => {
+                    let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                    serve_delivery(rustls::StreamOwned::new(conn, stream), secret, &record)
                 }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                if lower.starts_with("x-maas-signature:") {
-                    signature = line.split_once(':').unwrap().1.trim().to_string();
-                }
-            }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).unwrap();
-            assert_eq!(signature, maas_grpc::webhook::signature(secret, &body), "every delivery is signed");
-            let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
-            for e in events {
-                let kind = e["kind"]["event"].as_str().unwrap_or_default().to_string();
-                record.lock().unwrap().push((
-                    e["seq"].as_u64().unwrap(),
-                    e["batch_id"].as_str().unwrap().to_string(),
-                    kind,
-                ));
-            }
-            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                None => serve_delivery(stream, secret, &record),
+            };
         }
     });
     (port, seen)
+}
+
+/// Reads one POST, checks its signature, records its events and answers 200.
+fn serve_delivery(
+    stream: impl std::io::Read + std::io::Write,
+    secret: &[u8],
+    record: &Deliveries,
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream);
+    let (mut length, mut signature) = (0usize, String::new());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+        if lower.starts_with("x-maas-signature:") {
+            signature = line.split_once(':').unwrap().1.trim().to_string();
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    assert_eq!(signature, maas_grpc::webhook::signature(secret, &body), "every delivery is signed");
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    for e in events {
+        let kind = e["kind"]["event"].as_str().unwrap_or_default().to_string();
+        record.lock().unwrap().push((e["seq"].as_u64().unwrap(), e["batch_id"].as_str().unwrap().to_string(), kind));
+    }
+    reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    reader.get_mut().flush()
+}
+
+/// A TLS server configuration for a receiver with the certificate `cert_pem` and its key.
+fn tls_server(cert_pem: &str, key_pem: &str) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs.unwrap(), key)
+        .unwrap();
+    std::sync::Arc::new(config)
+}
+
+/// Webhooks over HTTPS: a receiver whose certificate comes from its own CA gets every event
+/// of a batch, signed, once maasd is given that CA (`ca_file`); a receiver whose certificate
+/// that CA did not sign gets nothing (the delivery is refused and retried, never sent
+/// unchecked); plain http to a host off the machine is refused at startup, naming the
+/// webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_webhooks_check_the_receivers_certificate() {
+    const SECRET: &[u8] = b"https-hook-secret";
+    let hooks_ca = DevCa::new("hooks CA").unwrap();
+    let (cert, key) = hooks_ca.server(&[]).unwrap();
+    let (good_port, good) = receiver_on(SECRET, Some(tls_server(&cert, &key)));
+    let impostor = DevCa::new("impostor CA").unwrap();
+    let (cert, key) = impostor.server(&[]).unwrap();
+    let (bad_port, bad) = receiver_on(SECRET, Some(tls_server(&cert, &key)));
+    let dir = test_dir("httpshook");
+    std::fs::write(dir.join("hook.secret"), SECRET).unwrap();
+    std::fs::write(dir.join("hooks-ca.pem"), hooks_ca.cert_pem()).unwrap();
+    let (secret, ca) = (dir.join("hook.secret").display().to_string(), dir.join("hooks-ca.pem").display().to_string());
+    let hook = |port: u16, path: &str| {
+        format!(
+            "[[webhooks]]\nurl = \"https://localhost:{port}/{path}\"\nsecret_file = \"{secret}\"\nca_file = \"{ca}\"\n"
+        )
+    };
+    let toml = format!("sim_hosts = 40\n{}{}", hook(good_port, "good"), hook(bad_port, "impostor"));
+    std::fs::write(dir.join("maasd.toml"), toml).unwrap();
+    let d = spawn(&dir, "httpshook", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    let mut alice = client(&d, "alice").await;
+    let id = alice.submit_batch(reboot("sim[000001-000002].dc1")).await.unwrap().into_inner().batch_id;
+    let done = |seen: &Deliveries| seen.lock().unwrap().iter().any(|(_, b, k)| *b == id && k == "batch_completed");
+    for _ in 0..600 {
+        if done(&good) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done(&good), "the https receiver got the batch: {:?}", good.lock().unwrap());
+    let seqs: Vec<u64> = good.lock().unwrap().iter().map(|(s, _, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "in order: {seqs:?}");
+    assert!(bad.lock().unwrap().is_empty(), "nothing reaches a receiver the CA did not sign");
+    let log = std::fs::read_to_string(dir.join("maasd.log")).unwrap();
+    assert!(log.contains("impostor") && log.contains("certificate"), "the refusal is logged: {log}");
+
+    // Plain http off the machine: refused before anything starts.
+    std::fs::write(
+        dir.join("plain.toml"),
+        format!("[[webhooks]]\nurl = \"http://hooks.example/x\"\nsecret_file = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_maasd"))
+        .args(["--config", &dir.join("plain.toml").display().to_string(), "--certs"])
+        .arg(dir.join("certs"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("webhooks[0].url") && err.contains("plain http leaves the machine"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

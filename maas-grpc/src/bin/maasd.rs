@@ -75,12 +75,16 @@ struct Args {
     /// This instance's name (worker ids, leader rows) [default: maasd].
     #[arg(long, env = "MAASD_INSTANCE")]
     instance: Option<String>,
-    /// Also POST every outbox event (JSON, HMAC-SHA256 signed) to this http:// URL.
+    /// Also POST every outbox event (JSON, HMAC-SHA256 signed) to this https:// URL (or
+    /// http:// to a loopback receiver).
     #[arg(long, env = "MAASD_WEBHOOK_URL", requires = "webhook_secret_file")]
     webhook_url: Option<String>,
     /// The file holding that webhook's signing secret.
     #[arg(long, env = "MAASD_WEBHOOK_SECRET_FILE")]
     webhook_secret_file: Option<PathBuf>,
+    /// PEM CA certificates that webhook's https receiver must chain to [default: the system's roots].
+    #[arg(long, env = "MAASD_WEBHOOK_CA_FILE")]
+    webhook_ca_file: Option<PathBuf>,
     /// Where /metrics, /healthz and /readyz are served (plain HTTP; "off" to disable) [default: 127.0.0.1:9464].
     #[arg(long, env = "MAASD_METRICS_LISTEN")]
     metrics_listen: Option<String>,
@@ -123,7 +127,14 @@ impl Args {
             c.workers.pools = self.pools;
         }
         if let (Some(url), Some(secret_file)) = (self.webhook_url, self.webhook_secret_file) {
-            c.webhooks.push(WebhookConfig { url, secret_file, submitters: Vec::new(), tickets: false });
+            c.webhooks.push(WebhookConfig {
+                url,
+                secret_file,
+                ca_file: self.webhook_ca_file,
+                allow_plain_http: false,
+                submitters: Vec::new(),
+                tickets: false,
+            });
         }
         Ok(c)
     }
@@ -140,7 +151,10 @@ fn fail(message: impl std::fmt::Display) -> ! {
 fn webhook(w: &WebhookConfig, store: &Arc<SqlStore>, stragglers: bool) -> (String, WebhookNotifier) {
     let secret = std::fs::read(&w.secret_file)
         .unwrap_or_else(|e| fail(format!("webhook secret {}: {e}", w.secret_file.display())));
-    let hook = WebhookNotifier::new(&w.url, secret.trim_ascii()).unwrap_or_else(|e| fail(e));
+    let hook = WebhookNotifier::trusting(&w.url, secret.trim_ascii(), w.ca_file.as_deref()).unwrap_or_else(|e| fail(e));
+    if w.allow_plain_http && maas_grpc::webhook::Endpoint::parse(&w.url).is_ok_and(|e| e.plain_off_loopback()) {
+        tracing::warn!(url = %w.url, "webhook over plain http off this machine (allow_plain_http): events and signatures cross the network unencrypted");
+    }
     if w.tickets {
         (format!("tickets:{}", w.url), hook.select(Selection::Tickets { stragglers }))
     } else if w.submitters.is_empty() {
@@ -332,7 +346,10 @@ async fn main() {
                 },
             ));
         }
-        singletons = Some(Singletons::new(engine.clone(), instance.to_string()).start(Duration::from_millis(500)));
+        let log_error: maas_engine::ErrorSink = Arc::new(|e: &str| tracing::warn!(error = %e, "leader task failed"));
+        singletons = Some(
+            Singletons::new(engine.clone(), instance.to_string()).on_error(log_error).start(Duration::from_millis(500)),
+        );
     }
 
     let shutdown = stopped(stop_rx.clone());

@@ -87,6 +87,12 @@ pub struct BatchRequest {
     /// `[ipmi] console_check`). Not part of the batch's spec: it decides acceptance only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_check: Option<bool>,
+    /// Whom to tell about this batch, besides the daemon's own webhooks: `https://` URLs of
+    /// the submitter's (signed JSON events) or `channel:NAME` for a channel the daemon
+    /// configures (a chat room: a readable line per notable event). At most
+    /// [`crate::notify::Subscription::MAX_PER_BATCH`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 impl BatchRequest {
@@ -104,6 +110,7 @@ impl BatchRequest {
             comment: None,
             params: BTreeMap::new(),
             console_check: None,
+            notify: Vec::new(),
         }
     }
 
@@ -151,6 +158,10 @@ pub struct BatchSpec {
     /// Values for the image's configuration template.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// Its subscriptions ([`BatchRequest::notify`], checked). Not part of the fingerprint:
+    /// whom to tell does not change what the batch does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 /// What an audit entry says a submission asked for, in one line.
@@ -220,6 +231,7 @@ impl BatchSpec {
             force: req.force.clone(),
             comment: req.comment.clone(),
             params: req.params.clone(),
+            notify: req.notify.clone(),
         }
     }
 
@@ -260,6 +272,11 @@ pub struct Limits {
     pub max_text_len: usize,
     /// Longest idempotency key.
     pub max_key_len: usize,
+    /// The channels a batch may subscribe to (`channel:NAME`): the daemon's `[[channels]]`.
+    pub subscription_channels: Vec<String>,
+    /// Whether a batch may name webhook URLs of its own (the daemon signs them with its
+    /// `[subscriptions]` secret; without one, only channels).
+    pub subscription_urls: bool,
 }
 
 impl Default for Limits {
@@ -270,6 +287,8 @@ impl Default for Limits {
             max_schedule_ahead: Duration::from_secs(30 * 24 * 3600),
             max_text_len: 2_000,
             max_key_len: 128,
+            subscription_channels: Vec::new(),
+            subscription_urls: true,
         }
     }
 }
@@ -307,6 +326,7 @@ mod tests {
             force: None,
             comment: None,
             params: BTreeMap::new(),
+            notify: Vec::new(),
         };
         let mut other = spec.clone();
         other.hosts.reverse();

@@ -31,6 +31,7 @@ pub mod machine;
 pub mod model;
 pub mod names;
 pub mod netboot;
+pub mod notify;
 pub mod overlap;
 pub mod plan;
 pub mod policy;

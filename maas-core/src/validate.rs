@@ -13,6 +13,7 @@ use crate::host::{Host, HostState};
 use crate::hostlist;
 use crate::id::BatchId;
 use crate::names::{Hostname, Site};
+use crate::notify::Subscription;
 use crate::overlap::ClaimLookup;
 use crate::priority::PriorityClass;
 use crate::time::Timestamp;
@@ -412,6 +413,19 @@ fn option_problems(req: &BatchRequest, ctx: &ValidationContext<'_>) -> Vec<Probl
     if let Some(m) = req.comment.as_deref().and_then(|c| text_problem(c, TextKind::Prose, ctx.limits.max_text_len)) {
         bad("comment", m);
     }
+    if req.notify.len() > Subscription::MAX_PER_BATCH {
+        bad("notify", format!("{} receivers; the limit is {}", req.notify.len(), Subscription::MAX_PER_BATCH));
+    }
+    for (i, entry) in req.notify.iter().enumerate() {
+        match Subscription::parse(entry, &ctx.limits.subscription_channels) {
+            Err(m) => bad(&format!("notify[{i}]"), m),
+            Ok(Subscription::Url(_)) if !ctx.limits.subscription_urls => bad(
+                &format!("notify[{i}]"),
+                "this deployment takes channel subscriptions only (channel:NAME); it signs no URLs".into(),
+            ),
+            Ok(_) => {}
+        }
+    }
     const MAX_PARAMS: usize = 64;
     if req.params.len() > MAX_PARAMS {
         bad("params", format!("{} parameters; the limit is {MAX_PARAMS}", req.params.len()));
@@ -572,6 +586,24 @@ mod tests {
         let spec = run(&f, &BatchRequest::new(Action::Reboot { soft: false }, ["web[3,1-2].dc1"])).unwrap();
         let names: Vec<&str> = spec.hosts.iter().map(|h| h.as_str()).collect();
         assert_eq!(names, ["web3.dc1", "web1.dc1", "web2.dc1"]);
+    }
+
+    #[test]
+    fn subscriptions_name_known_channels_and_safe_urls_and_are_bounded() {
+        let mut f = fixture();
+        f.limits.subscription_channels = vec!["sre-room".into()];
+        let mut req = BatchRequest::new(Action::Reboot { soft: false }, ["web1.dc1"]);
+        req.notify = vec!["channel:sre-room".into(), "https://hooks.example/alice".into()];
+        assert_eq!(run(&f, &req).unwrap().notify, req.notify, "kept in the spec");
+        req.notify = vec!["channel:ops".into(), "http://hooks.example/x".into()];
+        let errors = run(&f, &req).unwrap_err();
+        assert!(errors[0].starts_with("notify[0]: no channel \"ops\" (known: sre-room)"), "{errors:?}");
+        assert!(errors[1].starts_with("notify[1]:") && errors[1].contains("plain http"), "{errors:?}");
+        req.notify = vec!["channel:sre-room".into(); 6];
+        assert!(run(&f, &req).unwrap_err()[0].contains("6 receivers; the limit is 5"));
+        f.limits.subscription_urls = false;
+        req.notify = vec!["https://hooks.example/alice".into()];
+        assert!(run(&f, &req).unwrap_err()[0].contains("channel subscriptions only"));
     }
 
     #[test]

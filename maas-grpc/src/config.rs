@@ -125,6 +125,43 @@ pub struct Config {
     pub boot: Option<BootSection>,
     /// Webhook notifiers.
     pub webhooks: Vec<WebhookConfig>,
+    /// Channels batches may subscribe to (`notify = ["channel:NAME"]`).
+    pub channels: Vec<ChannelConfig>,
+    /// Per-batch webhook URLs (`notify = ["https://..."]`).
+    pub subscriptions: SubscriptionsSection,
+}
+
+/// `[[channels]]`: a receiver batches subscribe to by name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// What submitters write (`channel:NAME`): letters, digits, `-` and `_`.
+    pub name: String,
+    /// `https://...` (a Slack or Teams incoming webhook, a team's hook), or `http://` to a
+    /// loopback receiver.
+    pub url: String,
+    /// `json` (the events, signed, as webhooks get them), `slack` or `teams` (a readable
+    /// line per notable event).
+    #[serde(default)]
+    pub format: maas_core::notify::ChannelFormat,
+    /// The HMAC signing secret (required for `json`).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// PEM CA certificates the receiver's certificate must chain to (absent: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain `http://` to a receiver off this machine.
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// `[subscriptions]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsSection {
+    /// The HMAC secret that signs what is sent to the URLs batches name; absent, batches may
+    /// subscribe to channels only.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `[log]`.
@@ -256,6 +293,8 @@ impl Default for Config {
             ipmi: None,
             boot: None,
             webhooks: Vec::new(),
+            channels: Vec::new(),
+            subscriptions: SubscriptionsSection::default(),
         }
     }
 }
@@ -348,6 +387,8 @@ impl Config {
         Limits {
             max_batch_hosts: self.limits.max_batch_hosts,
             expansion_cap: self.limits.expansion_cap,
+            subscription_channels: self.channels.iter().map(|c| c.name.clone()).collect(),
+            subscription_urls: self.subscriptions.secret_file.is_some(),
             ..Limits::default()
         }
     }
@@ -421,13 +462,8 @@ impl Config {
             problems.push(format!("log.level {:?}: {e}", self.log.level));
         }
         for (i, w) in self.webhooks.iter().enumerate() {
-            match crate::webhook::Endpoint::parse(&w.url) {
-                Err(e) => problems.push(format!("webhooks[{i}].url: {e}")),
-                Ok(endpoint) => {
-                    if let Err(e) = endpoint.check_plain_http(&w.url, w.allow_plain_http) {
-                        problems.push(format!("webhooks[{i}].url: {e}"));
-                    }
-                }
+            if let Err(e) = crate::webhook::check_url(&w.url, w.allow_plain_http) {
+                problems.push(format!("webhooks[{i}].url: {e}"));
             }
             if w.tickets && !w.submitters.is_empty() {
                 problems.push(format!("webhooks[{i}]: tickets = true takes no submitters"));
@@ -437,6 +473,23 @@ impl Config {
                 .any(|o| (&o.url, o.tickets, &o.submitters) == (&w.url, w.tickets, &w.submitters))
             {
                 problems.push(format!("webhooks[{i}] repeats an earlier webhook ({})", w.url));
+            }
+        }
+        for (i, ch) in self.channels.iter().enumerate() {
+            let name_ok = !ch.name.is_empty()
+                && ch.name.len() <= 64
+                && ch.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok {
+                problems.push(format!("channels[{i}].name {:?}: 1 to 64 letters, digits, - and _", ch.name));
+            }
+            if self.channels[..i].iter().any(|o| o.name == ch.name) {
+                problems.push(format!("channels[{i}] repeats the name {:?}", ch.name));
+            }
+            if let Err(e) = crate::webhook::check_url(&ch.url, ch.allow_plain_http) {
+                problems.push(format!("channels[{i}].url: {e}"));
+            }
+            if ch.format == maas_core::notify::ChannelFormat::Json && ch.secret_file.is_none() {
+                problems.push(format!("channels[{i}]: format json needs a secret_file to sign with"));
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid { problems }) }

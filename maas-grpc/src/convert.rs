@@ -69,6 +69,7 @@ pub fn batch_request(r: pb::SubmitBatchRequest) -> Result<BatchRequest, Status> 
     req.force = (!r.force_reason.is_empty()).then_some(ForceInUse { reason: r.force_reason });
     req.not_before = r.not_before_ms.map(Timestamp::from_millis);
     req.console_check = r.console_check;
+    req.notify = r.notify;
     req.sites = r
         .sites
         .iter()

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 mod status;
+pub mod subscriptions;
 pub mod tls;
 pub mod webhook;
 

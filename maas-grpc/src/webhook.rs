@@ -18,68 +18,25 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use maas_core::id::BatchId;
-use maas_core::model::{Event, EventKind};
+use maas_core::model::Event;
+use maas_core::notify::WebhookUrl;
 use maas_core::policy::leader::ticket_for;
 use maas_core::ports::services::{Notifier, NotifyError};
 use maas_core::ports::store::Store;
 use ring::hmac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// An `https://` or `http://host[:port]/path` URL, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    tls: bool,
-    host: String,
-    port: u16,
-    path: String,
-}
-
-impl Endpoint {
-    /// Parses `url` (`https://` or `http://`).
-    pub fn parse(url: &str) -> Result<Endpoint, WebhookUrlError> {
-        let bad = |reason: &str| WebhookUrlError { url: url.to_string(), reason: reason.to_string() };
-        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-            (Some(rest), _) => (true, rest),
-            (None, Some(rest)) => (false, rest),
-            _ => return Err(bad("https:// or http:// expected")),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].to_string()),
-            None => (rest, "/".to_string()),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad("bad port"))?),
-            None => (authority.to_string(), if tls { 443 } else { 80 }),
-        };
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(Endpoint { tls, host, port, path })
+/// `url` parsed as maas-core's [`WebhookUrl`], refused when it sends plain http off this
+/// machine without `allow_plain_http`.
+pub fn check_url(url: &str, allow_plain_http: bool) -> Result<WebhookUrl, WebhookUrlError> {
+    let bad = |reason: String| WebhookUrlError { url: url.to_string(), reason };
+    let parsed = WebhookUrl::parse(url).map_err(|e| bad(e.to_string()))?;
+    if parsed.plain_off_loopback() && !allow_plain_http {
+        return Err(bad("plain http leaves the machine: use https://, or set allow_plain_http = true to accept \
+                        that events and signatures cross the network unencrypted"
+            .into()));
     }
-
-    /// Whether plain http to this endpoint is refused: it is allowed to a loopback
-    /// receiver (127.0.0.0/8, ::1, localhost), and elsewhere only with `allow_plain_http`.
-    pub fn check_plain_http(&self, url: &str, allow_plain_http: bool) -> Result<(), WebhookUrlError> {
-        if self.tls || allow_plain_http || self.is_loopback() {
-            return Ok(());
-        }
-        Err(WebhookUrlError {
-            url: url.to_string(),
-            reason: "plain http leaves the machine: use https://, or set allow_plain_http = true to accept that \
-                     events and signatures cross the network unencrypted"
-                .into(),
-        })
-    }
-
-    /// Whether plain http is used to a receiver off this machine.
-    pub fn plain_off_loopback(&self) -> bool {
-        !self.tls && !self.is_loopback()
-    }
-
-    fn is_loopback(&self) -> bool {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-    }
+    Ok(parsed)
 }
 
 /// Whom an https webhook trusts: the system's root certificates, or the CA certificates in
@@ -112,10 +69,14 @@ pub fn client_tls(url: &str, ca_file: Option<&std::path::Path>) -> Result<Arc<ru
             }
         }
     }
+    tls_trusting(roots).map_err(|e| bad(e.to_string()))
+}
+
+/// A TLS client configuration (ring) trusting `roots`.
+pub fn tls_trusting(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -141,22 +102,75 @@ pub enum Selection {
     },
 }
 
-/// Where and how to deliver.
-pub struct WebhookNotifier {
-    endpoint: Endpoint,
+/// One receiver: where to POST, whom its certificate must chain to, and the signing key.
+/// Shared by the daemon's webhooks and the per-batch subscriptions.
+pub struct Poster {
+    endpoint: WebhookUrl,
     /// For https: whom the receiver's certificate must chain to.
     tls: Option<Arc<rustls::ClientConfig>>,
     key: hmac::Key,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Poster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let WebhookUrl { tls, host, port, path } = &self.endpoint;
+        let scheme = if *tls { "https" } else { "http" };
+        write!(f, "{scheme}://{host}:{port}{path}")
+    }
+}
+
+/// The batches' facts the selections need (submitter, subscriptions), read once per batch
+/// and forgotten once its last event went by.
+#[derive(Default)]
+pub struct BatchFacts {
+    known: Mutex<HashMap<BatchId, Option<Facts>>>,
+}
+
+/// A batch's submitter and subscriptions.
+type Facts = (String, Vec<String>);
+
+impl BatchFacts {
+    /// `(submitter, subscriptions)` of `e`'s batch (`None`: the batch is gone, purged).
+    pub async fn of(&self, e: &Event, store: &Arc<dyn Store>) -> Option<(String, Vec<String>)> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&e.batch_id).cloned();
+        let facts = match known {
+            Some(f) => f,
+            None => {
+                let b = store.batch_get(e.batch_id).await.ok().flatten();
+                let f = b.map(|b| (b.submitter.clone(), b.spec.notify.clone()));
+                self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(e.batch_id, f.clone());
+                f
+            }
+        };
+        if e.kind.ends_batch() {
+            // Nothing about the batch follows: the cache holds unfinished batches only.
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.batch_id);
+        }
+        facts
+    }
+
+    /// How many batches it remembers.
+    pub fn len(&self) -> usize {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where and how to deliver.
+pub struct WebhookNotifier {
+    poster: Poster,
     selection: Selection,
-    submitter_of: Mutex<HashMap<BatchId, Option<String>>>,
+    facts: BatchFacts,
 }
 
 impl std::fmt::Debug for WebhookNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Endpoint { tls, host, port, path } = &self.endpoint;
-        let scheme = if *tls { "https" } else { "http" };
-        write!(f, "WebhookNotifier({scheme}://{host}:{port}{path})")
+        write!(f, "WebhookNotifier({:?})", self.poster)
     }
 }
 
@@ -170,85 +184,37 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex_tag(&hmac::Key::new(hmac::HMAC_SHA256, secret), body))
 }
 
-impl WebhookNotifier {
-    /// A notifier POSTing every event to `url` (`https://host[:port]/path`, its certificate
-    /// checked against the system's roots; or `http://`), signing with `secret`.
-    pub fn new(url: &str, secret: &[u8]) -> Result<Self, WebhookUrlError> {
-        Self::trusting(url, secret, None)
-    }
-
-    /// [`WebhookNotifier::new`], an https receiver checked against the CA certificates in
-    /// `ca_file` (PEM) instead of the system's roots.
-    pub fn trusting(url: &str, secret: &[u8], ca_file: Option<&std::path::Path>) -> Result<Self, WebhookUrlError> {
-        let endpoint = Endpoint::parse(url)?;
+impl Poster {
+    /// A receiver at `url` (checked by [`check_url`] with the opt-in: the config refuses
+    /// plain http off this machine before this), its https certificate checked against the
+    /// CA certificates in `ca_file` or the system's roots, bodies signed with `secret`.
+    pub fn new(url: &str, secret: &[u8], ca_file: Option<&std::path::Path>) -> Result<Self, WebhookUrlError> {
+        let endpoint = check_url(url, true)?;
         let tls = if endpoint.tls { Some(client_tls(url, ca_file)?) } else { None };
-        Ok(WebhookNotifier {
-            endpoint,
-            tls,
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-            timeout: Duration::from_secs(10),
-            selection: Selection::All,
-            submitter_of: Mutex::new(HashMap::new()),
-        })
+        Ok(Poster { endpoint, tls, key: hmac::Key::new(hmac::HMAC_SHA256, secret), timeout: Duration::from_secs(10) })
     }
 
-    /// Delivers only what `selection` selects.
-    pub fn select(mut self, selection: Selection) -> Self {
-        self.selection = selection;
-        self
+    /// [`Poster::new`] with a TLS configuration already made (one per deployment for the
+    /// subscriptions' URLs, which all trust the system's roots).
+    pub fn with_tls(url: &str, secret: &[u8], tls: Arc<rustls::ClientConfig>) -> Result<Self, WebhookUrlError> {
+        let endpoint = check_url(url, false)?;
+        let tls = endpoint.tls.then_some(tls);
+        Ok(Poster { endpoint, tls, key: hmac::Key::new(hmac::HMAC_SHA256, secret), timeout: Duration::from_secs(10) })
     }
 
-    async fn submitted_by_one_of(&self, e: &Event, names: &BTreeSet<String>, store: &Arc<dyn Store>) -> bool {
-        if let EventKind::BatchAccepted { submitter, .. } = &e.kind {
-            self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).insert(e.batch_id, Some(submitter.clone()));
+    /// POSTs `body` (signed) and wants a 2xx, within the timeout; `first`..`last` name the
+    /// outbox positions it carries (`X-Maas-Delivery`).
+    pub async fn deliver(&self, body: &[u8], first: u64, last: u64) -> Result<(), NotifyError> {
+        let receiver = || format!("webhook {self:?}");
+        match tokio::time::timeout(self.timeout, self.post(body, first, last)).await {
+            Ok(Ok(code)) if (200..300).contains(&code) => Ok(()),
+            Ok(Ok(code)) => Err(NotifyError::Refused { receiver: receiver(), answer: format!("HTTP {code}") }),
+            Ok(Err(e)) => Err(NotifyError::Unreachable { receiver: receiver(), cause: e.into() }),
+            Err(_) => Err(NotifyError::Unreachable {
+                receiver: receiver(),
+                cause: format!("no answer in {:?}", self.timeout).into(),
+            }),
         }
-        let known = self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).get(&e.batch_id).cloned();
-        let submitter = match known {
-            Some(s) => s,
-            None => {
-                // A purged batch has no submitter to match: its events are not selected.
-                let s = store.batch_get(e.batch_id).await.ok().flatten().map(|b| b.submitter);
-                self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).insert(e.batch_id, s.clone());
-                s
-            }
-        };
-        if e.kind.ends_batch() {
-            // Nothing about the batch follows: the cache holds unfinished batches only.
-            self.submitter_of.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.batch_id);
-        }
-        submitter.is_some_and(|s| names.contains(&s))
-    }
-
-    /// The body for `events` under the selection (`None`: nothing selected).
-    async fn body(&self, events: &[Event]) -> Result<Option<Vec<u8>>, serde_json::Error> {
-        let json = match &self.selection {
-            Selection::All => serde_json::to_vec(events)?,
-            Selection::Submitters { names, store } => {
-                let mut chosen = Vec::new();
-                for e in events {
-                    if self.submitted_by_one_of(e, names, store).await {
-                        chosen.push(e);
-                    }
-                }
-                if chosen.is_empty() {
-                    return Ok(None);
-                }
-                serde_json::to_vec(&chosen)?
-            }
-            Selection::Tickets { stragglers } => {
-                let tickets: Vec<_> = events
-                    .iter()
-                    .filter_map(|e| {
-                        ticket_for(e, *stragglers).map(|t| serde_json::json!({ "seq": e.seq, "ticket": t }))
-                    })
-                    .collect();
-                if tickets.is_empty() {
-                    return Ok(None);
-                }
-                serde_json::to_vec(&tickets)?
-            }
-        };
-        Ok(Some(json))
     }
 
     async fn post(&self, body: &[u8], first: u64, last: u64) -> Result<u16, std::io::Error> {
@@ -273,7 +239,7 @@ impl WebhookNotifier {
         first: u64,
         last: u64,
     ) -> Result<u16, std::io::Error> {
-        let Endpoint { host, port, path, .. } = &self.endpoint;
+        let WebhookUrl { host, port, path, .. } = &self.endpoint;
         let hex = hex_tag(&self.key, body);
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -298,37 +264,79 @@ impl WebhookNotifier {
     }
 }
 
+impl WebhookNotifier {
+    /// A notifier POSTing every event to `url` (`https://host[:port]/path`, its certificate
+    /// checked against the system's roots; or `http://`), signing with `secret`.
+    pub fn new(url: &str, secret: &[u8]) -> Result<Self, WebhookUrlError> {
+        Self::trusting(url, secret, None)
+    }
+
+    /// [`WebhookNotifier::new`], an https receiver checked against the CA certificates in
+    /// `ca_file` (PEM) instead of the system's roots.
+    pub fn trusting(url: &str, secret: &[u8], ca_file: Option<&std::path::Path>) -> Result<Self, WebhookUrlError> {
+        Ok(WebhookNotifier {
+            poster: Poster::new(url, secret, ca_file)?,
+            selection: Selection::All,
+            facts: BatchFacts::default(),
+        })
+    }
+
+    /// Delivers only what `selection` selects.
+    pub fn select(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// The body for `events` under the selection (`None`: nothing selected).
+    async fn body(&self, events: &[Event]) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        let json = match &self.selection {
+            Selection::All => serde_json::to_vec(events)?,
+            Selection::Submitters { names, store } => {
+                let mut chosen = Vec::new();
+                for e in events {
+                    if self.facts.of(e, store).await.is_some_and(|(submitter, _)| names.contains(&submitter)) {
+                        chosen.push(e);
+                    }
+                }
+                if chosen.is_empty() {
+                    return Ok(None);
+                }
+                serde_json::to_vec(&chosen)?
+            }
+            Selection::Tickets { stragglers } => {
+                let tickets: Vec<_> = events
+                    .iter()
+                    .filter_map(|e| {
+                        ticket_for(e, *stragglers).map(|t| serde_json::json!({ "seq": e.seq, "ticket": t }))
+                    })
+                    .collect();
+                if tickets.is_empty() {
+                    return Ok(None);
+                }
+                serde_json::to_vec(&tickets)?
+            }
+        };
+        Ok(Some(json))
+    }
+}
+
 #[async_trait]
 impl Notifier for WebhookNotifier {
     async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return Ok(()) };
         let body = self.body(events).await.map_err(|e| NotifyError::Prepare { cause: e.into() })?;
         let Some(body) = body else { return Ok(()) };
-        match tokio::time::timeout(self.timeout, self.post(&body, first.seq, last.seq)).await {
-            Ok(Ok(code)) if (200..300).contains(&code) => Ok(()),
-            Ok(Ok(code)) => {
-                Err(NotifyError::Refused { receiver: format!("webhook {self:?}"), answer: format!("HTTP {code}") })
-            }
-            Ok(Err(e)) => Err(NotifyError::Unreachable { receiver: format!("webhook {self:?}"), cause: e.into() }),
-            Err(_) => Err(NotifyError::Unreachable {
-                receiver: format!("webhook {self:?}"),
-                cause: format!("no answer in {:?}", self.timeout).into(),
-            }),
-        }
+        self.poster.deliver(&body, first.seq, last.seq).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use maas_core::model::EventKind;
 
     #[test]
     fn urls_and_signatures() {
-        let w = Endpoint::parse("http://127.0.0.1:8080/hooks/maas").unwrap();
-        assert_eq!((w.host.as_str(), w.port, w.path.as_str()), ("127.0.0.1", 8080, "/hooks/maas"));
-        assert_eq!(Endpoint::parse("http://hooks").unwrap().port, 80);
-        assert_eq!(Endpoint::parse("https://hooks.example/x").unwrap().port, 443);
-        assert!(Endpoint::parse("ftp://x/").unwrap_err().to_string().contains("https:// or http://"));
         // Plain http: loopback only, unless opted in.
         for (url, refused) in [
             ("http://127.0.0.1:8080/", false),
@@ -338,10 +346,10 @@ mod tests {
             ("http://10.0.0.5/", true),
             ("https://hooks.internal/", false),
         ] {
-            let e = Endpoint::parse(url).unwrap();
-            assert_eq!(e.check_plain_http(url, false).is_err(), refused, "{url}");
-            assert!(e.check_plain_http(url, true).is_ok(), "{url} with the opt-in");
+            assert_eq!(check_url(url, false).is_err(), refused, "{url}");
+            assert!(check_url(url, true).is_ok(), "{url} with the opt-in");
         }
+        assert!(check_url("ftp://x/", true).unwrap_err().to_string().contains("https:// or http://"));
         // RFC 4231 test case 2.
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),
@@ -388,11 +396,11 @@ mod tests {
         let alice = Selection::Submitters { names: ["alice".to_string()].into(), store: store.clone() };
         let alices_hook = hook(alice);
         assert_eq!(seqs(alices_hook.body(&events).await.unwrap()), [1, 3], "the unknown batch is not alice's");
-        assert_eq!(alices_hook.submitter_of.lock().unwrap().len(), 2, "both batches' submitters are remembered");
+        assert_eq!(alices_hook.facts.len(), 2, "both batches' submitters are remembered");
         let summary = maas_core::model::BatchSummary { total: 1, succeeded: 0, failed: 1, cancelled: 0 };
         let end = Event { seq: 4, batch_id: alices, at, kind: EventKind::BatchCompleted { summary } };
         assert_eq!(seqs(alices_hook.body(&[end]).await.unwrap()), [4]);
-        assert!(!alices_hook.submitter_of.lock().unwrap().contains_key(&alices), "a finished batch is forgotten");
+        assert_eq!(alices_hook.facts.len(), 1, "a finished batch is forgotten");
         let bob = Selection::Submitters { names: ["bob".to_string()].into(), store };
         assert_eq!(hook(bob).body(&events).await.unwrap(), None, "nothing selected posts nothing");
         let tickets = hook(Selection::Tickets { stragglers: true }).body(&events).await.unwrap().unwrap();

@@ -776,8 +776,14 @@ fn serve_delivery(
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     assert_eq!(signature, maas_grpc::webhook::signature(secret, &body), "every delivery is signed");
-    let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
-    for e in events {
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    if let Some(text) = v["text"].as_str() {
+        // A chat message: one line per notable event, recorded as (0, "text", line).
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            record.lock().unwrap().push((0, "text".into(), line.to_string()));
+        }
+    }
+    for e in v.as_array().into_iter().flatten() {
         let kind = e["kind"]["event"].as_str().unwrap_or_default().to_string();
         record.lock().unwrap().push((e["seq"].as_u64().unwrap(), e["batch_id"].as_str().unwrap().to_string(), kind));
     }
@@ -1577,4 +1583,85 @@ async fn two_maasd_on_one_database_share_the_work_and_fail_over() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"completed\""), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Per-batch subscriptions: a batch names a chat channel the daemon configures and a URL of
+/// its submitter's; the channel gets readable lines for that batch only, the URL its signed
+/// events, another channel only the batches that named it. Unknown channels and plain http
+/// off the machine are refused at submit, naming the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_tells_the_channels_and_urls_its_submitter_named() {
+    const CHANNEL_SECRET: &[u8] = b"channel-secret";
+    const URL_SECRET: &[u8] = b"subscription-secret";
+    let (room_port, room) = receiver(CHANNEL_SECRET);
+    let (team_port, team) = receiver(CHANNEL_SECRET);
+    let (url_port, alices_hook) = receiver(URL_SECRET);
+    let dir = test_dir("subscriptions");
+    std::fs::write(dir.join("channel.secret"), CHANNEL_SECRET).unwrap();
+    std::fs::write(dir.join("url.secret"), URL_SECRET).unwrap();
+    let secret = |f: &str| dir.join(f).display().to_string();
+    let toml = format!(
+        "sim_hosts = 40\n\
+         [subscriptions]\nsecret_file = \"{}\"\n\
+         [[channels]]\nname = \"sre-room\"\nurl = \"http://127.0.0.1:{room_port}/slack\"\nformat = \"slack\"\nsecret_file = \"{}\"\n\
+         [[channels]]\nname = \"db-team\"\nurl = \"http://127.0.0.1:{team_port}/db\"\nformat = \"json\"\nsecret_file = \"{}\"\n",
+        secret("url.secret"),
+        secret("channel.secret"),
+        secret("channel.secret")
+    );
+    std::fs::write(dir.join("maasd.toml"), toml).unwrap();
+    let d = spawn(&dir, "subscriptions", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    let (mut alice, mut olga) = (client(&d, "alice").await, client(&d, "olga").await);
+    let with = |hosts: &str, notify: &[String]| pb::SubmitBatchRequest { notify: notify.to_vec(), ..reboot(hosts) };
+    let alices_url = format!("http://127.0.0.1:{url_port}/alice");
+    let alices = alice
+        .submit_batch(with("sim[000001-000002].dc1", &["channel:sre-room".into(), alices_url]))
+        .await
+        .unwrap()
+        .into_inner()
+        .batch_id;
+    let olgas =
+        olga.submit_batch(with("sim000003.dc1", &["channel:db-team".into()])).await.unwrap().into_inner().batch_id;
+    let quiet = olga.submit_batch(reboot("sim000004.dc1")).await.unwrap().into_inner().batch_id;
+    let has = |seen: &Deliveries, what: &dyn Fn(&(u64, String, String)) -> bool| seen.lock().unwrap().iter().any(what);
+    let room_done =
+        |s: &(u64, String, String)| s.2.ends_with("completed: 2 of 2 host(s) succeeded, 0 failed, 0 cancelled");
+    let ended = |id: &str| {
+        let id = id.to_string();
+        move |s: &(u64, String, String)| s.1 == id && s.2 == "batch_completed"
+    };
+    for _ in 0..600 {
+        if has(&room, &room_done) && has(&alices_hook, &ended(&alices)) && has(&team, &ended(&olgas)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let short = &alices[..13];
+    let lines: Vec<String> = room.lock().unwrap().iter().map(|s| s.2.clone()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("maas batch {short}: reboot on 2 host(s) accepted, submitted by alice"))),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| room_done(&(0, String::new(), l.clone()))), "{lines:?}");
+    assert!(lines.iter().all(|l| l.contains(short)), "the room hears of alice's batch only: {lines:?}");
+    assert!(
+        has(&alices_hook, &ended(&alices)),
+        "alice's URL gets her batch, signed: {:?}",
+        alices_hook.lock().unwrap()
+    );
+    assert!(alices_hook.lock().unwrap().iter().all(|s| s.1 == alices), "and nothing else");
+    assert!(has(&team, &ended(&olgas)), "{:?}", team.lock().unwrap());
+    assert!(team.lock().unwrap().iter().all(|s| s.1 == olgas), "the team hook never sees {quiet} or alice's");
+
+    // Refused at submit, naming the entry.
+    for (notify, needle) in [
+        ("channel:nope", "notify[0]: no channel \"nope\" (known: sre-room, db-team)"),
+        ("http://hooks.example/x", "plain http leaves the machine"),
+    ] {
+        let err = alice.submit_batch(with("sim000005.dc1", &[notify.into()])).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(needle), "{}", err.message());
+    }
 }

@@ -102,6 +102,14 @@ def test_the_audit_trail_records_refusals_and_only_auditors_read_it(maasd: Maasd
             audrey.audit(op="delete")
 
 
+def test_subscriptions_are_checked_at_submit(maasd: Maasd) -> None:
+    with maasd.client("olga") as olga:
+        with pytest.raises(maas.ValidationError, match=r"notify\[0\]: no channel \"sre\": this deployment configures no channels"):
+            olga.submit("sim000058.dc1", "reboot", notify=["channel:sre"], dry_run=False)
+        with pytest.raises(maas.ValidationError, match="plain http leaves the machine"):
+            olga.submit("sim000058.dc1", "reboot", notify=["http://hooks.example/x"])
+
+
 def test_a_client_given_several_addresses_uses_one_that_answers(maasd: Maasd) -> None:
     c = maasd.certs
     # Port 9 answers nothing: the client goes on to the next address of the deployment.

@@ -127,6 +127,7 @@ impl World {
                     force: None,
                     comment: None,
                     params: Default::default(),
+                    notify: Vec::new(),
                 };
                 let nb = machine::plan_submission(spec, &bob, &targets, now, &self.ids, &Rules::default());
                 match self.store.batch_submit(BatchSubmitParams { new_batch: nb }).await {

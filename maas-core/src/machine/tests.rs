@@ -36,6 +36,7 @@ fn batch(hosts: usize, budget: u32) -> NewBatch {
         force: None,
         comment: None,
         params: Default::default(),
+        notify: Vec::new(),
     };
     plan_submission(spec, &Principal::new("alice", []), &targets, NOW, &ids, &Rules::default())
 }
@@ -394,6 +395,7 @@ pub(crate) fn one_host_batch(action: Action, now: Timestamp) -> NewBatch {
         force: None,
         comment: None,
         params: Default::default(),
+        notify: Vec::new(),
     };
     plan_submission(spec, &Principal::new("alice", []), &[target], now, &ids, &Rules::default())
 }

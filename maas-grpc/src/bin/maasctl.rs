@@ -90,6 +90,10 @@ enum Command {
         /// daemon's setting).
         #[arg(long, value_name = "BOOL")]
         console_check: Option<bool>,
+        /// Tell this receiver about the batch: an https:// URL, or channel:NAME for a
+        /// channel maasd configures (repeatable, at most 5).
+        #[arg(long, value_name = "URL|channel:NAME")]
+        notify: Vec<String>,
     },
     /// The OS images (and the wipe image) maasd's boot service serves.
     Images,
@@ -573,6 +577,7 @@ async fn main() {
             params,
             install_timeout,
             console_check,
+            notify,
         } => {
             let mut action = client::action(a).unwrap_or_else(|e| usage(e));
             if let Some(t) = install_timeout {
@@ -592,6 +597,7 @@ async fn main() {
                 force_reason: force.clone(),
                 dry_run: *dry_run,
                 console_check: *console_check,
+                notify: notify.clone(),
                 ..Default::default()
             };
             let r = match client.submit_batch(request.clone()).await {

@@ -152,7 +152,7 @@ fn webhook(w: &WebhookConfig, store: &Arc<SqlStore>, stragglers: bool) -> (Strin
     let secret = std::fs::read(&w.secret_file)
         .unwrap_or_else(|e| fail(format!("webhook secret {}: {e}", w.secret_file.display())));
     let hook = WebhookNotifier::trusting(&w.url, secret.trim_ascii(), w.ca_file.as_deref()).unwrap_or_else(|e| fail(e));
-    if w.allow_plain_http && maas_grpc::webhook::Endpoint::parse(&w.url).is_ok_and(|e| e.plain_off_loopback()) {
+    if maas_core::notify::WebhookUrl::parse(&w.url).is_ok_and(|u| u.plain_off_loopback()) {
         tracing::warn!(url = %w.url, "webhook over plain http off this machine (allow_plain_http): events and signatures cross the network unencrypted");
     }
     if w.tickets {
@@ -164,6 +164,40 @@ fn webhook(w: &WebhookConfig, store: &Arc<SqlStore>, stragglers: bool) -> (Strin
         let store: Arc<dyn Store> = store.clone();
         (format!("webhook:{}:{}", w.url, w.submitters.join(",")), hook.select(Selection::Submitters { names, store }))
     }
+}
+
+/// The notifiers of per-batch subscriptions, with their outbox consumer names: one per
+/// `[[channels]]` entry, and one for the URLs batches name (with a `[subscriptions]` secret).
+fn subscription_notifiers(
+    config: &Config,
+    store: &Arc<SqlStore>,
+) -> Vec<(String, Arc<dyn maas_core::ports::services::Notifier>)> {
+    use maas_grpc::subscriptions::{ChannelNotifier, UrlSubscriptions};
+    use maas_grpc::webhook::{Poster, client_tls, tls_trusting};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).unwrap_or_else(|e| fail(format!("secret file {}: {e}", path.display())))
+    };
+    let mut out: Vec<(String, Arc<dyn maas_core::ports::services::Notifier>)> = Vec::new();
+    for ch in &config.channels {
+        let secret = ch.secret_file.as_deref().map(read).unwrap_or_default();
+        let poster = Poster::new(&ch.url, secret.trim_ascii(), ch.ca_file.as_deref()).unwrap_or_else(|e| fail(e));
+        let store: Arc<dyn Store> = store.clone();
+        let notifier = ChannelNotifier::new(&ch.name, ch.format, poster, store);
+        out.push((notifier.consumer().to_string(), Arc::new(notifier)));
+    }
+    if let Some(path) = &config.subscriptions.secret_file {
+        let secret = read(path);
+        let tls = client_tls("the URLs batches name", None).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no system root certificates: https URLs of subscriptions will be refused");
+            tls_trusting(rustls::RootCertStore::empty()).unwrap_or_else(|e| fail(e))
+        });
+        let give_up = Box::new(|url: &str, e: &maas_core::ports::services::NotifyError| {
+            tracing::warn!(url = %url, error = %e, "a batch's subscribed URL keeps failing: its events so far are given up");
+        });
+        let store: Arc<dyn Store> = store.clone();
+        out.push(("subscriptions".into(), Arc::new(UrlSubscriptions::new(secret.trim_ascii(), tls, store, give_up))));
+    }
+    out
 }
 
 /// How long maasd asks for its instance name while another session holds it: a previous
@@ -269,6 +303,9 @@ async fn main() {
     for w in &config.webhooks {
         let (name, hook) = webhook(w, &store, stragglers);
         builder = builder.notifier(&name, Arc::new(hook));
+    }
+    for (name, notifier) in subscription_notifiers(&config, &store) {
+        builder = builder.notifier(&name, notifier);
     }
     let engine = builder.build();
     if let Some(start) = sim_installer {

@@ -112,6 +112,7 @@ class _Api:
         idempotency_key: Optional[str] = ...,
         params: Optional[Mapping[str, str]] = ...,
         console_check: Optional[bool] = ...,
+        notify: Optional[Sequence[str]] = ...,
         dry_run: Literal[False] = ...,
     ) -> Submission: ...
 
@@ -131,6 +132,7 @@ class _Api:
         idempotency_key: Optional[str] = ...,
         params: Optional[Mapping[str, str]] = ...,
         console_check: Optional[bool] = ...,
+        notify: Optional[Sequence[str]] = ...,
         dry_run: Literal[True],
     ) -> DryRun: ...
 
@@ -149,6 +151,7 @@ class _Api:
         idempotency_key: Optional[str] = None,
         params: Optional[Mapping[str, str]] = None,
         console_check: Optional[bool] = None,
+        notify: Optional[Sequence[str]] = None,
         dry_run: bool = False,
     ) -> Union[Submission, DryRun]:
         """Submits a batch: ``action`` on every host of ``hosts`` (hostlists such as
@@ -165,7 +168,9 @@ class _Api:
         returns the first batch. ``params`` fill the image's configuration template
         (``{{ params.KEY }}``: cloud-init user-data, kickstart variables).
         ``console_check=True`` probes every host's BMC console before accepting (``False``
-        skips it; ``None``: the server's default).
+        skips it; ``None``: the server's default). ``notify`` names whom to tell about this
+        batch: ``https://`` URLs (its events as signed JSON) or ``"channel:NAME"`` for a
+        channel the server configures (a chat room gets a readable line per notable event).
 
         With ``dry_run=True`` nothing changes: the answer is a :class:`DryRun` with the
         hosts, the plan and every problem. Otherwise a refused batch raises
@@ -186,6 +191,7 @@ class _Api:
             "dry_run": bool(dry_run),
             "params": {str(k): str(v) for k, v in (params or {}).items()},
             "console_check": None if console_check is None else bool(console_check),
+            "notify": [_optional_text(n, "notify") for n in (notify or [])],
         }
         if request["max_in_flight"] < 0 or (failure_budget is not None and failure_budget < 0):
             raise ValidationError("max_in_flight and failure_budget must not be negative")

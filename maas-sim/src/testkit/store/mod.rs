@@ -118,6 +118,7 @@ impl Harness {
             force: None,
             comment: None,
             params: Default::default(),
+            notify: Vec::new(),
         };
         tweak(&mut spec);
         machine::plan_submission(spec, &Principal::new("alice", []), &targets, self.now(), &self.ids, &self.rules)

@@ -38,6 +38,7 @@ pub mod policy;
 pub mod ports;
 pub mod priority;
 pub mod rng;
+pub mod rollup;
 pub mod time;
 pub mod validate;
 

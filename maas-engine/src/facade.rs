@@ -770,7 +770,7 @@ impl Engine {
             .store
             .stats_steps(StatsParams {
                 finished_from: Some(now.minus(self.inner.config.eta_history)),
-                finished_until: None,
+                ..Default::default()
             })
             .await?;
         let action = batch.action();

@@ -92,7 +92,7 @@ impl MetricsNotifier {
     async fn record_durations(&self) -> Result<(), NotifyError> {
         let from = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let until = self.clock.now();
-        let window = StatsParams { finished_from: Some(from), finished_until: Some(until) };
+        let window = StatsParams { finished_from: Some(from), finished_until: Some(until), ..Default::default() };
         let error = |e: maas_core::ports::store::StoreError| NotifyError::Prepare { cause: e.into() };
         let runs = self.store.stats_host_runs(window.clone()).await.map_err(error)?;
         let steps = self.store.stats_steps(window).await.map_err(error)?;

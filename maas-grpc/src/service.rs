@@ -208,6 +208,7 @@ impl pb::maas_server::Maas for MaasService {
         let window = StatsParams {
             finished_from: r.from_ms.map(Timestamp::from_millis),
             finished_until: r.until_ms.map(Timestamp::from_millis),
+            ..Default::default()
         };
         let stats = self.engine.batch_stats(window).await.map_err(status)?;
         Ok(Response::new(pb::BatchStatsResponse {

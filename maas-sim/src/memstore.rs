@@ -19,6 +19,7 @@ use maas_core::policy::leader::{self, LeaderLease};
 use maas_core::ports::inventory::{HostFilter, Inventory};
 use maas_core::ports::services::{Ticket, TicketKind};
 use maas_core::ports::store::*;
+use maas_core::rollup::{Rollup, RollupKey};
 use maas_core::time::Timestamp;
 
 #[derive(Default)]
@@ -39,6 +40,7 @@ struct State {
     events: Vec<Event>,
     cursors: HashMap<String, u64>,
     audit: Vec<AuditRecord>,
+    rollups: BTreeMap<RollupKey, Rollup>,
     leaders: HashMap<String, LeaderLease>,
     pool_kinds: HashMap<Pool, Vec<StepKind>>,
     workers: BTreeMap<String, WorkerRecord>,
@@ -146,6 +148,62 @@ impl State {
             .and_then(|id| self.jobs.get(id))
             .cloned();
         Ok(JobContext { batch, host_run, job, next })
+    }
+
+    /// Finished host runs (started and ended) passing `p`, by finish time.
+    fn host_run_samples(&self, p: &StatsParams) -> Vec<HostRunSample> {
+        let mut out: Vec<HostRunSample> = self
+            .host_runs
+            .values()
+            .filter(|r| p.batch_id.is_none_or(|b| r.batch_id == b))
+            .filter_map(|r| {
+                let (started_at, finished_at) = (r.started_at?, r.finished_at?);
+                let inside = p.finished_from.is_none_or(|t| finished_at >= t)
+                    && p.finished_until.is_none_or(|t| finished_at < t);
+                let action = self.batches.get(&r.batch_id)?.action();
+                inside.then(|| HostRunSample {
+                    batch_id: r.batch_id,
+                    action,
+                    site: r.site.clone(),
+                    sku: r.sku.clone(),
+                    state: r.state,
+                    started_at,
+                    finished_at,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.finished_at, s.batch_id));
+        out
+    }
+
+    /// Succeeded steps passing `p`, by finish time.
+    fn step_samples(&self, p: &StatsParams) -> Vec<StepSample> {
+        let mut out: Vec<StepSample> = self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Succeeded && p.batch_id.is_none_or(|b| j.batch_id == b))
+            .filter_map(|j| {
+                let finished_at = j.finished_at?;
+                let inside = p.finished_from.is_none_or(|t| finished_at >= t)
+                    && p.finished_until.is_none_or(|t| finished_at < t);
+                if !inside {
+                    return None;
+                }
+                let started_at = if j.kind.is_wait() { j.enqueued_at? } else { j.started_at? };
+                let run = self.host_runs.get(&j.host_run_id)?;
+                Some(StepSample {
+                    batch_id: j.batch_id,
+                    action: self.batches.get(&j.batch_id)?.action(),
+                    kind: j.kind,
+                    site: j.site.clone(),
+                    sku: run.sku.clone(),
+                    started_at,
+                    finished_at,
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| (s.finished_at, s.batch_id, s.kind));
+        out
     }
 
     /// Appends to the audit trail, numbering from 1.
@@ -367,6 +425,11 @@ impl QueueStore for MemStore {
             .collect();
         let mut report = PurgeReport::default();
         for id in &old {
+            // Folded into the rollups first, in the same critical section as the removal.
+            let only = StatsParams { batch_id: Some(*id), ..Default::default() };
+            let (runs, steps) = (st.host_run_samples(&only), st.step_samples(&only));
+            let image = st.batches.get(id).map(|b| maas_core::rollup::image_of(&b.spec.action)).unwrap_or_default();
+            maas_core::rollup::merge(&mut st.rollups, maas_core::rollup::fold(&runs, &steps, |_| image.clone()));
             st.batches.remove(id);
             st.idempotency.retain(|_, b| b != id);
             for run in st.runs_by_batch.remove(id).unwrap_or_default() {
@@ -732,28 +795,7 @@ impl ReportStore for MemStore {
     }
 
     async fn stats_host_runs(&self, p: StatsParams) -> Result<Vec<HostRunSample>, StoreError> {
-        let st = self.lock();
-        let mut out: Vec<HostRunSample> = st
-            .host_runs
-            .values()
-            .filter_map(|r| {
-                let (started_at, finished_at) = (r.started_at?, r.finished_at?);
-                let inside = p.finished_from.is_none_or(|t| finished_at >= t)
-                    && p.finished_until.is_none_or(|t| finished_at < t);
-                let action = st.batches.get(&r.batch_id)?.action();
-                inside.then(|| HostRunSample {
-                    batch_id: r.batch_id,
-                    action,
-                    site: r.site.clone(),
-                    sku: r.sku.clone(),
-                    state: r.state,
-                    started_at,
-                    finished_at,
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| (s.finished_at, s.batch_id));
-        Ok(out)
+        Ok(self.lock().host_run_samples(&p))
     }
 
     async fn stats_active(&self) -> Result<Vec<SiteActivity>, StoreError> {
@@ -799,33 +841,18 @@ impl ReportStore for MemStore {
     }
 
     async fn stats_steps(&self, p: StatsParams) -> Result<Vec<StepSample>, StoreError> {
+        Ok(self.lock().step_samples(&p))
+    }
+
+    async fn rollup_list(&self, p: RollupListParams) -> Result<Vec<Rollup>, StoreError> {
         let st = self.lock();
-        let mut out: Vec<StepSample> = st
-            .jobs
+        let from = p.from.map(maas_core::rollup::day_of);
+        Ok(st
+            .rollups
             .values()
-            .filter(|j| j.state == JobState::Succeeded)
-            .filter_map(|j| {
-                let finished_at = j.finished_at?;
-                let inside = p.finished_from.is_none_or(|t| finished_at >= t)
-                    && p.finished_until.is_none_or(|t| finished_at < t);
-                if !inside {
-                    return None;
-                }
-                let started_at = if j.kind.is_wait() { j.enqueued_at? } else { j.started_at? };
-                let run = st.host_runs.get(&j.host_run_id)?;
-                Some(StepSample {
-                    batch_id: j.batch_id,
-                    action: st.batches.get(&j.batch_id)?.action(),
-                    kind: j.kind,
-                    site: j.site.clone(),
-                    sku: run.sku.clone(),
-                    started_at,
-                    finished_at,
-                })
-            })
-            .collect();
-        out.sort_by_key(|s| (s.finished_at, s.batch_id, s.kind));
-        Ok(out)
+            .filter(|r| from.is_none_or(|t| r.key.day >= t) && p.until.is_none_or(|t| r.key.day < t))
+            .cloned()
+            .collect())
     }
 
     async fn ticket_list(&self, limit: usize) -> Result<Vec<TicketRecord>, StoreError> {

@@ -97,6 +97,8 @@ pub mod batches {
         pub finished_at: Option<i64>,
         /// `pools` (migration m0003): comma-separated, sorted.
         pub pools: Option<String>,
+        /// `rolled_up` (migration m0003): folded into the rollups (0 or 1).
+        pub rolled_up: i64,
     }
 
     /// No relations are navigated through sea-orm.
@@ -455,6 +457,49 @@ pub mod tickets {
         pub summary: String,
         /// `at`.
         pub at: i64,
+    }
+
+    /// No relations are navigated through sea-orm.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rollups {
+    //! `maas_rollups`: One day's host runs (or steps) of an action, site, SKU and image.
+    use sea_orm::entity::prelude::*;
+
+    /// A row.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "maas_rollups")]
+    pub struct Model {
+        /// `day` (UTC midnight, epoch ms).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: i64,
+        /// `action`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub action: String,
+        /// `site`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub site: String,
+        /// `sku`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub sku: String,
+        /// `image` (empty but for reimages).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub image: String,
+        /// `step` (empty: whole host runs).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub step: String,
+        /// `succeeded`.
+        pub succeeded: i64,
+        /// `failed`.
+        pub failed: i64,
+        /// `cancelled`.
+        pub cancelled: i64,
+        /// `durations` (a JSON histogram).
+        pub durations: String,
     }
 
     /// No relations are navigated through sea-orm.

@@ -11,6 +11,7 @@ use maas_core::names::{Group, Hostname, Pool, Rack, Site, Sku};
 use maas_core::plan::StepKind;
 use maas_core::ports::services::Ticket;
 use maas_core::ports::store::{StoreError, TicketRecord};
+use maas_core::rollup::{Rollup, RollupKey};
 use maas_core::time::Timestamp;
 use sea_orm::{QueryResult, TryGetable, Value};
 use serde::Serialize;
@@ -562,5 +563,53 @@ pub(crate) fn host(row: &QueryResult) -> Result<Host, StoreError> {
         mac: opt_name::<MacAddr>(row, "mac")?,
         allocated_to: col(row, "allocated_to")?,
         state_since: opt_ts(row, "state_since")?,
+    })
+}
+
+/// A rollup key's column values, in `day, action, site, sku, image, step` order.
+pub(crate) fn rollup_key_values(k: &RollupKey) -> Vec<Value> {
+    vec![
+        t(k.day),
+        s(enum_str(&k.action)),
+        s(&k.site),
+        s(&k.sku),
+        s(&k.image),
+        s(k.step.map(|st| st.as_str()).unwrap_or_default()),
+    ]
+}
+
+/// The columns of `maas_rollups`, in [`rollup_values`] order.
+pub(crate) const ROLLUP_COLUMNS: &str = "day, action, site, sku, image, step, succeeded, failed, cancelled, durations";
+
+/// A rollup's column values.
+pub(crate) fn rollup_values(r: &Rollup) -> Vec<Value> {
+    let mut v = rollup_key_values(&r.key);
+    v.extend([n(r.succeeded as i64), n(r.failed as i64), n(r.cancelled as i64), s(to_json(&r.durations))]);
+    v
+}
+
+/// A rollup from its row.
+pub(crate) fn rollup(row: &QueryResult) -> Result<Rollup, StoreError> {
+    let step: String = col(row, "step")?;
+    let count = |c: &str| -> Result<u64, StoreError> {
+        u64::try_from(col::<i64>(row, c)?).map_err(|e| corrupt(c, e))
+    };
+    Ok(Rollup {
+        key: RollupKey {
+            day: ts(row, "day")?,
+            action: enum_of(row, "action")?,
+            site: name::<Site>(row, "site")?,
+            sku: name::<Sku>(row, "sku")?,
+            image: col(row, "image")?,
+            step: if step.is_empty() {
+                None
+            } else {
+                Some(StepKind::parse(&step).ok_or_else(|| corrupt("step", format!("unknown step {step:?}")))?)
+            },
+        },
+        succeeded: count("succeeded")?,
+        failed: count("failed")?,
+        cancelled: count("cancelled")?,
+        durations: json(row, "durations")?,
     })
 }

@@ -339,7 +339,8 @@ impl MigrationTrait for M0002HostMac {
 
 /// The audit trail records every mutating call, accepted or refused (`maas_audit_log`,
 /// which takes over `maas_audit`'s accepted submissions), hosts record who holds an
-/// allocated host and since when, and batches name their hosts' pools.
+/// allocated host and since when, batches name their hosts' pools, and retention folds
+/// batches into daily rollups (`maas_rollups`) it never removes.
 pub struct M0003AuditAndAllocation;
 
 impl MigrationName for M0003AuditAndAllocation {
@@ -385,6 +386,28 @@ pub fn audit_and_allocation_ddl(backend: DbBackend) -> Vec<String> {
         // Batches name their hosts' pools (read restrictions go by them); existing ones
         // learn theirs from their host runs.
         format!("ALTER TABLE maas_batches ADD COLUMN pools {text} NULL"),
+        // Retention folds a batch into the rollups once, then deletes it in bounded steps.
+        "ALTER TABLE maas_batches ADD COLUMN rolled_up BIGINT NOT NULL DEFAULT 0".to_string(),
+        {
+            // Names are at most 64 characters: MariaDB keys the six columns within its
+            // 3072-byte index limit.
+            let name = if backend == DbBackend::MySql { "VARCHAR(64)" } else { "TEXT" };
+            format!(
+                "CREATE TABLE maas_rollups (
+                    day BIGINT NOT NULL,
+                    action {name} NOT NULL,
+                    site {name} NOT NULL,
+                    sku {name} NOT NULL,
+                    image {name} NOT NULL,
+                    step {name} NOT NULL,
+                    succeeded BIGINT NOT NULL,
+                    failed BIGINT NOT NULL,
+                    cancelled BIGINT NOT NULL,
+                    durations {text} NOT NULL,
+                    PRIMARY KEY (day, action, site, sku, image, step)
+                ){engine}"
+            )
+        },
         match backend {
             DbBackend::Postgres => {
                 "UPDATE maas_batches b SET pools = (SELECT string_agg(DISTINCT r.pool, ',' \

@@ -40,7 +40,7 @@ async fn entities_match_tables(db: &sea_orm::DatabaseConnection) {
         )*};
     }
     read_each!(
-        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit_log, leaders, pool_kinds, workers,
+        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit_log, leaders, pool_kinds, workers, rollups,
         tickets
     );
 }

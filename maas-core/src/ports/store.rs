@@ -344,6 +344,17 @@ pub struct StatsParams {
     pub finished_from: Option<Timestamp>,
     /// Finished before.
     pub finished_until: Option<Timestamp>,
+    /// Only this batch's.
+    pub batch_id: Option<BatchId>,
+}
+
+/// Parameters of [`ReportStore::rollup_list`]: rollups of the days in `[from, until)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollupListParams {
+    /// Days at or after this (its day included).
+    pub from: Option<Timestamp>,
+    /// Days before this.
+    pub until: Option<Timestamp>,
 }
 
 /// Parameters of [`Store::job_release_many`].
@@ -538,7 +549,9 @@ impl AuditFilter {
 ///   existing ticket's id and `false` for a repeat.
 /// - **Retention.** `batch_purge_finished` removes terminal batches finished before the
 ///   cut-off with their host runs and jobs, and their events up to `events_through`; the
-///   audit trail and tickets are kept.
+///   audit trail and tickets are kept. Before a batch's rows go, its finished host runs and
+///   succeeded steps are folded ([`crate::rollup::fold`], the image from its spec) into the
+///   rollups, exactly once even when a purge is interrupted; rollups are never removed.
 /// - **Audit.** `batch_submit`, `batch_cancel` and `batch_set_paused` write the audit
 ///   entry their decision carries in the same transaction as the change; `audit_append`
 ///   writes one alone. Each entry gets a unique id, larger than every id written before
@@ -611,6 +624,8 @@ pub trait QueueStore: Send + Sync {
 /// - **Time.** `now`, windows and freshness cut-offs come in the params.
 #[async_trait]
 pub trait ReportStore: Send + Sync {
+    /// The rollups of the days asked for, in key order.
+    async fn rollup_list(&self, p: RollupListParams) -> Result<Vec<crate::rollup::Rollup>, StoreError>;
     /// The audit entries passing `filter` ([`AuditFilter::matches`]), newest (largest
     /// id) first, at most [`AuditFilter::page_size`].
     async fn audit_list(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;

@@ -82,6 +82,7 @@ impl QueueStore for SqlStore {
         // finished batch that the next purge picks up again.
         let mut report = PurgeReport::default();
         for id in &ids {
+            self.fold_into_rollups(id).await?;
             loop {
                 let chunk = self
                     .all(
@@ -580,5 +581,39 @@ impl QueueStore for SqlStore {
             ],
         )
         .await
+    }
+}
+
+impl SqlStore {
+    /// Folds finished batch `id` into the rollups, once: its samples are read (a finished
+    /// batch's rows no longer change), then, under the batch row's lock, unless it is
+    /// already `rolled_up`, each rollup row is merged and written and the batch marked, in
+    /// one transaction. Only the retention leader purges, so no two folds race on a key.
+    async fn fold_into_rollups(&self, id: &str) -> Result<(), StoreError> {
+        let batch_id = BatchId(uuid::Uuid::parse_str(id).map_err(|e| rows::corrupt("id", e))?);
+        let Some(batch) = self.batch_row(&self.db, batch_id, false).await? else { return Ok(()) };
+        let only = StatsParams { batch_id: Some(batch_id), ..Default::default() };
+        let (runs, steps) = (self.stats_host_runs(only.clone()).await?, self.stats_steps(only).await?);
+        let image = maas_core::rollup::image_of(&batch.spec.action);
+        let folded = maas_core::rollup::fold(&runs, &steps, |_| image.clone());
+        write_txn!(self, c, {
+            let sql = format!("SELECT rolled_up FROM maas_batches WHERE id = ?{}", self.lock());
+            let Some(row) = self.one(c, &sql, vec![s(id)]).await? else { return Ok(()) };
+            if col::<i64>(&row, "rolled_up")? != 0 {
+                return Ok(());
+            }
+            let key = "day = ? AND action = ? AND site = ? AND sku = ? AND image = ? AND step = ?";
+            for r in &folded {
+                let mut merged = r.clone();
+                let sql = format!("SELECT {} FROM maas_rollups WHERE {key}{}", rows::ROLLUP_COLUMNS, self.lock());
+                if let Some(row) = self.one(c, &sql, rows::rollup_key_values(&r.key)).await? {
+                    merged.merge(&rows::rollup(&row)?);
+                    self.exec(c, &format!("DELETE FROM maas_rollups WHERE {key}"), rows::rollup_key_values(&r.key))
+                        .await?;
+                }
+                self.insert_rows(c, "maas_rollups", rows::ROLLUP_COLUMNS, vec![rows::rollup_values(&merged)]).await?;
+            }
+            self.exec(c, "UPDATE maas_batches SET rolled_up = 1 WHERE id = ?", vec![s(id)]).await.map(|_| ())
+        })
     }
 }

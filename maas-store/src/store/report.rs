@@ -75,6 +75,21 @@ impl ReportStore for SqlStore {
         }
     }
 
+    async fn rollup_list(&self, p: RollupListParams) -> Result<Vec<maas_core::rollup::Rollup>, StoreError> {
+        let mut sql = format!("SELECT {} FROM maas_rollups WHERE 1 = 1", rows::ROLLUP_COLUMNS);
+        let mut v = Vec::new();
+        if let Some(from) = p.from {
+            sql.push_str(" AND day >= ?");
+            v.push(t(maas_core::rollup::day_of(from)));
+        }
+        if let Some(until) = p.until {
+            sql.push_str(" AND day < ?");
+            v.push(t(until));
+        }
+        sql.push_str(" ORDER BY day, action, site, sku, image, step");
+        self.all(&self.db, &sql, v).await?.iter().map(rows::rollup).collect()
+    }
+
     async fn batch_get(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
         self.batch_row(&self.db, id, false).await
     }
@@ -225,6 +240,10 @@ impl ReportStore for SqlStore {
             sql.push_str(" AND r.finished_at < ?");
             v.push(t(until));
         }
+        if let Some(batch) = p.batch_id {
+            sql.push_str(" AND r.batch_id = ?");
+            v.push(s(batch));
+        }
         sql.push_str(" ORDER BY r.finished_at, r.batch_id");
         let mut out = Vec::new();
         for row in self.all(&self.db, &sql, v).await? {
@@ -258,6 +277,10 @@ impl ReportStore for SqlStore {
         if let Some(until) = p.finished_until {
             sql.push_str(" AND j.finished_at < ?");
             v.push(t(until));
+        }
+        if let Some(batch) = p.batch_id {
+            sql.push_str(" AND j.batch_id = ?");
+            v.push(s(batch));
         }
         let mut out = Vec::new();
         for row in self.all(&self.db, &sql, v).await? {

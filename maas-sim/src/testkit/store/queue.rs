@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use maas_core::action::Action;
+use maas_core::action::{Action, ActionKind};
 use maas_core::authz::Principal;
 use maas_core::batch::{BatchSpec, RolloutPolicy};
 use maas_core::machine::{JobOutcome, TransitionError};
@@ -734,13 +734,13 @@ pub async fn stragglers_are_flagged_once_per_step(t: Harness) {
 }
 
 /// Retention removes old finished batches with their rows, keeps unseen events, the audit
-/// trail and active batches.
+/// trail and active batches, and folds what it removes into the rollups, once.
 pub async fn retention_purges_old_finished_batches_only(t: Harness) {
-    let hosts = t.add_hosts("dc1", 2).await;
+    let hosts = t.add_hosts("dc1", 3).await;
     let old = t.submit(&hosts[..1], reboot(), |_| {}).await.unwrap().batch;
     t.drain("dc1", 10).await;
     t.clock.advance(Duration::from_secs(3600));
-    let active = t.submit(&hosts[1..], reboot(), |_| {}).await.unwrap().batch;
+    let active = t.submit(&hosts[1..2], reboot(), |_| {}).await.unwrap().batch;
     let events = t.store.event_list(EventListParams::default()).await.unwrap();
     let seen = events.iter().filter(|e| e.batch_id == old.id).map(|e| e.seq).min().unwrap();
     let p = PurgeParams { finished_before: t.now().minus(Duration::from_secs(60)), events_through: seen, limit: 0 };
@@ -757,6 +757,31 @@ pub async fn retention_purges_old_finished_batches_only(t: Harness) {
     );
     let after = t.store.event_list(EventListParams::default()).await.unwrap();
     assert!(after.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // The purged batch lives on in the rollups: its host run and each of its three steps.
+    let rolled = t.store.rollup_list(RollupListParams::default()).await.unwrap();
+    let runs: Vec<_> = rolled.iter().filter(|r| r.key.step.is_none()).collect();
+    assert_eq!(runs.len(), 1, "{rolled:?}");
+    let run = runs[0];
+    assert_eq!((run.key.action, run.succeeded, run.failed, run.durations.count()), (ActionKind::Reboot, 1, 0, 1));
+    assert_eq!(run.key.day, maas_core::rollup::day_of(old.created_at));
+    assert_eq!(rolled.iter().filter(|r| r.key.step.is_some()).map(|r| r.succeeded).sum::<u64>(), 3);
+    // Two more batches of the same day (the active one finishes too) merge into the same
+    // rollups; a purge with nothing to remove adds nothing.
+    let second = t.submit(&hosts[2..], reboot(), |_| {}).await.unwrap().batch;
+    t.drain("dc1", 10).await;
+    t.clock.advance(Duration::from_secs(3600));
+    let p = PurgeParams { finished_before: t.now().minus(Duration::from_secs(60)), events_through: u64::MAX, limit: 0 };
+    t.store.batch_purge_finished(p.clone()).await.unwrap();
+    assert!(t.store.batch_get(second.id).await.unwrap().is_none());
+    t.store.batch_purge_finished(p).await.unwrap();
+    let rolled = t.store.rollup_list(RollupListParams::default()).await.unwrap();
+    let runs: Vec<_> = rolled.iter().filter(|r| r.key.step.is_none()).collect();
+    let same_day = runs.iter().all(|r| r.key.day == run.key.day);
+    let total: u64 = runs.iter().map(|r| r.succeeded).sum();
+    assert!(same_day && total == 3, "{runs:?}");
+    let later = RollupListParams { from: Some(t.now().plus(Duration::from_secs(86_400))), until: None };
+    assert!(t.store.rollup_list(later).await.unwrap().is_empty(), "days filter");
 }
 
 /// Cancelling a batch whose host waits on its installer turns that wait into a fence (power

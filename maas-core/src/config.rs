@@ -115,6 +115,9 @@ pub struct EngineConfig {
     pub stragglers: StragglerPolicy,
     /// Finished batches are purged this long after they finish.
     pub retention: Duration,
+    /// An idempotency key names its batch for this long after the batch was submitted;
+    /// then the key is free for a new batch (a purged batch frees it sooner).
+    pub idempotency_horizon: Duration,
     /// The reclaim workflow (`None`: off).
     pub reclaim: Option<ReclaimPolicy>,
     /// Leader lease length.
@@ -136,6 +139,7 @@ impl Default for EngineConfig {
             verify: VerifyPolicy::default(),
             stragglers: StragglerPolicy::default(),
             retention: Duration::from_secs(30 * 24 * 3600),
+            idempotency_horizon: Duration::from_secs(30 * 24 * 3600),
             reclaim: None,
             leader_ttl: Duration::from_secs(30),
             intervals: SingletonIntervals::default(),

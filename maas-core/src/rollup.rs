@@ -348,7 +348,10 @@ mod tests {
         assert_eq!(months[0].start, at("2026-01-01T00:00:00Z"));
         assert_eq!((months[0].succeeded, months[0].failed, months[0].cancelled), (2, 2, 2));
         assert_eq!(months[0].success_rate, Some(0.5));
-        assert_eq!((months[1].start, months[1].succeeded, months[1].success_rate), (at("2026-02-01T00:00:00Z"), 2, Some(1.0)));
+        assert_eq!(
+            (months[1].start, months[1].succeeded, months[1].success_rate),
+            (at("2026-02-01T00:00:00Z"), 2, Some(1.0))
+        );
         assert!(months[1].p50.unwrap() >= Duration::from_secs(1200));
     }
 

@@ -325,6 +325,12 @@ impl Engine {
             return Ok(None);
         }
         let Some(existing) = self.inner.store.batch_find_by_key(&principal.name, key).await? else { return Ok(None) };
+        // Past the horizon the key is free: this request makes a new batch.
+        let now = self.inner.clock.now();
+        if existing.created_at < now.minus(self.inner.config.idempotency_horizon) {
+            self.inner.store.batch_forget_key(existing.id).await?;
+            return Ok(None);
+        }
         let (hosts, _) = expand_hosts(req, &self.inner.config.limits);
         if !machine::idempotent_match(&existing, &BatchSpec::from_request(req, hosts)) {
             let e = StoreError::IdempotencyKeyReused { key: key.clone(), batch: existing.id };
@@ -707,6 +713,24 @@ impl Engine {
             })
             .collect();
         Ok(BatchStats { batches_by_state, succeeded, failed, cancelled, success_rate, host_runs, steps })
+    }
+
+    /// Host-run outcomes and durations per action, by `period`, over `window`: the daily
+    /// rollups of what retention removed merged with the rows still kept (folded the same
+    /// way), so a year back works whatever the retention. A window's first day counts
+    /// whole in the rollups.
+    pub async fn batch_stats_by(
+        &self,
+        window: StatsParams,
+        period: maas_core::rollup::Period,
+    ) -> Result<Vec<maas_core::rollup::PeriodStats>, EngineError> {
+        use maas_core::rollup;
+        let span = RollupListParams { from: window.finished_from, until: window.finished_until };
+        let mut all = BTreeMap::new();
+        rollup::merge(&mut all, self.inner.store.rollup_list(span).await?);
+        let live = self.inner.store.stats_host_runs(window).await?;
+        rollup::merge(&mut all, rollup::fold(&live, &[], |_| String::new()));
+        Ok(rollup::by_period(all.values(), period))
     }
 
     /// Per site: hosts in flight, jobs queued / running / waiting, live workers.

@@ -129,6 +129,33 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     /// Per-batch webhook URLs (`notify = ["https://..."]`).
     pub subscriptions: SubscriptionsSection,
+    /// What is kept, and for how long.
+    pub history: HistorySection,
+}
+
+/// `[history]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySection {
+    /// Finished batches' rows are kept this long, then folded into the daily rollups
+    /// (kept for good) and deleted. The audit trail is never deleted.
+    pub retention_secs: u64,
+    /// How often retention runs.
+    pub purge_every_secs: u64,
+    /// A submitter's idempotency key names its batch for this long; after it, the key
+    /// may name a new batch.
+    pub idempotency_horizon_secs: u64,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        let engine = maas_core::config::EngineConfig::default();
+        HistorySection {
+            retention_secs: engine.retention.as_secs(),
+            purge_every_secs: engine.intervals.retention.as_secs(),
+            idempotency_horizon_secs: engine.idempotency_horizon.as_secs(),
+        }
+    }
 }
 
 /// `[[channels]]`: a receiver batches subscribe to by name.
@@ -295,6 +322,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             channels: Vec::new(),
             subscriptions: SubscriptionsSection::default(),
+            history: HistorySection::default(),
         }
     }
 }

@@ -276,6 +276,20 @@ pub(crate) fn audit_filter(r: pb::ListAuditRequest) -> Result<AuditFilter, Statu
     })
 }
 
+/// One period's statistics as the API shows them.
+pub(crate) fn period_stats(p: &maas_core::rollup::PeriodStats) -> pb::PeriodStats {
+    pb::PeriodStats {
+        start_ms: ms(p.start),
+        action: p.action.to_string(),
+        succeeded: p.succeeded,
+        failed: p.failed,
+        cancelled: p.cancelled,
+        success_rate: p.success_rate,
+        p50_seconds: p.p50.map(|d| d.as_secs_f64()),
+        p95_seconds: p.p95.map(|d| d.as_secs_f64()),
+    }
+}
+
 /// An audit entry as the API shows it.
 pub(crate) fn audit_entry(a: &AuditRecord) -> pb::AuditEntry {
     pb::AuditEntry {

@@ -210,8 +210,18 @@ impl pb::maas_server::Maas for MaasService {
             finished_until: r.until_ms.map(Timestamp::from_millis),
             ..Default::default()
         };
+        let periods = match r.by.as_str() {
+            "" => Vec::new(),
+            by => {
+                let period = maas_core::rollup::Period::parse(by).ok_or_else(|| {
+                    Status::invalid_argument(format!("by: {by:?} is not a period (day, week or month)"))
+                })?;
+                self.engine.batch_stats_by(window.clone(), period).await.map_err(status)?
+            }
+        };
         let stats = self.engine.batch_stats(window).await.map_err(status)?;
         Ok(Response::new(pb::BatchStatsResponse {
+            periods: periods.iter().map(period_stats).collect(),
             batches_by_state: stats.batches_by_state.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
             succeeded: stats.succeeded,
             failed: stats.failed,

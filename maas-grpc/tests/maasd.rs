@@ -504,7 +504,7 @@ async fn metrics_scrape_as_prometheus_exposition_format() {
     assert_eq!(runs, [("reboot", "dc1", "gen10", 2), ("reboot", "dc1", "gen11", 2)]);
     let steps: Vec<&str> = stats.steps.iter().map(|s| s.step.as_str()).collect();
     assert!(steps.contains(&"power_cycle") && steps.contains(&"verify"), "{steps:?}");
-    let later = pb::BatchStatsRequest { from_ms: Some(i64::MAX / 2), until_ms: None };
+    let later = pb::BatchStatsRequest { from_ms: Some(i64::MAX / 2), until_ms: None, ..Default::default() };
     assert_eq!(alice.batch_stats(later).await.unwrap().into_inner().succeeded, 0, "the window filters");
     // The outbox reaches the metrics notifier, and the gauges refresh, within seconds.
     let value = |samples: &[(String, String, f64)], name: &str, label: &str| {
@@ -1664,4 +1664,40 @@ async fn a_batch_tells_the_channels_and_urls_its_submitter_named() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains(needle), "{}", err.message());
     }
+}
+
+/// History that lasts: with a one-second retention, a finished batch's rows are purged, yet
+/// `maasctl stats --since 365d --by month` still counts its hosts (from the rollups) and
+/// the audit trail still has its submission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_by_month_outlive_retention() {
+    let dir = test_dir("history");
+    std::fs::write(dir.join("maasd.toml"), "sim_hosts = 40\n[history]\nretention_secs = 1\npurge_every_secs = 1\n")
+        .unwrap();
+    let d = spawn(&dir, "history", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    let mut olga = client(&d, "olga").await;
+    let id = olga.submit_batch(reboot("sim[000001-000003].dc1")).await.unwrap().into_inner().batch_id;
+    assert_eq!(await_completed(&mut olga, &id).await, 3);
+    let start = std::time::Instant::now();
+    loop {
+        let got = olga.get_batch(pb::GetBatchRequest { batch_id: id.clone(), hostnames: vec![] }).await;
+        if got.as_ref().is_err_and(|s| s.code() == tonic::Code::NotFound) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "retention did not purge the batch: {got:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (code, out, err) = maasctl(&d, "olga", &["--json", "stats", "--since", "365d", "--by", "month"]);
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let periods = stats["periods"].as_array().unwrap();
+    let reboots: Vec<&serde_json::Value> = periods.iter().filter(|p| p["action"] == "reboot").collect();
+    assert_eq!(reboots.len(), 1, "{out}");
+    assert_eq!((reboots[0]["succeeded"].as_u64(), reboots[0]["success_rate"].as_f64()), (Some(3), Some(1.0)), "{out}");
+    let (code, out, _) = maasctl(&d, "olga", &["stats", "--since", "365d", "--by", "month"]);
+    assert!(code == 0 && out.contains("by period:") && out.contains("reboot"), "{out}");
+    let (_, err_out, err) = maasctl(&d, "olga", &["stats", "--by", "year"]);
+    assert!(err.contains("by: \"year\" is not a period"), "{err_out}{err}");
+    let (_, out, _) = maasctl(&d, "olga", &["--json", "audit", "--batch", &id]);
+    assert!(out.contains("\"op\":\"submit\""), "the audit trail outlives retention: {out}");
 }

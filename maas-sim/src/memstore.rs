@@ -365,6 +365,11 @@ impl MemStore {
 
 #[async_trait]
 impl QueueStore for MemStore {
+    async fn batch_forget_key(&self, batch: BatchId) -> Result<(), StoreError> {
+        self.lock().idempotency.retain(|_, b| *b != batch);
+        Ok(())
+    }
+
     async fn audit_append(&self, record: AuditRecord) -> Result<(), StoreError> {
         self.lock().append_audit(record);
         Ok(())

@@ -350,6 +350,24 @@ async fn restricted_pools_are_read_only_by_their_groups() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_names_its_batch_until_the_horizon_then_a_new_one() {
+    let mut sim = sim().await;
+    let horizon = sim.engine().config().idempotency_horizon;
+    let mut req = reboot("sim000001.dc1");
+    req.idempotency_key = Some("change-7".into());
+    let first = sim.engine().submit(&alice(), &req).await.unwrap();
+    sim.settle(ROUND, 1000).await.unwrap();
+    let mut other = reboot("sim000002.dc1");
+    other.idempotency_key = Some("change-7".into());
+    let err = sim.engine().submit(&alice(), &other).await.unwrap_err();
+    assert!(err.to_string().contains("change-7"), "within the horizon another spec is refused: {err}");
+    sim.clock().advance(horizon + Duration::from_secs(1));
+    let again = sim.engine().submit(&alice(), &other).await.unwrap();
+    assert!(again.created && again.batch.id != first.batch.id, "past the horizon the key names a new batch");
+    assert_eq!(sim.engine().submit(&alice(), &other).await.unwrap().batch.id, again.batch.id);
+}
+
+#[tokio::test]
 async fn dry_run_reports_everything_and_writes_nothing() {
     let mut sim = sim().await;
     let holder = sim.submit_as("bob", reboot("sim000002.dc1")).await.unwrap();

@@ -591,9 +591,7 @@ pub(crate) fn rollup_values(r: &Rollup) -> Vec<Value> {
 /// A rollup from its row.
 pub(crate) fn rollup(row: &QueryResult) -> Result<Rollup, StoreError> {
     let step: String = col(row, "step")?;
-    let count = |c: &str| -> Result<u64, StoreError> {
-        u64::try_from(col::<i64>(row, c)?).map_err(|e| corrupt(c, e))
-    };
+    let count = |c: &str| -> Result<u64, StoreError> { u64::try_from(col::<i64>(row, c)?).map_err(|e| corrupt(c, e)) };
     Ok(Rollup {
         key: RollupKey {
             day: ts(row, "day")?,

@@ -40,8 +40,8 @@ async fn entities_match_tables(db: &sea_orm::DatabaseConnection) {
         )*};
     }
     read_each!(
-        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit_log, leaders, pool_kinds, workers, rollups,
-        tickets
+        hosts, batches, host_runs, jobs, claims, outbox_seq, events, cursors, audit_log, leaders, pool_kinds, workers,
+        rollups, tickets
     );
 }
 

@@ -563,6 +563,9 @@ pub trait QueueStore: Send + Sync {
     async fn batch_cancel(&self, p: BatchCancelParams) -> Result<BatchRecord, StoreError>;
     /// The batch `submitter` created with idempotency key `key`, if any.
     async fn batch_find_by_key(&self, submitter: &str, key: &str) -> Result<Option<BatchRecord>, StoreError>;
+    /// Frees a batch's idempotency key (past the horizon): `batch_find_by_key` no longer
+    /// finds it, and the key may name a new batch. The batch is otherwise unchanged.
+    async fn batch_forget_key(&self, batch: BatchId) -> Result<(), StoreError>;
     /// Pauses or resumes a batch.
     async fn batch_set_paused(&self, p: BatchSetPausedParams) -> Result<BatchRecord, StoreError>;
     /// Removes old finished batches (retention).

@@ -122,9 +122,12 @@ enum Command {
     },
     /// Outcomes, success rate and duration percentiles over a window.
     Stats {
-        /// The window: host runs finished (and batches created) within this long (30m, 24h, 7d).
+        /// The window: host runs finished (and batches created) within this long (30m, 24h, 7d, 365d).
         #[arg(long, value_parser = age, default_value = "24h")]
         since: Duration,
+        /// Also per action by period: day, week or month (from the rollups retention keeps).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Per site: hosts in flight, jobs queued, running and waiting, live workers.
     Active,
@@ -447,7 +450,8 @@ fn show_stats(r: &pb::BatchStatsResponse, json: bool) {
         println!(
             "{}",
             serde_json::json!({"batches_by_state": r.batches_by_state, "succeeded": r.succeeded, "failed": r.failed,
-                "cancelled": r.cancelled, "success_rate": r.success_rate, "host_runs": rows(&r.host_runs), "steps": rows(&r.steps)})
+                "cancelled": r.cancelled, "success_rate": r.success_rate, "host_runs": rows(&r.host_runs), "steps": rows(&r.steps),
+                "periods": r.periods})
         );
         return;
     }
@@ -455,6 +459,29 @@ fn show_stats(r: &pb::BatchStatsResponse, json: bool) {
     println!("batches: {}", if states.is_empty() { "none".to_string() } else { states.join(", ") });
     let rate = r.success_rate.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
     println!("hosts: {} succeeded, {} failed, {} cancelled; success rate {rate}", r.succeeded, r.failed, r.cancelled);
+    if !r.periods.is_empty() {
+        println!("by period:");
+        println!(
+            "  {:<10} {:<13} {:>9} {:>7} {:>9} {:>8} {:>9} {:>9}",
+            "start", "action", "succeeded", "failed", "cancelled", "success", "p50 s", "p95 s"
+        );
+        for p in &r.periods {
+            let start = maas_core::time::Timestamp::from_millis(p.start_ms).to_string();
+            let rate = p.success_rate.map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
+            let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.0}"));
+            println!(
+                "  {:<10} {:<13} {:>9} {:>7} {:>9} {:>8} {:>9} {:>9}",
+                &start[..start.len().min(10)],
+                p.action,
+                p.succeeded,
+                p.failed,
+                p.cancelled,
+                rate,
+                secs(p.p50_seconds),
+                secs(p.p95_seconds)
+            );
+        }
+    }
     for (title, list) in [("host runs", &r.host_runs), ("steps", &r.steps)] {
         if list.is_empty() {
             continue;
@@ -676,8 +703,12 @@ async fn main() {
                 show_batch(b, cli.json);
             }
         }
-        Command::Stats { since } => {
-            let request = pb::BatchStatsRequest { from_ms: Some(now_ms() - since.as_millis() as i64), until_ms: None };
+        Command::Stats { since, by } => {
+            let request = pb::BatchStatsRequest {
+                from_ms: Some(now_ms() - since.as_millis() as i64),
+                until_ms: None,
+                by: by.clone().unwrap_or_default(),
+            };
             let r = client.batch_stats(request).await.unwrap_or_else(|s| refused(s)).into_inner();
             show_stats(&r, cli.json);
         }

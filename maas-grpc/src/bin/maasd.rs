@@ -279,10 +279,17 @@ async fn main() {
     let power: Arc<dyn PowerDriver> = if prometheus.is_some() { Arc::new(MeteredPower::new(power)) } else { power };
 
     let clock = Arc::new(SystemClock::new());
+    let defaults = EngineConfig::default();
     let engine_config = EngineConfig {
         limits: config.core_limits(),
         console_check: config.ipmi.as_ref().is_some_and(|i| i.console_check),
-        ..EngineConfig::default()
+        retention: Duration::from_secs(config.history.retention_secs),
+        idempotency_horizon: Duration::from_secs(config.history.idempotency_horizon_secs),
+        intervals: maas_core::config::SingletonIntervals {
+            retention: Duration::from_secs(config.history.purge_every_secs.max(1)),
+            ..defaults.intervals
+        },
+        ..defaults
     };
     let stragglers = engine_config.stragglers.ticket;
     let mut builder = Engine::builder(

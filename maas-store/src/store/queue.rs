@@ -26,6 +26,14 @@ use super::*;
 
 #[async_trait]
 impl QueueStore for SqlStore {
+    async fn batch_forget_key(&self, batch: BatchId) -> Result<(), StoreError> {
+        write_txn!(self, c, {
+            self.exec(c, "UPDATE maas_batches SET idempotency_key = NULL WHERE id = ?", vec![s(batch)])
+                .await
+                .map(|_| ())
+        })
+    }
+
     async fn audit_append(&self, record: AuditRecord) -> Result<(), StoreError> {
         write_txn!(self, c, { self.insert_audit(c, std::slice::from_ref(&record)).await })
     }

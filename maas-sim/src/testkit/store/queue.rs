@@ -96,7 +96,7 @@ pub async fn overlap_error_names_every_conflicting_host_and_holder(t: Harness) {
 }
 
 /// Resubmitting with the same idempotency key and spec returns the same batch; the same key
-/// with another spec is refused.
+/// with another spec is refused; a forgotten key (past its horizon) names a new batch.
 pub async fn idempotent_resubmit_returns_the_same_batch(t: Harness) {
     let hosts = t.add_hosts("dc1", 3).await;
     let key = |s: &mut BatchSpec| s.idempotency_key = Some("change-42".into());
@@ -111,6 +111,11 @@ pub async fn idempotent_resubmit_returns_the_same_batch(t: Harness) {
     assert_eq!(found.map(|b| b.id), Some(a.batch.id));
     assert!(t.store.batch_find_by_key("bob", "change-42").await.unwrap().is_none(), "keys are per submitter");
     assert!(t.store.batch_find_by_key("alice", "other").await.unwrap().is_none());
+    t.store.batch_forget_key(a.batch.id).await.unwrap();
+    assert!(t.store.batch_find_by_key("alice", "change-42").await.unwrap().is_none());
+    let c = t.submit(&hosts[2..], Action::PowerCycle, key).await.unwrap();
+    assert!(c.created && c.batch.id != a.batch.id, "the key names a new batch");
+    assert!(t.store.batch_get(a.batch.id).await.unwrap().is_some(), "the old batch stays");
 }
 
 /// Sixteen identical submissions with one key, at once (a client retrying after a

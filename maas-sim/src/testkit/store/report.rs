@@ -50,7 +50,11 @@ pub async fn finished_host_runs_are_sampled_for_stats(t: Harness) {
     t.submit(&hosts, Action::PowerOn, |_| {}).await.unwrap();
     t.clock.advance(Duration::from_secs(5));
     t.drain("dc1", 5).await;
-    let s = t.store.stats_host_runs(StatsParams { finished_from: Some(start), finished_until: None, ..Default::default() }).await.unwrap();
+    let s = t
+        .store
+        .stats_host_runs(StatsParams { finished_from: Some(start), finished_until: None, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(s.len(), 2);
     assert!(
         s.iter()
@@ -86,7 +90,11 @@ pub async fn step_samples_and_site_activity(t: Harness) {
     assert_eq!(queues, [("dc1", StepKind::Preflight, 1, Some(start)), ("dc2", StepKind::Preflight, 1, Some(start))]);
     t.clock.advance(Duration::from_secs(7));
     t.complete(&running[0], JobOutcome::Succeeded).await.unwrap();
-    let samples = t.store.stats_steps(StatsParams { finished_from: Some(start), finished_until: None, ..Default::default() }).await.unwrap();
+    let samples = t
+        .store
+        .stats_steps(StatsParams { finished_from: Some(start), finished_until: None, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(samples.len(), 1);
     let s = &samples[0];
     assert_eq!(
@@ -94,7 +102,11 @@ pub async fn step_samples_and_site_activity(t: Harness) {
         (StepKind::Preflight, maas_core::action::ActionKind::Reboot, "gen9")
     );
     assert_eq!(s.finished_at.since(s.started_at), Duration::from_secs(7));
-    let later = StatsParams { finished_from: Some(t.now().plus(Duration::from_secs(1))), finished_until: None, ..Default::default() };
+    let later = StatsParams {
+        finished_from: Some(t.now().plus(Duration::from_secs(1))),
+        finished_until: None,
+        ..Default::default()
+    };
     assert!(t.store.stats_steps(later).await.unwrap().is_empty());
 }
 

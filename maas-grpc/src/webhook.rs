@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use maas_core::id::BatchId;
-use maas_core::model::Event;
+use maas_core::model::{Event, EventKind};
 use maas_core::notify::WebhookUrl;
 use maas_core::policy::leader::ticket_for;
 use maas_core::ports::services::{Notifier, NotifyError};
@@ -138,7 +138,12 @@ impl BatchFacts {
             Some(f) => f,
             None => {
                 let b = store.batch_get(e.batch_id).await.ok().flatten();
-                let f = b.map(|b| (b.submitter.clone(), b.spec.notify.clone()));
+                let f = match (b, &e.kind) {
+                    (Some(b), _) => Some((b.submitter.clone(), b.spec.notify.clone())),
+                    // Not readable (yet, or any more): its acceptance names its submitter.
+                    (None, EventKind::BatchAccepted { submitter, .. }) => Some((submitter.clone(), Vec::new())),
+                    (None, _) => None,
+                };
                 self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(e.batch_id, f.clone());
                 f
             }
@@ -333,7 +338,6 @@ impl Notifier for WebhookNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maas_core::model::EventKind;
 
     #[test]
     fn urls_and_signatures() {

@@ -67,6 +67,9 @@ pub struct ReclaimPolicy {
     pub max_hosts_per_batch: usize,
     /// The reclaim batches' priority.
     pub priority: PriorityClass,
+    /// A host whose last this many reclaims all failed is left alone, with a ticket
+    /// (0: retried forever).
+    pub give_up_after: u32,
 }
 
 /// How often each singleton runs (on the leader).

@@ -22,15 +22,18 @@ use tokio::task::JoinHandle;
 
 use crate::{Engine, EngineError, Inner};
 use maas_core::action::Action;
+use maas_core::authz::Principal;
 use maas_core::batch::BatchRequest;
 use maas_core::host::HostState;
 use maas_core::id::BatchId;
 use maas_core::model::*;
+use maas_core::names::Hostname;
 use maas_core::policy::leader::{
-    LeaderSchedule, LeaderTask, NotifierBackoff, TICKETS_CONSUMER, notifier_consumer, reclaim_candidates, stragglers,
+    LeaderSchedule, LeaderTask, NotifierBackoff, TICKETS_CONSUMER, notifier_consumer, reclaim_plan, stragglers,
     ticket_for,
 };
 use maas_core::ports::inventory::HostFilter;
+use maas_core::ports::services::{Ticket, TicketKind};
 use maas_core::ports::store::*;
 use maas_core::time::Timestamp;
 
@@ -299,8 +302,19 @@ impl Singletons {
         let names: Vec<_> = defunct.iter().map(|h| h.hostname.clone()).collect();
         let claimed: std::collections::HashSet<_> =
             inner.store.claim_get_many(&names).await?.into_iter().map(|c| c.hostname).collect();
-        let free: Vec<String> =
-            reclaim_candidates(&names, &claimed, policy.max_hosts_per_batch).iter().map(|h| h.to_string()).collect();
+        let history = self.reclaim_history().await?;
+        let plan = reclaim_plan(&names, &claimed, &history, policy.give_up_after, policy.max_hosts_per_batch);
+        for (host, batch) in plan.give_up {
+            let summary = format!(
+                "{host}: the last {} reclaims failed (the latest in batch {batch}); reclaim leaves it alone",
+                policy.give_up_after
+            );
+            let at = inner.clock.now();
+            let ticket =
+                Ticket { kind: TicketKind::ReclaimGivenUp, batch_id: batch, host: Some(host), step: None, summary, at };
+            inner.ticketing.open(ticket).await?;
+        }
+        let free: Vec<String> = plan.submit.iter().map(|h| h.to_string()).collect();
         if free.is_empty() {
             return Ok(None);
         }
@@ -309,5 +323,31 @@ impl Singletons {
         req.comment = Some("reclaim: defunct hosts are reimaged and returned to their pool".into());
         let submitted = self.engine.submit_as_system("reclaim", &req).await?;
         Ok(Some(submitted.batch.id))
+    }
+
+    /// Earlier reclaims' outcomes per host, newest first: (host, batch, succeeded) of the
+    /// finished host runs of the latest `RECLAIM_HISTORY` reclaim batches still kept.
+    async fn reclaim_history(&self) -> Result<Vec<(Hostname, BatchId, bool)>, EngineError> {
+        const RECLAIM_HISTORY: usize = 50;
+        let store = &self.engine.inner.store;
+        let reclaims = store
+            .batch_list(BatchListParams {
+                submitter: Some(Principal::system("reclaim").name),
+                limit: RECLAIM_HISTORY,
+                ..Default::default()
+            })
+            .await?;
+        let mut out = Vec::new();
+        for b in reclaims {
+            let runs = store.host_run_list(HostRunListParams { batch_id: Some(b.id), ..Default::default() }).await?;
+            for r in runs {
+                match r.state {
+                    HostRunState::Succeeded => out.push((r.hostname, b.id, true)),
+                    HostRunState::Failed => out.push((r.hostname, b.id, false)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -131,6 +131,61 @@ pub struct Config {
     pub subscriptions: SubscriptionsSection,
     /// What is kept, and for how long.
     pub history: HistorySection,
+    /// The server-reclaim workflow.
+    pub reclaim: ReclaimSection,
+}
+
+/// `[reclaim]`: defunct, unallocated hosts are reimaged by the system and returned to their
+/// pool; a host whose last `give_up_after` reclaims failed is left alone, with a ticket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReclaimSection {
+    /// Run it.
+    pub enabled: bool,
+    /// The image reclaimed hosts get (one the boot service serves).
+    pub image: String,
+    /// How often a round runs.
+    pub interval_secs: u64,
+    /// Most hosts one round reimages.
+    pub max_hosts: usize,
+    /// Its batches' priority: low, normal, high or urgent.
+    pub priority: String,
+    /// Failed reclaims in a row after which a host is left alone (0: never).
+    pub give_up_after: u32,
+}
+
+impl Default for ReclaimSection {
+    fn default() -> Self {
+        ReclaimSection {
+            enabled: false,
+            image: String::new(),
+            interval_secs: maas_core::config::SingletonIntervals::default().reclaim.as_secs(),
+            max_hosts: 20,
+            priority: "low".into(),
+            give_up_after: 3,
+        }
+    }
+}
+
+impl ReclaimSection {
+    /// The engine's policy (`None`: off), or what is wrong.
+    pub fn policy(&self) -> Result<Option<maas_core::config::ReclaimPolicy>, String> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let os = maas_core::names::OsRelease::new(&self.image).map_err(|e| format!("reclaim.image: {e}"))?;
+        let priority = maas_core::priority::PriorityClass::parse(&self.priority)
+            .ok_or_else(|| format!("reclaim.priority: {:?} is not low, normal, high or urgent", self.priority))?;
+        if self.max_hosts == 0 || self.interval_secs == 0 {
+            return Err("reclaim.max_hosts and reclaim.interval_secs must be at least 1".into());
+        }
+        Ok(Some(maas_core::config::ReclaimPolicy {
+            os,
+            max_hosts_per_batch: self.max_hosts,
+            priority,
+            give_up_after: self.give_up_after,
+        }))
+    }
 }
 
 /// `[history]`.
@@ -323,6 +378,7 @@ impl Default for Config {
             channels: Vec::new(),
             subscriptions: SubscriptionsSection::default(),
             history: HistorySection::default(),
+            reclaim: ReclaimSection::default(),
         }
     }
 }
@@ -503,6 +559,9 @@ impl Config {
                 problems.push(format!("webhooks[{i}] repeats an earlier webhook ({})", w.url));
             }
         }
+        if let Err(e) = self.reclaim.policy() {
+            problems.push(e);
+        }
         for (i, ch) in self.channels.iter().enumerate() {
             let name_ok = !ch.name.is_empty()
                 && ch.name.len() <= 64
@@ -545,6 +604,24 @@ mod tests {
         assert_eq!((&c.limits, &c.workers, &c.log), (&defaults.limits, &defaults.workers, &defaults.log));
         assert_eq!(c.ipmi.as_ref().map(|i| i.driver_config().deadline), Some(Duration::from_secs(20)));
         assert_eq!(c.webhooks.len(), 3);
+    }
+
+    #[test]
+    fn reclaim_and_history_sections_map_to_the_engine_and_bad_values_are_named() {
+        let c = Config::from_toml(
+            "[reclaim]\nenabled = true\nimage = \"ubuntu-24.04\"\ninterval_secs = 60\nmax_hosts = 5\ngive_up_after = 2\n\
+             [history]\nretention_secs = 86400\nidempotency_horizon_secs = 3600\n",
+        )
+        .unwrap();
+        c.check().unwrap();
+        let policy = c.reclaim.policy().unwrap().unwrap();
+        assert_eq!((policy.os.as_str(), policy.max_hosts_per_batch, policy.give_up_after), ("ubuntu-24.04", 5, 2));
+        assert_eq!(policy.priority, maas_core::priority::PriorityClass::Low);
+        assert_eq!((c.history.retention_secs, c.history.idempotency_horizon_secs), (86_400, 3_600));
+        assert_eq!(Config::default().reclaim.policy(), Ok(None), "off by default");
+        let bad = Config::from_toml("[reclaim]\nenabled = true\nimage = \"\"\npriority = \"asap\"\n").unwrap();
+        let ConfigError::Invalid { problems } = bad.check().unwrap_err() else { panic!() };
+        assert!(problems.iter().any(|p| p.starts_with("reclaim.image")), "{problems:?}");
     }
 
     #[test]

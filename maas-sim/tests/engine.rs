@@ -579,6 +579,29 @@ async fn defunct_hosts_are_reclaimed_by_the_system_and_returned_to_their_pool() 
 }
 
 #[tokio::test]
+async fn a_host_reclaim_keeps_failing_is_left_alone_with_a_ticket() {
+    let mut sim = sim().await;
+    let h = Hostname::new("sim000021.dc2").unwrap();
+    sim.set_install(h.as_str(), Duration::from_secs(60), false);
+    sim.engine().mark_defunct(&Principal::new("ops", []), &h).await.unwrap();
+    // Reclaim runs every 10 minutes: about eleven rounds in 110 simulated minutes.
+    for _ in 0..220 {
+        sim.round(Duration::from_secs(30)).await.unwrap();
+    }
+    let batches = sim.engine().list_batches(BatchListParams::default()).await.unwrap();
+    let tries: Vec<&BatchRecord> =
+        batches.iter().filter(|b| b.submitter == "system:reclaim" && b.spec.hosts.contains(&h)).collect();
+    let give_up_after = sim.engine().config().reclaim.as_ref().unwrap().give_up_after as usize;
+    assert_eq!(tries.len(), give_up_after, "tried {give_up_after} times, then left alone");
+    assert!(tries.iter().all(|b| b.counts.failed == 1));
+    let tickets = sim.engine().tickets(50).await.unwrap();
+    let given_up: Vec<_> = tickets.iter().filter(|(_, t)| t.kind == TicketKind::ReclaimGivenUp).collect();
+    assert_eq!(given_up.len(), 1, "one ticket, however many rounds: {tickets:?}");
+    assert_eq!(given_up[0].1.host.as_ref(), Some(&h));
+    assert_eq!(sim.store().host_get_many(&[h]).await.unwrap()[0].state, HostState::Defunct);
+}
+
+#[tokio::test]
 async fn pool_kinds_are_remapped_live_without_restarting_workers() {
     let mut sim = sim().await;
     let web = Pool::new("web").unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::{SingletonIntervals, StragglerPolicy};
 use crate::estimate;
-use crate::id::HostRunId;
+use crate::id::{BatchId, HostRunId};
 use crate::model::{Event, EventKind, JobRecord, JobState, PauseReason};
 use crate::names::Hostname;
 use crate::ports::services::{Ticket, TicketKind};
@@ -195,10 +195,51 @@ pub fn stragglers(jobs: &[JobRecord], now: Timestamp, policy: &StragglerPolicy) 
     out
 }
 
-/// The defunct hosts one reclaim batch takes: those no active batch claims, in the order
-/// given, at most `max` (at least one).
-pub fn reclaim_candidates(defunct: &[Hostname], claimed: &HashSet<Hostname>, max: usize) -> Vec<Hostname> {
-    defunct.iter().filter(|h| !claimed.contains(*h)).take(max.max(1)).cloned().collect()
+/// What one reclaim round does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReclaimPlan {
+    /// The hosts the round's batch reimages.
+    pub submit: Vec<Hostname>,
+    /// Hosts whose last `give_up_after` reclaims all failed: left alone (a ticket says so),
+    /// with the batch of the last failure.
+    pub give_up: Vec<(Hostname, BatchId)>,
+}
+
+/// One reclaim round: the defunct hosts no active batch claims, in the order given, at most
+/// `max` (at least one), except those whose most recent reclaims failed `give_up_after`
+/// times in a row. `history` is each earlier reclaim's outcome per host, newest first: a
+/// success ends a host's run of failures.
+pub fn reclaim_plan(
+    defunct: &[Hostname],
+    claimed: &HashSet<Hostname>,
+    history: &[(Hostname, BatchId, bool)],
+    give_up_after: u32,
+    max: usize,
+) -> ReclaimPlan {
+    let mut failures: HashMap<&Hostname, (u32, bool, Option<BatchId>)> = HashMap::new();
+    for (host, batch, succeeded) in history {
+        let (count, done, last) = failures.entry(host).or_insert((0, false, None));
+        if *done {
+            continue;
+        }
+        if *succeeded {
+            *done = true;
+        } else {
+            *count += 1;
+            last.get_or_insert(*batch);
+        }
+    }
+    let mut plan = ReclaimPlan::default();
+    for h in defunct.iter().filter(|h| !claimed.contains(*h)) {
+        match failures.get(h) {
+            Some((n, _, Some(batch))) if give_up_after > 0 && *n >= give_up_after => {
+                plan.give_up.push((h.clone(), *batch))
+            }
+            _ if plan.submit.len() < max.max(1) => plan.submit.push(h.clone()),
+            _ => {}
+        }
+    }
+    plan
 }
 
 /// The ticket an event raises, if any (stragglers only when `stragglers` is on).
@@ -318,9 +359,35 @@ mod tests {
         let h = |s: &str| Hostname::new(s).unwrap();
         let defunct = [h("a"), h("b"), h("c"), h("d")];
         let claimed: HashSet<Hostname> = [h("b")].into();
-        assert_eq!(reclaim_candidates(&defunct, &claimed, 2), vec![h("a"), h("c")]);
-        assert_eq!(reclaim_candidates(&defunct, &claimed, 0), vec![h("a")], "at least one");
-        assert!(reclaim_candidates(&defunct[1..2], &claimed, 5).is_empty());
+        let plan = |d: &[Hostname], max| reclaim_plan(d, &claimed, &[], 3, max).submit;
+        assert_eq!(plan(&defunct, 2), vec![h("a"), h("c")]);
+        assert_eq!(plan(&defunct, 0), vec![h("a")], "at least one");
+        assert!(plan(&defunct[1..2], 5).is_empty());
+    }
+
+    #[test]
+    fn reclaim_leaves_a_host_alone_after_its_failures_in_a_row() {
+        let h = |s: &str| Hostname::new(s).unwrap();
+        let b = |n: u128| BatchId(uuid::Uuid::from_u128(n));
+        let defunct = [h("a"), h("b"), h("c")];
+        // Newest first: a failed 3 times in a row; b failed twice after a success before;
+        // c failed 3 times but succeeded since.
+        let history = [
+            (h("a"), b(9), false),
+            (h("b"), b(9), false),
+            (h("a"), b(8), false),
+            (h("b"), b(8), false),
+            (h("c"), b(8), true),
+            (h("a"), b(7), false),
+            (h("b"), b(7), true),
+            (h("c"), b(7), false),
+            (h("c"), b(6), false),
+            (h("c"), b(5), false),
+        ];
+        let plan = reclaim_plan(&defunct, &HashSet::new(), &history, 3, 10);
+        assert_eq!(plan.submit, vec![h("b"), h("c")]);
+        assert_eq!(plan.give_up, vec![(h("a"), b(9))], "the ticket names the last failure");
+        assert_eq!(reclaim_plan(&defunct, &HashSet::new(), &history, 0, 10).submit.len(), 3, "0: never give up");
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub enum TicketKind {
     /// An installer or wipe image reported failure, or never reported (its deadline passed),
     /// or the installed OS never reported its first boot.
     InstallFailed,
+    /// Reclaim failed on a host its configured number of times in a row: it is left alone.
+    ReclaimGivenUp,
 }
 
 /// A ticket for humans.

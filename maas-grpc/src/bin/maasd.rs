@@ -287,8 +287,10 @@ async fn main() {
         idempotency_horizon: Duration::from_secs(config.history.idempotency_horizon_secs),
         intervals: maas_core::config::SingletonIntervals {
             retention: Duration::from_secs(config.history.purge_every_secs.max(1)),
+            reclaim: Duration::from_secs(config.reclaim.interval_secs.max(1)),
             ..defaults.intervals
         },
+        reclaim: config.reclaim.policy().unwrap_or_else(|e| fail(e)),
         ..defaults
     };
     let stragglers = engine_config.stragglers.ticket;

@@ -134,6 +134,7 @@ impl Simulation {
                 os: OsRelease::new("ubuntu-24.04").unwrap_or_else(|_| unreachable!()),
                 max_hosts_per_batch: 4,
                 priority: PriorityClass::Low,
+                give_up_after: 3,
             }),
             stragglers: maas_engine::StragglerPolicy { factor: 3.0, min_peers: 3, ticket: true },
             ..EngineConfig::default()

@@ -102,6 +102,18 @@ def test_the_audit_trail_records_refusals_and_only_auditors_read_it(maasd: Maasd
             audrey.audit(op="delete")
 
 
+def test_statistics_by_month(maasd: Maasd) -> None:
+    with maasd.client("olga") as olga:
+        sub = olga.submit("sim000053.dc1", "power-cycle")
+        olga.wait(sub.batch_id, timeout=60, progress=False)
+        stats = olga.stats(since=timedelta(days=365), by="month")
+        [cycles] = [p for p in stats.periods if p.action == "power_cycle"]
+        assert cycles.succeeded >= 1 and cycles.start.day == 1 and cycles.start.tzinfo is not None
+        assert 0.0 <= (cycles.success_rate or 0.0) <= 1.0
+        with pytest.raises(maas.ValidationError, match="not a period"):
+            olga.stats(by="fortnight")
+
+
 def test_subscriptions_are_checked_at_submit(maasd: Maasd) -> None:
     with maasd.client("olga") as olga:
         with pytest.raises(maas.ValidationError, match=r"notify\[0\]: no channel \"sre\": this deployment configures no channels"):

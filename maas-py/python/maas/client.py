@@ -321,12 +321,16 @@ class _Api:
         finally:
             bar.close()
 
-    def stats(self, *, since: Optional[When] = timedelta(hours=24), until: Optional[When] = None) -> Stats:
+    def stats(
+        self, *, since: Optional[When] = timedelta(hours=24), until: Optional[When] = None, by: Optional[str] = None
+    ) -> Stats:
         """Outcomes, the success rate and duration percentiles by action, SKU, site and
-        step over a window (default: the last 24 hours)."""
-        return Stats._from_wire(
-            self._call("BatchStats", {"from_ms": _ms(since, "since"), "until_ms": _ms(until, "until")})
-        )
+        step over a window (default: the last 24 hours). With ``by`` (``"day"``,
+        ``"week"`` or ``"month"``), also per action and period in ``Stats.periods``, from
+        the daily rollups retention keeps: ``stats(since=timedelta(days=365), by="month")``
+        is the success rate of each action this year, by month."""
+        request = {"from_ms": _ms(since, "since"), "until_ms": _ms(until, "until"), "by": _optional_text(by, "by")}
+        return Stats._from_wire(self._call("BatchStats", request))
 
     def active(self) -> "Records[SiteActivity]":
         """Per site: hosts in flight, jobs queued, running and waiting, live workers."""

@@ -29,6 +29,7 @@ __all__ = [
     "SiteActivity",
     "Durations",
     "Stats",
+    "Period",
     "Host",
     "AuditEntry",
     "TERMINAL_BATCH_STATES",
@@ -377,6 +378,8 @@ class Stats(_Result):
     success_rate: Optional[float]
     host_runs: "Records[Durations]"
     steps: "Records[Durations]"
+    #: With ``by``: host-run outcomes and durations per action and period, oldest first.
+    periods: "Records[Period]" = dataclasses.field(default_factory=lambda: Records())
 
     def __repr__(self) -> str:
         rate = "-" if self.success_rate is None else f"{self.success_rate:.1%}"
@@ -387,7 +390,7 @@ class Stats(_Result):
         )
 
     def to_dict(self) -> Dict[str, Any]:
-        row = {k: v for k, v in super().to_dict().items() if k not in ("host_runs", "steps", "batches_by_state")}
+        row = {k: v for k, v in super().to_dict().items() if k not in ("host_runs", "steps", "batches_by_state", "periods")}
         row.update({f"batches_{s}": n for s, n in self.batches_by_state.items()})
         return row
 
@@ -401,6 +404,36 @@ class Stats(_Result):
             success_rate=w.get("success_rate"),
             host_runs=Records(Durations._from_wire(d) for d in w.get("host_runs", [])),
             steps=Records(Durations._from_wire(d) for d in w.get("steps", [])),
+            periods=Records(Period._from_wire(p) for p in w.get("periods", [])),
+        )
+
+
+@dataclass(frozen=True)
+class Period(_Result):
+    """One action's host runs in one period (a day, an ISO week or a calendar month, UTC),
+    from the daily rollups retention keeps: outcomes, the success rate, and duration
+    percentiles (bucket upper bounds, within a factor of two)."""
+
+    start: datetime
+    action: str
+    succeeded: int
+    failed: int
+    cancelled: int
+    success_rate: Optional[float]
+    p50_seconds: Optional[float]
+    p95_seconds: Optional[float]
+
+    @classmethod
+    def _from_wire(cls, w: Dict[str, Any]) -> "Period":
+        return cls(
+            start=_time(w["start_ms"]),  # type: ignore[arg-type]
+            action=w["action"],
+            succeeded=int(w["succeeded"]),
+            failed=int(w["failed"]),
+            cancelled=int(w["cancelled"]),
+            success_rate=w.get("success_rate"),
+            p50_seconds=w.get("p50_seconds"),
+            p95_seconds=w.get("p95_seconds"),
         )
 
 

@@ -42,8 +42,9 @@ pub enum Performed {
     /// Jobs leased, each with its host as the inventory has it now (`None`: the host left
     /// the inventory); the driver starts running them.
     Claimed(Vec<(JobRecord, Option<Host>)>),
-    /// Jobs leased, but looking their hosts up failed: each step looks its own up (and
-    /// fails its attempt retryably if it cannot).
+    /// Jobs leased whose hosts were not looked up (the lookup failed, or they were adopted
+    /// after a claim's answer was lost): each step looks its own up (and fails its attempt
+    /// retryably if it cannot).
     ClaimedHostsUnknown(Vec<JobRecord>),
     /// Leases extended; the jobs still held.
     Extended(Vec<JobId>),
@@ -148,6 +149,14 @@ impl Worker {
                 self.machine.handle_handed_back(&released);
                 self.engine.changed();
                 Ok(Performed::HandedBack(released))
+            }
+            WorkerAction::Adopt(p) => {
+                let leased = store.job_list(p).await?;
+                let adopted: std::collections::HashSet<JobId> =
+                    self.machine.handle_adopted(leased.iter().map(|j| (j.id, j.attempt)), now).into_iter().collect();
+                let jobs: Vec<JobRecord> = leased.into_iter().filter(|j| adopted.contains(&j.id)).collect();
+                // They run as claimed ones do; their hosts are looked up by each step.
+                Ok(Performed::ClaimedHostsUnknown(jobs))
             }
             WorkerAction::Stop => Ok(Performed::Stopped),
         }

@@ -795,6 +795,7 @@ impl ReportStore for MemStore {
             .flat_map(|r| st.jobs_by_run.get(r).into_iter().flatten())
             .filter_map(|id| st.jobs.get(id))
             .filter(|j| p.states.is_empty() || p.states.contains(&j.state))
+            .filter(|j| p.lease_owner.is_none() || j.lease_owner == p.lease_owner)
             .cloned()
             .collect())
     }

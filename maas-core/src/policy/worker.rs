@@ -24,7 +24,7 @@ use crate::model::JobRecord;
 use crate::names::{Pool, Site};
 use crate::plan::StepKind;
 use crate::ports::store::{
-    JobClaimParams, JobCompleteManyParams, JobCompletion, JobHeartbeatManyParams, JobReleaseParams,
+    JobClaimParams, JobCompleteManyParams, JobCompletion, JobHeartbeatManyParams, JobListParams, JobReleaseParams,
     WorkerHeartbeatParams,
 };
 use crate::time::Timestamp;
@@ -47,6 +47,10 @@ pub enum WorkerAction {
     /// Shutdown grace is over: abandon every step still running and release these jobs;
     /// answer with [`WorkerMachine::handle_handed_back`].
     HandBack(JobReleaseParams),
+    /// A claim failed in transport: the store may have leased jobs whose answer was lost.
+    /// List the jobs running under this worker's lease and start those it does not know
+    /// of; answer with [`WorkerMachine::handle_adopted`].
+    Adopt(JobListParams),
     /// Shut down: nothing is running, buffered or held any more.
     Stop,
 }
@@ -61,6 +65,7 @@ impl WorkerAction {
             WorkerAction::Extend(_) => "extend",
             WorkerAction::Flush(_) => "flush",
             WorkerAction::HandBack(_) => "hand_back",
+            WorkerAction::Adopt(_) => "adopt",
             WorkerAction::Stop => "stop",
         }
     }
@@ -94,6 +99,10 @@ pub struct WorkerMachine {
     store_failures: u32,
     /// No store call before this (backing off after a failure).
     retry_at: Option<Timestamp>,
+    /// A claim is under way (its answer not yet handled).
+    claiming: bool,
+    /// A claim failed: jobs may be leased to this worker that it does not know of.
+    claim_in_doubt: bool,
 }
 
 impl WorkerMachine {
@@ -120,6 +129,8 @@ impl WorkerMachine {
             stopped: false,
             store_failures: 0,
             retry_at: None,
+            claiming: false,
+            claim_in_doubt: false,
         }
     }
 
@@ -228,6 +239,14 @@ impl WorkerMachine {
             // Backing off: the store failed; running steps go on, their outcomes wait.
             return None;
         }
+        if self.claim_in_doubt {
+            let p = JobListParams {
+                states: vec![crate::model::JobState::Running],
+                lease_owner: Some(self.id.clone()),
+                ..Default::default()
+            };
+            return Some(WorkerAction::Adopt(p));
+        }
         let due = |t: Option<Timestamp>| t.is_some_and(|t| t <= now);
         if due(self.registry_due()) {
             let p =
@@ -257,6 +276,7 @@ impl WorkerMachine {
             return Some(WorkerAction::Flush(p));
         }
         if due(self.claim_due()) {
+            self.claiming = true;
             let p = JobClaimParams {
                 site: self.site.clone(),
                 kinds: self.kinds.clone(),
@@ -300,6 +320,8 @@ impl WorkerMachine {
     /// `store_retry_max`. Steps already running go on; their outcomes wait in the buffer.
     pub fn handle_store_error(&mut self, now: Timestamp) {
         self.store_failures = self.store_failures.saturating_add(1);
+        // A claim's answer may be lost after the store leased the jobs: find them next.
+        self.claim_in_doubt |= std::mem::take(&mut self.claiming);
         let doublings = (self.store_failures - 1).min(16);
         let wait = self.cfg.store_retry_min.saturating_mul(1 << doublings).min(self.cfg.store_retry_max);
         self.retry_at = Some(now.plus(wait));
@@ -333,6 +355,7 @@ impl WorkerMachine {
     /// [`Self::handle_claimed`] with the leased jobs' ids and attempts only.
     pub fn handle_claimed_ids(&mut self, limit: usize, jobs: impl IntoIterator<Item = (JobId, u32)>, now: Timestamp) {
         self.store_answered();
+        self.claiming = false;
         let mut n = 0;
         for (id, attempt) in jobs {
             self.running.insert(id, attempt);
@@ -342,6 +365,25 @@ impl WorkerMachine {
         if self.last_heartbeat.is_none() {
             self.last_heartbeat = Some(now);
         }
+    }
+
+    /// The jobs running under this worker's lease were listed after a failed claim: those
+    /// it did not know of are returned (the driver starts running them) and held from now.
+    pub fn handle_adopted(&mut self, leased: impl IntoIterator<Item = (JobId, u32)>, now: Timestamp) -> Vec<JobId> {
+        self.store_answered();
+        self.claim_in_doubt = false;
+        let known: BTreeSet<JobId> = self.held().into_iter().collect();
+        let mut adopted = Vec::new();
+        for (id, attempt) in leased {
+            if !known.contains(&id) {
+                self.running.insert(id, attempt);
+                adopted.push(id);
+            }
+        }
+        if !adopted.is_empty() && self.last_heartbeat.is_none() {
+            self.last_heartbeat = Some(now);
+        }
+        adopted
     }
 
     /// A running step finished with `outcome`; it is buffered for the next flush. A job
@@ -513,6 +555,34 @@ mod tests {
         m.handle_step_finished(id(3), JobOutcome::Succeeded, now);
         // Its flush would be due in 50 ms; the wait (started over at 100 ms) holds it back.
         assert_eq!(m.poll_timeout(), Some(now.plus(Duration::from_millis(100))), "the waits start over");
+    }
+
+    #[test]
+    fn after_a_failed_claim_the_jobs_leased_meanwhile_are_adopted_not_left_to_expire() {
+        let mut m = machine(8);
+        assert!(matches!(next(&mut m, t(0)), Some(WorkerAction::Claim(_))));
+        claimed(&mut m, 8, [1], t(0));
+        let Some(WorkerAction::Claim(_)) = next(&mut m, t(600)) else { panic!("a refill") };
+        // The claim's answer is lost: the store may have leased jobs 2 and 3.
+        m.handle_store_error(t(600));
+        assert_eq!(m.poll_action(t(650)), None, "backing off first");
+        let Some(WorkerAction::Adopt(p)) = m.poll_action(t(700)) else { panic!("adopt before anything else") };
+        assert_eq!(
+            (p.lease_owner.as_deref(), p.states.as_slice()),
+            (Some("w1"), &[crate::model::JobState::Running][..])
+        );
+        let adopted = m.handle_adopted([(id(1), 1), (id(2), 1), (id(3), 1)], t(700));
+        assert_eq!(adopted, [id(2), id(3)], "the ones it did not know of");
+        assert_eq!(m.running(), 3);
+        match next(&mut m, t(700)) {
+            Some(WorkerAction::Claim(p)) => claimed(&mut m, p.limit, [], t(700)),
+            other => assert!(!matches!(other, Some(WorkerAction::Adopt(_))), "once"),
+        }
+        // A failed flush leaves no doubt about claims.
+        m.handle_step_finished(id(1), JobOutcome::Succeeded, t(700));
+        let Some(WorkerAction::Flush(_)) = next(&mut m, t(800)) else { panic!("flush") };
+        m.handle_store_error(t(800));
+        assert!(matches!(m.poll_action(t(2000)), Some(WorkerAction::Flush(_))));
     }
 
     #[test]

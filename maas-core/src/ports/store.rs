@@ -172,6 +172,8 @@ pub struct JobListParams {
     pub host_run_id: Option<HostRunId>,
     /// Only these states (empty: all).
     pub states: Vec<JobState>,
+    /// Only jobs leased to this owner.
+    pub lease_owner: Option<String>,
 }
 
 /// Parameters of [`Store::job_claim`].

@@ -163,6 +163,10 @@ impl ReportStore for SqlStore {
             sql.push_str(&format!(" AND j.state IN ({})", placeholders(p.states.len())));
             v.extend(p.states.iter().map(|st| s(st.as_str())));
         }
+        if let Some(owner) = &p.lease_owner {
+            sql.push_str(" AND j.lease_owner = ?");
+            v.push(s(owner));
+        }
         sql.push_str(" ORDER BY r.batch_id, r.ordinal, j.position");
         self.all(&self.db, &sql, v).await?.iter().map(rows::job).collect()
     }

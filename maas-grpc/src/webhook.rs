@@ -190,11 +190,16 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 impl Poster {
-    /// A receiver at `url` (checked by [`check_url`] with the opt-in: the config refuses
-    /// plain http off this machine before this), its https certificate checked against the
-    /// CA certificates in `ca_file` or the system's roots, bodies signed with `secret`.
-    pub fn new(url: &str, secret: &[u8], ca_file: Option<&std::path::Path>) -> Result<Self, WebhookUrlError> {
-        let endpoint = check_url(url, true)?;
+    /// A receiver at `url` (checked by [`check_url`]: plain http off this machine only with
+    /// `allow_plain_http`), its https certificate checked against the CA certificates in
+    /// `ca_file` or the system's roots, bodies signed with `secret`.
+    pub fn new(
+        url: &str,
+        secret: &[u8],
+        ca_file: Option<&std::path::Path>,
+        allow_plain_http: bool,
+    ) -> Result<Self, WebhookUrlError> {
+        let endpoint = check_url(url, allow_plain_http)?;
         let tls = if endpoint.tls { Some(client_tls(url, ca_file)?) } else { None };
         Ok(Poster { endpoint, tls, key: hmac::Key::new(hmac::HMAC_SHA256, secret), timeout: Duration::from_secs(10) })
     }
@@ -271,16 +276,23 @@ impl Poster {
 
 impl WebhookNotifier {
     /// A notifier POSTing every event to `url` (`https://host[:port]/path`, its certificate
-    /// checked against the system's roots; or `http://`), signing with `secret`.
+    /// checked against the system's roots; or `http://` to a loopback receiver), signing
+    /// with `secret`.
     pub fn new(url: &str, secret: &[u8]) -> Result<Self, WebhookUrlError> {
-        Self::trusting(url, secret, None)
+        Self::trusting(url, secret, None, false)
     }
 
     /// [`WebhookNotifier::new`], an https receiver checked against the CA certificates in
-    /// `ca_file` (PEM) instead of the system's roots.
-    pub fn trusting(url: &str, secret: &[u8], ca_file: Option<&std::path::Path>) -> Result<Self, WebhookUrlError> {
+    /// `ca_file` (PEM) instead of the system's roots; `allow_plain_http` accepts plain http
+    /// to a receiver off this machine (the caller says so in its log).
+    pub fn trusting(
+        url: &str,
+        secret: &[u8],
+        ca_file: Option<&std::path::Path>,
+        allow_plain_http: bool,
+    ) -> Result<Self, WebhookUrlError> {
         Ok(WebhookNotifier {
-            poster: Poster::new(url, secret, ca_file)?,
+            poster: Poster::new(url, secret, ca_file, allow_plain_http)?,
             selection: Selection::All,
             facts: BatchFacts::default(),
         })
@@ -354,6 +366,9 @@ mod tests {
             assert!(check_url(url, true).is_ok(), "{url} with the opt-in");
         }
         assert!(check_url("ftp://x/", true).unwrap_err().to_string().contains("https:// or http://"));
+        // The SDK's constructors follow the same rule.
+        assert!(WebhookNotifier::new("http://hooks.internal/", b"k").unwrap_err().to_string().contains("plain http"));
+        assert!(WebhookNotifier::trusting("http://hooks.internal/", b"k", None, true).is_ok());
         // RFC 4231 test case 2.
         assert_eq!(
             signature(b"Jefe", b"what do ya want for nothing?"),

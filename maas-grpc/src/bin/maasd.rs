@@ -151,7 +151,8 @@ fn fail(message: impl std::fmt::Display) -> ! {
 fn webhook(w: &WebhookConfig, store: &Arc<SqlStore>, stragglers: bool) -> (String, WebhookNotifier) {
     let secret = std::fs::read(&w.secret_file)
         .unwrap_or_else(|e| fail(format!("webhook secret {}: {e}", w.secret_file.display())));
-    let hook = WebhookNotifier::trusting(&w.url, secret.trim_ascii(), w.ca_file.as_deref()).unwrap_or_else(|e| fail(e));
+    let hook = WebhookNotifier::trusting(&w.url, secret.trim_ascii(), w.ca_file.as_deref(), w.allow_plain_http)
+        .unwrap_or_else(|e| fail(e));
     if maas_core::notify::WebhookUrl::parse(&w.url).is_ok_and(|u| u.plain_off_loopback()) {
         tracing::warn!(url = %w.url, "webhook over plain http off this machine (allow_plain_http): events and signatures cross the network unencrypted");
     }
@@ -180,7 +181,8 @@ fn subscription_notifiers(
     let mut out: Vec<(String, Arc<dyn maas_core::ports::services::Notifier>)> = Vec::new();
     for ch in &config.channels {
         let secret = ch.secret_file.as_deref().map(read).unwrap_or_default();
-        let poster = Poster::new(&ch.url, secret.trim_ascii(), ch.ca_file.as_deref()).unwrap_or_else(|e| fail(e));
+        let poster = Poster::new(&ch.url, secret.trim_ascii(), ch.ca_file.as_deref(), ch.allow_plain_http)
+            .unwrap_or_else(|e| fail(e));
         let store: Arc<dyn Store> = store.clone();
         let notifier = ChannelNotifier::new(&ch.name, ch.format, poster, store);
         out.push((notifier.consumer().to_string(), Arc::new(notifier)));

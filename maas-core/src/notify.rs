@@ -126,6 +126,35 @@ impl fmt::Display for Subscription {
     }
 }
 
+/// Failed deliveries in a row per subscribed URL, and when to give one up: a URL a batch's
+/// submitter named is given up for the events at hand after [`Strikes::LIMIT`] failures
+/// in a row, so one dead endpoint does not hold every other subscription back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strikes {
+    failures: std::collections::HashMap<String, u32>,
+}
+
+impl Strikes {
+    /// Failures in a row after which a URL is given up.
+    pub const LIMIT: u32 = 5;
+
+    /// `url` took its events: its count starts over.
+    pub fn delivered(&mut self, url: &str) {
+        self.failures.remove(url);
+    }
+
+    /// `url` failed once more; `true` when it is to be given up now (its count starts over).
+    pub fn failed(&mut self, url: &str) -> bool {
+        let n = self.failures.entry(url.to_string()).or_default();
+        *n += 1;
+        if *n >= Self::LIMIT {
+            self.failures.remove(url);
+            return true;
+        }
+        false
+    }
+}
+
 /// The format a channel's receiver reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -220,6 +249,21 @@ mod tests {
         assert!(
             Subscription::parse(&format!("https://x/{}", "a".repeat(3000)), &channels).unwrap_err().contains("limit")
         );
+    }
+
+    #[test]
+    fn a_url_is_given_up_after_its_failures_in_a_row_and_a_delivery_starts_over() {
+        let mut s = Strikes::default();
+        for _ in 1..Strikes::LIMIT {
+            assert!(!s.failed("https://a/"));
+        }
+        s.delivered("https://a/");
+        for _ in 1..Strikes::LIMIT {
+            assert!(!s.failed("https://a/"), "the count started over");
+        }
+        assert!(!s.failed("https://b/"), "per URL");
+        assert!(s.failed("https://a/"));
+        assert!(!s.failed("https://a/"), "given up, then counted afresh");
     }
 
     #[test]

@@ -135,20 +135,25 @@ pub fn day_of(t: Timestamp) -> Timestamp {
     Timestamp::from_millis(t.as_millis().div_euclid(DAY) * DAY)
 }
 
+impl RollupKey {
+    /// The key of a sample that finished at `at`.
+    fn of(at: Timestamp, action: ActionKind, site: &Site, sku: &Sku, image: String, step: Option<StepKind>) -> Self {
+        RollupKey { day: day_of(at), action, site: site.clone(), sku: sku.clone(), image, step }
+    }
+}
+
+/// The rollup of `key` in `out`, made empty if new.
+fn slot(out: &mut BTreeMap<RollupKey, Rollup>, key: RollupKey) -> &mut Rollup {
+    out.entry(key.clone()).or_insert_with(|| Rollup::empty(key))
+}
+
 /// Folds finished host runs and succeeded steps into rollups; `image` names each batch's
 /// image (empty when none).
 pub fn fold(runs: &[HostRunSample], steps: &[StepSample], image: impl Fn(BatchId) -> String) -> Vec<Rollup> {
     let mut out: BTreeMap<RollupKey, Rollup> = BTreeMap::new();
     for r in runs {
-        let key = RollupKey {
-            day: day_of(r.finished_at),
-            action: r.action,
-            site: r.site.clone(),
-            sku: r.sku.clone(),
-            image: image(r.batch_id),
-            step: None,
-        };
-        let roll = out.entry(key.clone()).or_insert_with(|| Rollup::empty(key));
+        let key = RollupKey::of(r.finished_at, r.action, &r.site, &r.sku, image(r.batch_id), None);
+        let roll = slot(&mut out, key);
         match r.state {
             HostRunState::Succeeded => roll.succeeded += 1,
             HostRunState::Failed => roll.failed += 1,
@@ -160,15 +165,8 @@ pub fn fold(runs: &[HostRunSample], steps: &[StepSample], image: impl Fn(BatchId
         }
     }
     for s in steps {
-        let key = RollupKey {
-            day: day_of(s.finished_at),
-            action: s.action,
-            site: s.site.clone(),
-            sku: s.sku.clone(),
-            image: image(s.batch_id),
-            step: Some(s.kind),
-        };
-        let roll = out.entry(key.clone()).or_insert_with(|| Rollup::empty(key));
+        let key = RollupKey::of(s.finished_at, s.action, &s.site, &s.sku, image(s.batch_id), Some(s.kind));
+        let roll = slot(&mut out, key);
         roll.succeeded += 1;
         roll.durations.record(s.finished_at.since(s.started_at));
     }

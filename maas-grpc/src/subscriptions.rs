@@ -9,7 +9,7 @@
 //!   order), like the daemon's own webhooks.
 //! - [`UrlSubscriptions`] (consumer `subscriptions`): the URLs submitters named, each sent its
 //!   batches' events as a JSON array signed with the `[subscriptions]` secret. A URL that
-//!   keeps failing is given up for the events at hand after [`UrlSubscriptions::STRIKES`]
+//!   keeps failing is given up for the events at hand after [`maas_core::notify::Strikes::LIMIT`]
 //!   attempts (logged), so a submitter's dead endpoint cannot stall everyone's.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use maas_core::model::Event;
-use maas_core::notify::{ChannelFormat, Subscription, readable};
+use maas_core::notify::{ChannelFormat, Strikes, Subscription, readable};
 use maas_core::ports::services::{Notifier, NotifyError};
 use maas_core::ports::store::Store;
 
@@ -108,16 +108,13 @@ pub struct UrlSubscriptions {
     store: Arc<dyn Store>,
     facts: BatchFacts,
     posters: Mutex<HashMap<String, Arc<Poster>>>,
-    /// Failed attempts in a row per URL.
-    strikes: Mutex<HashMap<String, u32>>,
+    /// Failed attempts in a row per URL (maas-core decides when to give one up).
+    strikes: Mutex<Strikes>,
     /// Told each URL given up (maasd: the log).
     on_give_up: GiveUp,
 }
 
 impl UrlSubscriptions {
-    /// Attempts at one slice of events before a failing URL is given up for it.
-    pub const STRIKES: u32 = 5;
-
     /// Signing with `secret`, trusting the system's roots (`tls`); `on_give_up` hears of
     /// each URL given up.
     pub fn new(secret: &[u8], tls: Arc<rustls::ClientConfig>, store: Arc<dyn Store>, on_give_up: GiveUp) -> Self {
@@ -165,19 +162,9 @@ impl Notifier for UrlSubscriptions {
             };
             let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
             match result {
-                Ok(()) => {
-                    strikes.remove(&url);
-                }
-                Err(e) => {
-                    let n = strikes.entry(url.clone()).or_default();
-                    *n += 1;
-                    if *n >= Self::STRIKES {
-                        strikes.remove(&url);
-                        (self.on_give_up)(&url, &e);
-                    } else {
-                        failed = Some(e);
-                    }
-                }
+                Ok(()) => strikes.delivered(&url),
+                Err(e) if strikes.failed(&url) => (self.on_give_up)(&url, &e),
+                Err(e) => failed = Some(e),
             }
         }
         // Another attempt (the outbox's backoff) goes to every URL of the slice again:
@@ -195,7 +182,7 @@ mod tests {
     use maas_sim::memstore::MemStore;
     use maas_sim::testkit::store::Harness;
 
-    /// A URL that never answers is given up for the events at hand after `STRIKES`
+    /// A URL that never answers is given up for the events at hand after `Strikes::LIMIT`
     /// attempts (and said so), instead of holding every other subscription back.
     #[tokio::test]
     async fn a_dead_url_is_given_up_after_its_strikes() {
@@ -217,7 +204,7 @@ mod tests {
             store.clone(),
             Box::new(move |url, _| record.lock().unwrap().push(url.to_string())),
         );
-        for attempt in 1..UrlSubscriptions::STRIKES {
+        for attempt in 1..Strikes::LIMIT {
             assert!(subs.deliver(&events).await.is_err(), "attempt {attempt} fails and is retried");
         }
         assert!(given_up.lock().unwrap().is_empty());

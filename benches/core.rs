@@ -21,11 +21,12 @@ fn host(i: usize) -> Host {
         pool: Pool::new("web").unwrap(),
         owner_group: None,
         sku: Sku::new("gen9").unwrap(),
-        bmc: BmcEndpoint { address: "10.0.0.1".into(), port: 623, credentials_ref: "d".into() },
+        bmc: BmcEndpoint::ipmi("10.0.0.1", 623, "d"),
         state: HostState::Ready,
         mac: None,
         allocated_to: None,
         state_since: None,
+        boot_method: Default::default(),
     }
 }
 

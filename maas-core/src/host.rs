@@ -55,10 +55,253 @@ impl fmt::Display for HostState {
 pub struct BmcEndpoint {
     /// IP address or DNS name of the BMC.
     pub address: String,
-    /// UDP port (623 for IPMI).
+    /// UDP port for IPMI (623), TCP port for Redfish's HTTPS (443).
     pub port: u16,
     /// The key under which the `Secrets` seam finds the credentials.
     pub credentials_ref: String,
+    /// The protocol it speaks.
+    #[serde(default, skip_serializing_if = "BmcProtocol::is_ipmi")]
+    pub protocol: BmcProtocol,
+    /// Redfish: the `ComputerSystem` id of this host, when the BMC manages several (a
+    /// chassis manager, a multi-node enclosure). `None`: the BMC's only system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
+    /// Redfish: how the BMC's TLS certificate is checked.
+    #[serde(default, skip_serializing_if = "BmcTls::is_verify")]
+    pub tls: BmcTls,
+}
+
+impl BmcEndpoint {
+    /// An IPMI BMC (no Redfish settings).
+    pub fn ipmi(address: impl Into<String>, port: u16, credentials_ref: impl Into<String>) -> Self {
+        BmcEndpoint {
+            address: address.into(),
+            port,
+            credentials_ref: credentials_ref.into(),
+            protocol: BmcProtocol::Ipmi,
+            system_id: None,
+            tls: BmcTls::Verify,
+        }
+    }
+
+    /// A Redfish BMC, its certificate checked against the driver's default CA bundle.
+    pub fn redfish(address: impl Into<String>, port: u16, credentials_ref: impl Into<String>) -> Self {
+        BmcEndpoint { protocol: BmcProtocol::Redfish, ..BmcEndpoint::ipmi(address, port, credentials_ref) }
+    }
+
+    /// `address:port`, how errors and logs name the BMC.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+
+    /// What is wrong with the combination of settings, if anything: Redfish settings on
+    /// an IPMI BMC, or a system id that cannot be a path segment.
+    pub fn problem(&self) -> Option<String> {
+        if self.address.trim().is_empty() {
+            return Some("the BMC address is empty".into());
+        }
+        if self.port == 0 {
+            return Some("BMC port 0".into());
+        }
+        match self.protocol {
+            BmcProtocol::Ipmi if self.system_id.is_some() => {
+                Some("a Redfish system id is set on an IPMI BMC (set protocol redfish, or drop the id)".into())
+            }
+            BmcProtocol::Ipmi if !self.tls.is_verify() => Some(format!(
+                "TLS setting {:?} on an IPMI BMC: IPMI has no TLS (set protocol redfish)",
+                self.tls.spec()
+            )),
+            BmcProtocol::Redfish => match &self.system_id {
+                Some(id)
+                    if id.is_empty()
+                        || id.len() > 128
+                        || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) =>
+                {
+                    Some(format!(
+                        "Redfish system id {:?}: expected 1 to 128 letters, digits, '-', '_', '.' or ':'",
+                        id.chars().take(64).collect::<String>()
+                    ))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The protocol a BMC speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BmcProtocol {
+    /// IPMI v2.0 over LAN (RMCP+), UDP.
+    #[default]
+    Ipmi,
+    /// DMTF Redfish over HTTPS.
+    Redfish,
+}
+
+impl BmcProtocol {
+    /// Every protocol.
+    pub const ALL: [BmcProtocol; 2] = [BmcProtocol::Ipmi, BmcProtocol::Redfish];
+
+    /// `ipmi` or `redfish`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmcProtocol::Ipmi => "ipmi",
+            BmcProtocol::Redfish => "redfish",
+        }
+    }
+
+    /// Parses [`BmcProtocol::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// The port a BMC of this protocol listens on unless told otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            BmcProtocol::Ipmi => 623,
+            BmcProtocol::Redfish => 443,
+        }
+    }
+
+    fn is_ipmi(&self) -> bool {
+        *self == BmcProtocol::Ipmi
+    }
+}
+
+impl fmt::Display for BmcProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a Redfish BMC's TLS certificate is checked. Written in the inventory as a short
+/// spec: empty (verify), `ca:NAME`, `sha256:HEX` or `insecure`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(into = "String", try_from = "String")]
+pub enum BmcTls {
+    /// Chains to the driver's default CA bundle (a site's BMC CA, or the system's roots)
+    /// and names the BMC's address.
+    #[default]
+    Verify,
+    /// Chains to the CA bundle the driver's configuration names `NAME` (per site, per
+    /// vendor, per BMC) and names the BMC's address.
+    Bundle(String),
+    /// The leaf certificate's SHA-256 fingerprint is this one (a self-signed BMC
+    /// certificate, pinned; the name is not checked).
+    Pinned([u8; 32]),
+    /// Not checked at all: an explicit per-host opt-in, logged on every connection.
+    Insecure,
+}
+
+/// Why a TLS spec was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("BMC TLS setting {spec:?}: {reason}")]
+pub struct BmcTlsError {
+    /// The spec as given (cut to 80 characters).
+    pub spec: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl BmcTls {
+    /// Parses a spec: `""`/`verify`, `ca:NAME`, `sha256:HEX` (64 hexadecimal digits,
+    /// colons allowed between pairs) or `insecure`.
+    pub fn parse(spec: &str) -> Result<Self, BmcTlsError> {
+        let err = |reason| BmcTlsError { spec: spec.chars().take(80).collect(), reason };
+        let spec = spec.trim();
+        if spec.is_empty() || spec == "verify" {
+            return Ok(BmcTls::Verify);
+        }
+        if spec == "insecure" {
+            return Ok(BmcTls::Insecure);
+        }
+        if let Some(name) = spec.strip_prefix("ca:") {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(err("a CA bundle name is letters, digits, '-', '_' or '.'"));
+            }
+            return Ok(BmcTls::Bundle(name.to_string()));
+        }
+        if let Some(hex) = spec.strip_prefix("sha256:") {
+            let digits: String = hex.chars().filter(|c| *c != ':').collect();
+            if digits.len() != 64 {
+                return Err(err("a SHA-256 fingerprint is 64 hexadecimal digits"));
+            }
+            let mut pin = [0u8; 32];
+            for (i, b) in pin.iter_mut().enumerate() {
+                let pair = digits.get(2 * i..2 * i + 2).ok_or_else(|| err("not ASCII"))?;
+                *b = u8::from_str_radix(pair, 16).map_err(|_| err("not a hexadecimal digit"))?;
+            }
+            return Ok(BmcTls::Pinned(pin));
+        }
+        Err(err("expected verify, ca:NAME, sha256:FINGERPRINT or insecure"))
+    }
+
+    /// The spec [`BmcTls::parse`] reads back (empty for [`BmcTls::Verify`]).
+    pub fn spec(&self) -> String {
+        match self {
+            BmcTls::Verify => String::new(),
+            BmcTls::Bundle(name) => format!("ca:{name}"),
+            BmcTls::Pinned(pin) => format!("sha256:{}", pin.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            BmcTls::Insecure => "insecure".into(),
+        }
+    }
+
+    /// Whether this is the default, [`BmcTls::Verify`].
+    pub fn is_verify(&self) -> bool {
+        *self == BmcTls::Verify
+    }
+}
+
+impl From<BmcTls> for String {
+    fn from(t: BmcTls) -> String {
+        t.spec()
+    }
+}
+
+impl TryFrom<String> for BmcTls {
+    type Error = BmcTlsError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        BmcTls::parse(&s)
+    }
+}
+
+/// How a host boots an installer or wipe image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BootMethod {
+    /// From the network (PXE/iPXE, served by maas-boot).
+    #[default]
+    Network,
+    /// From an ISO the BMC mounts as a virtual CD (Redfish `VirtualMedia`), for sites
+    /// without a network-boot path.
+    VirtualMedia,
+}
+
+impl BootMethod {
+    /// `network` or `virtual_media`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMethod::Network => "network",
+            BootMethod::VirtualMedia => "virtual_media",
+        }
+    }
+
+    /// Parses [`BootMethod::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        [BootMethod::Network, BootMethod::VirtualMedia].into_iter().find(|m| m.as_str() == s)
+    }
+
+    fn is_network(&self) -> bool {
+        *self == BootMethod::Network
+    }
+}
+
+impl fmt::Display for BootMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A server in the inventory.
@@ -92,6 +335,9 @@ pub struct Host {
     /// (or the import that set it), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_since: Option<Timestamp>,
+    /// How it boots installer and wipe images.
+    #[serde(default, skip_serializing_if = "BootMethod::is_network")]
+    pub boot_method: BootMethod,
 }
 
 /// A change of one host's lifecycle state, as [`crate::ports::inventory::Inventory::host_set_state`]
@@ -122,6 +368,22 @@ impl StateChange {
 }
 
 impl Host {
+    /// What is wrong with the record, naming the host: a bad BMC combination
+    /// ([`BmcEndpoint::problem`]), or virtual media on a BMC that is not Redfish. Imports
+    /// refuse such records before anything is written.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(p) = self.bmc.problem() {
+            return Some(format!("{}: {p}", self.hostname));
+        }
+        if self.boot_method == BootMethod::VirtualMedia && self.bmc.protocol != BmcProtocol::Redfish {
+            return Some(format!(
+                "{}: boot method virtual_media needs a Redfish BMC (its BMC speaks {})",
+                self.hostname, self.bmc.protocol
+            ));
+        }
+        None
+    }
+
     /// Why a worker must not run a step of `kind` on this host now, if it must not: the
     /// host was decommissioned, or became in use (allocated), after its batch was accepted.
     /// A batch forced with a reason (`forced`) may touch allocated hosts. Steps that do
@@ -258,11 +520,12 @@ mod tests {
             pool: Pool::new("default").unwrap(),
             owner_group: None,
             sku: Sku::new("sku").unwrap(),
-            bmc: BmcEndpoint { address: "10.0.0.1".into(), port: 623, credentials_ref: "c".into() },
+            bmc: BmcEndpoint::ipmi("10.0.0.1", 623, "c"),
             state: HostState::Ready,
             mac: mac.map(|m| MacAddr::parse(m).unwrap()),
             allocated_to: None,
             state_since: None,
+            boot_method: BootMethod::Network,
         }
     }
 
@@ -327,5 +590,50 @@ mod tests {
         let d_moved = host("d", Some("52:54:00:00:00:03"));
         assert!(duplicate_macs([&c, &d_moved], [&d]).is_empty());
         assert!(duplicate_macs([&host("e", None), &host("f", None)], []).is_empty());
+    }
+
+    #[test]
+    fn tls_specs_round_trip_and_bad_ones_say_why() {
+        let pin = "sha256:".to_string() + &"ab".repeat(32);
+        for spec in ["", "ca:dc1-bmc", &pin, "insecure"] {
+            let tls = BmcTls::parse(spec).unwrap();
+            assert_eq!(tls.spec(), spec);
+            let json = serde_json::to_string(&tls).unwrap();
+            assert_eq!(serde_json::from_str::<BmcTls>(&json).unwrap(), tls);
+        }
+        let colons = (0..32).map(|_| "AB").collect::<Vec<_>>().join(":");
+        assert_eq!(BmcTls::parse(&format!("sha256:{colons}")).unwrap().spec(), pin);
+        for (bad, why) in [
+            ("sha256:abc", "64 hexadecimal"),
+            ("ca:", "CA bundle name"),
+            ("ca:../etc", "CA bundle name"),
+            ("trust-me", "expected verify"),
+        ] {
+            let e = BmcTls::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_bmc_combinations_are_named() {
+        let mut h = host("r1", None);
+        assert_eq!(h.problem(), None);
+        h.bmc.system_id = Some("1".into());
+        assert!(h.problem().unwrap().starts_with("r1: a Redfish system id is set on an IPMI BMC"), "{:?}", h.problem());
+        h.bmc.system_id = None;
+        h.bmc.tls = BmcTls::Insecure;
+        assert!(h.problem().unwrap().contains("IPMI has no TLS"));
+        h.bmc.tls = BmcTls::Verify;
+        h.boot_method = BootMethod::VirtualMedia;
+        assert!(h.problem().unwrap().contains("virtual_media needs a Redfish BMC"));
+        h.bmc.protocol = BmcProtocol::Redfish;
+        assert_eq!(h.problem(), None);
+        h.bmc.system_id = Some("../../Managers".into());
+        assert!(h.problem().unwrap().contains("Redfish system id"));
+        h.bmc.system_id = Some("System.Embedded.1".into());
+        assert_eq!(h.problem(), None);
+        // Older records (no protocol in their JSON) are IPMI.
+        let old = r#"{"address":"10.0.0.1","port":623,"credentials_ref":"c"}"#;
+        assert_eq!(serde_json::from_str::<BmcEndpoint>(old).unwrap(), BmcEndpoint::ipmi("10.0.0.1", 623, "c"));
     }
 }

@@ -46,7 +46,7 @@ pub use action::{Action, ActionKind, WipeMethod};
 pub use authz::{AllowAll, Authorizer, Denied, GroupPolicy, Permission, Principal};
 pub use batch::{BatchRequest, BatchSpec, ForceInUse, Limits, RolloutPolicy};
 pub use config::{EngineConfig, PoolConfig, WorkerConfig};
-pub use host::{BmcEndpoint, Host, HostState, MacAddr};
+pub use host::{BmcEndpoint, BmcProtocol, BmcTls, BootMethod, Host, HostState, MacAddr};
 pub use id::{BatchId, HostRunId, IdGenerator, JobId};
 pub use machine::{JobOutcome, Rules};
 pub use model::{BatchRecord, BatchState, Event, EventKind, HostRunRecord, HostRunState, JobRecord, JobState};

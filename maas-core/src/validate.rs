@@ -131,6 +131,15 @@ pub enum Problem {
         /// Why.
         message: String,
     },
+    /// An inventory record whose settings do not go together (Redfish settings on an IPMI
+    /// BMC, virtual media without Redfish): [`Host::problem`].
+    #[error("{message}")]
+    BadHostRecord {
+        /// The host.
+        host: Hostname,
+        /// What is wrong, naming the host.
+        message: String,
+    },
     /// An option or action parameter is out of range.
     #[error("{field}: {message}")]
     BadParameter {
@@ -522,11 +531,12 @@ mod tests {
             pool: Pool::new(pool).unwrap(),
             owner_group: None,
             sku: Sku::new("gen9").unwrap(),
-            bmc: BmcEndpoint { address: "127.0.0.1".into(), port: 623, credentials_ref: "default".into() },
+            bmc: BmcEndpoint::ipmi("127.0.0.1", 623, "default"),
             state,
             mac: None,
             allocated_to: None,
             state_since: None,
+            boot_method: Default::default(),
         }
     }
 

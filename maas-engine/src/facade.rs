@@ -964,6 +964,13 @@ impl Engine {
             format!("import {} host(s) in {}", hosts.len(), sites.into_iter().collect::<Vec<_>>().join(", "));
         self.refusals_audited(|| entry.clone(), async {
             self.inner.authorizer.check(principal, &Permission::Admin)?;
+            let problems: Vec<Problem> = hosts
+                .iter()
+                .filter_map(|h| h.problem().map(|message| Problem::BadHostRecord { host: h.hostname.clone(), message }))
+                .collect();
+            if !problems.is_empty() {
+                return Err(EngineError::Rejected(ValidationReport { problems }));
+            }
             let written = self.inner.inventory.host_upsert_many(hosts).await?;
             self.audit_accepted(entry.clone()).await?;
             Ok(written)

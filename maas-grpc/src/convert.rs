@@ -4,7 +4,7 @@
 
 use maas_core::action::{Action, WipeMethod};
 use maas_core::batch::{BatchRequest, ForceInUse};
-use maas_core::host::{BmcEndpoint, Host, HostState, MacAddr};
+use maas_core::host::{BmcEndpoint, BmcProtocol, BmcTls, BootMethod, Host, HostState, MacAddr};
 use maas_core::id::BatchId;
 use maas_core::model::{AuditOp, AuditRecord, BatchRecord, Event};
 use maas_core::names::{Group, Hostname, OsRelease, Pool, Rack, Site, Sku};
@@ -209,7 +209,13 @@ pub(crate) fn host_state(field: &str, s: &str) -> Result<HostState, Status> {
 pub fn host_from(i: usize, h: pb::Host) -> Result<Host, Status> {
     let f = |name: &str| format!("hosts[{i}].{name}");
     let optional = |v: String| (!v.is_empty()).then_some(v);
-    Ok(Host {
+    let protocol = match h.bmc_protocol.as_str() {
+        "" => BmcProtocol::Ipmi,
+        p => BmcProtocol::parse(p).ok_or_else(|| {
+            Status::invalid_argument(format!("{}: unknown BMC protocol {p:?} (ipmi, redfish)", f("bmc_protocol")))
+        })?,
+    };
+    let host = Host {
         hostname: named(&f("hostname"), &h.hostname, Hostname::new)?,
         site: named(&f("site"), &h.site, Site::new)?,
         rack: optional(h.rack).map(|r| named(&f("rack"), &r, Rack::new)).transpose()?,
@@ -222,16 +228,31 @@ pub fn host_from(i: usize, h: pb::Host) -> Result<Host, Status> {
             } else {
                 plain(&f("bmc_address"), h.bmc_address)?
             },
-            port: u16::try_from(if h.bmc_port == 0 { 623 } else { h.bmc_port }).map_err(|_| {
-                Status::invalid_argument(format!("{}: {} is not a UDP port", f("bmc_port"), h.bmc_port))
-            })?,
+            port: u16::try_from(if h.bmc_port == 0 { u32::from(protocol.default_port()) } else { h.bmc_port })
+                .map_err(|_| Status::invalid_argument(format!("{}: {} is not a port", f("bmc_port"), h.bmc_port)))?,
             credentials_ref: plain(&f("credentials_ref"), h.credentials_ref)?,
+            protocol,
+            system_id: optional(h.redfish_system_id).map(|s| plain(&f("redfish_system_id"), s)).transpose()?,
+            tls: named(&f("bmc_tls"), &h.bmc_tls, BmcTls::parse)?,
         },
         state: if h.state.is_empty() { HostState::Ready } else { host_state(&f("state"), &h.state)? },
         mac: optional(h.mac).map(|m| named(&f("mac"), &m, MacAddr::parse)).transpose()?,
         allocated_to: optional(h.allocated_to).map(|a| plain(&f("allocated_to"), a)).transpose()?,
         state_since: None,
-    })
+        boot_method: match h.boot_method.as_str() {
+            "" => BootMethod::Network,
+            m => BootMethod::parse(m).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{}: unknown boot method {m:?} (network, virtual_media)",
+                    f("boot_method")
+                ))
+            })?,
+        },
+    };
+    match host.problem() {
+        Some(problem) => Err(Status::invalid_argument(format!("hosts[{i}]: {problem}"))),
+        None => Ok(host),
+    }
 }
 
 /// A host record as the API shows it.
@@ -250,6 +271,10 @@ pub fn host_to(h: &Host) -> pb::Host {
         mac: h.mac.map(|m| m.to_string()).unwrap_or_default(),
         allocated_to: h.allocated_to.clone().unwrap_or_default(),
         state_since_ms: h.state_since.map(ms).unwrap_or_default(),
+        bmc_protocol: h.bmc.protocol.to_string(),
+        redfish_system_id: h.bmc.system_id.clone().unwrap_or_default(),
+        bmc_tls: h.bmc.tls.spec(),
+        boot_method: h.boot_method.to_string(),
     }
 }
 

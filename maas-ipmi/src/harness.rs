@@ -62,7 +62,7 @@ pub struct SimBmc {
 impl SimBmc {
     /// The endpoint, with `credentials_ref`.
     pub fn endpoint(&self, credentials_ref: &str) -> BmcEndpoint {
-        BmcEndpoint { address: self.address.clone(), port: self.port, credentials_ref: credentials_ref.into() }
+        BmcEndpoint::ipmi(self.address.clone(), self.port, credentials_ref)
     }
 
     /// The power state the chassis was last set to (`true`: on).

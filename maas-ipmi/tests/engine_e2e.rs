@@ -91,6 +91,7 @@ async fn the_engine_reboots_and_reimages_ipmi_sim_hosts() {
             mac: None,
             allocated_to: None,
             state_since: None,
+            boot_method: Default::default(),
         })
         .collect();
     store.host_upsert_many(hosts).await.unwrap();

@@ -52,7 +52,7 @@ fn silent_endpoint() -> BmcEndpoint {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
     drop(socket);
-    BmcEndpoint { address: "127.0.0.1".into(), port, credentials_ref: "good".into() }
+    BmcEndpoint::ipmi("127.0.0.1", port, "good")
 }
 
 fn ipmitool(bmc: &BmcEndpoint, args: &[&str]) -> String {
@@ -190,7 +190,7 @@ async fn lost_packets_are_retried_within_the_deadline() {
     let real = &fleet.bmcs[0];
     let target: std::net::SocketAddr = format!("{}:{}", real.address, real.port).parse().unwrap();
     let (port, dropped) = lossy_relay(target, 20);
-    let bmc = BmcEndpoint { address: "127.0.0.1".into(), port, credentials_ref: "good".into() };
+    let bmc = BmcEndpoint::ipmi("127.0.0.1", port, "good");
     let d = Arc::new(
         IpmiPowerDriver::new(
             TestSecrets::new(),

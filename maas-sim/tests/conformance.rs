@@ -17,7 +17,7 @@ async fn memstore_passes_the_store_conformance_suite() {
 }
 
 fn bmc(i: u16, creds: &str) -> BmcEndpoint {
-    BmcEndpoint { address: "127.0.1.1".into(), port: 9000 + i, credentials_ref: creds.into() }
+    BmcEndpoint::ipmi("127.0.1.1", 9000 + i, creds)
 }
 
 #[tokio::test]

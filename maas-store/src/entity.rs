@@ -43,6 +43,14 @@ pub mod hosts {
         pub allocated_to: Option<String>,
         /// `state_since` (migration m0003).
         pub state_since: Option<i64>,
+        /// `bmc_protocol` (migration m0004).
+        pub bmc_protocol: String,
+        /// `bmc_system_id` (migration m0004).
+        pub bmc_system_id: Option<String>,
+        /// `bmc_tls` (migration m0004): the spec, `NULL` to verify.
+        pub bmc_tls: Option<String>,
+        /// `boot_method` (migration m0004).
+        pub boot_method: String,
     }
 
     /// No relations are navigated through sea-orm.

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use maas_core::batch::BatchSpec;
-use maas_core::host::{BmcEndpoint, Host, MacAddr};
+use maas_core::host::{BmcEndpoint, BmcProtocol, BmcTls, BootMethod, Host, MacAddr};
 use maas_core::id::{BatchId, HostRunId, JobId};
 use maas_core::model::*;
 use maas_core::names::{Group, Hostname, Pool, Rack, Site, Sku};
@@ -524,7 +524,7 @@ pub(crate) fn ticket(m: entity::tickets::Model) -> Result<TicketRecord, StoreErr
 
 /// The columns of `maas_hosts`, in [`host_values`] order.
 pub(crate) const HOST_COLUMNS: &str = "hostname, site, rack, pool, owner_group, sku, bmc_address, bmc_port, bmc_credentials_ref, state, mac, \
-     allocated_to, state_since";
+     allocated_to, state_since, bmc_protocol, bmc_system_id, bmc_tls, boot_method";
 
 /// A host's column values.
 pub(crate) fn host_values(h: &Host) -> Vec<Value> {
@@ -542,6 +542,10 @@ pub(crate) fn host_values(h: &Host) -> Vec<Value> {
         os(h.mac.as_ref()),
         os(h.allocated_to.as_ref()),
         ot(h.state_since),
+        s(h.bmc.protocol.as_str()),
+        os(h.bmc.system_id.as_ref()),
+        os((!h.bmc.tls.is_verify()).then(|| h.bmc.tls.spec())),
+        s(h.boot_method.as_str()),
     ]
 }
 
@@ -558,11 +562,24 @@ pub(crate) fn host(row: &QueryResult) -> Result<Host, StoreError> {
             address: col(row, "bmc_address")?,
             port: u16::try_from(col::<i64>(row, "bmc_port")?).map_err(|e| corrupt("bmc_port", e))?,
             credentials_ref: col(row, "bmc_credentials_ref")?,
+            protocol: {
+                let p: String = col(row, "bmc_protocol")?;
+                BmcProtocol::parse(&p).ok_or_else(|| corrupt("bmc_protocol", &p))?
+            },
+            system_id: col(row, "bmc_system_id")?,
+            tls: col::<Option<String>>(row, "bmc_tls")?
+                .map(|t| BmcTls::parse(&t).map_err(|e| corrupt("bmc_tls", e)))
+                .transpose()?
+                .unwrap_or_default(),
         },
         state: enum_of(row, "state")?,
         mac: opt_name::<MacAddr>(row, "mac")?,
         allocated_to: col(row, "allocated_to")?,
         state_since: opt_ts(row, "state_since")?,
+        boot_method: {
+            let m: String = col(row, "boot_method")?;
+            BootMethod::parse(&m).ok_or_else(|| corrupt("boot_method", &m))?
+        },
     })
 }
 

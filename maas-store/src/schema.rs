@@ -23,7 +23,12 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002HostMac), Box::new(M0003AuditAndAllocation)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002HostMac),
+            Box::new(M0003AuditAndAllocation),
+            Box::new(M0004BmcProtocols),
+        ]
     }
 }
 
@@ -440,5 +445,60 @@ impl MigrationTrait for M0003AuditAndAllocation {
         // The trail gained refused calls and other operations that the old table cannot
         // hold; going back would lose them.
         Err(DbErr::Migration("m0003_audit_and_allocation cannot be undone without losing audit entries".into()))
+    }
+}
+
+/// Hosts say which protocol their BMC speaks (`ipmi`, the default every existing host
+/// keeps, or `redfish`), the Redfish system id when a BMC manages several, how its TLS
+/// certificate is checked, and how the host boots images (`network` or `virtual_media`).
+pub struct M0004BmcProtocols;
+
+impl MigrationName for M0004BmcProtocols {
+    fn name(&self) -> &str {
+        "m0004_bmc_protocols"
+    }
+}
+
+/// The DDL of [`M0004BmcProtocols`] for `backend`.
+pub fn bmc_protocols_ddl(backend: DbBackend) -> Vec<String> {
+    let Types { key, text, .. } = types(backend);
+    vec![
+        format!("ALTER TABLE maas_hosts ADD COLUMN bmc_protocol {key} NOT NULL DEFAULT 'ipmi'"),
+        format!("ALTER TABLE maas_hosts ADD COLUMN bmc_system_id {text} NULL"),
+        format!("ALTER TABLE maas_hosts ADD COLUMN bmc_tls {text} NULL"),
+        format!("ALTER TABLE maas_hosts ADD COLUMN boot_method {key} NOT NULL DEFAULT 'network'"),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004BmcProtocols {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in bmc_protocols_ddl(db.get_database_backend()) {
+            db.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let redfish = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM maas_hosts WHERE bmc_protocol <> 'ipmi'",
+            ))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if redfish > 0 {
+            return Err(DbErr::Migration(format!(
+                "m0004_bmc_protocols cannot be undone: {redfish} host(s) have a Redfish BMC the older schema cannot hold"
+            )));
+        }
+        for column in ["bmc_protocol", "bmc_system_id", "bmc_tls", "boot_method"] {
+            db.execute_unprepared(&format!("ALTER TABLE maas_hosts DROP COLUMN {column}")).await?;
+        }
+        Ok(())
     }
 }

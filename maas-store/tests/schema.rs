@@ -124,6 +124,9 @@ async fn an_older_schema_keeps_its_audit_entries_and_hosts(old: &sea_orm::Databa
         (host[0].state, host[0].allocated_to.as_deref(), host[0].state_since),
         (HostState::Allocated, None, None)
     );
+    // m0004: existing hosts speak IPMI and boot from the network.
+    assert_eq!(host[0].bmc, maas_core::host::BmcEndpoint::ipmi("10.0.0.1", 623, "default"));
+    assert_eq!(host[0].boot_method, maas_core::host::BootMethod::Network);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::host::BmcEndpoint;
+use crate::host::{BmcEndpoint, BmcProtocol};
 
 /// Chassis power state as the BMC reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,6 +88,8 @@ pub enum BootDevice {
     Disk,
     /// No override (BIOS order).
     Default,
+    /// The (virtual) CD/DVD drive: an ISO mounted through the BMC's virtual media.
+    Cd,
 }
 
 /// What a probe (console check) found.
@@ -146,17 +148,38 @@ pub enum PowerError {
     /// The driver cannot do this (e.g. an unsupported cipher suite).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The BMC refused an HTTP request (Redfish): a 4xx or 5xx that is not about
+    /// credentials or load.
+    #[error("BMC {bmc} refused the request (HTTP {status}): {detail}")]
+    Refused {
+        /// `address:port`.
+        bmc: String,
+        /// The HTTP status.
+        status: u16,
+        /// The Redfish error message, if it gave one.
+        detail: String,
+    },
+    /// The BMC's TLS certificate failed the check the inventory asks for (not issued by
+    /// the configured CA, not naming the BMC, not the pinned fingerprint). Not retried.
+    #[error("BMC {bmc}: TLS certificate refused: {detail}")]
+    Certificate {
+        /// `address:port`.
+        bmc: String,
+        /// What did not match.
+        detail: String,
+    },
 }
 
 impl PowerError {
     /// The error's class as a stable label: `unreachable`, `authentication`, `busy`,
-    /// `rejected`, `timeout` or `unsupported`.
+    /// `rejected`, `timeout`, `unsupported` or `certificate`.
     pub fn class(&self) -> &'static str {
         match self {
             PowerError::Unreachable { .. } => "unreachable",
             PowerError::Authentication { .. } => "authentication",
             PowerError::Busy { .. } => "busy",
-            PowerError::Rejected { .. } => "rejected",
+            PowerError::Rejected { .. } | PowerError::Refused { .. } => "rejected",
+            PowerError::Certificate { .. } => "certificate",
             PowerError::Timeout { .. } => "timeout",
             PowerError::Unsupported(_) => "unsupported",
         }
@@ -192,4 +215,85 @@ pub trait PowerDriver: Send + Sync {
     async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError>;
     /// Opens a session and reads identity and power: the console pre-check.
     async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError>;
+    /// Mounts the ISO at `image_url` in the BMC's virtual CD/DVD drive (ejecting what
+    /// was there), verified by reading the drive back. Drivers without virtual media
+    /// (IPMI) answer `Unsupported`.
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        let _ = image_url;
+        Err(PowerError::Unsupported(format!("BMC {}: virtual media needs Redfish", bmc.key())))
+    }
+    /// Ejects whatever the BMC's virtual CD/DVD drives hold, verified; ejecting an empty
+    /// drive is not an error.
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        Err(PowerError::Unsupported(format!("BMC {}: virtual media needs Redfish", bmc.key())))
+    }
+}
+
+/// One driver per BMC protocol, chosen by each host's [`BmcEndpoint::protocol`]: how one
+/// engine drives a mixed IPMI and Redfish fleet. A protocol without a driver answers
+/// `Unsupported`, naming it.
+#[derive(Clone, Default)]
+pub struct ByProtocol {
+    ipmi: Option<std::sync::Arc<dyn PowerDriver>>,
+    redfish: Option<std::sync::Arc<dyn PowerDriver>>,
+}
+
+impl fmt::Debug for ByProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByProtocol")
+            .field("ipmi", &self.ipmi.is_some())
+            .field("redfish", &self.redfish.is_some())
+            .finish()
+    }
+}
+
+impl ByProtocol {
+    /// No driver yet.
+    pub fn new() -> Self {
+        ByProtocol::default()
+    }
+
+    /// Drives `protocol`'s BMCs with `driver`.
+    pub fn with(mut self, protocol: BmcProtocol, driver: std::sync::Arc<dyn PowerDriver>) -> Self {
+        match protocol {
+            BmcProtocol::Ipmi => self.ipmi = Some(driver),
+            BmcProtocol::Redfish => self.redfish = Some(driver),
+        }
+        self
+    }
+
+    fn driver(&self, bmc: &BmcEndpoint) -> Result<&dyn PowerDriver, PowerError> {
+        let driver = match bmc.protocol {
+            BmcProtocol::Ipmi => &self.ipmi,
+            BmcProtocol::Redfish => &self.redfish,
+        };
+        driver.as_deref().ok_or_else(|| {
+            PowerError::Unsupported(format!("BMC {}: no {} driver is configured", bmc.key(), bmc.protocol))
+        })
+    }
+}
+
+#[async_trait]
+impl PowerDriver for ByProtocol {
+    async fn power_status(&self, bmc: &BmcEndpoint) -> Result<PowerState, PowerError> {
+        self.driver(bmc)?.power_status(bmc).await
+    }
+    async fn power(&self, bmc: &BmcEndpoint, op: PowerOp) -> Result<PowerReport, PowerError> {
+        self.driver(bmc)?.power(bmc, op).await
+    }
+    async fn set_boot_device(&self, bmc: &BmcEndpoint, device: BootDevice, persistent: bool) -> Result<(), PowerError> {
+        self.driver(bmc)?.set_boot_device(bmc, device, persistent).await
+    }
+    async fn boot_device(&self, bmc: &BmcEndpoint) -> Result<BootDevice, PowerError> {
+        self.driver(bmc)?.boot_device(bmc).await
+    }
+    async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
+        self.driver(bmc)?.probe(bmc).await
+    }
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        self.driver(bmc)?.insert_media(bmc, image_url).await
+    }
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        self.driver(bmc)?.eject_media(bmc).await
+    }
 }

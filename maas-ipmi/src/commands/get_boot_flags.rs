@@ -30,6 +30,7 @@ impl BootFlags {
         match self.selector {
             0x01 => BootDevice::Pxe,
             0x02 | 0x03 => BootDevice::Disk,
+            0x05 => BootDevice::Cd,
             _ => BootDevice::Default,
         }
     }

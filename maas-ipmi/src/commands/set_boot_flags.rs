@@ -14,6 +14,7 @@ pub(crate) fn device_selector(device: BootDevice) -> u8 {
         BootDevice::Default => 0x00,
         BootDevice::Pxe => 0x01,
         BootDevice::Disk => 0x02,
+        BootDevice::Cd => 0x05,
     }
 }
 

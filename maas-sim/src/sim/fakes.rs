@@ -86,11 +86,7 @@ pub fn fleet_hosts(fleet: &SimFleet, sites: usize, per_site: usize) -> Vec<Host>
     let mut hosts = Vec::with_capacity(sites * per_site);
     for s in 1..=sites {
         for i in 1..=per_site {
-            let bmc = BmcEndpoint {
-                address: format!("10.{}.{}.{}", s, i / 250, i % 250),
-                port: 623,
-                credentials_ref: "bmc-default".into(),
-            };
+            let bmc = BmcEndpoint::ipmi(format!("10.{}.{}.{}", s, i / 250, i % 250), 623, "bmc-default");
             fleet.add_bmc(&bmc, PowerState::On);
             hosts.push(Host {
                 hostname: Hostname::new(&host_name(s, i)).unwrap_or_else(|_| unreachable!("valid by construction")),
@@ -104,6 +100,7 @@ pub fn fleet_hosts(fleet: &SimFleet, sites: usize, per_site: usize) -> Vec<Host>
                 mac: Some(MacAddr::from_octets([0x52, 0x54, s as u8, (i >> 16) as u8, (i >> 8) as u8, i as u8])),
                 allocated_to: None,
                 state_since: None,
+                boot_method: Default::default(),
             });
         }
     }

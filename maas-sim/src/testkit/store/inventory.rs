@@ -41,6 +41,18 @@ pub async fn inventory_upserts_lists_and_sets_state(t: Harness) {
     assert!(matches!(t.store.host_set_state(&h("ghost"), ghost).await, Err(StoreError::NotFound { .. })));
     let got = t.store.host_get_many(&[dc1[1].clone(), h("ghost")]).await.unwrap();
     assert_eq!(got.len(), 1);
+    // A Redfish BMC's settings round-trip, and a host can go back to IPMI.
+    let mut redfish = got[0].clone();
+    redfish.bmc = maas_core::host::BmcEndpoint {
+        system_id: Some("System.Embedded.1".into()),
+        tls: maas_core::host::BmcTls::parse(&format!("sha256:{}", "0f".repeat(32))).unwrap(),
+        ..maas_core::host::BmcEndpoint::redfish("10.9.0.1", 8443, "rack-7")
+    };
+    redfish.boot_method = maas_core::host::BootMethod::VirtualMedia;
+    t.store.host_upsert_many(vec![redfish.clone()]).await.unwrap();
+    assert_eq!(t.store.host_get_many(std::slice::from_ref(&dc1[1])).await.unwrap(), vec![redfish.clone()]);
+    t.store.host_upsert_many(vec![got[0].clone()]).await.unwrap();
+    assert_eq!(t.store.host_get_many(std::slice::from_ref(&dc1[1])).await.unwrap(), got);
 }
 
 /// Hosts carry MACs; a MAC names one host (an import that would share one is refused whole,

@@ -76,11 +76,12 @@ impl Harness {
                 pool: Pool::new("web").unwrap(),
                 owner_group: None,
                 sku: Sku::new("gen9").unwrap(),
-                bmc: BmcEndpoint { address: format!("10.0.0.{i}"), port: 623, credentials_ref: "default".into() },
+                bmc: BmcEndpoint::ipmi(format!("10.0.0.{i}"), 623, "default"),
                 state: HostState::Ready,
                 mac: None,
                 allocated_to: None,
                 state_since: None,
+                boot_method: Default::default(),
             })
             .collect();
         let names = hosts.iter().map(|h| h.hostname.clone()).collect();

@@ -19,9 +19,10 @@ pub struct PowerFixture {
     pub bad_credentials: BmcEndpoint,
 }
 
-/// Polls until the BMC reports `target` (BMCs report late); panics after ~10 s.
+/// Polls until the BMC reports `target` (BMCs report late: the Redfish emulator's fake
+/// systems change up to 11 s after a reset); panics after ~30 s.
 pub async fn wait_for(driver: &dyn PowerDriver, bmc: &BmcEndpoint, target: PowerState) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if driver.power_status(bmc).await.ok() == Some(target) {
             return;
         }

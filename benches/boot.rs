@@ -39,6 +39,8 @@ fn catalog(dir: &std::path::Path) -> Catalog {
         initrd_sha256: sha.clone(),
         root: Some(path),
         root_sha256: Some(sha),
+        iso: None,
+        iso_sha256: None,
         kernel_args: "console=ttyS0".into(),
         firmware: Default::default(),
         config_template: None,

@@ -45,6 +45,14 @@ pub struct ImageConfig {
     /// Its sha256 (given to the installer, which checks what it wrote).
     #[serde(default)]
     pub root_sha256: Option<String>,
+    /// An ISO of the same installer for hosts that boot by virtual media (Redfish): a
+    /// local path (served by the boot service) or an `http(s)://` URL the BMC fetches. The
+    /// ISO's installer asks the boot service what to do by its MAC, as a network boot does.
+    #[serde(default)]
+    pub iso: Option<String>,
+    /// Its sha256.
+    #[serde(default)]
+    pub iso_sha256: Option<String>,
     /// Extra kernel arguments (`console=ttyS0`).
     #[serde(default)]
     pub kernel_args: String,
@@ -126,6 +134,8 @@ pub struct Image {
     pub initrd: Artifact,
     /// The root image.
     pub root: Option<Artifact>,
+    /// The ISO virtual-media hosts boot.
+    pub iso: Option<Artifact>,
     /// Extra kernel arguments.
     pub kernel_args: String,
     /// How machines boot it.
@@ -141,8 +151,17 @@ impl Image {
             "kernel" => Some(&self.kernel),
             "initrd" => Some(&self.initrd),
             "root" => self.root.as_ref(),
+            "iso" => self.iso.as_ref(),
             _ => None,
         }
+    }
+
+    /// Where a BMC fetches the image's ISO (virtual media), if it has one.
+    pub fn iso_url(&self, urls: &BootUrls) -> Option<String> {
+        self.iso.as_ref().map(|a| match &a.source {
+            Source::File(_) => urls.artifact(&self.name, "iso"),
+            Source::Url(u) => u.clone(),
+        })
     }
 
     /// The image as an iPXE script names it: files through the boot service, URLs as they are.
@@ -204,7 +223,13 @@ impl Catalog {
                 (Some(r), Some(sha)) => Some(artifact(&e.name, "root", r, sha)?),
                 _ => None,
             };
+            let iso = match (&e.iso, &e.iso_sha256) {
+                (Some(r), Some(sha)) => Some(artifact(&e.name, "iso", r, sha)?),
+                (Some(_), None) => return Err(invalid("iso needs iso_sha256".into())),
+                _ => None,
+            };
             let image = Image {
+                iso,
                 name: e.name.clone(),
                 kind: e.kind,
                 kernel: artifact(&e.name, "kernel", &e.kernel, &e.kernel_sha256)?,

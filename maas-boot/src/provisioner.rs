@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use maas_core::host::Host;
+use maas_core::host::{BootMethod, Host};
 use maas_core::names::Hostname;
+use maas_core::netboot::BootUrls;
 use maas_core::plan::BootImage;
 use maas_core::ports::services::{ImageSummary, PreparedBoot, ProvisionError, Provisioner};
 use maas_core::validate::Problem;
@@ -19,12 +20,20 @@ use crate::catalog::{Catalog, Image};
 #[derive(Debug, Clone)]
 pub struct BootProvisioner {
     catalog: Arc<Catalog>,
+    urls: Option<BootUrls>,
 }
 
 impl BootProvisioner {
     /// Over `catalog`.
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        BootProvisioner { catalog }
+        BootProvisioner { catalog, urls: None }
+    }
+
+    /// Serving local ISO files for virtual media through the boot service at `public_url`
+    /// (what hosts' BMCs reach).
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        self.urls = Some(BootUrls { base: public_url.trim_end_matches('/').to_string() });
+        self
     }
 }
 
@@ -64,6 +73,16 @@ impl Provisioner for BootProvisioner {
                 }
             }
         }
+        if let Ok(found) = image_for(&self.catalog, image)
+            && found.iso.is_none()
+        {
+            for h in hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia) {
+                problems.push(Problem::NotBootable {
+                    host: h.hostname.clone(),
+                    message: format!("boots by virtual media, and image {} has no iso in the catalog", found.name),
+                });
+            }
+        }
         for h in hosts.iter().filter(|h| h.mac.is_none()) {
             problems.push(Problem::NotBootable {
                 host: h.hostname.clone(),
@@ -93,5 +112,20 @@ impl Provisioner for BootProvisioner {
 
     async fn clear(&self, _host: &Hostname) -> Result<(), ProvisionError> {
         Ok(())
+    }
+
+    fn media_url(&self, host: &Host, image: &BootImage) -> Result<String, ProvisionError> {
+        let fail = |message: String| ProvisionError { message, retryable: false };
+        let found = image_for(&self.catalog, image).map_err(fail)?;
+        let local = BootUrls { base: String::new() };
+        let urls = self.urls.as_ref().unwrap_or(&local);
+        match found.iso_url(urls) {
+            Some(url) if url.starts_with("http") => Ok(url),
+            Some(_) => Err(fail(format!(
+                "{}: image {} has a local iso, and no boot service URL is known to serve it from",
+                host.hostname, found.name
+            ))),
+            None => Err(fail(format!("{}: image {} has no iso for virtual media", host.hostname, found.name))),
+        }
     }
 }

@@ -55,6 +55,8 @@ fn catalog(files: &Files) -> Vec<ImageConfig> {
         initrd_sha256: sha(&i),
         root: (kind == ImageKind::Install).then(|| r.display().to_string()),
         root_sha256: (kind == ImageKind::Install).then(|| sha(&r)),
+        iso: None,
+        iso_sha256: None,
         kernel_args: "console=ttyS0".into(),
         firmware: Default::default(),
         config_template: (kind == ImageKind::Install).then(|| t.clone()),

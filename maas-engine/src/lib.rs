@@ -24,6 +24,7 @@ mod counters;
 mod entropy;
 pub mod facade;
 pub mod leader;
+pub mod media;
 pub mod pool;
 pub mod steps;
 pub mod worker;
@@ -279,6 +280,10 @@ impl EngineBuilder {
     /// The engine.
     pub fn build(self) -> Engine {
         let ticketing = self.ticketing.unwrap_or_else(|| Arc::new(StoreTicketing::new(self.store.clone())));
+        let mut notifiers = self.notifiers;
+        // Virtual media leaves the drive however a host run ends (see `media`).
+        let ejector = media::MediaEjector::new(self.power.clone(), self.inventory.clone());
+        notifiers.push((media::MEDIA_EJECTOR.to_string(), Arc::new(ejector)));
         Engine {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -286,7 +291,7 @@ impl EngineBuilder {
                 authorizer: self.authorizer,
                 power: self.power,
                 provisioner: self.provisioner,
-                notifiers: self.notifiers,
+                notifiers,
                 ticketing,
                 clock: self.clock,
                 ids: self.ids,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::Engine;
-use maas_core::host::{Host, HostState, StateChange};
+use maas_core::host::{BootMethod, Host, HostState, StateChange};
 use maas_core::machine::JobOutcome;
 use maas_core::model::JobRecord;
 use maas_core::plan::StepKind;
@@ -90,7 +90,11 @@ impl Engine {
             }
             StepKind::SetBootPxe => self.set_boot_pxe(job, &host).await,
             StepKind::PowerOn => self.power_and_verify(&host, PowerOp::On, verify.deadline).await,
-            StepKind::PowerOff | StepKind::Fence => self.power_and_verify(&host, PowerOp::Off, verify.deadline).await,
+            StepKind::PowerOff | StepKind::Fence => {
+                // A wipe's image, or a cancelled install's, leaves the drive.
+                self.eject_media(&host).await?;
+                self.power_and_verify(&host, PowerOp::Off, verify.deadline).await
+            }
             StepKind::SoftOff => self.power_and_verify(&host, PowerOp::SoftOff, verify.soft_deadline).await,
             StepKind::PowerCycle => {
                 if job.attempt > 1 {
@@ -101,6 +105,8 @@ impl Engine {
             StepKind::SoftReset => self.power_and_verify(&host, PowerOp::Reset, verify.deadline).await,
             StepKind::Verify => self.await_power(&host, PowerState::On, verify.deadline).await,
             StepKind::BootDisk => {
+                // The installer's ISO leaves the drive before the disk boots.
+                self.eject_media(&host).await?;
                 // One-time, so that a later network boot the firmware falls into on its own
                 // is not steered; then a cycle (a host an installer powered off comes on).
                 inner.power.set_boot_device(bmc, BootDevice::Disk, false).await?;
@@ -110,6 +116,7 @@ impl Engine {
                 if let Some(p) = &inner.provisioner {
                     p.clear(&host.hostname).await?;
                 }
+                self.eject_media(&host).await?;
                 inner.power.set_boot_device(bmc, BootDevice::Disk, false).await?;
                 if host.state == HostState::Defunct {
                     // The reclaim workflow: a repaired host goes back to its pool.
@@ -153,14 +160,33 @@ impl Engine {
             .ok_or_else(|| StepFailure::permanent("set_boot_pxe with no waiting step after it"))?;
         let first_boot_token = waits.find(|j| j.kind == StepKind::AwaitFirstBoot).and_then(|j| j.wait_token.clone());
         provisioner.prepare(host, &PreparedBoot { image: image.clone(), token, first_boot_token }).await?;
-        inner.power.set_boot_device(&host.bmc, BootDevice::Pxe, false).await?;
+        let device = match host.boot_method {
+            BootMethod::Network => BootDevice::Pxe,
+            BootMethod::VirtualMedia => {
+                // The BMC mounts the image's ISO (what it held before is ejected first);
+                // the installer on it asks the boot service by MAC, as a network boot does.
+                let url = provisioner.media_url(host, image)?;
+                inner.power.insert_media(&host.bmc, &url).await?;
+                BootDevice::Cd
+            }
+        };
+        inner.power.set_boot_device(&host.bmc, device, false).await?;
         match inner.power.boot_device(&host.bmc).await? {
-            BootDevice::Pxe => Ok(()),
+            d if d == device => Ok(()),
             other => Err(StepFailure {
-                error: format!("BMC accepted the PXE boot override but reports next boot {other:?}"),
+                error: format!("BMC accepted the {device:?} boot override but reports next boot {other:?}"),
                 retryable: true,
             }),
         }
+    }
+
+    /// Ejects the virtual media of a host that boots by it (the installer's or wipe
+    /// image's ISO); nothing for network-booted hosts.
+    async fn eject_media(&self, host: &Host) -> Result<(), StepFailure> {
+        if host.boot_method == BootMethod::VirtualMedia {
+            self.inner.power.eject_media(&host.bmc).await?;
+        }
+        Ok(())
     }
 
     /// A retried cycle right after `set_boot_pxe` sets the one-time PXE flag again: when a
@@ -174,7 +200,11 @@ impl Engine {
             .await?;
         let after_pxe = chain.iter().any(|j| j.kind == StepKind::SetBootPxe && j.position + 1 == job.position);
         if after_pxe {
-            self.inner.power.set_boot_device(&host.bmc, BootDevice::Pxe, false).await?;
+            let device = match host.boot_method {
+                BootMethod::Network => BootDevice::Pxe,
+                BootMethod::VirtualMedia => BootDevice::Cd,
+            };
+            self.inner.power.set_boot_device(&host.bmc, device, false).await?;
         }
         Ok(())
     }

@@ -200,6 +200,19 @@ impl RedfishPowerDriver {
         }
     }
 
+    /// The image URL the BMC's virtual CD/DVD holds, if any (what an operator, or a test,
+    /// checks after an install).
+    pub async fn media_inserted(&self, bmc: &BmcEndpoint) -> Result<Option<String>, PowerError> {
+        self.with_bmc(bmc, async |s| {
+            let devices = s.cd_devices().await?;
+            Ok(devices
+                .iter()
+                .find(|(_, d)| d["Inserted"].as_bool() == Some(true))
+                .map(|(_, d)| d["Image"].as_str().unwrap_or_default().to_string()))
+        })
+        .await
+    }
+
     fn all_slots(&self) -> Vec<Arc<tokio::sync::Mutex<Slot>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }

@@ -75,6 +75,15 @@ pub trait Provisioner: Send + Sync {
     async fn prepare(&self, host: &Host, boot: &PreparedBoot) -> Result<(), ProvisionError>;
     /// Stop serving anything special to `host`.
     async fn clear(&self, host: &Hostname) -> Result<(), ProvisionError>;
+    /// Where `host`'s BMC fetches the ISO of `image` to boot it by virtual media
+    /// ([`crate::host::BootMethod::VirtualMedia`]); the default has none.
+    fn media_url(&self, host: &Host, image: &BootImage) -> Result<String, ProvisionError> {
+        let _ = image;
+        Err(ProvisionError {
+            message: format!("{}: this provisioner serves no ISO for virtual media", host.hostname),
+            retryable: false,
+        })
+    }
 }
 
 /// The cause a seam's failure carries along (a driver's or a library's error).

@@ -273,7 +273,11 @@ async fn main() {
         Arc::new(catalog)
     });
     let (provisioner, sim_installer) = match &catalog {
-        Some(c) => (Some(Arc::new(maas_boot::BootProvisioner::new(c.clone())) as Arc<dyn Provisioner>), None),
+        Some(c) => {
+            let public_url = config.boot.as_ref().map(|b| b.public_url.as_str()).unwrap_or_default();
+            let provisioner = maas_boot::BootProvisioner::new(c.clone()).with_public_url(public_url);
+            (Some(Arc::new(provisioner) as Arc<dyn Provisioner>), None)
+        }
         None => sim_installers,
     };
     let prometheus =

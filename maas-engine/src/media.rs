@@ -1,0 +1,68 @@
+//! Virtual media leaves the drive on every exit path. The steps that end an install or a
+//! wipe (boot_disk, power_off, fence, release) eject as they run; a host run that ends
+//! otherwise — its install failed or timed out, it was cancelled before its fence, a
+//! step ran out of attempts — is seen here, as an outbox consumer: every `host_failed`
+//! and `host_cancelled` event of a host that boots by virtual media ejects its drive.
+//! The outbox delivers at least once, after crashes too, and retries a failed eject with
+//! backoff; ejecting an empty drive is a no-op, so a repeat is harmless.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use maas_core::host::BootMethod;
+use maas_core::model::{Event, EventKind};
+use maas_core::names::Hostname;
+use maas_core::ports::inventory::Inventory;
+use maas_core::ports::power::PowerDriver;
+use maas_core::ports::services::{Notifier, NotifyError};
+
+/// The outbox name of the ejector's delivery cursor.
+pub const MEDIA_EJECTOR: &str = "maas-virtual-media-eject";
+
+/// Ejects the virtual media of hosts whose run ended without the steps that eject.
+pub struct MediaEjector {
+    power: Arc<dyn PowerDriver>,
+    inventory: Arc<dyn Inventory>,
+}
+
+impl MediaEjector {
+    /// Over the engine's driver and inventory.
+    pub fn new(power: Arc<dyn PowerDriver>, inventory: Arc<dyn Inventory>) -> Self {
+        MediaEjector { power, inventory }
+    }
+}
+
+#[async_trait]
+impl Notifier for MediaEjector {
+    async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
+        let ended: BTreeSet<Hostname> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::HostFailed { host, .. } | EventKind::HostCancelled { host } => Some(host.clone()),
+                _ => None,
+            })
+            .collect();
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<Hostname> = ended.into_iter().collect();
+        let hosts =
+            self.inventory.host_get_many(&names).await.map_err(|e| NotifyError::Prepare { cause: Box::new(e) })?;
+        for host in hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia) {
+            match self.power.eject_media(&host.bmc).await {
+                Ok(()) => tracing::info!(host = %host.hostname, "virtual media ejected after the host run ended"),
+                // Tried again with the whole slice, after the outbox's backoff.
+                Err(e) if e.is_retryable() => {
+                    return Err(NotifyError::Unreachable {
+                        receiver: format!("BMC of {}", host.hostname),
+                        cause: Box::new(e),
+                    });
+                }
+                // Credentials, certificate, no virtual media: retrying cannot help; said.
+                Err(e) => tracing::error!(host = %host.hostname, error = %e, "virtual media could not be ejected"),
+            }
+        }
+        Ok(())
+    }
+}

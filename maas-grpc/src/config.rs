@@ -32,6 +32,12 @@
 //! secrets_file = "/etc/maas/bmc-secrets"   # `ref user password` lines; absent: MAAS_BMC_<REF>_USER/_PASSWORD
 //! deadline_secs = 20
 //!
+//! [redfish]                       # present: hosts with bmc_protocol = "redfish" are driven over Redfish
+//! ca_file = "/etc/maas/bmc-ca.pem" # the CA BMC certificates chain to (absent: the system's roots)
+//! ca_bundles = { dc2 = "/etc/maas/dc2-bmc-ca.pem" }  # hosts pick one with bmc_tls = "ca:dc2"
+//! deadline_secs = 60
+//! boot_mode = "uefi"              # sent with boot overrides: uefi | legacy (absent: the system's)
+//!
 //! [boot]                          # the boot service hosts network-boot from (iPXE over HTTP)
 //! listen = "0.0.0.0:8080"
 //! public_url = "http://10.0.0.5:8080"
@@ -118,8 +124,10 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// The metrics endpoint.
     pub metrics: MetricsConfig,
-    /// Real BMCs (absent: the simulated fleet).
+    /// Real BMCs over IPMI (absent, with no `[redfish]` either: the simulated fleet).
     pub ipmi: Option<IpmiSection>,
+    /// Real BMCs over Redfish (hosts whose `bmc_protocol` is `redfish`).
+    pub redfish: Option<RedfishSection>,
     /// The boot service and its image catalog (absent: no network boots — reimage, wipe
     /// and decommission are refused — unless the fleet is simulated).
     pub boot: Option<BootSection>,
@@ -373,6 +381,7 @@ impl Default for Config {
             workers: WorkersConfig::default(),
             metrics: MetricsConfig::default(),
             ipmi: None,
+            redfish: None,
             boot: None,
             webhooks: Vec::new(),
             channels: Vec::new(),
@@ -438,6 +447,95 @@ impl IpmiSection {
             min_interval: Duration::from_millis(self.min_interval_ms),
             ..maas_ipmi::IpmiConfig::default()
         }
+    }
+}
+
+/// `[redfish]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedfishSection {
+    /// A file of `ref user password` lines; absent: `[ipmi]`'s, else `MAAS_BMC_<REF>_USER` /
+    /// `_PASSWORD`.
+    pub secrets_file: Option<PathBuf>,
+    /// The CA bundle (PEM) BMC certificates chain to by default; absent: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Named CA bundles hosts select with `bmc_tls = "ca:NAME"` (per site, per vendor).
+    pub ca_bundles: std::collections::BTreeMap<String, PathBuf>,
+    /// One call's deadline: retries, task monitors, a cycle's off-then-on.
+    pub deadline_secs: u64,
+    /// One HTTP exchange's timeout.
+    pub request_timeout_secs: u64,
+    /// Attempts after the first for retryable failures.
+    pub retries: u32,
+    /// BMC calls in flight at once.
+    pub max_concurrent: usize,
+    /// The least time between two requests to one BMC.
+    pub min_interval_ms: u64,
+    /// Log in with sessions where offered (else basic auth on every request).
+    pub sessions: bool,
+    /// `uefi` or `legacy`, sent with boot overrides; absent: the system's mode.
+    pub boot_mode: Option<String>,
+    /// Probe every host's BMC at submit (the console check).
+    pub console_check: bool,
+}
+
+impl Default for RedfishSection {
+    fn default() -> Self {
+        let d = maas_redfish::RedfishConfig::default();
+        RedfishSection {
+            secrets_file: None,
+            ca_file: None,
+            ca_bundles: Default::default(),
+            deadline_secs: d.deadline.as_secs(),
+            request_timeout_secs: d.request_timeout.as_secs(),
+            retries: d.retries,
+            max_concurrent: d.max_concurrent,
+            min_interval_ms: d.min_interval.as_millis() as u64,
+            sessions: d.sessions,
+            boot_mode: None,
+            console_check: false,
+        }
+    }
+}
+
+impl RedfishSection {
+    /// The driver settings, or what is wrong with them.
+    pub fn driver_config(&self) -> Result<maas_redfish::RedfishConfig, String> {
+        let boot_mode = match self.boot_mode.as_deref() {
+            None => None,
+            Some("uefi") => Some(maas_redfish::BootMode::Uefi),
+            Some("legacy") => Some(maas_redfish::BootMode::Legacy),
+            Some(other) => return Err(format!("redfish.boot_mode {other:?}: expected uefi or legacy")),
+        };
+        if self.deadline_secs == 0 || self.request_timeout_secs == 0 || self.max_concurrent == 0 {
+            return Err("redfish: deadline_secs, request_timeout_secs and max_concurrent must be at least 1".into());
+        }
+        Ok(maas_redfish::RedfishConfig {
+            deadline: Duration::from_secs(self.deadline_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            retries: self.retries,
+            max_concurrent: self.max_concurrent,
+            min_interval: Duration::from_millis(self.min_interval_ms),
+            sessions: self.sessions,
+            boot_mode,
+            trust: maas_redfish::TrustConfig {
+                ca_file: self.ca_file.clone(),
+                bundles: self.ca_bundles.clone().into_iter().collect(),
+            },
+            ..maas_redfish::RedfishConfig::default()
+        })
+    }
+}
+
+impl Config {
+    /// Whether the fleet is real BMCs (`[ipmi]` or `[redfish]`), not the simulated one.
+    pub fn real_fleet(&self) -> bool {
+        self.ipmi.is_some() || self.redfish.is_some()
+    }
+
+    /// Whether submits probe each host's BMC (the console check), per the drivers' sections.
+    pub fn console_check(&self) -> bool {
+        self.ipmi.as_ref().is_some_and(|i| i.console_check) || self.redfish.as_ref().is_some_and(|r| r.console_check)
     }
 }
 
@@ -516,8 +614,24 @@ impl Config {
                 self.listen
             ));
         }
-        if self.ipmi.is_some() && self.sim_hosts > 0 {
-            problems.push("sim_hosts needs the simulated fleet; remove [ipmi] or set sim_hosts = 0".into());
+        if self.real_fleet() && self.sim_hosts > 0 {
+            problems
+                .push("sim_hosts needs the simulated fleet; remove [ipmi] and [redfish] or set sim_hosts = 0".into());
+        }
+        if let Some(r) = &self.redfish {
+            if let Err(e) = r.driver_config() {
+                problems.push(e);
+            }
+            for (name, path) in r
+                .ca_file
+                .iter()
+                .map(|p| ("ca_file".to_string(), p))
+                .chain(r.ca_bundles.iter().map(|(n, p)| (format!("ca_bundles.{n}"), p)))
+            {
+                if !path.is_file() {
+                    problems.push(format!("redfish.{name}: {} is not a readable file", path.display()));
+                }
+            }
         }
         if let Some(boot) = &self.boot {
             if !(boot.public_url.starts_with("http://") || boot.public_url.starts_with("https://")) {
@@ -604,6 +718,34 @@ mod tests {
         assert_eq!((&c.limits, &c.workers, &c.log), (&defaults.limits, &defaults.workers, &defaults.log));
         assert_eq!(c.ipmi.as_ref().map(|i| i.driver_config().deadline), Some(Duration::from_secs(20)));
         assert_eq!(c.webhooks.len(), 3);
+    }
+
+    #[test]
+    fn the_redfish_section_maps_to_the_driver_and_bad_values_are_named() {
+        let dir = std::env::temp_dir().join(format!("maas-config-redfish-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not checked here").unwrap();
+        let c = Config::from_toml(&format!(
+            "[redfish]\nca_file = {ca:?}\nca_bundles = {{ dc2 = {ca:?} }}\ndeadline_secs = 30\nboot_mode = \"uefi\"\n\
+             console_check = true\n"
+        ))
+        .unwrap();
+        c.check().unwrap();
+        assert!(c.real_fleet() && c.console_check());
+        let d = c.redfish.as_ref().unwrap().driver_config().unwrap();
+        assert_eq!((d.deadline, d.boot_mode), (Duration::from_secs(30), Some(maas_redfish::BootMode::Uefi)));
+        assert_eq!(d.trust.bundles.get("dc2"), Some(&ca));
+        let bad =
+            Config::from_toml("sim_hosts = 3\n[redfish]\nca_file = \"/nonexistent/ca.pem\"\nboot_mode = \"efi\"\n")
+                .unwrap();
+        let err = bad.check().unwrap_err().to_string();
+        for expected in
+            ["redfish.ca_file: /nonexistent/ca.pem is not a readable file", "boot_mode \"efi\"", "sim_hosts"]
+        {
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -714,6 +714,65 @@ async fn with_ipmi_configured_maasd_drives_real_bmcs() {
     println!("maasd powered on 2 ipmi_sim BMCs over IPMI: {:?}", bmcs.bmcs[0].calls());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redfish_and_ipmi_configured_maasd_drives_a_mixed_fleet() {
+    let bmcs = maas_ipmi::harness::SimFleet::start_local(1).expect("ipmi_sim (./scripts/test installs openipmi)");
+    let dir = std::env::temp_dir().join(format!("maasd-test-redfish-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = maas_redfish::harness::BmcPki::new(&dir.join("bmc-pki")).unwrap();
+    let sushy = maas_redfish::harness::Sushy::start(&pki, 1, true).unwrap_or_else(|e| panic!("{e}"));
+    write_dev_certs(&dir.join("certs"), &["alice", "olga"]).unwrap();
+    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    let (user, password) = (maas_ipmi::harness::USER, maas_ipmi::harness::PASSWORD);
+    let (rf_user, rf_password) = (maas_redfish::harness::USER, maas_redfish::harness::PASSWORD);
+    std::fs::write(dir.join("bmc-secrets"), format!("lab {user} {password}\nrf {rf_user} {rf_password}\n")).unwrap();
+    let toml = format!(
+        "[ipmi]\nsecrets_file = \"{secrets}\"\ndeadline_secs = 10\n\n[redfish]\nca_file = \"{ca}\"\n\
+         deadline_secs = 40\nconsole_check = true\n",
+        secrets = dir.join("bmc-secrets").display(),
+        ca = pki.ca_file.display()
+    );
+    std::fs::write(dir.join("maasd.toml"), toml).unwrap();
+    let d = spawn(&dir, "redfish", &["--config".into(), dir.join("maasd.toml").display().to_string()]);
+    // The CSV import carries the protocol columns; a bad combination is refused whole,
+    // naming the host, and nothing is written.
+    let csv = dir.join("hosts.csv");
+    let header = "hostname,site,pool,sku,bmc_address,bmc_port,credentials_ref,bmc_protocol,bmc_tls,boot_method\n";
+    std::fs::write(
+        &csv,
+        format!(
+            "{header}ipmi0.dc1,dc1,web,gen10,{},{},lab,ipmi,,network\nrf0.dc1,dc1,web,gen11,127.0.0.1,{},rf,redfish,,network\n\
+             bad0.dc1,dc1,web,gen10,10.0.0.9,623,lab,ipmi,insecure,network\n",
+            bmcs.bmcs[0].address, bmcs.bmcs[0].port, sushy.port
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = maasctl(&d, "olga", &["hosts", "import", csv.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad0.dc1") && err.contains("IPMI has no TLS"), "{err}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, text.lines().take(3).collect::<Vec<_>>().join("\n")).unwrap();
+    let (code, _, err) = maasctl(&d, "olga", &["hosts", "import", csv.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = maasctl(&d, "olga", &["--json", "hosts", "list"]);
+    assert!(out.contains("\"bmc_protocol\":\"redfish\""), "{out}");
+    let mut alice = client(&d, "alice").await;
+    let power_on = pb::SubmitBatchRequest {
+        action: Some(pb::Action { kind: Some(Kind::PowerOn(pb::action::PowerOn {})) }),
+        hosts: vec!["ipmi0.dc1".into(), "rf0.dc1".into()],
+        ..Default::default()
+    };
+    let id = alice.submit_batch(power_on).await.unwrap().into_inner().batch_id;
+    let mut events =
+        alice.watch_batch(pb::WatchBatchRequest { batch_id: id.clone(), after: 0 }).await.unwrap().into_inner();
+    while tokio::time::timeout(Duration::from_secs(90), events.next()).await.expect("events").is_some() {}
+    let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+    assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded), ("completed", 2), "{b:?}");
+    assert!(bmcs.bmcs[0].recorded_power());
+    assert!(sushy.log_text().contains("Actions/ComputerSystem.Reset"), "the Redfish host was reset");
+    println!("maasd powered on a mixed fleet: 1 ipmi_sim BMC, 1 sushy-emulator system");
+}
+
 /// What the receiver saw: (seq, batch id, kind) per event delivered.
 type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(u64, String, String)>>>;
 

@@ -225,7 +225,10 @@ enum HostsCommand {
         mac: Option<String>,
     },
     /// Add or replace hosts from a JSON file (an array of host objects) or a CSV file with
-    /// a header row (hostname,site,rack,pool,owner_group,sku,bmc_address,bmc_port,credentials_ref,state,mac).
+    /// a header row (hostname,site,rack,pool,owner_group,sku,bmc_address,bmc_port,credentials_ref,state,mac,
+    /// bmc_protocol,redfish_system_id,bmc_tls,boot_method; any subset with hostname, site,
+    /// pool, sku, bmc_address, credentials_ref). A record whose settings do not go together
+    /// refuses the whole import, naming the host.
     Import {
         /// The file (`-`: stdin, JSON).
         file: PathBuf,
@@ -524,9 +527,15 @@ async fn hosts(client: &mut Client, command: &HostsCommand, json: bool) {
                         } else {
                             format!("{} ({})", h.state, h.allocated_to)
                         };
+                        let system = if h.redfish_system_id.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {}", h.redfish_system_id)
+                        };
+                        let media = if h.boot_method == "virtual_media" { " virtual-media" } else { "" };
                         println!(
-                            "{:<28} {:<8} {:<10} {:<10} {:<14} {}:{}",
-                            h.hostname, h.site, h.pool, h.sku, state, h.bmc_address, h.bmc_port
+                            "{:<28} {:<8} {:<10} {:<10} {:<14} {} {}:{}{system}{media}",
+                            h.hostname, h.site, h.pool, h.sku, state, h.bmc_protocol, h.bmc_address, h.bmc_port
                         );
                     }
                 }

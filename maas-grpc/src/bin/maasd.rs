@@ -5,7 +5,7 @@
 //! Configuration: a TOML file (`--config`, see [`maas_grpc::config`]), then `MAASD_*`
 //! environment variables, then flags. Defaults work out of the box for development:
 //! `sqlite://maasd.db`, a simulated fleet (`--sim-hosts`), and certificates from
-//! `maasctl dev-certs` in `./certs`. With an `[ipmi]` section the fleet is real BMCs.
+//! `maasctl dev-certs` in `./certs`. With an `[ipmi]` or `[redfish]` section the fleet is real BMCs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,10 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use maas_core::host::BmcProtocol;
 use maas_core::id::IdGenerator;
 use maas_core::machine::Rules;
 #[cfg(feature = "sim")]
 use maas_core::ports::inventory::Inventory;
+use maas_core::ports::power::ByProtocol;
 use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::{Provisioner, Secrets};
 use maas_core::ports::store::Store;
@@ -31,6 +33,7 @@ use maas_grpc::service::{Authentication, MaasService};
 use maas_grpc::tls::TlsFiles;
 use maas_grpc::webhook::{Selection, WebhookNotifier};
 use maas_ipmi::{EnvSecrets, FileSecrets, IpmiPowerDriver};
+use maas_redfish::RedfishPowerDriver;
 use maas_store::{OpenOptions, SqlStore};
 
 #[derive(Debug, Parser)]
@@ -248,18 +251,39 @@ async fn main() {
 
     // The fleet: real BMCs over IPMI when configured, else the simulated fleet.
     let mut sim_installers = (None, None);
-    let (power, ipmi): (Arc<dyn PowerDriver>, Option<Arc<IpmiPowerDriver>>) = match &config.ipmi {
-        Some(section) => {
-            let secrets: Arc<dyn Secrets> = match &section.secrets_file {
-                Some(f) => Arc::new(FileSecrets::new(f)),
-                None => Arc::new(EnvSecrets),
+    let (power, drivers): (Arc<dyn PowerDriver>, Option<RealDrivers>) = match config.real_fleet() {
+        true => {
+            let secrets = |file: Option<&PathBuf>| -> Arc<dyn Secrets> {
+                match file {
+                    Some(f) => Arc::new(FileSecrets::new(f)),
+                    None => Arc::new(EnvSecrets),
+                }
             };
-            let driver = Arc::new(
-                IpmiPowerDriver::new(secrets, section.driver_config()).unwrap_or_else(|e| fail(format!("ipmi: {e}"))),
-            );
-            (driver.clone(), Some(driver))
+            let ipmi_secrets = config.ipmi.as_ref().and_then(|i| i.secrets_file.as_ref());
+            let ipmi = config.ipmi.as_ref().map(|section| {
+                Arc::new(
+                    IpmiPowerDriver::new(secrets(ipmi_secrets), section.driver_config())
+                        .unwrap_or_else(|e| fail(format!("ipmi: {e}"))),
+                )
+            });
+            let redfish = config.redfish.as_ref().map(|section| {
+                let driver_config = section.driver_config().unwrap_or_else(|e| fail(e));
+                let file = section.secrets_file.as_ref().or(ipmi_secrets);
+                Arc::new(
+                    RedfishPowerDriver::new(secrets(file), driver_config)
+                        .unwrap_or_else(|e| fail(format!("redfish: {e}"))),
+                )
+            });
+            let mut router = ByProtocol::new();
+            if let Some(d) = &ipmi {
+                router = router.with(BmcProtocol::Ipmi, d.clone());
+            }
+            if let Some(d) = &redfish {
+                router = router.with(BmcProtocol::Redfish, d.clone());
+            }
+            (Arc::new(router), Some(RealDrivers { ipmi, redfish }))
         }
-        None => {
+        false => {
             let latency = std::time::Duration::from_millis(config.sim_bmc_latency_ms);
             let (fleet, provisioner, start) = simulated_fleet(&store, config.sim_hosts, latency).await;
             sim_installers = (provisioner, start);
@@ -288,7 +312,7 @@ async fn main() {
     let defaults = EngineConfig::default();
     let engine_config = EngineConfig {
         limits: config.core_limits(),
-        console_check: config.ipmi.as_ref().is_some_and(|i| i.console_check),
+        console_check: config.console_check(),
         retention: Duration::from_secs(config.history.retention_secs),
         idempotency_horizon: Duration::from_secs(config.history.idempotency_horizon_secs),
         intervals: maas_core::config::SingletonIntervals {
@@ -423,7 +447,12 @@ async fn main() {
             %listen,
             security = if config.plaintext { "plaintext, loopback only" } else { "mTLS" },
             store = %maas_store::redact(&config.db),
-            fleet = if ipmi.is_some() { "ipmi" } else { "simulated" },
+            fleet = match &drivers {
+                Some(RealDrivers { ipmi: Some(_), redfish: Some(_) }) => "ipmi+redfish",
+                Some(RealDrivers { redfish: Some(_), .. }) => "redfish",
+                Some(_) => "ipmi",
+                None => "simulated",
+            },
             role = ?config.role,
             "serving maas.v1"
         );
@@ -440,10 +469,22 @@ async fn main() {
     if let Some(s) = singletons {
         s.shutdown().await;
     }
-    if let Some(driver) = ipmi {
-        driver.close_all().await;
+    if let Some(RealDrivers { ipmi, redfish }) = drivers {
+        // BMCs allow few sessions: give them back.
+        if let Some(d) = ipmi {
+            d.close_all().await;
+        }
+        if let Some(d) = redfish {
+            d.close_all().await;
+        }
     }
     tracing::info!("stopped");
+}
+
+/// The real BMC drivers, kept to close their sessions on shutdown.
+struct RealDrivers {
+    ipmi: Option<Arc<IpmiPowerDriver>>,
+    redfish: Option<Arc<RedfishPowerDriver>>,
 }
 
 /// How to start a simulated fleet's installers once the engine exists.
@@ -468,12 +509,12 @@ async fn simulated_fleet(
     (fleet, Some(installer), Some(Box::new(move |engine| drop(start.start(engine)))))
 }
 
-/// Without the `sim` feature there is no simulated fleet: `[ipmi]` is required.
+/// Without the `sim` feature there is no simulated fleet: `[ipmi]` or `[redfish]` is required.
 #[cfg(not(feature = "sim"))]
 async fn simulated_fleet(
     _store: &Arc<SqlStore>,
     _hosts: usize,
     _latency: std::time::Duration,
 ) -> (Arc<dyn PowerDriver>, Option<Arc<dyn Provisioner>>, Option<StartInstallers>) {
-    fail("no [ipmi] section, and this maasd was built without the simulated fleet (cargo feature `sim`)")
+    fail("no [ipmi] or [redfish] section, and this maasd was built without the simulated fleet (cargo feature `sim`)")
 }

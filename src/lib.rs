@@ -11,7 +11,8 @@
 //! - The runtime (maas-engine) as [`engine`], with [`Engine`], [`EngineError`],
 //!   [`WorkerPool`], [`Singletons`] and [`SystemClock`] at the top level.
 //! - The SQL stores as [`store`] (feature `store`), the IPMI power driver as [`ipmi`]
-//!   (feature `ipmi`), the boot service (network boots, image catalog, installer
+//!   (feature `ipmi`), the Redfish power driver as [`redfish`] (feature `redfish`), the
+//!   boot service (network boots, image catalog, installer
 //!   callbacks) as [`boot`] (feature `boot`), the gRPC API (service, server, client, TLS
 //!   helpers) as [`grpc`] (feature `grpc`) — all on by default.
 //! - The simulation kit as `sim` (feature `sim`, off by default): the in-memory store,
@@ -43,6 +44,8 @@ pub use maas_boot as boot;
 pub use maas_grpc as grpc;
 #[cfg(feature = "ipmi")]
 pub use maas_ipmi as ipmi;
+#[cfg(feature = "redfish")]
+pub use maas_redfish as redfish;
 #[cfg(feature = "sim")]
 pub use maas_sim as sim;
 #[cfg(feature = "store")]

@@ -76,6 +76,17 @@ def test_permission_errors(maasd: Maasd) -> None:
     with maasd.client("olga") as olga:  # an admin may
         assert olga.import_hosts([maas.Host("db001.dc1", "dc1", "db", "gen11", "10.9.0.1")]) == 1
         assert [h.hostname for h in olga.hosts(pool="db")] == ["db001.dc1"]
+        # A Redfish BMC: its port defaults to 443; a bad combination refuses the import,
+        # naming the host.
+        redfish = maas.Host("db002.dc1", "dc1", "db", "gen11", "10.9.0.2", bmc_protocol="redfish",
+                            redfish_system_id="System.Embedded.1", bmc_tls="insecure", boot_method="virtual_media")
+        assert olga.import_hosts([redfish]) == 1
+        [got] = [h for h in olga.hosts(pool="db") if h.hostname == "db002.dc1"]
+        assert (got.bmc_protocol, got.bmc_port, got.redfish_system_id, got.bmc_tls, got.boot_method) == (
+            "redfish", 443, "System.Embedded.1", "insecure", "virtual_media")
+        with pytest.raises(maas.ValidationError, match="db003.dc1: boot method virtual_media needs a Redfish BMC"):
+            olga.import_hosts([maas.Host("db003.dc1", "dc1", "db", "gen11", "10.9.0.3", boot_method="virtual_media")])
+        assert "db003.dc1" not in [h.hostname for h in olga.hosts(pool="db")]
 
 
 def test_the_audit_trail_records_refusals_and_only_auditors_read_it(maasd: Maasd) -> None:

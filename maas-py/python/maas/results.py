@@ -447,7 +447,8 @@ class Host(_Result):
     pool: str
     sku: str
     bmc_address: str
-    bmc_port: int = 623
+    #: 0: the protocol's port (623 for IPMI, 443 for Redfish).
+    bmc_port: int = 0
     credentials_ref: str = ""
     rack: str = ""
     owner_group: str = ""
@@ -458,6 +459,14 @@ class Host(_Result):
     allocated_to: str = ""
     #: When its state last changed (None: unknown). Read only: imports ignore it.
     state_since: Optional[datetime] = None
+    #: The protocol its BMC speaks: ipmi or redfish (empty on import: ipmi).
+    bmc_protocol: str = ""
+    #: Redfish: the ComputerSystem id when the BMC manages several.
+    redfish_system_id: str = ""
+    #: Redfish: how the certificate is checked: "" (the CA), "ca:NAME", "sha256:..." or "insecure".
+    bmc_tls: str = ""
+    #: network or virtual_media (empty on import: network).
+    boot_method: str = ""
 
     @classmethod
     def _from_wire(cls, w: Dict[str, Any]) -> "Host":

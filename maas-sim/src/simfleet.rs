@@ -59,6 +59,10 @@ pub struct SimBmc {
     pub reachable: bool,
     /// Commands that changed something.
     pub commands: u64,
+    /// The ISO in its virtual CD/DVD drive (virtual media).
+    pub media: Option<String>,
+    /// How many times media was inserted.
+    pub media_inserts: u64,
 }
 
 /// How a simulated install goes.
@@ -111,6 +115,8 @@ impl SimFleet {
                 credentials_ref: bmc.credentials_ref.clone(),
                 reachable: true,
                 commands: 0,
+                media: None,
+                media_inserts: 0,
             },
         );
     }
@@ -230,6 +236,26 @@ impl PowerDriver for SimFleet {
         self.answer_after_latency().await;
         self.command(bmc, false, |b| ProbeReport { power: b.power, firmware: Some("maas-sim 1.0".into()) })
     }
+
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        self.answer_after_latency().await;
+        self.command(bmc, false, |b| {
+            if b.media.as_deref() != Some(image_url) {
+                b.media = Some(image_url.to_string());
+                b.media_inserts += 1;
+                b.commands += 1;
+            }
+        })
+    }
+
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        self.answer_after_latency().await;
+        self.command(bmc, false, |b| {
+            if b.media.take().is_some() {
+                b.commands += 1;
+            }
+        })
+    }
 }
 
 /// The simulated fleet's installers, in real time: a [`Provisioner`] that, for each install
@@ -346,5 +372,13 @@ impl maas_core::ports::services::Provisioner for SimInstaller {
         _host: &maas_core::names::Hostname,
     ) -> Result<(), maas_core::ports::services::ProvisionError> {
         Ok(())
+    }
+
+    fn media_url(
+        &self,
+        _host: &maas_core::host::Host,
+        image: &maas_core::plan::BootImage,
+    ) -> Result<String, maas_core::ports::services::ProvisionError> {
+        Ok(crate::sim::sim_iso_url(image))
     }
 }

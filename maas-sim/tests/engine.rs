@@ -891,3 +891,51 @@ async fn a_failing_notifier_is_retried_with_doubling_backoff_and_does_not_hold_b
     let pending = |c: &str| backlog.iter().find(|b| b.consumer == c).unwrap().oldest_pending_at;
     assert!(pending("notify:down").is_some() && pending("tickets").is_none(), "{backlog:?}");
 }
+
+#[tokio::test]
+async fn virtual_media_is_ejected_on_every_exit_path() {
+    let mut sim = sim().await;
+    let names: Vec<Hostname> =
+        ["sim000001.dc1", "sim000002.dc1", "sim000003.dc1"].iter().map(|n| Hostname::new(n).unwrap()).collect();
+    // Three hosts boot by virtual media (their BMCs speak Redfish).
+    let mut hosts = sim.store().host_get_many(&names).await.unwrap();
+    for h in &mut hosts {
+        h.bmc.protocol = maas_core::host::BmcProtocol::Redfish;
+        h.boot_method = maas_core::host::BootMethod::VirtualMedia;
+    }
+    sim.engine().import_hosts(&Principal::new("olga", []), hosts.clone()).await.unwrap();
+    sim.set_install("sim000002.dc1", Duration::from_secs(60), false);
+    sim.set_install("sim000003.dc1", Duration::from_secs(36_000), true);
+    let succeeds = sim.submit_as("alice", reimage("sim000001.dc1")).await.unwrap();
+    let fails = sim.submit_as("alice", reimage("sim000002.dc1")).await.unwrap();
+    let cancelled = sim.submit_as("alice", reimage("sim000003.dc1")).await.unwrap();
+    let media = |sim: &Simulation, i: usize| sim.fleet().bmc(&hosts[i].bmc).unwrap();
+    for _ in 0..200 {
+        if media(&sim, 2).media.is_some() {
+            break;
+        }
+        sim.round(ROUND).await.unwrap();
+    }
+    assert_eq!(media(&sim, 2).media.as_deref(), Some("http://boot.sim/images/ubuntu-24.04/iso"));
+    // Cancelled while its installer runs: the fence ejects before it powers off.
+    sim.engine().cancel_batch(&alice(), cancelled, "wrong image").await.unwrap();
+    sim.settle(ROUND, 2000).await.unwrap();
+    // Two more rounds: the outbox's ejector sees the failed host's end.
+    sim.round(ROUND).await.unwrap();
+    sim.round(ROUND).await.unwrap();
+    for (id, state, (succeeded, failed, cancelled_hosts)) in
+        [(succeeds, BatchState::Completed, (1, 0, 0)), (fails, BatchState::Completed, (0, 1, 0))]
+    {
+        let b = sim.engine().get_batch(id).await.unwrap().batch;
+        assert_eq!(
+            (b.state, b.counts.succeeded, b.counts.failed, b.counts.cancelled),
+            (state, succeeded, failed, cancelled_hosts)
+        );
+    }
+    assert_eq!(sim.engine().get_batch(cancelled).await.unwrap().batch.state, BatchState::Cancelled);
+    for i in 0..3 {
+        let bmc = media(&sim, i);
+        assert_eq!((bmc.media.as_deref(), bmc.media_inserts), (None, 1), "{}: {bmc:?}", names[i]);
+    }
+    assert_eq!(media(&sim, 0).boot, BootDevice::Disk, "the reimaged host boots its disk");
+}

@@ -48,6 +48,18 @@ impl Provisioner for SimProvisioner {
     async fn clear(&self, _host: &Hostname) -> Result<(), ProvisionError> {
         Ok(())
     }
+
+    fn media_url(&self, _host: &Host, image: &BootImage) -> Result<String, ProvisionError> {
+        Ok(sim_iso_url(image))
+    }
+}
+
+/// The ISO URL the simulated provisioners give virtual-media hosts.
+pub fn sim_iso_url(image: &BootImage) -> String {
+    match image {
+        BootImage::Install { os } => format!("http://boot.sim/images/{os}/iso"),
+        BootImage::Wipe { .. } => "http://boot.sim/images/wipe/iso".into(),
+    }
 }
 
 /// A notifier that records deliveries and fails on demand.

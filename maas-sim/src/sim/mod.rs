@@ -40,7 +40,7 @@ mod moves;
 use checker::Checker;
 pub use config::{SimBackend, SimConfig, SimError, SimFailure, SimReport};
 use fakes::site;
-pub use fakes::{RecordingNotifier, SimProvisioner, fleet_hosts};
+pub use fakes::{RecordingNotifier, SimProvisioner, fleet_hosts, sim_iso_url};
 
 struct SimWorker {
     worker: Worker,

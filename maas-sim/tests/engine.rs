@@ -933,9 +933,9 @@ async fn virtual_media_is_ejected_on_every_exit_path() {
         );
     }
     assert_eq!(sim.engine().get_batch(cancelled).await.unwrap().batch.state, BatchState::Cancelled);
-    for i in 0..3 {
+    for (i, name) in names.iter().enumerate() {
         let bmc = media(&sim, i);
-        assert_eq!((bmc.media.as_deref(), bmc.media_inserts), (None, 1), "{}: {bmc:?}", names[i]);
+        assert_eq!((bmc.media.as_deref(), bmc.media_inserts), (None, 1), "{name}: {bmc:?}");
     }
     assert_eq!(media(&sim, 0).boot, BootDevice::Disk, "the reimaged host boots its disk");
 }

@@ -403,6 +403,12 @@ impl PowerDriver for LostCycleAnswer {
     async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
         self.inner.probe(bmc).await
     }
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        self.inner.insert_media(bmc, image_url).await
+    }
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        self.inner.eject_media(bmc).await
+    }
 }
 
 #[tokio::test]

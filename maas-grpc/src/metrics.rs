@@ -315,6 +315,14 @@ impl PowerDriver for MeteredPower {
     async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
         metered("probe", self.inner.probe(bmc)).await
     }
+
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        metered("insert_media", self.inner.insert_media(bmc, image_url)).await
+    }
+
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        metered("eject_media", self.inner.eject_media(bmc)).await
+    }
 }
 
 /// How long `/readyz` waits for the store to answer.

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use maas_core::host::BmcEndpoint;
-use maas_core::ports::power::{BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport};
+use maas_core::ports::power::{
+    BootDevice, PowerDriver, PowerError, PowerOp, PowerReport, PowerState, ProbeReport, no_virtual_media,
+};
 use maas_core::ports::services::Secrets;
 use tokio::sync::Semaphore;
 
@@ -278,5 +280,13 @@ impl PowerDriver for IpmiPowerDriver {
             Ok(ProbeReport { power, firmware: Some(firmware) })
         })
         .await
+    }
+
+    async fn insert_media(&self, bmc: &BmcEndpoint, _image_url: &str) -> Result<(), PowerError> {
+        Err(no_virtual_media(bmc))
+    }
+
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        Err(no_virtual_media(bmc))
     }
 }

@@ -254,11 +254,14 @@ pub struct StandInConfig {
     /// The first this many PATCHes find their ETag stale (another client changed the
     /// system in between).
     pub stale_etags: usize,
+    /// The first this many reads of the system answer 503 with `Retry-After: 1` (a BMC
+    /// busy with another client).
+    pub busy_reads: usize,
 }
 
 impl Default for StandInConfig {
     fn default() -> Self {
-        StandInConfig { sessions: true, task_polls: 2, power_cycle: true, stale_etags: 0 }
+        StandInConfig { sessions: true, task_polls: 2, power_cycle: true, stale_etags: 0, busy_reads: 0 }
     }
 }
 
@@ -315,6 +318,7 @@ struct Shared {
     state: Arc<Mutex<StandInState>>,
     next: AtomicU64,
     stale: AtomicUsize,
+    busy: AtomicUsize,
 }
 
 impl StandIn {
@@ -349,6 +353,7 @@ impl StandIn {
             state: state.clone(),
             next: AtomicU64::new(1),
             stale: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
         });
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -486,6 +491,11 @@ impl Shared {
             (Method::GET, "/redfish/v1/Systems") => {
                 reply(StatusCode::OK, json!({"Members": [{"@odata.id": SYSTEM}]}), &[])
             }
+            (Method::GET, SYSTEM) if self.busy.fetch_add(1, Ordering::Relaxed) < self.config.busy_reads => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": {"message": "busy with another session"}}),
+                &[("Retry-After", "1".into())],
+            ),
             (Method::GET, SYSTEM) => {
                 let s = self.lock();
                 let mut types = vec!["On", "ForceOff", "ForceRestart", "GracefulShutdown"];

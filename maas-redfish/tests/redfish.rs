@@ -262,3 +262,39 @@ async fn virtual_media_is_inserted_verified_and_ejected() {
     assert!(log.contains("VirtualMedia.EjectMedia"), "{log}");
     files.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_answers_are_waited_out_and_calls_to_one_bmc_are_paced() {
+    let pki = pki("busy");
+    let standin = StandIn::start(&pki, StandInConfig { busy_reads: 2, ..Default::default() }).await.unwrap();
+    let bmc = standin.endpoint("good", BmcTls::Verify);
+    let interval = Duration::from_millis(50);
+    let d =
+        Arc::new(RedfishPowerDriver::new(secrets(), RedfishConfig { min_interval: interval, ..config(&pki) }).unwrap());
+    // Two 503s with Retry-After: 1, then the answer, within one call.
+    let started = Instant::now();
+    assert_eq!(d.power_status(&bmc).await.unwrap(), PowerState::Off);
+    assert!(started.elapsed() >= Duration::from_secs(2), "Retry-After was not honoured: {:?}", started.elapsed());
+    // A burst of ten shares one session, one request after another at least `interval` apart.
+    let started = Instant::now();
+    let burst: Vec<_> = (0..10)
+        .map(|_| {
+            let (d, bmc) = (d.clone(), bmc.clone());
+            tokio::spawn(async move { d.power_status(&bmc).await })
+        })
+        .collect();
+    for call in burst {
+        assert_eq!(call.await.unwrap().unwrap(), PowerState::Off);
+    }
+    assert!(started.elapsed() >= interval * 10, "a burst of 10 took {:?}", started.elapsed());
+    assert_eq!(standin.counters.logins.load(Ordering::Relaxed), 1);
+    // A BMC that stays busy past the retries is a retryable `busy` error.
+    let always = StandIn::start(&pki, StandInConfig { busy_reads: usize::MAX, ..Default::default() }).await.unwrap();
+    let quick = RedfishConfig { retries: 1, ..config(&pki) };
+    let err = RedfishPowerDriver::new(secrets(), quick)
+        .unwrap()
+        .power_status(&always.endpoint("good", BmcTls::Verify))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PowerError::Busy { .. }) && err.is_retryable(), "{err}");
+}

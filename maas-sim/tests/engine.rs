@@ -739,6 +739,12 @@ impl PowerDriver for Flaky {
         tokio::time::sleep(self.delay).await;
         self.inner.probe(bmc).await
     }
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        self.inner.insert_media(bmc, image_url).await
+    }
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        self.inner.eject_media(bmc).await
+    }
 }
 
 async fn real_engine(driver: Flaky, hosts: usize) -> (Engine, Arc<MemStore>) {

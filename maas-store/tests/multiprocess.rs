@@ -61,6 +61,12 @@ impl PowerDriver for LoggedFleet {
     async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError> {
         self.fleet.probe(bmc).await
     }
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
+        self.fleet.insert_media(bmc, image_url).await
+    }
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
+        self.fleet.eject_media(bmc).await
+    }
 }
 
 fn engine_config(lease: Duration) -> EngineConfig {

@@ -217,16 +217,16 @@ pub trait PowerDriver: Send + Sync {
     async fn probe(&self, bmc: &BmcEndpoint) -> Result<ProbeReport, PowerError>;
     /// Mounts the ISO at `image_url` in the BMC's virtual CD/DVD drive (ejecting what
     /// was there), verified by reading the drive back. Drivers without virtual media
-    /// (IPMI) answer `Unsupported`.
-    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError> {
-        let _ = image_url;
-        Err(PowerError::Unsupported(format!("BMC {}: virtual media needs Redfish", bmc.key())))
-    }
+    /// answer [`no_virtual_media`]. (No default: a wrapping driver must pass it on.)
+    async fn insert_media(&self, bmc: &BmcEndpoint, image_url: &str) -> Result<(), PowerError>;
     /// Ejects whatever the BMC's virtual CD/DVD drives hold, verified; ejecting an empty
     /// drive is not an error.
-    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError> {
-        Err(PowerError::Unsupported(format!("BMC {}: virtual media needs Redfish", bmc.key())))
-    }
+    async fn eject_media(&self, bmc: &BmcEndpoint) -> Result<(), PowerError>;
+}
+
+/// What a driver without virtual media (IPMI) answers to `insert_media` and `eject_media`.
+pub fn no_virtual_media(bmc: &BmcEndpoint) -> PowerError {
+    PowerError::Unsupported(format!("BMC {}: virtual media needs a Redfish BMC ({} has none)", bmc.key(), bmc.protocol))
 }
 
 /// One driver per BMC protocol, chosen by each host's [`BmcEndpoint::protocol`]: how one

@@ -112,8 +112,8 @@ struct Service {
     systems: String,
     /// The version the root reports.
     version: Option<String>,
-    /// This host's `ComputerSystem`.
-    system: Option<String>,
+    /// The `ComputerSystem` path of each system id asked for (`None`: the BMC's only one).
+    system_paths: HashMap<Option<String>, String>,
 }
 
 #[derive(Default)]
@@ -121,8 +121,8 @@ struct Slot {
     connection: Option<Connection>,
     auth: Option<Auth>,
     service: Option<Service>,
-    /// The system's ETag from the last read.
-    etag: Option<String>,
+    /// Each resource's ETag from its last read, by path.
+    etags: HashMap<String, String>,
     last_request: Option<Instant>,
     /// Credentials refused: when, and a digest of them.
     refused: Option<(Instant, [u8; 32])>,
@@ -395,7 +395,7 @@ impl Session<'_> {
             sessions: link(&root.body["Links"]["Sessions"]),
             systems: link(&root.body["Systems"]).unwrap_or_else(|| "/redfish/v1/Systems".into()),
             version: root.body["RedfishVersion"].as_str().map(str::to_string),
-            system: None,
+            system_paths: HashMap::new(),
         };
         self.slot.service = Some(service.clone());
         Ok(service)
@@ -511,8 +511,8 @@ impl Session<'_> {
     /// system.
     async fn system_path(&mut self) -> Result<String, PowerError> {
         let service = self.service().await?;
-        if let Some(path) = service.system {
-            return Ok(path);
+        if let Some(path) = service.system_paths.get(&self.bmc.system_id) {
+            return Ok(path.clone());
         }
         let path = match &self.bmc.system_id {
             Some(id) => format!("{}/{id}", service.systems.trim_end_matches('/')),
@@ -536,18 +536,30 @@ impl Session<'_> {
             }
         };
         if let Some(s) = self.slot.service.as_mut() {
-            s.system = Some(path.clone());
+            s.system_paths.insert(self.bmc.system_id.clone(), path.clone());
         }
         Ok(path)
     }
 
-    /// Reads the system (and keeps its ETag for the next change).
+    /// GETs `path` and keeps its ETag for the next change to it.
+    async fn read(&mut self, path: &str) -> Result<Answer, PowerError> {
+        let answer = self.request(&Call::get(path), Resend::Safe, true).await?;
+        if answer.status.is_success() {
+            match answer.etag.clone().or_else(|| answer.body["@odata.etag"].as_str().map(str::to_string)) {
+                Some(tag) => self.slot.etags.insert(path.to_string(), tag),
+                None => self.slot.etags.remove(path),
+            };
+        }
+        Ok(answer)
+    }
+
+    /// Reads this host's system.
     async fn system(&mut self) -> Result<(String, Value), PowerError> {
         let path = self.system_path().await?;
-        let answer = self.request(&Call::get(&path), Resend::Safe, true).await?;
+        let answer = self.read(&path).await?;
         if answer.status == StatusCode::NOT_FOUND {
             if let Some(s) = self.slot.service.as_mut() {
-                s.system = None;
+                s.system_paths.remove(&self.bmc.system_id);
             }
             return Err(PowerError::Refused {
                 bmc: self.key(),
@@ -558,7 +570,6 @@ impl Session<'_> {
         if !answer.status.is_success() {
             return Err(refusal(self.bmc, &answer));
         }
-        self.slot.etag = answer.etag.clone().or_else(|| answer.body["@odata.etag"].as_str().map(str::to_string));
         Ok((path, answer.body))
     }
 
@@ -605,13 +616,13 @@ impl Session<'_> {
     async fn patch(&mut self, path: &str, body: Value) -> Result<(), PowerError> {
         for fresh in [false, true] {
             let mut call = Call::with(Method::PATCH, path, body.clone());
-            if let Some(etag) = self.slot.etag.clone() {
+            if let Some(etag) = self.slot.etags.get(path).cloned() {
                 call.headers.push(("If-Match", etag));
             }
             let answer = self.request(&call, Resend::Safe, true).await?;
             match answer.status {
                 StatusCode::PRECONDITION_FAILED | StatusCode::PRECONDITION_REQUIRED if !fresh => {
-                    self.system().await?;
+                    self.read(path).await?;
                 }
                 s if s.is_success() => return self.follow(answer).await,
                 _ => return Err(refusal(self.bmc, &answer)),

@@ -84,16 +84,18 @@ fn host(name: &str, bmc: maas_core::host::BmcEndpoint, boot_method: BootMethod) 
     }
 }
 
-/// Waits for the batch to end, answering each prepared boot's callbacks with `outcome`
-/// (the first-boot callback only after a successful install).
-async fn finish(engine: &Engine, id: BatchId, installer: &Installer, outcome: JobOutcome) -> BatchState {
+/// Waits for every batch in `ids` to end, answering each prepared boot's callbacks: a
+/// failed install for the hosts in `failing`, else the install and the first boot.
+async fn finish(engine: &Engine, ids: &[BatchId], installer: &Installer, failing: &[&str]) -> Vec<BatchState> {
     let mut delivered = 0;
     for _ in 0..3000 {
         let ready: Vec<(Hostname, PreparedBoot)> = installer.prepared.lock().unwrap().clone();
-        for (_, boot) in &ready[delivered..] {
-            let tokens: Vec<&String> = match outcome {
-                JobOutcome::Succeeded => std::iter::once(&boot.token).chain(&boot.first_boot_token).collect(),
-                _ => vec![&boot.token],
+        for (host, boot) in &ready[delivered..] {
+            let (outcome, tokens): (JobOutcome, Vec<&String>) = if failing.contains(&host.as_str()) {
+                let failed = JobOutcome::Failed { error: "the installer could not partition".into(), retryable: false };
+                (failed, vec![&boot.token])
+            } else {
+                (JobOutcome::Succeeded, std::iter::once(&boot.token).chain(&boot.first_boot_token).collect())
             };
             for token in tokens {
                 // The job parks once the host was cycled (the emulator takes seconds).
@@ -106,20 +108,23 @@ async fn finish(engine: &Engine, id: BatchId, installer: &Installer, outcome: Jo
             }
         }
         delivered = ready.len();
-        let state = engine.get_batch(id).await.unwrap().batch.state;
-        if state.is_terminal() {
-            return state;
+        let mut states = Vec::new();
+        for id in ids {
+            states.push(engine.get_batch(*id).await.unwrap().batch.state);
+        }
+        if states.iter().all(|s| s.is_terminal()) {
+            return states;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("batch {id} did not finish: {:?}", engine.get_batch(id).await.unwrap().batch);
+    panic!("batches {ids:?} did not finish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_engine_drives_a_mixed_ipmi_and_redfish_fleet() {
     let fleet = SimFleet::start_local(1).unwrap_or_else(|e| panic!("{e}"));
     let pki = BmcPki::new(&std::env::temp_dir().join(format!("maas-redfish-e2e-{}", std::process::id()))).unwrap();
-    let sushy = Sushy::start(&pki, 2, true).unwrap_or_else(|e| panic!("{e}"));
+    let sushy = Sushy::start(&pki, 3, true).unwrap_or_else(|e| panic!("{e}"));
     let iso_dir = pki.dir.join("iso");
     std::fs::create_dir_all(&iso_dir).unwrap();
     std::fs::write(iso_dir.join("ubuntu-24.04.iso"), b"an installer ISO").unwrap();
@@ -129,11 +134,13 @@ async fn one_engine_drives_a_mixed_ipmi_and_redfish_fleet() {
     let store = Arc::new(MemStore::default());
     let media_host = sushy.endpoint(0, "redfish", BmcTls::Verify);
     let pxe_host = sushy.endpoint(1, "redfish", BmcTls::Verify);
+    let failing_host = sushy.endpoint(2, "redfish", BmcTls::Verify);
     store
         .host_upsert_many(vec![
             host("n0.dc1", fleet.bmcs[0].endpoint("ipmi"), BootMethod::Network),
             host("n1.dc1", media_host.clone(), BootMethod::VirtualMedia),
             host("n2.dc1", pxe_host.clone(), BootMethod::Network),
+            host("n3.dc1", failing_host.clone(), BootMethod::VirtualMedia),
         ])
         .await
         .unwrap();
@@ -197,7 +204,7 @@ async fn one_engine_drives_a_mixed_ipmi_and_redfish_fleet() {
     // One reboot batch across both protocols (the console check probes each BMC its way).
     let reboot = engine.submit(&alice, &BatchRequest::new(Action::Reboot { soft: false }, ["n[0-2].dc1"])).await;
     let id = reboot.unwrap_or_else(|e| panic!("{e}")).batch.id;
-    assert_eq!(finish(&engine, id, &installer, JobOutcome::Succeeded).await, BatchState::Completed);
+    assert_eq!(finish(&engine, &[id], &installer, &[]).await, [BatchState::Completed]);
     let batch = engine.get_batch(id).await.unwrap();
     assert_eq!(batch.batch.counts.succeeded, 3, "{batch:?}");
     assert!(fleet.bmcs[0].recorded_power(), "the IPMI host is on");
@@ -205,41 +212,45 @@ async fn one_engine_drives_a_mixed_ipmi_and_redfish_fleet() {
         assert_eq!(redfish.power_status(bmc).await.unwrap(), PowerState::On);
     }
 
-    // Reimage: n1 by virtual media, n2 by PXE.
+    // Reimage: n1 by virtual media, n2 by PXE; and at the same time n3 by virtual media,
+    // whose install fails: its host run ends without boot_disk, and the outbox's ejector
+    // takes the ISO out.
     let os = OsRelease::new("ubuntu-24.04").unwrap();
-    let reimage = BatchRequest::new(Action::Reimage { os: os.clone(), install_timeout_secs: None }, ["n[1-2].dc1"]);
-    let id = engine.submit(&alice, &reimage).await.unwrap_or_else(|e| panic!("{e}")).batch.id;
-    assert_eq!(finish(&engine, id, &installer, JobOutcome::Succeeded).await, BatchState::Completed);
-    assert_eq!(engine.get_batch(id).await.unwrap().batch.counts.succeeded, 2);
+    let reimage =
+        |hosts: &str| BatchRequest::new(Action::Reimage { os: os.clone(), install_timeout_secs: None }, [hosts]);
+    let ok = engine.submit(&alice, &reimage("n[1-2].dc1")).await.unwrap_or_else(|e| panic!("{e}")).batch.id;
+    let bad = engine.submit(&alice, &reimage("n3.dc1")).await.unwrap_or_else(|e| panic!("{e}")).batch.id;
+    finish(&engine, &[ok, bad], &installer, &["n3.dc1"]).await;
+    assert_eq!(engine.get_batch(ok).await.unwrap().batch.counts.succeeded, 2);
+    let view = engine.get_batch(bad).await.unwrap();
+    assert_eq!(view.batch.counts.failed, 1);
+    assert_eq!(view.hosts[0].step, Some(maas_core::plan::StepKind::AwaitInstall), "{:?}", view.hosts[0]);
     let log = sushy.log_text();
-    assert_eq!(log.matches("VirtualMedia.InsertMedia").count(), 1, "one host booted by virtual media");
+    let media_lines: Vec<&str> = log.lines().filter(|l| l.contains("VirtualMedia")).collect();
+    assert_eq!(
+        log.matches("VirtualMedia.InsertMedia").count(),
+        2,
+        "two hosts booted by virtual media: {media_lines:#?}"
+    );
     assert_eq!(redfish.media_inserted(&media_host).await.unwrap(), None, "ejected before the disk booted");
     assert_eq!(redfish.boot_device(&media_host).await.unwrap(), BootDevice::Disk);
     assert_eq!(redfish.boot_device(&pxe_host).await.unwrap(), BootDevice::Disk);
-
-    // An install that fails: the host run ends without boot_disk; the outbox's ejector
-    // takes the ISO out.
-    let again = BatchRequest::new(Action::Reimage { os, install_timeout_secs: None }, ["n1.dc1"]);
-    let id = engine.submit(&alice, &again).await.unwrap_or_else(|e| panic!("{e}")).batch.id;
-    let failed = JobOutcome::Failed { error: "the installer could not partition".into(), retryable: false };
-    finish(&engine, id, &installer, failed).await;
-    assert_eq!(engine.get_batch(id).await.unwrap().batch.counts.failed, 1);
+    assert!(redfish.media_inserted(&failing_host).await.unwrap().is_some(), "no step ejects after a failed install");
     let singletons = maas_engine::Singletons::new(engine.clone(), "mixed");
     let mut ejected = false;
     for _ in 0..100 {
         let _ = singletons.deliver_outbox().await;
-        if redfish.media_inserted(&media_host).await.unwrap().is_none() {
+        if redfish.media_inserted(&failing_host).await.unwrap().is_none() {
             ejected = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ejected, "the ISO stayed in the drive of a failed install");
-    assert_eq!(sushy.log_text().matches("VirtualMedia.InsertMedia").count(), 2);
 
     pool.shutdown().await;
     redfish.close_all().await;
     ipmi.close_all().await;
     files.abort();
-    println!("mixed fleet: 1 IPMI and 2 Redfish hosts rebooted, reimaged by virtual media and PXE, media ejected");
+    println!("mixed fleet: 1 IPMI and 3 Redfish hosts rebooted, reimaged by virtual media and PXE, media ejected");
 }

@@ -38,6 +38,8 @@ pub async fn status_follows_power_on_and_off(f: PowerFixture) {
     let r = d.power(b, PowerOp::On).await.unwrap();
     assert_eq!((r.before, r.sent), (PowerState::Off, Some(PowerOp::On)));
     wait_for(d, b, PowerState::On).await;
+    // Only that BMC (or system, behind a BMC that manages several) changed.
+    assert_eq!(d.power_status(&f.hosts[1]).await.unwrap(), PowerState::Off, "another host changed too");
     let r = d.power(b, PowerOp::Off).await.unwrap();
     assert_eq!((r.before, r.sent), (PowerState::On, Some(PowerOp::Off)));
     wait_for(d, b, PowerState::Off).await;

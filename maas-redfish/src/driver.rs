@@ -118,6 +118,8 @@ struct Service {
 
 #[derive(Default)]
 struct Slot {
+    /// The BMC as last addressed (to delete its session on close).
+    endpoint: Option<BmcEndpoint>,
     connection: Option<Connection>,
     auth: Option<Auth>,
     service: Option<Service>,
@@ -184,19 +186,23 @@ impl RedfishPowerDriver {
     /// Deletes every session and closes every connection (call on shutdown: BMCs allow
     /// few sessions).
     pub async fn close_all(&self) {
-        let slots: Vec<(String, Arc<tokio::sync::Mutex<Slot>>)> =
-            self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for (key, slot) in slots {
+        for slot in self.all_slots() {
             let mut slot = slot.lock_owned().await;
-            if let Some(Auth::Session { token, location: Some(location) }) = slot.auth.take()
-                && let Some(connection) = slot.connection.as_mut()
-            {
-                let bmc = endpoint_of(&key);
-                let call = Call { method: Method::DELETE, path: &location, headers: Vec::new(), body: None };
-                let _ = connection.send(&bmc, &call, Some(("X-Auth-Token", &token)), self.config.request_timeout).await;
+            let (Some(Auth::Session { token, location: Some(location) }), Some(bmc)) =
+                (slot.auth.take(), slot.endpoint.clone())
+            else {
+                slot.connection = None;
+                continue;
+            };
+            // On the open connection, or a new one (many BMCs close theirs after each answer).
+            let deadline = Instant::now() + self.config.request_timeout;
+            let mut session = Session { driver: self, bmc: &bmc, slot, deadline };
+            let call = Call { method: Method::DELETE, path: &location, headers: Vec::new(), body: None };
+            if let Err(e) = session.exchange(&call, Some(("X-Auth-Token", token))).await {
+                tracing::warn!(bmc = %bmc.key(), error = %e.error(), "the Redfish session could not be deleted");
             }
-            slot.connection = None;
-            slot.service = None;
+            session.slot.connection = None;
+            session.slot.service = None;
         }
     }
 
@@ -231,7 +237,10 @@ impl RedfishPowerDriver {
             .map_err(|_| timed_out())?
             .map_err(|_| PowerError::Unsupported("the driver is shut down".into()))?;
         let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(slot_key(bmc)).or_default().clone();
-        let slot = tokio::time::timeout_at(deadline.into(), slot.lock_owned()).await.map_err(|_| timed_out())?;
+        let mut slot = tokio::time::timeout_at(deadline.into(), slot.lock_owned()).await.map_err(|_| timed_out())?;
+        if slot.endpoint.is_none() {
+            slot.endpoint = Some(bmc.clone());
+        }
         let mut session = Session { driver: self, bmc, slot, deadline };
         match tokio::time::timeout_at(deadline.into(), op(&mut session)).await {
             Ok(result) => result,
@@ -242,13 +251,6 @@ impl RedfishPowerDriver {
             }
         }
     }
-}
-
-/// A BMC endpoint from a slot key (for closing: only address and port matter).
-fn endpoint_of(key: &str) -> BmcEndpoint {
-    let address_port = key.split('|').next().unwrap_or_default();
-    let (address, port) = address_port.rsplit_once(':').unwrap_or((address_port, "443"));
-    BmcEndpoint::redfish(address, port.parse().unwrap_or(443), "")
 }
 
 /// One call's hold on a BMC.
@@ -904,11 +906,11 @@ mod tests {
     }
 
     #[test]
-    fn slot_keys_separate_tls_settings_and_close_by_address() {
+    fn slot_keys_separate_tls_settings() {
         let a = BmcEndpoint::redfish("10.0.0.1", 8443, "c");
         let b = BmcEndpoint { tls: BmcTls::Insecure, ..a.clone() };
         assert_ne!(slot_key(&a), slot_key(&b));
-        let back = endpoint_of(&slot_key(&b));
-        assert_eq!((back.address.as_str(), back.port), ("10.0.0.1", 8443));
+        let c = BmcEndpoint { system_id: Some("2".into()), ..a.clone() };
+        assert_eq!(slot_key(&a), slot_key(&c), "systems behind one BMC share its connection and login");
     }
 }

@@ -254,6 +254,8 @@ pub struct StandInConfig {
     /// The first this many PATCHes find their ETag stale (another client changed the
     /// system in between).
     pub stale_etags: usize,
+    /// Close the connection after every answer (as the emulator and many BMCs do).
+    pub close_connections: bool,
     /// The first this many reads of the system answer 503 with `Retry-After: 1` (a BMC
     /// busy with another client).
     pub busy_reads: usize,
@@ -261,7 +263,14 @@ pub struct StandInConfig {
 
 impl Default for StandInConfig {
     fn default() -> Self {
-        StandInConfig { sessions: true, task_polls: 2, power_cycle: true, stale_etags: 0, busy_reads: 0 }
+        StandInConfig {
+            sessions: true,
+            task_polls: 2,
+            power_cycle: true,
+            stale_etags: 0,
+            busy_reads: 0,
+            close_connections: false,
+        }
     }
 }
 
@@ -362,7 +371,15 @@ impl StandIn {
                     let Ok(stream) = acceptor.accept(tcp).await else { return };
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, std::convert::Infallible>(shared.answer(req).await) }
+                        async move {
+                            let mut answer = shared.answer(req).await;
+                            if shared.config.close_connections {
+                                answer
+                                    .headers_mut()
+                                    .insert("Connection", hyper::header::HeaderValue::from_static("close"));
+                            }
+                            Ok::<_, std::convert::Infallible>(answer)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

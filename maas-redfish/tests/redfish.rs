@@ -121,6 +121,15 @@ async fn sessions_are_reused_made_again_when_forgotten_and_deleted_on_close() {
     d.close_all().await;
     assert_eq!((standin.sessions(), d.open_sessions().await), (0, 0), "sessions deleted on close");
     assert_eq!(standin.counters.logouts.load(Ordering::Relaxed), 1);
+    // A BMC that closes every connection: the session is still deleted on close.
+    let closing = StandIn::start(&pki, StandInConfig { close_connections: true, ..Default::default() }).await.unwrap();
+    let bmc = closing.endpoint("good", BmcTls::Verify);
+    for _ in 0..3 {
+        assert_eq!(d.power_status(&bmc).await.unwrap(), PowerState::Off);
+    }
+    assert_eq!((closing.counters.logins.load(Ordering::Relaxed), closing.sessions()), (1, 1));
+    d.close_all().await;
+    assert_eq!((closing.counters.logouts.load(Ordering::Relaxed), closing.sessions()), (1, 0));
     // The emulator offers no SessionService: basic auth, no session.
     let sushy = Sushy::start(&pki, 1, true).unwrap_or_else(|e| panic!("{e}"));
     let bmc = sushy.endpoint(0, "good", BmcTls::Verify);

@@ -307,3 +307,37 @@ async fn busy_answers_are_waited_out_and_calls_to_one_bmc_are_paced() {
         .unwrap_err();
     assert!(matches!(err, PowerError::Busy { .. }) && err.is_retryable(), "{err}");
 }
+
+/// What a test's log subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_insecure_host_is_logged_at_every_connection_and_no_secret_is() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pki = pki("insecure-log");
+    let standin = StandIn::start(&pki, StandInConfig { close_connections: true, ..Default::default() }).await.unwrap();
+    let d = driver(&pki);
+    let bmc = standin.endpoint("good", BmcTls::Insecure);
+    for _ in 0..3 {
+        assert_eq!(d.power_status(&bmc).await.unwrap(), PowerState::Off);
+    }
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let warnings = text.matches("without checking the BMC's TLS certificate").count();
+    // The root, the login and three reads: a connection each, each logged.
+    assert!(warnings >= 5, "{warnings} warnings:\n{text}");
+    assert!(!text.contains(PASSWORD) && !text.contains("token-"), "{text}");
+}

@@ -42,6 +42,7 @@ fn catalog(files: &Files) -> Vec<ImageConfig> {
         p
     };
     let (k, i, r) = (write("vmlinuz", "kernel"), write("initrd", "initrd"), write("root.img", "root image"));
+    let iso = write("installer.iso", "an installer ISO");
     let t = write(
         "user-data",
         "#cloud-config\nhostname: {{ hostname }}\nphone_home: {url: \"{{ first_boot_url }}\"}\nkey: {{ params.ssh_key }}\n",
@@ -55,8 +56,8 @@ fn catalog(files: &Files) -> Vec<ImageConfig> {
         initrd_sha256: sha(&i),
         root: (kind == ImageKind::Install).then(|| r.display().to_string()),
         root_sha256: (kind == ImageKind::Install).then(|| sha(&r)),
-        iso: None,
-        iso_sha256: None,
+        iso: (kind == ImageKind::Install).then(|| iso.display().to_string()),
+        iso_sha256: (kind == ImageKind::Install).then(|| sha(&iso)),
         kernel_args: "console=ttyS0".into(),
         firmware: Default::default(),
         config_template: (kind == ImageKind::Install).then(|| t.clone()),
@@ -345,6 +346,40 @@ async fn submits_the_boot_service_cannot_serve_are_refused_naming_why() {
     assert_eq!(lab.engine.images().len(), 2);
     assert_eq!(lab.engine.images()[0].template_params, ["ssh_key"]);
     assert!(lab.store.claims_snapshot().is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn virtual_media_hosts_get_the_images_iso_and_an_image_without_one_is_refused() {
+    use maas_core::host::{BmcProtocol, BootMethod};
+    use maas_core::plan::BootImage;
+    use maas_core::ports::services::Provisioner;
+    let files = Files { dir: std::env::temp_dir().join(format!("maas-boot-iso-{}", std::process::id())) };
+    std::fs::create_dir_all(&files.dir).unwrap();
+    let catalog = Arc::new(Catalog::load(&catalog(&files)).unwrap());
+    let fleet = SimFleet::new(1, FaultPlan::none());
+    let mut host = fleet_hosts(&fleet, 1, 1).remove(0);
+    host.bmc.protocol = BmcProtocol::Redfish;
+    host.boot_method = BootMethod::VirtualMedia;
+    let install = BootImage::Install { os: OsRelease::new("ubuntu-24.04").unwrap() };
+    let wipe = BootImage::Wipe { method: WipeMethod::Quick };
+    let served = BootProvisioner::new(catalog.clone()).with_public_url("http://10.0.2.2:8080/");
+    assert_eq!(served.media_url(&host, &install).unwrap(), "http://10.0.2.2:8080/images/ubuntu-24.04/iso");
+    // The wipe image has no ISO: a virtual-media host is refused at submit, naming it.
+    let problems = served.check(&wipe, &[&host], &Default::default());
+    assert!(
+        problems.iter().any(
+            |p| p.to_string() == "sim000001.dc1: boots by virtual media, and image wiper has no iso in the catalog"
+        ),
+        "{problems:?}"
+    );
+    assert!(served.check(&install, &[&host], &Default::default()).iter().all(|p| !p.to_string().contains("iso")));
+    // A local ISO needs the boot service's public URL to be fetched from.
+    let err = BootProvisioner::new(catalog).media_url(&host, &install).unwrap_err();
+    assert!(err.message.contains("no boot service URL"), "{}", err.message);
+    // The boot service serves it.
+    let lab = lab().await;
+    let (status, body) = http(lab.addr, "GET", "/images/ubuntu-24.04/iso", "").await;
+    assert_eq!((status, body.as_str()), (200, "an installer ISO"));
 }
 
 #[test]

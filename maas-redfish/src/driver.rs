@@ -346,7 +346,8 @@ impl Session<'_> {
         }
         let timeout = config.request_timeout.min(self.left());
         for reopened in [false, true] {
-            if !self.slot.connection.as_ref().is_some_and(Connection::is_open) {
+            let reused = self.slot.connection.as_ref().is_some_and(Connection::is_open);
+            if !reused {
                 let tls = self
                     .driver
                     .trust
@@ -362,7 +363,8 @@ impl Session<'_> {
             let result = connection.send(self.bmc, call, auth, timeout).await;
             self.slot.last_request = Some(Instant::now());
             match result {
-                Err(Failure::NotSent(_)) if !reopened => self.slot.connection = None,
+                // A kept connection the BMC closed meanwhile: once more on a new one.
+                Err(Failure::NotSent(_)) if reused && !reopened => self.slot.connection = None,
                 Err(e) => {
                     self.slot.connection = None;
                     return Err(e);

@@ -660,7 +660,12 @@ fn end_host_run(
     batch.counts.shift(run.state, end);
     run.state = end;
     run.finished_at = Some(now);
-    fx.cancel_jobs_of.push(run.id);
+    if end != HostRunState::Succeeded {
+        // A run succeeds when the last job of its chain does, every earlier one having
+        // succeeded before it: nothing of it is left to cancel (and the store is spared a
+        // statement that would match no row, on two thirds of the runs that end).
+        fx.cancel_jobs_of.push(run.id);
+    }
     fx.released_claims.push(run.hostname.clone());
     let host = run.hostname.clone();
     let kind = match (end, failure) {

@@ -304,6 +304,11 @@ impl World {
             }
         }
         for r in &runs {
+            // A run that succeeded did every step of its chain (nothing left to cancel).
+            if r.state == HostRunState::Succeeded {
+                let undone = jobs.iter().filter(|j| j.host_run_id == r.id && j.state != JobState::Succeeded).count();
+                assert_eq!(undone, 0, "a succeeded run has jobs that did not succeed");
+            }
             let active = active_per_run.get(&r.id).copied().unwrap_or(0);
             if r.state.is_terminal() || r.state == HostRunState::Queued {
                 assert_eq!(active, 0, "{} run has runnable jobs", r.state);

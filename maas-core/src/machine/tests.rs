@@ -273,7 +273,7 @@ fn applying_effects_writes_in_order_then_starts_the_queued_runs_the_decision_all
         [
             "jobs",
             "host_runs",
-            "cancel_unfinished",
+            // A run that succeeded has nothing left to cancel: no cancel_unfinished.
             "release_claims",
             "events",
             "batch",
@@ -285,10 +285,10 @@ fn applying_effects_writes_in_order_then_starts_the_queued_runs_the_decision_all
             "batch",
         ]
     );
-    assert_eq!(w[6], EffectWrite::LoadQueued { batch: nb.batch.id, count: 1 });
-    let EffectWrite::PutHostRuns(started) = &w[8] else { panic!("{:?}", w[8]) };
+    assert_eq!(w[5], EffectWrite::LoadQueued { batch: nb.batch.id, count: 1 });
+    let EffectWrite::PutHostRuns(started) = &w[7] else { panic!("{:?}", w[7]) };
     assert_eq!((started[0].id, started[0].state), (queued_run.id, HostRunState::Running));
-    let EffectWrite::PutBatch(b) = &w[10] else { panic!("{:?}", w[10]) };
+    let EffectWrite::PutBatch(b) = &w[9] else { panic!("{:?}", w[9]) };
     assert_eq!((b.counts.running, b.counts.queued, b.counts.succeeded), (1, 0, 1));
 }
 

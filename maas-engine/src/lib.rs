@@ -282,7 +282,7 @@ impl EngineBuilder {
         let ticketing = self.ticketing.unwrap_or_else(|| Arc::new(StoreTicketing::new(self.store.clone())));
         let mut notifiers = self.notifiers;
         // Virtual media leaves the drive however a host run ends (see `media`).
-        let ejector = media::MediaEjector::new(self.power.clone(), self.inventory.clone());
+        let ejector = media::MediaEjector::new(self.power.clone(), self.inventory.clone(), self.store.clone());
         notifiers.push((media::MEDIA_EJECTOR.to_string(), Arc::new(ejector)));
         Engine {
             inner: Arc::new(Inner {

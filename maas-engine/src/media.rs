@@ -4,7 +4,10 @@
 //! step ran out of attempts — is seen here, as an outbox consumer: every `host_failed`
 //! and `host_cancelled` event of a host that boots by virtual media ejects its drive.
 //! The outbox delivers at least once, after crashes too, and retries a failed eject with
-//! backoff; ejecting an empty drive is a no-op, so a repeat is harmless.
+//! backoff; ejecting an empty drive is a no-op, so a repeat is harmless. A host that holds
+//! a claim again by the time the event is delivered (resubmitted at once, or an old event
+//! read by a new consumer's first pass) is left alone: its current run owns the drive and
+//! ejects on its own exit paths.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use maas_core::names::Hostname;
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::{Notifier, NotifyError};
+use maas_core::ports::store::Store;
 
 /// The outbox name of the ejector's delivery cursor.
 pub const MEDIA_EJECTOR: &str = "maas-virtual-media-eject";
@@ -24,12 +28,13 @@ pub const MEDIA_EJECTOR: &str = "maas-virtual-media-eject";
 pub struct MediaEjector {
     power: Arc<dyn PowerDriver>,
     inventory: Arc<dyn Inventory>,
+    store: Arc<dyn Store>,
 }
 
 impl MediaEjector {
-    /// Over the engine's driver and inventory.
-    pub fn new(power: Arc<dyn PowerDriver>, inventory: Arc<dyn Inventory>) -> Self {
-        MediaEjector { power, inventory }
+    /// Over the engine's driver, inventory and store (for the hosts' current claims).
+    pub fn new(power: Arc<dyn PowerDriver>, inventory: Arc<dyn Inventory>, store: Arc<dyn Store>) -> Self {
+        MediaEjector { power, inventory, store }
     }
 }
 
@@ -49,7 +54,20 @@ impl Notifier for MediaEjector {
         let names: Vec<Hostname> = ended.into_iter().collect();
         let hosts =
             self.inventory.host_get_many(&names).await.map_err(|e| NotifyError::Prepare { cause: Box::new(e) })?;
-        for host in hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia) {
+        let media: Vec<Hostname> =
+            hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia).map(|h| h.hostname.clone()).collect();
+        if media.is_empty() {
+            return Ok(());
+        }
+        let busy: BTreeSet<Hostname> = self
+            .store
+            .claim_get_many(&media)
+            .await
+            .map_err(|e| NotifyError::Prepare { cause: Box::new(e) })?
+            .into_iter()
+            .map(|c| c.hostname)
+            .collect();
+        for host in hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia && !busy.contains(&h.hostname)) {
             match self.power.eject_media(&host.bmc).await {
                 Ok(()) => tracing::info!(host = %host.hostname, "virtual media ejected after the host run ended"),
                 // Tried again with the whole slice, after the outbox's backoff.

@@ -945,3 +945,40 @@ async fn virtual_media_is_ejected_on_every_exit_path() {
     }
     assert_eq!(media(&sim, 0).boot, BootDevice::Disk, "the reimaged host boots its disk");
 }
+
+#[tokio::test]
+async fn a_late_eject_leaves_the_drive_of_a_host_that_runs_again() {
+    use maas_core::ports::services::Notifier;
+    let mut sim = sim().await;
+    let name = Hostname::new("sim000004.dc1").unwrap();
+    let mut host = sim.store().host_get_many(std::slice::from_ref(&name)).await.unwrap().remove(0);
+    host.bmc.protocol = maas_core::host::BmcProtocol::Redfish;
+    host.boot_method = maas_core::host::BootMethod::VirtualMedia;
+    sim.engine().import_hosts(&Principal::new("olga", []), vec![host.clone()]).await.unwrap();
+    // The host runs again (a batch holds it) with its ISO in the drive, when the failure
+    // event of its previous run reaches an ejector (late, or a new consumer's first pass).
+    let mut again = reimage("sim000004.dc1");
+    again.not_before = Some(sim.clock().now().plus(Duration::from_secs(3600)));
+    let batch = sim.submit_as("alice", again).await.unwrap();
+    sim.fleet().insert_media(&host.bmc, "http://boot.sim/images/ubuntu-24.04/iso").await.unwrap();
+    let store: Arc<dyn maas_sim::sim::SimBackend> = sim.store().clone();
+    let ejector = maas_engine::media::MediaEjector::new(sim.fleet().clone(), store.clone(), store);
+    let failed = Event {
+        seq: 1,
+        batch_id: BatchId(uuid::Uuid::from_u128(1)),
+        at: sim.clock().now(),
+        kind: EventKind::HostFailed {
+            host: name.clone(),
+            step: plan::StepKind::AwaitInstall,
+            error: "x".into(),
+            wedged: false,
+        },
+    };
+    ejector.deliver(std::slice::from_ref(&failed)).await.unwrap();
+    assert!(sim.fleet().bmc(&host.bmc).unwrap().media.is_some(), "the current run's ISO was ejected");
+    // Once nothing holds the host, the same event ejects.
+    sim.engine().cancel_batch(&alice(), batch, "not now").await.unwrap();
+    sim.settle(ROUND, 100).await.unwrap();
+    ejector.deliver(std::slice::from_ref(&failed)).await.unwrap();
+    assert_eq!(sim.fleet().bmc(&host.bmc).unwrap().media, None);
+}

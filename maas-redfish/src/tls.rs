@@ -89,14 +89,15 @@ impl Trust {
         };
         let default = match &config.ca_file {
             Some(path) => chained(roots_from(path)?)?,
-            // The system's roots are read when first needed: most BMCs use a site CA.
+            // The system's roots; a machine without any leaves the store empty, so hosts
+            // with the default setting are refused with a certificate error naming the BMC.
             None => chained(system_roots().unwrap_or_else(|_| RootCertStore::empty()))?,
         };
         let mut bundles = HashMap::new();
         for (name, path) in &config.bundles {
             bundles.insert(name.clone(), chained(roots_from(path).map_err(|e| TrustError(format!("{name}: {e}")))?)?);
         }
-        let insecure = Self::custom(&provider, Arc::new(Unchecked { provider: provider.clone() }))?;
+        let insecure = Self::custom(&provider, Arc::new(Leaf { pin: None, provider: provider.clone() }))?;
         Ok(Trust { provider, default, bundles, insecure })
     }
 
@@ -124,7 +125,7 @@ impl Trust {
                 format!("no CA bundle named {name:?} is configured (known: {})", known.join(", "))
             }),
             BmcTls::Pinned(pin) => {
-                Self::custom(&self.provider, Arc::new(Pinned { pin: *pin, provider: self.provider.clone() }))
+                Self::custom(&self.provider, Arc::new(Leaf { pin: Some(*pin), provider: self.provider.clone() }))
                     .map_err(|e| e.0)
             }
             BmcTls::Insecure => Ok(self.insecure.clone()),
@@ -138,25 +139,15 @@ pub fn fingerprint(der: &[u8]) -> String {
     format!("sha256:{}", digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// Accepts the leaf certificate whose SHA-256 is the pin (the handshake's signatures are
-/// still checked with the certificate's key).
+/// Accepts the leaf certificate whose SHA-256 is `pin`, or any certificate without one
+/// (`insecure`); the handshake's signatures are checked with the certificate's key either way.
 #[derive(Debug)]
-struct Pinned {
-    pin: [u8; 32],
+struct Leaf {
+    pin: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
-/// Accepts any certificate (the handshake's signatures are still checked).
-#[derive(Debug)]
-struct Unchecked {
-    provider: Arc<CryptoProvider>,
-}
-
-fn signatures(provider: &CryptoProvider) -> Vec<SignatureScheme> {
-    provider.signature_verification_algorithms.supported_schemes()
-}
-
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for Leaf {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -165,14 +156,15 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else { return Ok(ServerCertVerified::assertion()) };
         let got = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-        if got.as_ref() == self.pin {
+        if got.as_ref() == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
                 "its fingerprint {} is not the pinned sha256:{}",
                 fingerprint(end_entity.as_ref()),
-                self.pin.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                pin.iter().map(|b| format!("{b:02x}")).collect::<String>()
             )))
         }
     }
@@ -196,41 +188,6 @@ impl ServerCertVerifier for Pinned {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signatures(&self.provider)
-    }
-}
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signatures(&self.provider)
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -296,6 +296,14 @@ impl BootMethod {
     fn is_network(&self) -> bool {
         *self == BootMethod::Network
     }
+
+    /// The one-time boot device that starts an installer or wipe image this way.
+    pub fn boot_device(self) -> crate::ports::power::BootDevice {
+        match self {
+            BootMethod::Network => crate::ports::power::BootDevice::Pxe,
+            BootMethod::VirtualMedia => crate::ports::power::BootDevice::Cd,
+        }
+    }
 }
 
 impl fmt::Display for BootMethod {

@@ -441,5 +441,33 @@ impl InstallReport {
     }
 }
 
+/// The hosts whose run ended in `events` without the steps that eject virtual media: failed
+/// or cancelled (sorted, each once). A run that succeeded ejected in `boot_disk` or
+/// `power_off`.
+pub fn runs_ended_early(events: &[crate::model::Event]) -> Vec<crate::names::Hostname> {
+    use crate::model::EventKind;
+    let ended: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::HostFailed { host, .. } | EventKind::HostCancelled { host } => Some(host.clone()),
+            _ => None,
+        })
+        .collect();
+    ended.into_iter().collect()
+}
+
+/// Of `hosts` (whose runs ended early), those whose virtual media to eject now: they boot
+/// by virtual media and hold no claim (`claimed`) — a host that runs again owns its drive,
+/// and its current run ejects on its own exit paths.
+pub fn media_to_eject<'a>(
+    hosts: &'a [crate::host::Host],
+    claimed: &std::collections::BTreeSet<crate::names::Hostname>,
+) -> Vec<&'a crate::host::Host> {
+    hosts
+        .iter()
+        .filter(|h| h.boot_method == crate::host::BootMethod::VirtualMedia && !claimed.contains(&h.hostname))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use maas_core::host::BootMethod;
-use maas_core::model::{Event, EventKind};
+use maas_core::model::Event;
 use maas_core::names::Hostname;
+use maas_core::netboot::{media_to_eject, runs_ended_early};
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::{Notifier, NotifyError};
@@ -41,33 +42,20 @@ impl MediaEjector {
 #[async_trait]
 impl Notifier for MediaEjector {
     async fn deliver(&self, events: &[Event]) -> Result<(), NotifyError> {
-        let ended: BTreeSet<Hostname> = events
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::HostFailed { host, .. } | EventKind::HostCancelled { host } => Some(host.clone()),
-                _ => None,
-            })
-            .collect();
+        let ended = runs_ended_early(events);
         if ended.is_empty() {
             return Ok(());
         }
-        let names: Vec<Hostname> = ended.into_iter().collect();
-        let hosts =
-            self.inventory.host_get_many(&names).await.map_err(|e| NotifyError::Prepare { cause: Box::new(e) })?;
+        let prepare = |e: maas_core::ports::store::StoreError| NotifyError::Prepare { cause: Box::new(e) };
+        let hosts = self.inventory.host_get_many(&ended).await.map_err(prepare)?;
         let media: Vec<Hostname> =
             hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia).map(|h| h.hostname.clone()).collect();
         if media.is_empty() {
             return Ok(());
         }
-        let busy: BTreeSet<Hostname> = self
-            .store
-            .claim_get_many(&media)
-            .await
-            .map_err(|e| NotifyError::Prepare { cause: Box::new(e) })?
-            .into_iter()
-            .map(|c| c.hostname)
-            .collect();
-        for host in hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia && !busy.contains(&h.hostname)) {
+        let claimed: BTreeSet<Hostname> =
+            self.store.claim_get_many(&media).await.map_err(prepare)?.into_iter().map(|c| c.hostname).collect();
+        for host in media_to_eject(&hosts, &claimed) {
             match self.power.eject_media(&host.bmc).await {
                 Ok(()) => tracing::info!(host = %host.hostname, "virtual media ejected after the host run ended"),
                 // Tried again with the whole slice, after the outbox's backoff.

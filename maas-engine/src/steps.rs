@@ -160,16 +160,13 @@ impl Engine {
             .ok_or_else(|| StepFailure::permanent("set_boot_pxe with no waiting step after it"))?;
         let first_boot_token = waits.find(|j| j.kind == StepKind::AwaitFirstBoot).and_then(|j| j.wait_token.clone());
         provisioner.prepare(host, &PreparedBoot { image: image.clone(), token, first_boot_token }).await?;
-        let device = match host.boot_method {
-            BootMethod::Network => BootDevice::Pxe,
-            BootMethod::VirtualMedia => {
-                // The BMC mounts the image's ISO (what it held before is ejected first);
-                // the installer on it asks the boot service by MAC, as a network boot does.
-                let url = provisioner.media_url(host, image)?;
-                inner.power.insert_media(&host.bmc, &url).await?;
-                BootDevice::Cd
-            }
-        };
+        if host.boot_method == BootMethod::VirtualMedia {
+            // The BMC mounts the image's ISO (what it held before is ejected first); the
+            // installer on it asks the boot service by MAC, as a network boot does.
+            let url = provisioner.media_url(host, image)?;
+            inner.power.insert_media(&host.bmc, &url).await?;
+        }
+        let device = host.boot_method.boot_device();
         inner.power.set_boot_device(&host.bmc, device, false).await?;
         match inner.power.boot_device(&host.bmc).await? {
             d if d == device => Ok(()),
@@ -200,11 +197,7 @@ impl Engine {
             .await?;
         let after_pxe = chain.iter().any(|j| j.kind == StepKind::SetBootPxe && j.position + 1 == job.position);
         if after_pxe {
-            let device = match host.boot_method {
-                BootMethod::Network => BootDevice::Pxe,
-                BootMethod::VirtualMedia => BootDevice::Cd,
-            };
-            self.inner.power.set_boot_device(&host.bmc, device, false).await?;
+            self.inner.power.set_boot_device(&host.bmc, host.boot_method.boot_device(), false).await?;
         }
         Ok(())
     }

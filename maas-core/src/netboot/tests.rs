@@ -161,3 +161,47 @@ fn an_installer_report_keeps_the_end_of_its_log_and_fails_for_good() {
     assert!(error.len() < LOG_EXCERPT_BYTES + 40);
     assert!(serde_json::from_str::<InstallReport>(r#"{"succeeded": true, "extra": 1}"#).is_err());
 }
+
+#[test]
+fn media_is_ejected_after_runs_that_end_early_unless_the_host_runs_again() {
+    use crate::host::{BmcEndpoint, BmcProtocol, BootMethod, Host};
+    use crate::model::{Event, EventKind};
+    use crate::names::{Hostname, Pool, Site, Sku};
+    let h = |n: &str| Hostname::new(n).unwrap();
+    let event =
+        |kind| Event { seq: 1, batch_id: BatchId(uuid::Uuid::from_u128(1)), at: Timestamp::from_millis(0), kind };
+    let events = [
+        event(EventKind::HostSucceeded { host: h("a.dc1") }),
+        event(EventKind::HostFailed {
+            host: h("c.dc1"),
+            step: StepKind::AwaitInstall,
+            error: "x".into(),
+            wedged: false,
+        }),
+        event(EventKind::HostCancelled { host: h("b.dc1") }),
+        event(EventKind::HostCancelled { host: h("c.dc1") }),
+    ];
+    assert_eq!(runs_ended_early(&events), [h("b.dc1"), h("c.dc1")], "sorted, each once, successes left out");
+    let host = |n: &str, boot_method| Host {
+        hostname: h(n),
+        site: Site::new("dc1").unwrap(),
+        rack: None,
+        pool: Pool::new("web").unwrap(),
+        owner_group: None,
+        sku: Sku::new("s").unwrap(),
+        bmc: BmcEndpoint { protocol: BmcProtocol::Redfish, ..BmcEndpoint::ipmi("10.0.0.1", 443, "c") },
+        state: HostState::Ready,
+        mac: None,
+        allocated_to: None,
+        state_since: None,
+        boot_method,
+    };
+    let hosts = [
+        host("b.dc1", BootMethod::VirtualMedia),
+        host("c.dc1", BootMethod::VirtualMedia),
+        host("d.dc1", BootMethod::Network),
+    ];
+    let claimed = [h("c.dc1")].into_iter().collect();
+    let eject: Vec<&str> = media_to_eject(&hosts, &claimed).iter().map(|x| x.hostname.as_str()).collect();
+    assert_eq!(eject, ["b.dc1"], "c runs again and owns its drive; d boots from the network");
+}

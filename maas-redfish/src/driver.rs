@@ -128,6 +128,8 @@ struct Slot {
     last_request: Option<Instant>,
     /// Credentials refused: when, and a digest of them.
     refused: Option<(Instant, [u8; 32])>,
+    /// A digest of the credentials the current login used (what a 401 refuses).
+    login_digest: Option<[u8; 32]>,
 }
 
 /// Whether a request may be sent again after an answer was lost.
@@ -337,6 +339,15 @@ impl Session<'_> {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// How long to wait before attempt `attempt + 1` after `error` (`wait`: what the BMC
+    /// asked for, else doubling from the configured backoff); `None` when it is not worth
+    /// another attempt (not retryable, retries used up, or past the deadline).
+    fn backoff(&self, error: &PowerError, attempt: u32, wait: Option<Duration>) -> Option<Duration> {
+        let config = &self.driver.config;
+        let backoff = wait.unwrap_or(config.backoff * 2u32.saturating_pow(attempt));
+        (error.is_retryable() && attempt < config.retries && backoff < self.left()).then_some(backoff)
+    }
+
     /// One exchange: paced, on the open connection or a new one (a closed connection is
     /// reopened once; nothing was sent on it).
     async fn exchange(&mut self, call: &Call<'_>, auth: Option<(&'static str, String)>) -> Result<Answer, Failure> {
@@ -388,10 +399,7 @@ impl Session<'_> {
                 Ok(answer) => refusal(self.bmc, &answer),
                 Err(failure) => failure.error(),
             };
-            let backoff = self.driver.config.backoff * 2u32.saturating_pow(attempt);
-            if !error.is_retryable() || attempt >= self.driver.config.retries || backoff >= self.left() {
-                return Err(error);
-            }
+            let Some(backoff) = self.backoff(&error, attempt, None) else { return Err(error) };
             attempt += 1;
             tokio::time::sleep(backoff).await;
         };
@@ -439,6 +447,7 @@ impl Session<'_> {
                     let token = answer.token.clone().unwrap_or_default();
                     self.slot.auth = Some(Auth::Session { token: token.clone(), location: answer.location });
                     self.slot.refused = None;
+                    self.slot.login_digest = Some(digest);
                     return Ok(("X-Auth-Token", token));
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -458,6 +467,7 @@ impl Session<'_> {
         let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&pair));
         pair.iter_mut().for_each(|b| *b = 0);
         self.slot.auth = Some(Auth::Basic(header.clone()));
+        self.slot.login_digest = Some(digest);
         Ok(("Authorization", header))
     }
 
@@ -465,7 +475,6 @@ impl Session<'_> {
     /// lost answers per `resend`, busy answers always; a forgotten session is made
     /// again once. Returns any answer but 401, 429 and 503.
     async fn request(&mut self, call: &Call<'_>, resend: Resend, authenticated: bool) -> Result<Answer, PowerError> {
-        let config = self.driver.config.clone();
         let mut attempt = 0u32;
         let mut relogged = false;
         loop {
@@ -479,8 +488,8 @@ impl Session<'_> {
                         relogged = true;
                         continue;
                     }
-                    if let Ok(c) = self.driver.secrets.credentials(&self.bmc.credentials_ref).await {
-                        self.slot.refused = Some((Instant::now(), credentials_digest(&c.username, c.password())));
+                    if let Some(digest) = self.slot.login_digest.take() {
+                        self.slot.refused = Some((Instant::now(), digest));
                     }
                     return Err(PowerError::Authentication { bmc: self.key() });
                 }
@@ -496,10 +505,7 @@ impl Session<'_> {
                 Err(Failure::MaybeSent(e)) => return Err(e),
             };
             let (error, wait) = error;
-            let backoff = wait.unwrap_or(config.backoff * 2u32.saturating_pow(attempt));
-            if !error.is_retryable() || attempt >= config.retries || backoff >= self.left() {
-                return Err(error);
-            }
+            let Some(backoff) = self.backoff(&error, attempt, wait) else { return Err(error) };
             attempt += 1;
             tokio::time::sleep(backoff).await;
         }

@@ -1,5 +1,5 @@
 -- The raw limit for PostgreSQL job throughput (benches/store.rs runs this with pgbench):
--- one cycle claims up to 32 available jobs with the statement SqlStore::job_claim sends,
+-- one cycle claims up to 128 available jobs with the statement SqlStore::job_claim sends,
 -- then, by id and guarded by state, completes them and advances their chains in one
 -- statement. It skips what maas also does per completion (the attempt fence, reading the
 -- chain under lock, host-run ends, batch counts, claims, events), so it bounds what any

@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002HostMac),
             Box::new(M0003AuditAndAllocation),
             Box::new(M0004BmcProtocols),
+            Box::new(M0005QueueIndexes),
         ]
     }
 }
@@ -498,6 +499,90 @@ impl MigrationTrait for M0004BmcProtocols {
         }
         for column in ["bmc_protocol", "bmc_system_id", "bmc_tls", "boot_method"] {
             db.execute_unprepared(&format!("ALTER TABLE maas_hosts DROP COLUMN {column}")).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Cheaper job-row versions (issue 19). Every job row is written four times (inserted,
+/// made available, claimed, completed), each a new row version in every index whose
+/// column or predicate it touches.
+/// - `maas_jobs_finished` keeps finished jobs only (`WHERE finished_at IS NOT NULL`) on
+///   PostgreSQL and SQLite, so three of the four versions stay out of it (the step
+///   statistics, its only reader, ask for finished jobs). MariaDB has no partial indexes
+///   and keeps the whole index.
+/// - PostgreSQL compares every `maas_*` text column bytewise (`COLLATE "C"`): B-tree
+///   inserts and lookups on UUID keys no longer go through the locale's `strcoll`, and the
+///   three backends order text alike (SQLite's `BINARY`, MariaDB's `utf8mb4_bin`).
+pub struct M0005QueueIndexes;
+
+impl MigrationName for M0005QueueIndexes {
+    fn name(&self) -> &str {
+        "m0005_queue_indexes"
+    }
+}
+
+/// The `maas_jobs_finished` index, finished jobs only where the backend has partial indexes.
+fn finished_index(backend: DbBackend, partial: bool) -> String {
+    let filter = if partial && backend != DbBackend::MySql { " WHERE finished_at IS NOT NULL" } else { "" };
+    format!("CREATE INDEX maas_jobs_finished ON maas_jobs (finished_at){filter}")
+}
+
+/// `ALTER TABLE` statements giving every text column of the `maas_*` tables `collation`
+/// (one statement per table, so its text indexes are rebuilt once). PostgreSQL only.
+async fn collate_text_columns(db: &SchemaManagerConnection<'_>, collation: &str) -> Result<Vec<String>, DbErr> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS ty, \
+             character_maximum_length::bigint AS len FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name LIKE 'maas\\_%' \
+             AND data_type IN ('text', 'character varying') ORDER BY table_name, ordinal_position",
+        ))
+        .await?;
+    let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for row in rows {
+        let (table, column, ty): (String, String, String) =
+            (row.try_get("", "t")?, row.try_get("", "c")?, row.try_get("", "ty")?);
+        let len: Option<i64> = row.try_get("", "len")?;
+        let ty = match (ty.as_str(), len) {
+            ("character varying", Some(n)) => format!("VARCHAR({n})"),
+            ("character varying", None) => "VARCHAR".to_string(),
+            _ => "TEXT".to_string(),
+        };
+        by_table.entry(table).or_default().push(format!("ALTER COLUMN {column} TYPE {ty} COLLATE {collation}"));
+    }
+    Ok(by_table.into_iter().map(|(table, alters)| format!("ALTER TABLE {table} {}", alters.join(", "))).collect())
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005QueueIndexes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let backend = db.get_database_backend();
+        if backend != DbBackend::MySql {
+            db.execute_unprepared("DROP INDEX IF EXISTS maas_jobs_finished").await?;
+            db.execute_unprepared(&finished_index(backend, true)).await?;
+        }
+        if backend == DbBackend::Postgres {
+            for statement in collate_text_columns(db, "\"C\"").await? {
+                db.execute_unprepared(&statement).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let backend = db.get_database_backend();
+        if backend == DbBackend::Postgres {
+            for statement in collate_text_columns(db, "\"default\"").await? {
+                db.execute_unprepared(&statement).await?;
+            }
+        }
+        if backend != DbBackend::MySql {
+            db.execute_unprepared("DROP INDEX IF EXISTS maas_jobs_finished").await?;
+            db.execute_unprepared(&finished_index(backend, false)).await?;
         }
         Ok(())
     }

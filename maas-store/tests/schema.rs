@@ -56,7 +56,33 @@ async fn sqlite_file_is_created_migrated_and_guarded() {
 
 #[tokio::test]
 async fn postgres_is_migrated_and_guarded() {
-    migrates_and_refuses_newer(&server_url("MAAS_TEST_POSTGRES_URL")).await;
+    let url = server_url("MAAS_TEST_POSTGRES_URL");
+    migrates_and_refuses_newer(&url).await;
+    let db = open(&url, &OpenOptions::default()).await.unwrap();
+    queue_indexes_are_cheap_on_postgres(&db).await;
+}
+
+/// m0005: every `maas_*` text column compares bytewise, and the finished-jobs index holds
+/// finished jobs only.
+async fn queue_indexes_are_cheap_on_postgres(db: &sea_orm::DatabaseConnection) {
+    let one = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql.to_string());
+    let row = db
+        .query_one_raw(one("SELECT COUNT(*) AS all_text, COUNT(*) FILTER (WHERE collation_name = 'C') AS bytewise \
+             FROM information_schema.columns WHERE table_schema = current_schema() \
+             AND table_name LIKE 'maas\\_%' AND data_type IN ('text', 'character varying')"))
+        .await
+        .unwrap()
+        .unwrap();
+    let (all, bytewise): (i64, i64) = (row.try_get("", "all_text").unwrap(), row.try_get("", "bytewise").unwrap());
+    assert!(all > 50, "the maas tables have text columns: {all}");
+    assert_eq!(bytewise, all, "every maas text column is COLLATE \"C\"");
+    let row = db
+        .query_one_raw(one("SELECT indexdef FROM pg_indexes WHERE indexname = 'maas_jobs_finished'"))
+        .await
+        .unwrap()
+        .unwrap();
+    let def: String = row.try_get("", "indexdef").unwrap();
+    assert!(def.ends_with("WHERE (finished_at IS NOT NULL)"), "{def}");
 }
 
 #[tokio::test]

@@ -424,6 +424,18 @@ pub struct InstallReport {
 /// How much of an installer's log a failure keeps.
 pub const LOG_EXCERPT_BYTES: usize = 2048;
 
+/// What separates a failure's error from the installer's log excerpt in a job's error.
+const LOG_SEPARATOR: &str = "; log: ";
+
+/// A job's error split into what went wrong and, when an installer sent one, the end of
+/// its log ([`InstallReport::outcome`] joins them).
+pub fn split_log_excerpt(error: &str) -> (&str, Option<&str>) {
+    match error.split_once(LOG_SEPARATOR) {
+        Some((why, log)) => (why, Some(log)),
+        None => (error, None),
+    }
+}
+
 impl InstallReport {
     /// The job outcome it stands for; a failure carries the error and the log's end.
     pub fn outcome(&self) -> crate::machine::JobOutcome {
@@ -434,7 +446,7 @@ impl InstallReport {
         if let Some(log) = self.log.as_deref().filter(|l| !l.trim().is_empty()) {
             let start = log.len().saturating_sub(LOG_EXCERPT_BYTES);
             let start = (start..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(log.len());
-            error.push_str("; log: ");
+            error.push_str(LOG_SEPARATOR);
             error.push_str(log[start..].trim());
         }
         crate::machine::JobOutcome::Failed { error, retryable: false }
@@ -456,17 +468,20 @@ pub fn runs_ended_early(events: &[crate::model::Event]) -> Vec<crate::names::Hos
     ended.into_iter().collect()
 }
 
-/// Of `hosts` (whose runs ended early), those whose virtual media to eject now: they boot
-/// by virtual media and hold no claim (`claimed`) — a host that runs again owns its drive,
-/// and its current run ejects on its own exit paths.
+/// Of `hosts` (whose runs ended early), those that boot by virtual media: the only ones
+/// whose drive may hold an image, so the only ones whose claims [`media_to_eject`] needs.
+pub fn boot_by_media(hosts: &[crate::host::Host]) -> Vec<&crate::host::Host> {
+    hosts.iter().filter(|h| h.boot_method == crate::host::BootMethod::VirtualMedia).collect()
+}
+
+/// Of `media_hosts` (from [`boot_by_media`]), those whose virtual media to eject now: the
+/// ones that hold no claim (`claimed`) — a host that runs again owns its drive, and its
+/// current run ejects on its own exit paths.
 pub fn media_to_eject<'a>(
-    hosts: &'a [crate::host::Host],
+    media_hosts: &[&'a crate::host::Host],
     claimed: &std::collections::BTreeSet<crate::names::Hostname>,
 ) -> Vec<&'a crate::host::Host> {
-    hosts
-        .iter()
-        .filter(|h| h.boot_method == crate::host::BootMethod::VirtualMedia && !claimed.contains(&h.hostname))
-        .collect()
+    media_hosts.iter().copied().filter(|h| !claimed.contains(&h.hostname)).collect()
 }
 
 #[cfg(test)]

@@ -13,10 +13,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use maas_core::host::BootMethod;
 use maas_core::model::Event;
 use maas_core::names::Hostname;
-use maas_core::netboot::{media_to_eject, runs_ended_early};
+use maas_core::netboot::{boot_by_media, media_to_eject, runs_ended_early};
 use maas_core::ports::inventory::Inventory;
 use maas_core::ports::power::PowerDriver;
 use maas_core::ports::services::{Notifier, NotifyError};
@@ -48,14 +47,14 @@ impl Notifier for MediaEjector {
         }
         let prepare = |e: maas_core::ports::store::StoreError| NotifyError::Prepare { cause: Box::new(e) };
         let hosts = self.inventory.host_get_many(&ended).await.map_err(prepare)?;
-        let media: Vec<Hostname> =
-            hosts.iter().filter(|h| h.boot_method == BootMethod::VirtualMedia).map(|h| h.hostname.clone()).collect();
+        let media = boot_by_media(&hosts);
         if media.is_empty() {
             return Ok(());
         }
+        let names: Vec<Hostname> = media.iter().map(|h| h.hostname.clone()).collect();
         let claimed: BTreeSet<Hostname> =
-            self.store.claim_get_many(&media).await.map_err(prepare)?.into_iter().map(|c| c.hostname).collect();
-        for host in media_to_eject(&hosts, &claimed) {
+            self.store.claim_get_many(&names).await.map_err(prepare)?.into_iter().map(|c| c.hostname).collect();
+        for host in media_to_eject(&media, &claimed) {
             match self.power.eject_media(&host.bmc).await {
                 Ok(()) => tracing::info!(host = %host.hostname, "virtual media ejected after the host run ended"),
                 // Tried again with the whole slice, after the outbox's backoff.

@@ -159,6 +159,10 @@ fn an_installer_report_keeps_the_end_of_its_log_and_fails_for_good() {
     assert!(!retryable);
     assert!(error.starts_with("disk full; log: ") && error.ends_with("tail-of-log"), "{error}");
     assert!(error.len() < LOG_EXCERPT_BYTES + 40);
+    let (why, excerpt) = split_log_excerpt(&error);
+    assert_eq!(why, "disk full");
+    assert!(excerpt.is_some_and(|l| l.ends_with("tail-of-log") && l.len() <= LOG_EXCERPT_BYTES));
+    assert_eq!(split_log_excerpt("BMC unreachable"), ("BMC unreachable", None));
     assert!(serde_json::from_str::<InstallReport>(r#"{"succeeded": true, "extra": 1}"#).is_err());
 }
 
@@ -202,6 +206,9 @@ fn media_is_ejected_after_runs_that_end_early_unless_the_host_runs_again() {
         host("d.dc1", BootMethod::Network),
     ];
     let claimed = [h("c.dc1")].into_iter().collect();
-    let eject: Vec<&str> = media_to_eject(&hosts, &claimed).iter().map(|x| x.hostname.as_str()).collect();
+    let media = boot_by_media(&hosts);
+    let media_names: Vec<&str> = media.iter().map(|x| x.hostname.as_str()).collect();
+    assert_eq!(media_names, ["b.dc1", "c.dc1"], "d boots from the network");
+    let eject: Vec<&str> = media_to_eject(&media, &claimed).iter().map(|x| x.hostname.as_str()).collect();
     assert_eq!(eject, ["b.dc1"], "c runs again and owns its drive; d boots from the network");
 }

@@ -2,8 +2,9 @@
 # Replays README.md's daemon-and-CLI block verbatim, as a script would (no pause between
 # starting maasd and using it): in a fresh directory inside target/ (so that cargo finds
 # the workspace), with fresh certificates, policy and SQLite file; the first
-# `submit --wait` must succeed as written. maasd listens on its defaults (gRPC on
-# 127.0.0.1:7443), so nothing else may hold them.
+# `submit --wait` and the curl calls must succeed as written. maasd listens on its
+# defaults (gRPC on 127.0.0.1:7443) and on 127.0.0.1:7444 (REST), so nothing else may hold
+# them.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$root/target/readme-replay

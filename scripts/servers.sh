@@ -136,20 +136,40 @@ maas_servers_start() {
 
 # OpenIPMI's ipmi_sim (the BMC simulator maas-ipmi's tests start), ipmitool and FreeIPMI's
 # ipmipower (the peers the tests and benchmarks compare against), from apt if missing.
+# maas_apt_install TAG PACKAGE...: installs the packages from apt (nothing when none are
+# given), refreshing the package lists once if the first try fails; on failure prints the
+# end of /tmp/maas-apt-TAG.log and returns 1.
+maas_apt_install() {
+    local tag=$1
+    shift
+    [ $# -gt 0 ] || return 0
+    echo "installing $* from apt"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >"/tmp/maas-apt-$tag.log" 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >"/tmp/maas-apt-$tag.log" 2>&1; }; }; then
+        echo "cannot install $*:" >&2
+        tail -20 "/tmp/maas-apt-$tag.log" >&2
+        return 1
+    fi
+}
+
 maas_ipmi_tools_install() {
     local missing=()
     command -v ipmi_sim >/dev/null 2>&1 || missing+=(openipmi)
     command -v ipmitool >/dev/null 2>&1 || missing+=(ipmitool)
     command -v ipmipower >/dev/null 2>&1 || missing+=(freeipmi-tools)
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]} from apt"
-        if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/tmp/maas-apt-ipmi.log 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 &&
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/tmp/maas-apt-ipmi.log 2>&1; }; }; then
-            echo "cannot install ${missing[*]}:" >&2
-            tail -20 /tmp/maas-apt-ipmi.log >&2
-            return 1
-        fi
-    fi
+    maas_apt_install ipmi "${missing[@]}" || return 1
     command -v ipmi_sim >/dev/null && command -v ipmitool >/dev/null && command -v ipmipower >/dev/null
+}
+
+# maas_browser_install: what the console's browser tests (maas-grpc/tests/console.rs) and
+# the REST tests need: Debian's chromium, curl, and Node.js with npm (the test installs
+# playwright-core from npm itself). Installed from apt when missing.
+maas_browser_install() {
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    maas_apt_install browser "${missing[@]}" || return 1
 }

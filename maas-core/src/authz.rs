@@ -109,6 +109,12 @@ pub trait Authorizer: Send + Sync {
     fn check(&self, principal: &Principal, permission: &Permission) -> Result<(), Denied>;
 }
 
+/// Whether `principal` may control (cancel, pause, resume) a batch `submitter` submitted:
+/// its submitter may, and an admin.
+pub fn check_controls_batch(authorizer: &dyn Authorizer, principal: &Principal, submitter: &str) -> Result<(), Denied> {
+    if submitter == principal.name { Ok(()) } else { authorizer.check(principal, &Permission::Admin) }
+}
+
 /// Grants everything to everyone: for examples, tests and single-user embedding.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;

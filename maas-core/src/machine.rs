@@ -781,6 +781,29 @@ pub fn decide_cancel(
     Ok(fx)
 }
 
+/// The user controls a batch in `state` takes: exactly what [`decide_cancel`] (less its
+/// no-op on a batch already cancelling), [`decide_pause`] and [`decide_resume`] accept, so
+/// a console offers no control its decision would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchControls {
+    /// Cancel.
+    pub cancel: bool,
+    /// Pause.
+    pub pause: bool,
+    /// Resume.
+    pub resume: bool,
+}
+
+/// See [`BatchControls`].
+pub fn batch_controls(state: BatchState) -> BatchControls {
+    let open = !state.is_terminal();
+    BatchControls {
+        cancel: open && state.can_become(BatchState::Cancelling),
+        pause: open && state.can_become(BatchState::Paused),
+        resume: open && state.can_become(BatchState::Running),
+    }
+}
+
 /// Pauses a running batch at a user's request: no new host runs start.
 pub fn decide_pause(
     mut batch: BatchRecord,

@@ -91,6 +91,25 @@ pub struct HostRunView {
     pub finished_at: Option<Timestamp>,
     /// Flagged as slow against its peers.
     pub straggler: bool,
+    /// Every step of its chain made so far, in order: its timeline.
+    pub steps: Vec<StepView>,
+}
+
+/// One step of a host's chain, as users see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepView {
+    /// The step.
+    pub kind: StepKind,
+    /// Its state.
+    pub state: JobState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When its latest attempt (or wait) began.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// Its last error.
+    pub error: Option<String>,
 }
 
 /// A batch with every host's status.
@@ -134,6 +153,25 @@ pub struct BatchStats {
     pub host_runs: Vec<DurationStats>,
     /// Step durations by action, step, SKU and site (succeeded steps).
     pub steps: Vec<DurationStats>,
+    /// Host-run outcomes by action, SKU and site: where failures cluster.
+    pub outcomes: Vec<OutcomeCounts>,
+}
+
+/// How the host runs of one action, SKU and site ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    /// The action.
+    pub action: ActionKind,
+    /// The SKU.
+    pub sku: Sku,
+    /// The site.
+    pub site: Site,
+    /// Succeeded.
+    pub succeeded: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
 }
 
 /// One outbox consumer's position.
@@ -463,12 +501,16 @@ impl Engine {
         let runs =
             self.inner.store.host_run_list(HostRunListParams { batch_id: Some(id), ..Default::default() }).await?;
         let jobs = self.inner.store.job_list(JobListParams { batch_id: Some(id), ..Default::default() }).await?;
-        let current: HashMap<(maas_core::id::HostRunId, u32), &JobRecord> =
-            jobs.iter().map(|j| ((j.host_run_id, j.position), j)).collect();
+        let mut chains: HashMap<maas_core::id::HostRunId, Vec<&JobRecord>> = HashMap::new();
+        for j in &jobs {
+            chains.entry(j.host_run_id).or_default().push(j);
+        }
         let hosts = runs
             .into_iter()
             .map(|r| {
-                let job = current.get(&(r.id, r.step));
+                let mut chain = chains.remove(&r.id).unwrap_or_default();
+                chain.sort_by_key(|j| j.position);
+                let job = chain.iter().find(|j| j.position == r.step);
                 HostRunView {
                     step: job.map(|j| j.kind),
                     step_state: job.map(|j| j.state),
@@ -476,6 +518,17 @@ impl Engine {
                     step_since: job.and_then(|j| j.started_at.or(j.enqueued_at)),
                     last_error: r.last_error.clone().or_else(|| job.and_then(|j| j.last_error.clone())),
                     straggler: r.straggler_step.is_some(),
+                    steps: chain
+                        .iter()
+                        .map(|j| StepView {
+                            kind: j.kind,
+                            state: j.state,
+                            attempts: j.attempt,
+                            started_at: j.started_at.or(j.enqueued_at),
+                            finished_at: j.finished_at,
+                            error: j.last_error.clone(),
+                        })
+                        .collect(),
                     hostname: r.hostname,
                     site: r.site,
                     sku: r.sku,
@@ -560,10 +613,18 @@ impl Engine {
 
     async fn owned_batch(&self, principal: &Principal, id: BatchId) -> Result<BatchRecord, EngineError> {
         let batch = self.inner.store.batch_get(id).await?.ok_or(EngineError::NotFound(id))?;
-        if batch.submitter != principal.name {
-            self.inner.authorizer.check(principal, &Permission::Admin)?;
-        }
+        self.check_controls(principal, &batch.submitter)?;
         Ok(batch)
+    }
+
+    /// Whether `principal` may cancel, pause and resume a batch `submitter` submitted: its
+    /// submitter may, and an admin. The console shows those buttons only to them.
+    pub fn may_control(&self, principal: &Principal, submitter: &str) -> bool {
+        self.check_controls(principal, submitter).is_ok()
+    }
+
+    fn check_controls(&self, principal: &Principal, submitter: &str) -> Result<(), EngineError> {
+        Ok(maas_core::authz::check_controls_batch(self.inner.authorizer.as_ref(), principal, submitter)?)
     }
 
     /// Cancels a batch: nothing new starts, queued hosts end at once, hosts mid-step finish
@@ -689,6 +750,26 @@ impl Engine {
         let (succeeded, failed, cancelled) =
             (count(HostRunState::Succeeded), count(HostRunState::Failed), count(HostRunState::Cancelled));
         let success_rate = (succeeded + failed > 0).then(|| f64::from(succeeded) / f64::from(succeeded + failed));
+        let mut by_outcome: BTreeMap<(ActionKind, Sku, Site), [u32; 3]> = BTreeMap::new();
+        for r in &runs {
+            let slot = match r.state {
+                HostRunState::Succeeded => 0,
+                HostRunState::Failed => 1,
+                _ => 2,
+            };
+            by_outcome.entry((r.action, r.sku.clone(), r.site.clone())).or_default()[slot] += 1;
+        }
+        let outcomes = by_outcome
+            .into_iter()
+            .map(|((action, sku, site), [succeeded, failed, cancelled])| OutcomeCounts {
+                action,
+                sku,
+                site,
+                succeeded,
+                failed,
+                cancelled,
+            })
+            .collect();
         let mut run_groups: BTreeMap<(ActionKind, Sku, Site), Vec<Duration>> = BTreeMap::new();
         for r in runs.iter().filter(|r| r.state != HostRunState::Cancelled) {
             run_groups
@@ -712,7 +793,7 @@ impl Engine {
                 Some(DurationStats { action, step: Some(step), sku, site, durations: estimate::percentiles(d)? })
             })
             .collect();
-        Ok(BatchStats { batches_by_state, succeeded, failed, cancelled, success_rate, host_runs, steps })
+        Ok(BatchStats { batches_by_state, succeeded, failed, cancelled, success_rate, host_runs, steps, outcomes })
     }
 
     /// Host-run outcomes and durations per action, by `period`, over `window`: the daily

@@ -51,7 +51,7 @@ use maas_core::validate::ValidationReport;
 
 pub use facade::{
     ActiveSite, BatchStats, BatchView, DryRunHost, DryRunReport, DurationStats, Eta, HostRunView, OutboxBacklog,
-    Submitted,
+    OutcomeCounts, StepView, Submitted,
 };
 pub use leader::{ErrorSink, Singletons, SingletonsHandle, TickReport};
 pub use maas_core::config::{

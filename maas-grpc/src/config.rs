@@ -124,6 +124,8 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// The metrics endpoint.
     pub metrics: MetricsConfig,
+    /// The HTTPS listener: the REST/JSON API and the web console.
+    pub http: HttpConfig,
     /// Real BMCs over IPMI (absent, with no `[redfish]` either: the simulated fleet).
     pub ipmi: Option<IpmiSection>,
     /// Real BMCs over Redfish (hosts whose `bmc_protocol` is `redfish`).
@@ -294,6 +296,32 @@ pub struct MetricsConfig {
     pub listen: String,
 }
 
+/// An optional listener's setting: `off`, or an address:port; `key` names it in errors.
+fn listen_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match value {
+        "off" => Ok(None),
+        a => a.parse().map(Some).map_err(|e| ConfigError::Setting {
+            key: key.into(),
+            message: format!("{a:?}: {e} (an address:port, or \"off\")"),
+        }),
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where `/v1/...` (REST/JSON) and `/ui/` (the console) are served, over TLS with the
+    /// gRPC listener's certificates and client CA, or `off` (the default).
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "off".into() }
+    }
+}
+
 /// `[ipmi]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -380,6 +408,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
             metrics: MetricsConfig::default(),
+            http: HttpConfig::default(),
             ipmi: None,
             redfish: None,
             boot: None,
@@ -596,13 +625,12 @@ impl Config {
 
     /// The metrics address (`None`: off).
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        match self.metrics.listen.as_str() {
-            "off" => Ok(None),
-            a => a.parse().map(Some).map_err(|e| ConfigError::Setting {
-                key: "metrics.listen".into(),
-                message: format!("{a:?}: {e} (an address:port, or \"off\")"),
-            }),
-        }
+        listen_addr("metrics.listen", &self.metrics.listen)
+    }
+
+    /// The HTTPS listener's address, or `None` when `off`.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        listen_addr("http.listen", &self.http.listen)
     }
 
     /// Every inconsistency, found before anything is opened.
@@ -612,6 +640,13 @@ impl Config {
             problems.push(format!(
                 "plaintext is refused on {}: plaintext serves only on a loopback address (127.0.0.1, ::1)",
                 self.listen
+            ));
+        }
+        if let (true, Ok(Some(http))) = (self.plaintext, self.http_addr())
+            && !http.ip().is_loopback()
+        {
+            problems.push(format!(
+                "plaintext is refused on http.listen {http}: plaintext serves only on a loopback address"
             ));
         }
         if self.real_fleet() && self.sim_hosts > 0 {
@@ -718,6 +753,9 @@ mod tests {
         assert_eq!((&c.limits, &c.workers, &c.log), (&defaults.limits, &defaults.workers, &defaults.log));
         assert_eq!(c.ipmi.as_ref().map(|i| i.driver_config().deadline), Some(Duration::from_secs(20)));
         assert_eq!(c.webhooks.len(), 3);
+        assert_eq!(c.http_addr().unwrap(), None);
+        let bad = Config::from_toml("[http]\nlisten = \"port 80\"").unwrap().http_addr().unwrap_err().to_string();
+        assert!(bad.contains("http.listen: \"port 80\""), "{bad}");
     }
 
     #[test]
@@ -845,6 +883,8 @@ mod tests {
             pools = ["nopool"]
             [metrics]
             listen = "here"
+            [http]
+            listen = "0.0.0.0:7444"
             [[webhooks]]
             url = "http://hooks.internal/"
             secret_file = "s"
@@ -861,6 +901,7 @@ mod tests {
             "sim_hosts",
             "SITE/POOL",
             "metrics.listen",
+            "plaintext is refused on http.listen 0.0.0.0:7444",
             "webhooks[0].url: webhook URL \"http://hooks.internal/\": plain http leaves the machine",
             "webhooks[1] repeats",
         ] {

@@ -130,7 +130,7 @@ pub fn batch(b: &BatchRecord) -> pb::Batch {
     }
 }
 
-pub(crate) fn view(v: BatchView, only: &[String]) -> pb::Batch {
+pub(crate) fn view(v: BatchView, only: &[String], steps: bool) -> pb::Batch {
     let mut out = batch(&v.batch);
     out.hosts = v
         .hosts
@@ -145,6 +145,23 @@ pub(crate) fn view(v: BatchView, only: &[String]) -> pb::Batch {
             attempts: h.attempts,
             last_error: h.last_error.unwrap_or_default(),
             straggler: h.straggler,
+            started_at_ms: h.started_at.map_or(0, ms),
+            finished_at_ms: h.finished_at.map_or(0, ms),
+            steps: if steps {
+                h.steps
+                    .into_iter()
+                    .map(|s| pb::StepRun {
+                        step: s.kind.as_str().to_string(),
+                        state: s.state.to_string(),
+                        attempts: s.attempts,
+                        started_at_ms: s.started_at.map_or(0, ms),
+                        finished_at_ms: s.finished_at.map_or(0, ms),
+                        error: s.error.unwrap_or_default(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     out

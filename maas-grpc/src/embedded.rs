@@ -195,7 +195,8 @@ mod tests {
             kinds.push(e.kind);
         }
         assert_eq!(kinds.iter().filter(|k| *k == "host_succeeded").count(), 4, "{kinds:?}");
-        let batch = client.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap();
+        let batch =
+            client.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![], steps: false }).await.unwrap();
         assert_eq!(batch.into_inner().state, "completed");
         // Hosts already in the store are not replaced when it is opened again.
         let h = Hostname::new("sim000006.dc1").unwrap();

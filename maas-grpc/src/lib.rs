@@ -5,6 +5,10 @@
 //! - [`service`]: the `Maas` service — each RPC converts at the edge and calls the engine
 //!   as the principal of the client certificate.
 //! - [`server`]: the service with health, reflection, size limits and RPC metrics.
+//! - [`rest`]: the same service as HTTPS + JSON resources (`/v1/...`), server-sent events,
+//!   and [`openapi`], its OpenAPI document generated from the route table and the proto.
+//! - [`console`]: the web console (`/ui/...`), pages rendered from the same service calls.
+//! - [`https`]: the HTTPS listener serving both, with the client certificate's principal.
 //! - [`client`]: one client type for a remote `maasd` or an in-process service, and the
 //!   shared request vocabulary (action and priority names, rejection details).
 //! - `embedded` (feature `sim`): maas in one process on a simulated fleet, behind an
@@ -20,14 +24,18 @@
 
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod devcerts;
 #[cfg(feature = "sim")]
 pub mod embedded;
 pub mod errors;
+pub mod https;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
+pub mod rest;
 pub mod server;
 pub mod service;
 mod status;

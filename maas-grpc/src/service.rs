@@ -50,19 +50,40 @@ impl MaasService {
         MaasService { engine, policy, auth, watch_poll: Duration::from_millis(200) }
     }
 
-    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+    /// The engine the service calls.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The principal of a caller that presented `leaf` (a DER client certificate), or the
+    /// fixed principal of a plaintext development server. The HTTPS listener (REST and
+    /// console) authenticates its callers with this, as the gRPC methods do.
+    pub fn principal_of_peer(&self, leaf: Option<&[u8]>) -> Result<Principal, Status> {
         match &self.auth {
             Authentication::Fixed(p) => Ok(p.clone()),
             Authentication::ClientCertificate => {
-                let certs = request
-                    .peer_certs()
-                    .ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
-                let leaf = certs.first().ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+                let leaf = leaf.ok_or_else(|| Status::unauthenticated("a client certificate is required (mTLS)"))?;
                 self.policy.principal_of_cert(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
             }
         }
     }
+
+    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        // A call the HTTPS listener makes for an authenticated caller: it is in-process, so
+        // the request carries no TLS connection, only the principal already established.
+        if let Some(Caller(p)) = request.extensions().get::<Caller>() {
+            return Ok(p.clone());
+        }
+        let certs = request.peer_certs();
+        self.principal_of_peer(certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()))
+    }
 }
+
+/// The authenticated caller of an in-process call (the REST routes and the console set it
+/// on the `tonic::Request` they pass to the service's methods). Only server code can set
+/// request extensions: a remote gRPC client cannot.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send + 'static>>;
 
@@ -101,7 +122,7 @@ impl pb::maas_server::Maas for MaasService {
         let principal = self.principal(&request)?;
         let r = request.into_inner();
         let v = self.engine.get_batch_as(&principal, batch_id(&r.batch_id)?).await.map_err(status)?;
-        Ok(Response::new(view(v, &r.hostnames)))
+        Ok(Response::new(view(v, &r.hostnames, r.steps)))
     }
 
     async fn list_batches(
@@ -229,6 +250,18 @@ impl pb::maas_server::Maas for MaasService {
             success_rate: stats.success_rate,
             host_runs: stats.host_runs.iter().map(duration_stats).collect(),
             steps: stats.steps.iter().map(duration_stats).collect(),
+            outcomes: stats
+                .outcomes
+                .iter()
+                .map(|o| pb::OutcomeCounts {
+                    action: o.action.to_string(),
+                    sku: o.sku.to_string(),
+                    site: o.site.to_string(),
+                    succeeded: o.succeeded,
+                    failed: o.failed,
+                    cancelled: o.cancelled,
+                })
+                .collect(),
         }))
     }
 

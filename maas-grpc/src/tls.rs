@@ -102,6 +102,12 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// maasd's side, as `maasctl dev-certs` (and `[certs]` in the config) lays out `dir`:
+    /// `server.pem`, `server-key.pem`, and `ca.pem` for its clients.
+    pub fn server_in(dir: &Path) -> TlsFiles {
+        TlsFiles { cert: dir.join("server.pem"), key: dir.join("server-key.pem"), ca: Some(dir.join("ca.pem")) }
+    }
+
     fn identity(&self) -> Result<Identity, TlsError> {
         load_certs(&self.cert)?;
         check_key(&self.key)?;
@@ -125,6 +131,40 @@ impl TlsFiles {
             config = config.client_ca_root(ca).client_auth_optional(false);
         }
         Ok(config)
+    }
+
+    /// The same server side as a rustls configuration (ring), for the HTTPS listener (REST
+    /// and console): this identity, client certificates required from `ca` when it is set,
+    /// ALPN h2 and http/1.1.
+    pub fn rustls_server(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+        let chain = load_certs(&self.cert)?;
+        let bytes = read(&self.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&bytes)
+            .map_err(|e| TlsError::NoKey { path: self.key.clone(), detail: e.to_string() })?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let refused = |path: &Path, e: &dyn std::fmt::Display| TlsError::BadCertificate {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| refused(&self.cert, &e))?;
+        let builder = match &self.ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in load_certs(ca)? {
+                    roots.add(cert).map_err(|e| refused(ca, &e))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| refused(ca, &e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| refused(&self.cert, &e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(std::sync::Arc::new(config))
     }
 
     /// A client config presenting this identity and trusting servers signed by `ca`.

@@ -4,10 +4,11 @@
 //! no permission, plaintext on a non-loopback address) that change nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod private_db;
+mod support;
 
 use futures::StreamExt;
 use maas_grpc::devcerts::{DevCa, write_dev_certs};
@@ -15,130 +16,8 @@ use maas_grpc::pb::maas_client::MaasClient;
 use maas_grpc::pb::{self, action::Kind};
 use maas_grpc::tls::TlsFiles;
 use private_db::{PrivateDb, PrivateMariadb, PrivatePostgres};
+use support::*;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-
-/// A maasd process; killed on drop.
-struct Maasd {
-    child: Child,
-    port: u16,
-    metrics_port: u16,
-    dir: PathBuf,
-    /// Its database URL.
-    db: String,
-    /// Remove `dir` when dropped (off for an instance that another will replace).
-    owns_dir: bool,
-}
-
-impl Drop for Maasd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.owns_dir {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-const POLICY: &str = r#"{"members": {"alice": ["web-sre"], "bob": ["db-sre"], "olga": ["ops"]},
-  "grants": [{"group": "web-sre", "pools": ["web"]}, {"group": "db-sre", "pools": ["db"]},
-             {"group": "ops", "admin": true}]}"#;
-
-fn start(name: &str) -> Maasd {
-    let dir = std::env::temp_dir().join(format!("maasd-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    write_dev_certs(&dir.join("certs"), &["alice", "bob", "olga"]).unwrap();
-    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
-    spawn(&dir, name, &sim_hosts())
-}
-
-/// The flags that register 40 simulated hosts (sim000001.dc1 ...).
-fn sim_hosts() -> Vec<String> {
-    vec!["--sim-hosts".into(), "40".into()]
-}
-
-/// Starts maasd on the database, certificates and policy in `dir`, with `extra` flags.
-fn spawn(dir: &Path, name: &str, extra: &[String]) -> Maasd {
-    spawn_on(dir, name, &format!("sqlite://{}", dir.join("maasd.db").display()), extra)
-}
-
-/// Starts maasd on the database at `db`, with the certificates and policy in `dir`.
-fn spawn_on(dir: &Path, name: &str, db: &str, extra: &[String]) -> Maasd {
-    let (port, metrics_port) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_maasd"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--metrics-listen")
-        .arg(format!("127.0.0.1:{metrics_port}"))
-        .arg("--db")
-        .arg(db)
-        .arg("--certs")
-        .arg(dir.join("certs"))
-        .arg("--policy")
-        .arg(dir.join("policy.json"))
-        .args(["--workers", "2", "--instance", name])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(dir.join("maasd.log")).unwrap())
-        .spawn()
-        .expect("maasd runs");
-    let d = Maasd { child, port, metrics_port, dir: dir.to_path_buf(), db: db.to_string(), owns_dir: true };
-    // A worker-only instance serves no API: its metrics port says it is up.
-    let worker_only = extra.windows(2).any(|w| w[0] == "--role" && w[1] == "worker");
-    let awaited = if worker_only { metrics_port } else { port };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", awaited)).is_ok() {
-            return d;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("maasd did not listen: {}", std::fs::read_to_string(d.dir.join("maasd.log")).unwrap_or_default());
-}
-
-async fn client_with(port: u16, tls: ClientTlsConfig) -> Result<MaasClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    Ok(MaasClient::new(channel))
-}
-
-async fn client(d: &Maasd, user: &str) -> MaasClient<Channel> {
-    let certs = d.dir.join("certs");
-    let files = TlsFiles {
-        cert: certs.join(format!("{user}.pem")),
-        key: certs.join(format!("{user}-key.pem")),
-        ca: Some(certs.join("ca.pem")),
-    };
-    client_with(d.port, files.client("localhost").unwrap()).await.unwrap()
-}
-
-fn reboot(hosts: &str) -> pb::SubmitBatchRequest {
-    pb::SubmitBatchRequest {
-        action: Some(pb::Action { kind: Some(Kind::Reboot(pb::action::Reboot { soft: false })) }),
-        hosts: vec![hosts.into()],
-        ..Default::default()
-    }
-}
-
-fn reimage(hosts: &str) -> pb::SubmitBatchRequest {
-    pb::SubmitBatchRequest {
-        action: Some(pb::Action {
-            kind: Some(Kind::Reimage(pb::action::Reimage { os: "ubuntu-24.04".into(), install_timeout_secs: None })),
-        }),
-        hosts: vec![hosts.into()],
-        ..Default::default()
-    }
-}
-
-async fn batch_count(c: &mut MaasClient<Channel>) -> usize {
-    c.list_batches(pb::ListBatchesRequest::default()).await.unwrap().into_inner().batches.len()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_watch_complete_overlap_dry_run_and_cancel() {
@@ -157,7 +36,11 @@ async fn submit_watch_complete_overlap_dry_run_and_cancel() {
     assert_eq!(kinds.first().map(String::as_str), Some("batch_accepted"));
     assert_eq!(kinds.last().map(String::as_str), Some("batch_completed"));
     assert_eq!(kinds.iter().filter(|k| *k == "host_succeeded").count(), 5);
-    let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+    let b = alice
+        .get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![], steps: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded, b.hosts.len()), ("completed", 5, 5));
 
     // A batch that starts in an hour holds its hosts without running (so nothing races
@@ -200,7 +83,7 @@ async fn submit_watch_complete_overlap_dry_run_and_cancel() {
     let mut state = String::new();
     for _ in 0..100 {
         state = alice
-            .get_batch(pb::GetBatchRequest { batch_id: holder.clone(), hostnames: vec![] })
+            .get_batch(pb::GetBatchRequest { batch_id: holder.clone(), hostnames: vec![], steps: false })
             .await
             .unwrap()
             .into_inner()
@@ -319,18 +202,6 @@ fn missing_certificates_fail_at_startup_with_the_file_named() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.pem") && stderr.contains("maasctl dev-certs"), "{stderr}");
-}
-
-fn host(name: &str, pool: &str) -> pb::Host {
-    pb::Host {
-        hostname: name.into(),
-        site: "dc2".into(),
-        pool: pool.into(),
-        sku: "gen10".into(),
-        bmc_address: "10.9.0.1".into(),
-        credentials_ref: "rack-9".into(),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,7 +576,11 @@ async fn with_ipmi_configured_maasd_drives_real_bmcs() {
     let mut events =
         alice.watch_batch(pb::WatchBatchRequest { batch_id: id.clone(), after: 0 }).await.unwrap().into_inner();
     while tokio::time::timeout(Duration::from_secs(60), events.next()).await.expect("events").is_some() {}
-    let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+    let b = alice
+        .get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![], steps: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded), ("completed", 2), "{b:?}");
     for bmc in &bmcs.bmcs {
         assert!(bmc.recorded_power(), "the simulator recorded power on: {:?}", bmc.calls());
@@ -766,7 +641,11 @@ async fn with_redfish_and_ipmi_configured_maasd_drives_a_mixed_fleet() {
     let mut events =
         alice.watch_batch(pb::WatchBatchRequest { batch_id: id.clone(), after: 0 }).await.unwrap().into_inner();
     while tokio::time::timeout(Duration::from_secs(90), events.next()).await.expect("events").is_some() {}
-    let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+    let b = alice
+        .get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![], steps: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((b.state.as_str(), b.counts.unwrap().succeeded), ("completed", 2), "{b:?}");
     assert!(bmcs.bmcs[0].recorded_power());
     assert!(sushy.log_text().contains("Actions/ComputerSystem.Reset"), "the Redfish host was reset");
@@ -1187,10 +1066,6 @@ async fn refusals_of_ten_thousand_hosts_reach_every_client() {
     assert!(!err.contains("h2 protocol error"), "{}", &err[..500]);
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
 /// NUL and other control characters in every free-text field, on every store: refused
 /// as INVALID_ARGUMENT naming the field (a malformed token is NOT_FOUND), never a
 /// retryable status and never the database's words; nothing is written.
@@ -1239,7 +1114,11 @@ async fn control_characters_are_refused_naming_the_field_on_every_store() {
             assert_eq!(s.code(), tonic::Code::NotFound, "{tag}: {s:?}");
         }
         assert_eq!(batch_count(&mut alice).await, before, "{tag}: a refused request wrote something");
-        let b = alice.get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![] }).await.unwrap().into_inner();
+        let b = alice
+            .get_batch(pb::GetBatchRequest { batch_id: id, hostnames: vec![], steps: false })
+            .await
+            .unwrap()
+            .into_inner();
         assert_ne!(b.state, "cancelled", "{tag}: a refused cancel cancelled");
     }
 }
@@ -1518,7 +1397,7 @@ async fn outage_under_load(tag: &str, db: &mut dyn PrivateDb) {
     let finished = std::time::Instant::now();
     for id in &ids {
         loop {
-            let b = c.get_batch(pb::GetBatchRequest { batch_id: id.clone(), hostnames: vec![] }).await;
+            let b = c.get_batch(pb::GetBatchRequest { batch_id: id.clone(), hostnames: vec![], steps: false }).await;
             let b = b.unwrap_or_else(|s| panic!("{tag}: batch {id}: {s:?}")).into_inner();
             if b.state == "completed" {
                 assert_eq!(b.counts.unwrap().succeeded, 1, "{tag}: batch {id}");
@@ -1567,7 +1446,11 @@ async fn a_mariadb_outage_under_load_loses_nothing_and_needs_no_restart() {
 async fn await_completed(c: &mut MaasClient<Channel>, id: &str) -> u32 {
     let start = std::time::Instant::now();
     loop {
-        let b = c.get_batch(pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![] }).await.unwrap().into_inner();
+        let b = c
+            .get_batch(pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![], steps: false })
+            .await
+            .unwrap()
+            .into_inner();
         if b.state == "completed" {
             return b.counts.unwrap().succeeded;
         }
@@ -1612,7 +1495,7 @@ async fn two_maasd_on_one_database_share_the_work_and_fail_over() {
     let files =
         TlsFiles { cert: certs.join("olga.pem"), key: certs.join("olga-key.pem"), ca: Some(certs.join("ca.pem")) };
     let mut pair = maas_grpc::client::connect(&both, Some(&files), Duration::from_secs(5)).await.unwrap();
-    let get = |id: &str| pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![] };
+    let get = |id: &str| pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![], steps: false };
     let state = pair.get_batch(get(&queued)).await.unwrap().into_inner().state;
     assert!(["running", "completed"].contains(&state.as_str()), "{state}");
     // Kill the instance in use: reads carry on through the other at once.
@@ -1739,7 +1622,7 @@ async fn statistics_by_month_outlive_retention() {
     assert_eq!(await_completed(&mut olga, &id).await, 3);
     let start = std::time::Instant::now();
     loop {
-        let got = olga.get_batch(pb::GetBatchRequest { batch_id: id.clone(), hostnames: vec![] }).await;
+        let got = olga.get_batch(pb::GetBatchRequest { batch_id: id.clone(), hostnames: vec![], steps: false }).await;
         if got.as_ref().is_err_and(|s| s.code() == tonic::Code::NotFound) {
             break;
         }

@@ -283,7 +283,11 @@ fn reimage(timeout_secs: Option<u64>) -> Kind {
 async fn finish(c: &mut MaasClient<Channel>, lab: &Lab, id: &str, limit: Duration) -> pb::Batch {
     let started = Instant::now();
     loop {
-        let b = c.get_batch(pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![] }).await.unwrap().into_inner();
+        let b = c
+            .get_batch(pb::GetBatchRequest { batch_id: id.into(), hostnames: vec![], steps: false })
+            .await
+            .unwrap()
+            .into_inner();
         if matches!(b.state.as_str(), "completed" | "cancelled") {
             return b;
         }

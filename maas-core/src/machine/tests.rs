@@ -440,3 +440,19 @@ fn cancelling_a_host_mid_install_fences_it_before_its_claim_is_released() {
     assert_eq!(done.released_claims, vec![Hostname::new("h0.dc1").unwrap()]);
     assert_eq!(done.batch.unwrap().state, BatchState::Cancelled);
 }
+
+#[test]
+fn the_controls_offered_are_those_the_decisions_accept() {
+    let nb = batch(2, 5);
+    let alice = Principal::new("alice", []);
+    for &state in BatchState::ALL {
+        let mut b = nb.batch.clone();
+        b.state = state;
+        let c = batch_controls(state);
+        let cancel = decide_cancel(b.clone(), vec![], &alice, "r", NOW, &Rules::default());
+        // Cancelling a batch already cancelling is accepted as a no-op, not offered.
+        assert_eq!(c.cancel, cancel.is_ok_and(|fx| fx.batch.is_some()), "cancel in {state}");
+        assert_eq!(c.pause, decide_pause(b.clone(), &alice, "r", NOW).is_ok(), "pause in {state}");
+        assert_eq!(c.resume, decide_resume(b, &alice, NOW).is_ok(), "resume in {state}");
+    }
+}

@@ -679,7 +679,7 @@ async fn main() {
                 }
                 progress.finish();
                 let b = client
-                    .get_batch(pb::GetBatchRequest { batch_id: r.batch_id, hostnames: vec![] })
+                    .get_batch(pb::GetBatchRequest { batch_id: r.batch_id, ..Default::default() })
                     .await
                     .unwrap_or_else(|s| refused(s))
                     .into_inner();
@@ -692,7 +692,7 @@ async fn main() {
         }
         Command::Status { batch } => {
             let b = client
-                .get_batch(pb::GetBatchRequest { batch_id: batch.clone(), hostnames: vec![] })
+                .get_batch(pb::GetBatchRequest { batch_id: batch.clone(), ..Default::default() })
                 .await
                 .unwrap_or_else(|s| refused(s))
                 .into_inner();

@@ -91,6 +91,10 @@ struct Args {
     /// Where /metrics, /healthz and /readyz are served (plain HTTP; "off" to disable) [default: 127.0.0.1:9464].
     #[arg(long, env = "MAASD_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Where the REST/JSON API (/v1/) and the web console (/ui/) are served, over the same TLS
+    /// and client CA as the gRPC API ("off" to disable) [default: off].
+    #[arg(long, env = "MAASD_HTTP_LISTEN")]
+    http_listen: Option<String>,
     /// Log line format [default: text].
     #[arg(long, value_enum, env = "MAASD_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -119,7 +123,7 @@ impl Args {
             listen => c.listen, db => c.db, certs => c.certs, plaintext_principal => c.plaintext_principal,
             role => c.role, workers => c.workers.per_pool, sim_hosts => c.sim_hosts, instance => c.instance,
             sim_bmc_latency_ms => c.sim_bmc_latency_ms,
-            metrics_listen => c.metrics.listen, log_format => c.log.format, log_level => c.log.level,
+            metrics_listen => c.metrics.listen, http_listen => c.http.listen, log_format => c.log.format, log_level => c.log.level,
             max_batch_hosts => c.limits.max_batch_hosts, max_message_bytes => c.limits.max_message_bytes,
         }
         if self.policy.is_some() {
@@ -225,17 +229,16 @@ async fn main() {
             Policy::default()
         }
     };
+    // Both listeners serve with the same certificate and client CA.
+    let server_files = TlsFiles::server_in(&config.certs);
     let tls = (!config.plaintext).then(|| {
-        TlsFiles {
-            cert: config.certs.join("server.pem"),
-            key: config.certs.join("server-key.pem"),
-            ca: Some(config.certs.join("ca.pem")),
-        }
-        .server()
-        .unwrap_or_else(|e| {
+        server_files.server().unwrap_or_else(|e| {
             fail(format!("{e} (make development certificates with `maasctl dev-certs {}`)", config.certs.display()))
         })
     });
+    let http_addr = config.http_addr().unwrap_or_else(|e| fail(e));
+    let http_tls =
+        (http_addr.is_some() && !config.plaintext).then(|| server_files.rustls_server().unwrap_or_else(|e| fail(e)));
     let pools = config.pools().unwrap_or_else(|e| fail(e));
     let metrics_addr = config.metrics_addr().unwrap_or_else(|e| fail(e));
     // This process's identity: its instance name, held exclusively until the process ends
@@ -439,6 +442,15 @@ async fn main() {
             Authentication::ClientCertificate
         };
         let service = MaasService::new(engine.clone(), Arc::new(policy), auth);
+        if let Some(addr) = http_addr {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| fail(format!("http.listen {addr}: {e}")));
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(listen = %bound, "serving the REST/JSON API (/v1/) and the console (/ui/)");
+            let rest = maas_grpc::rest::Rest::new(service.clone(), config.limits.max_message_bytes);
+            let until = stopped(stop_rx.clone());
+            tokio::spawn(maas_grpc::https::serve(listener, maas_grpc::https::router(rest), http_tls, until));
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .unwrap_or_else(|e| fail(format!("listening on {}: {e}", config.listen)));

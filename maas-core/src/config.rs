@@ -194,6 +194,26 @@ impl Default for WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// The wait before the next store call after `failures` failed in a row (at least 1):
+    /// `store_retry_min`, doubled per further failure, at most `store_retry_max`.
+    pub fn store_retry_wait(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        self.store_retry_min.saturating_mul(1 << doublings).min(self.store_retry_max)
+    }
+
+    /// A step of a job leased to this worker could not read what it needs (its host) from
+    /// the store `failures` times in a row, having waited `waited` so far: the wait before
+    /// it reads again, or `None` to fail the attempt (retryably) because the next wait would
+    /// reach past half the `lease` (the lease may lapse while the database is away, and the
+    /// rescue is then the store's to make). Failing at once instead would spend an attempt
+    /// on every step claimed just before the database went away.
+    pub fn step_read_wait(&self, failures: u32, waited: Duration, lease: Duration) -> Option<Duration> {
+        let wait = self.store_retry_wait(failures);
+        (waited.saturating_add(wait) <= lease / 2).then_some(wait)
+    }
+}
+
 /// One pool of workers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolConfig {

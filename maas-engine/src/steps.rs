@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use crate::Engine;
+use maas_core::config::WorkerConfig;
 use maas_core::host::{BootMethod, Host, HostState, StateChange};
 use maas_core::machine::JobOutcome;
 use maas_core::model::JobRecord;
 use maas_core::plan::StepKind;
 use maas_core::ports::power::{BootDevice, PowerError, PowerOp, PowerState};
 use maas_core::ports::services::{PreparedBoot, ProvisionError};
-use maas_core::ports::store::JobListParams;
+use maas_core::ports::store::{JobListParams, StoreError};
 
 /// Why a step failed, and whether another attempt may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +46,8 @@ impl From<ProvisionError> for StepFailure {
     }
 }
 
-impl From<maas_core::ports::store::StoreError> for StepFailure {
-    fn from(e: maas_core::ports::store::StoreError) -> Self {
+impl From<StoreError> for StepFailure {
+    fn from(e: StoreError) -> Self {
         StepFailure { error: e.to_string(), retryable: true }
     }
 }
@@ -54,11 +55,26 @@ impl From<maas_core::ports::store::StoreError> for StepFailure {
 impl Engine {
     /// Runs one leased job's step and reports the outcome. Never panics on driver errors;
     /// classifies them for the retry policy.
-    pub async fn run_step(&self, job: &JobRecord) -> JobOutcome {
-        let host = self.inner.inventory.host_get_many(std::slice::from_ref(&job.hostname)).await;
-        match host {
-            Ok(mut hosts) => self.run_step_on(job, hosts.pop()).await,
-            Err(e) => StepFailure::from(e).into(),
+    ///
+    /// The job's host is looked up first. While the store is away (a backend error) the
+    /// lookup is tried again on `worker`'s backoff ([`WorkerConfig::step_read_wait`]), for
+    /// up to half a lease, instead of spending the attempt: a job claimed just before the
+    /// database went away runs once, when it is back.
+    pub async fn run_step(&self, job: &JobRecord, worker: &WorkerConfig) -> JobOutcome {
+        let (mut failures, mut waited) = (0, Duration::ZERO);
+        loop {
+            match self.inner.inventory.host_get_many(std::slice::from_ref(&job.hostname)).await {
+                Ok(mut hosts) => return self.run_step_on(job, hosts.pop()).await,
+                Err(e @ StoreError::Backend { .. }) => {
+                    failures += 1;
+                    let Some(wait) = worker.step_read_wait(failures, waited, self.inner.config.lease) else {
+                        return StepFailure::from(e).into();
+                    };
+                    self.inner.clock.sleep(wait).await;
+                    waited += wait;
+                }
+                Err(e) => return StepFailure::from(e).into(),
+            }
         }
     }
 

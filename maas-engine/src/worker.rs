@@ -209,9 +209,10 @@ impl Worker {
                         }
                     }
                     Performed::ClaimedHostsUnknown(jobs) => {
+                        let cfg = std::sync::Arc::new(self.machine.config().clone());
                         for job in jobs {
-                            let engine = self.engine.clone();
-                            running.spawn(job.id, async move { engine.run_step(&job).await });
+                            let (engine, cfg) = (self.engine.clone(), cfg.clone());
+                            running.spawn(job.id, async move { engine.run_step(&job, &cfg).await });
                         }
                     }
                     // The steps still running were handed back: abandon them.

@@ -982,3 +982,78 @@ async fn a_late_eject_leaves_the_drive_of_a_host_that_runs_again() {
     ejector.deliver(std::slice::from_ref(&failed)).await.unwrap();
     assert_eq!(sim.fleet().bmc(&host.bmc).unwrap().media, None);
 }
+
+/// An inventory whose host reads fail (the database is away) a given number of times.
+struct AwayInventory {
+    inner: Arc<MemStore>,
+    failures_left: AtomicUsize,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl Inventory for AwayInventory {
+    async fn host_get_many(&self, names: &[Hostname]) -> Result<Vec<Host>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Backend { message: "connection refused".into(), source: None });
+        }
+        self.inner.host_get_many(names).await
+    }
+    async fn host_list(&self, filter: HostFilter) -> Result<Vec<Host>, StoreError> {
+        self.inner.host_list(filter).await
+    }
+    async fn host_upsert_many(&self, hosts: Vec<Host>) -> Result<usize, StoreError> {
+        self.inner.host_upsert_many(hosts).await
+    }
+    async fn host_set_state(&self, name: &Hostname, change: StateChange) -> Result<(), StoreError> {
+        self.inner.host_set_state(name, change).await
+    }
+}
+
+/// A job claimed just before the database went away (its worker could not look its host
+/// up) waits for the database instead of spending its attempt, for up to half a lease;
+/// past that it fails its attempt retryably, naming the store's error.
+#[tokio::test]
+async fn a_step_whose_host_cannot_be_read_waits_for_the_store_up_to_half_a_lease() {
+    for (failures, succeeds) in [(4, true), (1_000, false)] {
+        let store = Arc::new(MemStore::default());
+        let fleet = Arc::new(SimFleet::new(1, FaultPlan::none()));
+        store.host_upsert_many(fleet_hosts(&fleet, 1, 1)).await.unwrap();
+        let inventory = Arc::new(AwayInventory { inner: store.clone(), failures_left: 0.into(), reads: 0.into() });
+        let clock = Arc::new(ManualClock::simulated(Timestamp::from_millis(1_000_000)));
+        let engine =
+            Engine::builder(store.clone(), inventory.clone(), fleet, clock.clone(), IdGenerator::new(clock, 3)).build();
+        engine.submit(&alice(), &reboot("sim000001.dc1")).await.unwrap();
+        // The database goes away now.
+        inventory.failures_left.store(failures, Ordering::SeqCst);
+        inventory.reads.store(0, Ordering::SeqCst);
+        let now = engine.clock().now();
+        let claim = JobClaimParams {
+            site: Site::new("dc1").unwrap(),
+            kinds: maas_core::plan::StepKind::ALL.to_vec(),
+            limit: 1,
+            owner: "w1".into(),
+            now,
+            lease: engine.config().lease,
+        };
+        let job = store.job_claim(claim).await.unwrap().pop().expect("the preflight is claimable");
+        let worker = WorkerConfig::default();
+        let outcome = engine.run_step(&job, &worker).await;
+        let reads = inventory.reads.load(Ordering::SeqCst);
+        if succeeds {
+            assert_eq!(outcome, JobOutcome::Succeeded, "ran once the store answered");
+            assert_eq!(reads, failures + 1);
+        } else {
+            let JobOutcome::Failed { error, retryable } = outcome else { panic!("{outcome:?}") };
+            assert!(retryable && error.contains("connection refused"), "{error}");
+            // 250 ms doubling to 10 s within 30 s (half the default lease of 60 s).
+            let mut waited = Duration::ZERO;
+            let mut n = 0;
+            while let Some(w) = worker.step_read_wait(n + 1, waited, engine.config().lease) {
+                (waited, n) = (waited + w, n + 1);
+            }
+            assert_eq!(reads, n as usize + 1, "gave up after {waited:?}");
+            assert!(waited <= Duration::from_secs(30) && waited >= Duration::from_secs(20), "{waited:?}");
+        }
+    }
+}

@@ -139,6 +139,11 @@ impl WorkerMachine {
         &self.id
     }
 
+    /// How it paces itself.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
     /// Its site.
     pub fn site(&self) -> &Site {
         &self.site
@@ -322,9 +327,7 @@ impl WorkerMachine {
         self.store_failures = self.store_failures.saturating_add(1);
         // A claim's answer may be lost after the store leased the jobs: find them next.
         self.claim_in_doubt |= std::mem::take(&mut self.claiming);
-        let doublings = (self.store_failures - 1).min(16);
-        let wait = self.cfg.store_retry_min.saturating_mul(1 << doublings).min(self.cfg.store_retry_max);
-        self.retry_at = Some(now.plus(wait));
+        self.retry_at = Some(now.plus(self.cfg.store_retry_wait(self.store_failures)));
         self.flushing = 0;
     }
 
@@ -465,6 +468,17 @@ mod tests {
                 other => return Some(other),
             }
         }
+    }
+
+    #[test]
+    fn store_waits_double_up_to_the_max_and_a_step_gives_up_at_half_the_lease() {
+        let m = machine(4);
+        let waits: Vec<u128> = (1..=5).map(|n| m.cfg.store_retry_wait(n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 350, 350, 350]);
+        let lease = Duration::from_secs(2);
+        assert_eq!(m.cfg.step_read_wait(1, Duration::ZERO, lease), Some(Duration::from_millis(100)));
+        assert_eq!(m.cfg.step_read_wait(3, Duration::from_millis(650), lease), Some(Duration::from_millis(350)));
+        assert_eq!(m.cfg.step_read_wait(4, Duration::from_millis(651), lease), None, "past half the lease");
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl Simulation {
                     for (job, host) in jobs {
                         let outcome = match host {
                             Some(host) => self.engine.run_step_on(&job, host).await,
-                            None => self.engine.run_step(&job).await,
+                            None => self.engine.run_step(&job, self.workers[w].worker.machine().config()).await,
                         };
                         let takes = Duration::from_millis(self.rng.below(15_000));
                         self.workers[w].in_flight.push((job, now.plus(takes), outcome));

@@ -56,34 +56,23 @@ impl Engine {
     /// Runs one leased job's step and reports the outcome. Never panics on driver errors;
     /// classifies them for the retry policy.
     ///
-    /// The job's host is looked up first. While the store is away (a backend error) the
-    /// lookup is tried again on `worker`'s backoff ([`WorkerConfig::step_read_wait`]), for
-    /// up to half a lease, instead of spending the attempt: a job claimed just before the
-    /// database went away runs once, when it is back.
+    /// The job's host is looked up first, patiently ([`Self::read_patiently`]): a job
+    /// claimed just before the database went away runs once, when it is back.
     pub async fn run_step(&self, job: &JobRecord, worker: &WorkerConfig) -> JobOutcome {
-        let (mut failures, mut waited) = (0, Duration::ZERO);
-        loop {
-            match self.inner.inventory.host_get_many(std::slice::from_ref(&job.hostname)).await {
-                Ok(mut hosts) => return self.run_step_on(job, hosts.pop()).await,
-                Err(e @ StoreError::Backend { .. }) => {
-                    failures += 1;
-                    let Some(wait) = worker.step_read_wait(failures, waited, self.inner.config.lease) else {
-                        return StepFailure::from(e).into();
-                    };
-                    self.inner.clock.sleep(wait).await;
-                    waited += wait;
-                }
-                Err(e) => return StepFailure::from(e).into(),
-            }
+        let host =
+            self.read_patiently(worker, || self.inner.inventory.host_get_many(std::slice::from_ref(&job.hostname)));
+        match host.await {
+            Ok(mut hosts) => self.run_step_on(job, hosts.pop(), worker).await,
+            Err(e) => StepFailure::from(e).into(),
         }
     }
 
     /// Runs one leased job's step on `host` as the inventory had it when the job was
     /// claimed (workers look up every claimed job's host in one call); `None` means the
-    /// host left the inventory.
-    pub async fn run_step_on(&self, job: &JobRecord, host: Option<Host>) -> JobOutcome {
+    /// host left the inventory. `worker` paces the step's own store reads.
+    pub async fn run_step_on(&self, job: &JobRecord, host: Option<Host>, worker: &WorkerConfig) -> JobOutcome {
         let result = match host {
-            Some(host) => self.step(job, host).await,
+            Some(host) => self.step(job, host, worker).await,
             None => Err(StepFailure::permanent(format!("{} is no longer in the inventory", job.hostname))),
         };
         match result {
@@ -92,7 +81,37 @@ impl Engine {
         }
     }
 
-    async fn step(&self, job: &JobRecord, host: Host) -> Result<(), StepFailure> {
+    /// A store read a step needs. While the store is away (a backend error) it is tried
+    /// again on `worker`'s backoff ([`WorkerConfig::step_read_wait`]), for up to half a
+    /// lease, instead of failing the step and spending its attempt on an outage; past that,
+    /// or on any other error, the error is returned.
+    async fn read_patiently<T, F>(&self, worker: &WorkerConfig, mut read: impl FnMut() -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let (mut failures, mut waited) = (0, Duration::ZERO);
+        loop {
+            match read().await {
+                Err(e @ StoreError::Backend { .. }) => {
+                    failures += 1;
+                    let Some(wait) = worker.step_read_wait(failures, waited, self.inner.config.lease) else {
+                        return Err(e);
+                    };
+                    self.inner.clock.sleep(wait).await;
+                    waited += wait;
+                }
+                answered => return answered,
+            }
+        }
+    }
+
+    /// Every job of `job`'s chain (its host run's), read patiently.
+    async fn chain_of(&self, job: &JobRecord, worker: &WorkerConfig) -> Result<Vec<JobRecord>, StoreError> {
+        let params = || JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() };
+        self.read_patiently(worker, || self.inner.store.job_list(params())).await
+    }
+
+    async fn step(&self, job: &JobRecord, host: Host, worker: &WorkerConfig) -> Result<(), StepFailure> {
         let inner = &self.inner;
         let bmc = &host.bmc;
         let verify = inner.config.verify;
@@ -104,7 +123,7 @@ impl Engine {
                 inner.power.probe(bmc).await?;
                 Ok(())
             }
-            StepKind::SetBootPxe => self.set_boot_pxe(job, &host).await,
+            StepKind::SetBootPxe => self.set_boot_pxe(job, &host, worker).await,
             StepKind::PowerOn => self.power_and_verify(&host, PowerOp::On, verify.deadline).await,
             StepKind::PowerOff | StepKind::Fence => {
                 // A wipe's image, or a cancelled install's, leaves the drive.
@@ -114,7 +133,7 @@ impl Engine {
             StepKind::SoftOff => self.power_and_verify(&host, PowerOp::SoftOff, verify.soft_deadline).await,
             StepKind::PowerCycle => {
                 if job.attempt > 1 {
-                    self.rearm_network_boot(job, &host).await?;
+                    self.rearm_network_boot(job, &host, worker).await?;
                 }
                 self.power_and_verify(&host, PowerOp::Cycle, verify.deadline).await
             }
@@ -159,7 +178,7 @@ impl Engine {
         }
     }
 
-    async fn set_boot_pxe(&self, job: &JobRecord, host: &Host) -> Result<(), StepFailure> {
+    async fn set_boot_pxe(&self, job: &JobRecord, host: &Host, worker: &WorkerConfig) -> Result<(), StepFailure> {
         let inner = &self.inner;
         let image = job.params.boot.as_ref().ok_or_else(|| StepFailure::permanent("set_boot_pxe without an image"))?;
         let provisioner = inner.provisioner.as_ref().ok_or_else(|| {
@@ -167,8 +186,7 @@ impl Engine {
         })?;
         // The image reports back with the token of the chain's waiting step; a reimage's
         // new OS with the first-boot step's.
-        let chain =
-            inner.store.job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() }).await?;
+        let chain = self.chain_of(job, worker).await?;
         let mut waits = chain.iter().filter(|j| j.position > job.position && j.kind.is_wait());
         let token = waits
             .next()
@@ -205,12 +223,8 @@ impl Engine {
     /// A retried cycle right after `set_boot_pxe` sets the one-time PXE flag again: when a
     /// first cycle happened but its answer was lost, the machine booted and used up the flag,
     /// and a second cycle without it would boot the old disk instead of the installer.
-    async fn rearm_network_boot(&self, job: &JobRecord, host: &Host) -> Result<(), StepFailure> {
-        let chain = self
-            .inner
-            .store
-            .job_list(JobListParams { host_run_id: Some(job.host_run_id), ..Default::default() })
-            .await?;
+    async fn rearm_network_boot(&self, job: &JobRecord, host: &Host, worker: &WorkerConfig) -> Result<(), StepFailure> {
+        let chain = self.chain_of(job, worker).await?;
         let after_pxe = chain.iter().any(|j| j.kind == StepKind::SetBootPxe && j.position + 1 == job.position);
         if after_pxe {
             self.inner.power.set_boot_device(&host.bmc, host.boot_method.boot_device(), false).await?;

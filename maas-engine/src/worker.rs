@@ -60,6 +60,8 @@ pub enum Performed {
 pub struct Worker {
     engine: Engine,
     machine: WorkerMachine,
+    /// Its configuration, shared with the steps it runs (their store reads' backoff).
+    config: std::sync::Arc<WorkerConfig>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -72,7 +74,8 @@ impl Worker {
     /// A worker named `id` (unique across the deployment) for `site` and `pool`.
     pub fn new(engine: Engine, id: impl Into<String>, site: Site, pool: Pool, cfg: WorkerConfig) -> Self {
         let lease = engine.inner.config.lease;
-        Worker { engine, machine: WorkerMachine::new(id, site, pool, cfg, lease) }
+        let config = std::sync::Arc::new(cfg.clone());
+        Worker { engine, machine: WorkerMachine::new(id, site, pool, cfg, lease), config }
     }
 
     /// Its id (the lease owner on its jobs).
@@ -204,14 +207,13 @@ impl Worker {
                 match performed {
                     Performed::Claimed(jobs) => {
                         for (job, host) in jobs {
-                            let engine = self.engine.clone();
-                            running.spawn(job.id, async move { engine.run_step_on(&job, host).await });
+                            let (engine, cfg) = (self.engine.clone(), self.config.clone());
+                            running.spawn(job.id, async move { engine.run_step_on(&job, host, &cfg).await });
                         }
                     }
                     Performed::ClaimedHostsUnknown(jobs) => {
-                        let cfg = std::sync::Arc::new(self.machine.config().clone());
                         for job in jobs {
-                            let (engine, cfg) = (self.engine.clone(), cfg.clone());
+                            let (engine, cfg) = (self.engine.clone(), self.config.clone());
                             running.spawn(job.id, async move { engine.run_step(&job, &cfg).await });
                         }
                     }

@@ -3,6 +3,7 @@
 //! never held across an `.await`, so every method is atomic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -299,6 +300,8 @@ pub enum Transition {
 pub struct MemStore {
     state: Mutex<State>,
     rules: Rules,
+    /// Chain reads (job lists by host run) still to fail as if the database were away.
+    chain_reads_to_fail: AtomicUsize,
 }
 
 impl Default for MemStore {
@@ -316,7 +319,18 @@ impl std::fmt::Debug for MemStore {
 impl MemStore {
     /// An empty store following `rules`.
     pub fn new(rules: Rules) -> Self {
-        MemStore { state: Mutex::new(State::default()), rules }
+        MemStore { state: Mutex::new(State::default()), rules, chain_reads_to_fail: AtomicUsize::new(0) }
+    }
+
+    /// Makes the next `n` chain reads (`job_list` by host run, what steps read) fail with
+    /// a backend error, as a database that is away would: for tests of the steps' patience.
+    pub fn fail_chain_reads(&self, n: usize) {
+        self.chain_reads_to_fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Chain reads still to fail (see [`Self::fail_chain_reads`]).
+    pub fn chain_reads_failing(&self) -> usize {
+        self.chain_reads_to_fail.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -780,6 +794,14 @@ impl ReportStore for MemStore {
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
+        if p.host_run_id.is_some()
+            && self.chain_reads_to_fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Err(StoreError::Backend {
+                message: "the database is away (MemStore::fail_chain_reads)".into(),
+                source: None,
+            });
+        }
         let st = self.lock();
         let runs: Vec<HostRunId> = match (p.host_run_id, p.batch_id) {
             (Some(r), _) => vec![r],

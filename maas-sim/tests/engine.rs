@@ -1057,3 +1057,20 @@ async fn a_step_whose_host_cannot_be_read_waits_for_the_store_up_to_half_a_lease
         }
     }
 }
+
+/// A reimage's `set_boot_pxe` step reads its chain (for the installer's callback token).
+/// While the database is away it waits for it, as the host read does, instead of spending
+/// its attempt: the batch completes with every job on its first attempt.
+#[tokio::test]
+async fn a_step_that_cannot_read_its_chain_waits_for_the_store() {
+    let mut sim = sim().await;
+    let id = sim.submit_as("alice", reimage("sim000001.dc1")).await.unwrap();
+    let mem = sim.mem().expect("in-memory simulation").clone();
+    mem.fail_chain_reads(3);
+    sim.settle(ROUND, 1000).await.unwrap();
+    assert_eq!(mem.chain_reads_failing(), 0, "the step met the outage");
+    let view = sim.engine().get_batch(id).await.unwrap();
+    assert_eq!((view.batch.state, view.batch.counts.succeeded), (BatchState::Completed, 1));
+    let again: Vec<_> = mem.jobs_snapshot().into_iter().filter(|j| j.attempt > 1).map(|j| j.kind).collect();
+    assert!(again.is_empty(), "attempts spent on the outage: {again:?}");
+}

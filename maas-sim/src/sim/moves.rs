@@ -270,9 +270,10 @@ impl Simulation {
                         self.checker.claimed(&id, &records, before, limit, now, LEASE)?;
                     }
                     for (job, host) in jobs {
+                        let cfg = self.workers[w].worker.machine().config();
                         let outcome = match host {
-                            Some(host) => self.engine.run_step_on(&job, host).await,
-                            None => self.engine.run_step(&job, self.workers[w].worker.machine().config()).await,
+                            Some(host) => self.engine.run_step_on(&job, host, cfg).await,
+                            None => self.engine.run_step(&job, cfg).await,
                         };
                         let takes = Duration::from_millis(self.rng.below(15_000));
                         self.workers[w].in_flight.push((job, now.plus(takes), outcome));

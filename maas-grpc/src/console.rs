@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maas_core::authz::Principal;
 use maas_core::model::BatchState;
@@ -30,6 +30,21 @@ use crate::service::Caller;
 
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
+/// Sent with every console response. The browser presents the client certificate to any
+/// page that embeds or links the console, so another site must not frame it (a click on a
+/// hidden Cancel would be the viewer's: `frame-ancestors`, `X-Frame-Options`). Scripts,
+/// styles and forms come from and go to the console only; nothing inline runs. Pages show
+/// the fleet as the viewer may see it, so nothing is cached.
+const SECURITY_HEADERS: &[(HeaderName, &str)] = &[
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (header::CACHE_CONTROL, "no-store"),
+];
 /// Hosts listed on a batch page (failures are listed apart, all of them).
 const HOSTS_SHOWN: usize = 500;
 /// How far back the statistics page reads.
@@ -50,8 +65,18 @@ impl Console {
         Console { rest }
     }
 
-    /// Answers one request under `/ui`.
+    /// Answers one request under `/ui`, with the headers that keep a browser from
+    /// framing, sniffing or caching the console ([`SECURITY_HEADERS`]).
     pub async fn handle(&self, request: Request, caller: Result<Principal, Status>) -> Response {
+        let mut response = self.route(request, caller).await;
+        let headers = response.headers_mut();
+        for (name, value) in SECURITY_HEADERS {
+            headers.insert(name.clone(), HeaderValue::from_static(value));
+        }
+        response
+    }
+
+    async fn route(&self, request: Request, caller: Result<Principal, Status>) -> Response {
         let path = request.uri().path().trim_end_matches('/').to_string();
         let query: Vec<(String, String)> =
             form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
@@ -364,7 +389,7 @@ impl Console {
             let _ = write!(
                 out,
                 "<h2>{a}</h2><div class=\"chart-row\">{c1}{c2}\
-                 <table style=\"max-width:40rem\"><caption>{a} by {by} (the charts' figures)</caption><thead><tr>\
+                 <table class=\"narrow\"><caption>{a} by {by} (the charts' figures)</caption><thead><tr>\
                  <th scope=\"col\">{by} from</th><th scope=\"col\" class=\"num\">Succeeded</th><th scope=\"col\" class=\"num\">Failed</th>\
                  <th scope=\"col\" class=\"num\">Cancelled</th><th scope=\"col\" class=\"num\">Success rate</th>\
                  <th scope=\"col\" class=\"num\">p50 runtime</th></tr></thead><tbody>{table}</tbody></table></div>",
@@ -396,7 +421,7 @@ impl Console {
             let _ = write!(
                 out,
                 "<h2>Failures per action and SKU</h2><div class=\"chart-row\">{}\
-                 <table style=\"max-width:50rem\"><caption>Host runs finished in the last year by action, SKU and site (the chart's figures)</caption>\
+                 <table class=\"medium\"><caption>Host runs finished in the last year by action, SKU and site (the chart's figures)</caption>\
                  <thead><tr><th scope=\"col\">Action</th><th scope=\"col\">SKU</th><th scope=\"col\">Site</th>\
                  <th scope=\"col\" class=\"num\">Succeeded</th><th scope=\"col\" class=\"num\">Failed</th>\
                  <th scope=\"col\" class=\"num\">Cancelled</th><th scope=\"col\" class=\"num\">Success rate</th></tr></thead>\
@@ -429,7 +454,7 @@ impl Console {
             let _ = write!(
                 out,
                 "<h2>Step runtimes per action and SKU</h2><div class=\"chart-row\">{}\
-                 <table style=\"max-width:50rem\"><caption>Finished steps in the last year (the chart's figures)</caption>\
+                 <table class=\"medium\"><caption>Finished steps in the last year (the chart's figures)</caption>\
                  <thead><tr><th scope=\"col\">Action</th><th scope=\"col\">SKU</th><th scope=\"col\">Site</th><th scope=\"col\">Step</th>\
                  <th scope=\"col\" class=\"num\">Count</th><th scope=\"col\" class=\"num\">p50</th><th scope=\"col\" class=\"num\">p95</th>\
                  <th scope=\"col\" class=\"num\">Max</th></tr></thead><tbody>{table}</tbody></table></div>",

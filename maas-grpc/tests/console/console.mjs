@@ -34,6 +34,12 @@ async function as(user) {
   });
   const page = await context.newPage();
   page.on('pageerror', (e) => { throw new Error(`script error on ${page.url()}: ${e}`); });
+  // The console's Content-Security-Policy allows nothing inline: Chromium reports what it
+  // refused on the console, and every page is checked for such reports.
+  page.refused = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/.test(m.text())) { page.refused.push(m.text()); }
+  });
   return page;
 }
 
@@ -73,6 +79,7 @@ async function accessible(page) {
     return problems;
   });
   assert.deepEqual(report, [], `accessibility problems on ${page.url()}`);
+  assert.deepEqual(page.refused, [], `the Content-Security-Policy refused something on ${page.url()}`);
 }
 
 // Presses Tab until the focused element matches SELECTOR (at most 60 times).
@@ -87,7 +94,12 @@ async function tabTo(page, selector) {
 const alice = await as('alice');
 
 await check('the batch list shows a submitted batch moving to done, without a reload', async () => {
-  await alice.goto(`${base}/ui/`);
+  const response = await alice.goto(`${base}/ui/`);
+  // No other site may frame the console (a hidden click would be the viewer's).
+  const headers = response.headers();
+  assert.equal(headers['x-frame-options'], 'DENY');
+  assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);
+  assert.equal(headers['cache-control'], 'no-store');
   const row = alice.locator('tr', { has: alice.locator(`a[href="/ui/batches/${liveBatch}"]`) });
   await row.waitFor();
   const before = await row.innerText();
@@ -180,6 +192,23 @@ await check('its submitter cancels it with the keyboard alone', async () => {
   await Promise.all([alice.waitForNavigation(), alice.keyboard.press('Enter')]);
   assert.match(await alice.locator('main').innerText(), /cancell(ing|ed)/);
   await alice.screenshot({ path: `${shots}/batch-cancelled-by-keyboard.png`, fullPage: true });
+});
+
+await check('another page cannot frame the console', async () => {
+  // A page of another origin (here about:blank) frames the console; the browser would
+  // present alice's certificate, so the console must refuse to be shown in the frame.
+  const evil = await as('alice');
+  const refusal = evil.waitForEvent('console', {
+    predicate: (m) => /frame-ancestors|X-Frame-Options/.test(m.text()),
+    timeout: 20000,
+  });
+  await evil.setContent(`<iframe src="${base}/ui/" title="framed console"></iframe>`);
+  const message = await refusal;
+  assert.match(message.text(), /frame-ancestors 'none'.*(blocked|refused)|Refused to (display|frame)/i, message.text());
+  const framed = evil.frames().find((f) => f !== evil.mainFrame());
+  const shown = framed ? await framed.evaluate(() => !!document.querySelector('main#main')).catch(() => false) : false;
+  assert.equal(shown, false, 'the console rendered inside the frame');
+  await evil.screenshot({ path: `${shots}/framed-refused.png`, fullPage: true });
 });
 
 await browser.close();

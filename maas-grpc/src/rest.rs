@@ -134,6 +134,11 @@ const fn route(method: &'static str, path: &'static str, rpc: Rpc, body: bool, s
     Route { method, path, call: Call::Unary(rpc), reply: Reply::Message, body, summary }
 }
 
+/// A `GET` route that is not a unary method (an event stream, the OpenAPI document).
+const fn get(path: &'static str, call: Call, summary: &'static str) -> Route {
+    Route { method: "GET", path, call, reply: Reply::Message, body: false, summary }
+}
+
 /// Every route, in the order the OpenAPI document lists them.
 pub(crate) const ROUTES: &[Route] = &[
     route("POST", "/v1/batches", Rpc::SubmitBatch, true, "Submit a batch (or check one: dry_run)"),
@@ -150,22 +155,12 @@ pub(crate) const ROUTES: &[Route] = &[
     route("POST", "/v1/batches/{batch_id}:cancel", Rpc::CancelBatch, true, "Cancel a batch"),
     route("POST", "/v1/batches/{batch_id}:pause", Rpc::PauseBatch, true, "Pause a batch"),
     route("POST", "/v1/batches/{batch_id}:resume", Rpc::ResumeBatch, true, "Resume a paused batch"),
-    Route {
-        method: "GET",
-        path: "/v1/batches/{batch_id}/events",
-        call: Call::Events,
-        reply: Reply::Message,
-        body: false,
-        summary: "A batch's events as server-sent events (Last-Event-ID resumes)",
-    },
-    Route {
-        method: "GET",
-        path: "/v1/events",
-        call: Call::Events,
-        reply: Reply::Message,
-        body: false,
-        summary: "Every readable batch's events as server-sent events",
-    },
+    get(
+        "/v1/batches/{batch_id}/events",
+        Call::Events,
+        "A batch's events as server-sent events (Last-Event-ID resumes)",
+    ),
+    get("/v1/events", Call::Events, "Every readable batch's events as server-sent events"),
     route("POST", "/v1/install-results", Rpc::ReportInstallResult, true, "An installer reports (by its token)"),
     route("GET", "/v1/stats", Rpc::BatchStats, false, "Success rates, durations and rollups"),
     route("GET", "/v1/active", Rpc::ActiveCounts, false, "Active operations per site"),
@@ -177,14 +172,7 @@ pub(crate) const ROUTES: &[Route] = &[
     route("PUT", "/v1/pools/{pool}/kinds", Rpc::SetPoolKinds, true, "Set the step kinds a pool's workers run"),
     route("GET", "/v1/images", Rpc::ListImages, false, "The images the boot service serves"),
     route("GET", "/v1/audit", Rpc::ListAudit, false, "The audit log, newest first"),
-    Route {
-        method: "GET",
-        path: "/v1/openapi.json",
-        call: Call::OpenApi,
-        reply: Reply::Message,
-        body: false,
-        summary: "This API's OpenAPI 3.1 document",
-    },
+    get("/v1/openapi.json", Call::OpenApi, "This API's OpenAPI 3.1 document"),
 ];
 
 /// The `maas.v1` descriptors, decoded once.

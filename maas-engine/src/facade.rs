@@ -746,19 +746,20 @@ impl Engine {
             }
         }
         let runs = self.inner.store.stats_host_runs(window.clone()).await?;
-        let count = |s: HostRunState| runs.iter().filter(|r| r.state == s).count() as u32;
-        let (succeeded, failed, cancelled) =
-            (count(HostRunState::Succeeded), count(HostRunState::Failed), count(HostRunState::Cancelled));
-        let success_rate = (succeeded + failed > 0).then(|| f64::from(succeeded) / f64::from(succeeded + failed));
         let mut by_outcome: BTreeMap<(ActionKind, Sku, Site), [u32; 3]> = BTreeMap::new();
         for r in &runs {
             let slot = match r.state {
                 HostRunState::Succeeded => 0,
                 HostRunState::Failed => 1,
-                _ => 2,
+                HostRunState::Cancelled => 2,
+                // Samples are finished runs; an unfinished one counts nowhere.
+                HostRunState::Queued | HostRunState::Running => continue,
             };
             by_outcome.entry((r.action, r.sku.clone(), r.site.clone())).or_default()[slot] += 1;
         }
+        let [succeeded, failed, cancelled] =
+            by_outcome.values().fold([0u32; 3], |[s, f, c], [s2, f2, c2]| [s + s2, f + f2, c + c2]);
+        let success_rate = (succeeded + failed > 0).then(|| f64::from(succeeded) / f64::from(succeeded + failed));
         let outcomes = by_outcome
             .into_iter()
             .map(|((action, sku, site), [succeeded, failed, cancelled])| OutcomeCounts {
